@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:
+#   make demo   sets up .venv and runs a tiny end-to-end PreSafety SFT on CPU (model built locally, bundled data)
+#   make test   sets up .venv and runs the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is installed first and pinned: on these machines torch==2.13.0 is a CPU build on local disk, while an
+# unpinned torch pulled in by another package would download a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup demo test slow_tests quality style clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m trl_presafety.demo
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 -m "not gpu" tests
+
+slow_tests: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "slow" tests
+
+quality: setup
+	$(BIN)/ruff check trl_presafety tests benchmarks
+	$(BIN)/ruff format --check trl_presafety tests benchmarks
+
+style: setup
+	$(BIN)/ruff check --fix trl_presafety tests benchmarks
+	$(BIN)/ruff format trl_presafety tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

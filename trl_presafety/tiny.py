@@ -1,0 +1,160 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Tiny reasoning models built locally, for the demo, the tests and the benchmarks: no model hub needed.
+
+A small byte-level BPE tokenizer (trained on the bundled data, shipped in `assets/tiny_tokenizer`) carries the think
+tags and the special tokens of both chat-template families the package supports:
+
+- `"qwen3"`: the generation prompt stops before `<think>`; the completion opens the think block; the template has a
+  thinking switch (`enable_thinking=False`).
+- `"r1"`: the generation prompt ends with `<think>\\n` (DeepSeek-R1 distills); no switch.
+
+The model is a random-init `Qwen3ForCausalLM` built from a config and saved with `save_pretrained`, so that code under
+test loads it with the real `from_pretrained`.
+
+    python -m trl_presafety.tiny --output_dir runs/tiny-qwen3 --style qwen3
+"""
+
+import argparse
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+
+ASSETS_DIR = Path(__file__).parent / "assets"
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+TOKENIZER_FILE = ASSETS_DIR / "tiny_tokenizer" / "tokenizer.json"
+TINY_DATA_DIR = Path(__file__).parent / "data" / "tiny"
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<think>",
+    "</think>",
+    "<｜begin▁of▁sentence｜>",
+    "<｜end▁of▁sentence｜>",
+    "<｜User｜>",
+    "<｜Assistant｜>",
+]
+STYLES = {
+    "qwen3": {"template": "qwen3_style.jinja", "eos_token": "<|im_end|>", "bos_token": None},
+    "r1": {"template": "r1_style.jinja", "eos_token": "<｜end▁of▁sentence｜>", "bos_token": "<｜begin▁of▁sentence｜>"},
+}
+
+
+def chat_template(style: str) -> str:
+    """The Jinja chat template of a template family (`"qwen3"` or `"r1"`)."""
+    if style not in STYLES:
+        raise ValueError(f"Unknown chat template style {style!r}. Choose one of {sorted(STYLES)}.")
+    return (TEMPLATES_DIR / STYLES[style]["template"]).read_text(encoding="utf-8")
+
+
+def train_tiny_tokenizer(vocab_size: int = 1024, output_file: str | Path = TOKENIZER_FILE) -> Path:
+    """(Re)trains the bundled byte-level BPE on the bundled data. The result is committed; tests only load it."""
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    texts = []
+    for path in sorted(TINY_DATA_DIR.glob("*/*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            for value in row.values():
+                if isinstance(value, str):
+                    texts.append(value)
+                elif isinstance(value, list):
+                    texts.extend(m["content"] for m in value if isinstance(m, dict) and "content" in m)
+    tokenizer = Tokenizer(models.BPE(unk_token=None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    output_file = Path(output_file)
+    output_file.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(output_file))
+    return output_file
+
+
+def build_tiny_tokenizer(style: str = "qwen3") -> PreTrainedTokenizerFast:
+    """The bundled tiny tokenizer with the chat template and special tokens of `style`."""
+    template = chat_template(style)
+    spec = STYLES[style]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(TOKENIZER_FILE),
+        eos_token=spec["eos_token"],
+        bos_token=spec["bos_token"],
+        pad_token="<|endoftext|>",
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in {"<think>", "</think>"}],
+    )
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def build_tiny_model(
+    style: str = "qwen3",
+    hidden_size: int = 32,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    output_dir: str | Path | None = None,
+) -> tuple[Qwen3ForCausalLM, PreTrainedTokenizerFast]:
+    """A random-init Qwen3 causal LM sized by the arguments, with the tiny tokenizer of `style`.
+
+    With `output_dir`, both are saved there (`save_pretrained`) so that they load with `from_pretrained`.
+    """
+    tokenizer = build_tiny_tokenizer(style)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=hidden_size // num_attention_heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    # A private generator keeps the caller's global RNG untouched
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen3ForCausalLM(config).to(dtype)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if output_dir is not None:
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+    return model, tokenizer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Build a tiny random-init reasoning model with think tags.")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--style", default="qwen3", choices=sorted(STYLES))
+    parser.add_argument("--hidden_size", type=int, default=32)
+    parser.add_argument("--num_hidden_layers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    build_tiny_model(
+        style=args.style,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        seed=args.seed,
+        output_dir=args.output_dir,
+    )
+    print(f"Saved a tiny {args.style}-style model to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

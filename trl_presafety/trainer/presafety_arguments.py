@@ -1,0 +1,160 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+from dataclasses import dataclass, field
+
+from ..modeling import ANCHORS, HEAD_TYPES, POOLINGS
+
+
+WEIGHT_SCHEDULES = ("constant", "linear_warmup", "last_epochs")
+MISSING_ANCHOR_POLICIES = ("error", "skip")
+
+
+@dataclass
+class PreSafetyArguments:
+    r"""
+    Fields shared by [`PreSafetySFTConfig`] and [`PreSafetyDPOConfig`] (all prefixed `presafety_`).
+
+    > Parameters that control the pre-CoT safety head
+
+    presafety_loss_weight (`float`, *optional*, defaults to `1.0`):
+        Weight λ of the auxiliary loss: total loss = alignment loss + λ · head loss. `0` leaves the alignment loss and
+        update exactly as in the plain TRL trainer (the head still runs, so its metrics are logged as a probe).
+    presafety_label_column (`str`, *optional*, defaults to `"safety_label"`):
+        Dataset column with the safety decision signal: 1 (refuse), 0 (comply), a float in [0, 1] (soft label), or
+        `None` / -100 (no auxiliary loss for that example).
+    presafety_anchor (`str`, *optional*, defaults to `"prompt_end"`):
+        Position the head reads: `"prompt_end"` (last prompt token) or `"think_end"` (last token of the opening think
+        tag, wherever the template puts it).
+    presafety_think_token (`str`, *optional*, defaults to `"<think>"`):
+        Opening think tag of the chat template, used by `presafety_anchor="think_end"`.
+    presafety_head (`str`, *optional*, defaults to `"linear"`):
+        Head architecture: `"linear"` (`Linear(hidden, 1)`) or `"mlp"`.
+    presafety_head_hidden_size (`int`, *optional*):
+        Width of the MLP head's hidden layer; defaults to the model's hidden size.
+    presafety_head_dropout (`float`, *optional*, defaults to `0.0`):
+        Dropout on the head's input.
+    presafety_layer (`int`, *optional*):
+        Decoder layer whose output the head reads (Python indexing, so `-1` is the last layer before the final norm).
+        `None` reads the final hidden state, after the final norm.
+    presafety_pooling (`str`, *optional*, defaults to `"last"`):
+        `"last"` reads the anchor token; `"mean"` averages the prompt span up to the anchor (SafeKey-style).
+    presafety_pos_weight (`float`, *optional*):
+        Weight of the positive (refuse) class in the BCE, for imbalanced labels (e.g. `#comply / #refuse`).
+    presafety_on_missing_anchor (`str`, *optional*, defaults to `"error"`):
+        What to do with examples whose anchor cannot be found or is cut by truncation: `"error"` stops with the list
+        of indices; `"skip"` keeps them for the alignment loss without an auxiliary loss.
+    presafety_weight_schedule (`str`, *optional*, defaults to `"constant"`):
+        How λ evolves: `"constant"`, `"linear_warmup"` (0 → λ over `presafety_warmup_ratio` of the steps), or
+        `"last_epochs"` (λ only in the last `presafety_last_epochs` epochs, as SafeKey does).
+    presafety_warmup_ratio (`float`, *optional*, defaults to `0.1`):
+        Fraction of the training steps of the linear warm-up.
+    presafety_last_epochs (`int`, *optional*, defaults to `1`):
+        Number of final epochs with the auxiliary loss on, for `presafety_weight_schedule="last_epochs"`.
+    presafety_threshold (`float`, *optional*, defaults to `0.5`):
+        Probability above which the head's prediction (and a soft label) counts as "refuse" for accuracy and AUROC.
+    """
+
+    presafety_loss_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight of the auxiliary pre-CoT safety loss. 0 leaves the plain TRL loss and update."},
+    )
+    presafety_label_column: str = field(
+        default="safety_label",
+        metadata={"help": "Dataset column with the safety label: 1 refuse, 0 comply, float in [0,1], None/-100 none."},
+    )
+    presafety_anchor: str = field(
+        default="prompt_end",
+        metadata={"help": "Position the head reads.", "choices": list(ANCHORS)},
+    )
+    presafety_think_token: str = field(
+        default="<think>",
+        metadata={"help": "Opening think tag of the chat template (for presafety_anchor='think_end')."},
+    )
+    presafety_head: str = field(
+        default="linear",
+        metadata={"help": "Safety head architecture.", "choices": list(HEAD_TYPES)},
+    )
+    presafety_head_hidden_size: int | None = field(
+        default=None,
+        metadata={"help": "Hidden width of the 'mlp' head. Defaults to the model's hidden size."},
+    )
+    presafety_head_dropout: float = field(
+        default=0.0,
+        metadata={"help": "Dropout on the head's input, in [0, 1)."},
+    )
+    presafety_layer: int | None = field(
+        default=None,
+        metadata={
+            "help": "Decoder layer whose output the head reads (Python index). None: final hidden state after the "
+            "final norm."
+        },
+    )
+    presafety_pooling: str = field(
+        default="last",
+        metadata={"help": "'last': the anchor token; 'mean': mean over the prompt span.", "choices": list(POOLINGS)},
+    )
+    presafety_pos_weight: float | None = field(
+        default=None,
+        metadata={"help": "BCE weight of the positive (refuse) class for imbalanced labels, > 0."},
+    )
+    presafety_on_missing_anchor: str = field(
+        default="error",
+        metadata={
+            "help": "Examples whose anchor is not found or is truncated away: 'error' or 'skip' (no aux loss).",
+            "choices": list(MISSING_ANCHOR_POLICIES),
+        },
+    )
+    presafety_weight_schedule: str = field(
+        default="constant",
+        metadata={"help": "Schedule of the auxiliary weight.", "choices": list(WEIGHT_SCHEDULES)},
+    )
+    presafety_warmup_ratio: float = field(
+        default=0.1,
+        metadata={"help": "Fraction of training steps of the 'linear_warmup' schedule, in (0, 1]."},
+    )
+    presafety_last_epochs: int = field(
+        default=1,
+        metadata={"help": "Final epochs with the auxiliary loss on, for the 'last_epochs' schedule, >= 1."},
+    )
+    presafety_threshold: float = field(
+        default=0.5,
+        metadata={"help": "Probability threshold for 'refuse' in accuracy and AUROC, in (0, 1)."},
+    )
+
+    def _validate_presafety(self) -> None:
+        def fail(name: str, value, fix: str):
+            raise ValueError(f"Invalid `{name}`: {value!r}. {fix}")
+
+        if self.presafety_loss_weight is None or self.presafety_loss_weight < 0:
+            fail("presafety_loss_weight", self.presafety_loss_weight, "Use a weight >= 0 (0 disables the aux loss).")
+        choices = {
+            "presafety_anchor": ANCHORS,
+            "presafety_head": HEAD_TYPES,
+            "presafety_pooling": POOLINGS,
+            "presafety_on_missing_anchor": MISSING_ANCHOR_POLICIES,
+            "presafety_weight_schedule": WEIGHT_SCHEDULES,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                fail(name, getattr(self, name), f"Choose one of {list(allowed)}.")
+        if not self.presafety_label_column:
+            fail("presafety_label_column", self.presafety_label_column, "Name the dataset column of safety labels.")
+        if not self.presafety_think_token or not self.presafety_think_token.strip():
+            fail("presafety_think_token", self.presafety_think_token, "Use the opening think tag, e.g. '<think>'.")
+        if self.presafety_head_hidden_size is not None and self.presafety_head_hidden_size <= 0:
+            fail("presafety_head_hidden_size", self.presafety_head_hidden_size, "Use a positive width or None.")
+        if self.presafety_head_hidden_size is not None and self.presafety_head != "mlp":
+            fail(
+                "presafety_head_hidden_size",
+                self.presafety_head_hidden_size,
+                "It only applies to presafety_head='mlp'; set presafety_head='mlp' or leave it unset.",
+            )
+        if not 0.0 <= self.presafety_head_dropout < 1.0:
+            fail("presafety_head_dropout", self.presafety_head_dropout, "Use a probability in [0, 1).")
+        if self.presafety_pos_weight is not None and self.presafety_pos_weight <= 0:
+            fail("presafety_pos_weight", self.presafety_pos_weight, "Use a positive weight, e.g. #comply / #refuse.")
+        if not 0.0 < self.presafety_warmup_ratio <= 1.0:
+            fail("presafety_warmup_ratio", self.presafety_warmup_ratio, "Use a fraction in (0, 1].")
+        if self.presafety_last_epochs < 1:
+            fail("presafety_last_epochs", self.presafety_last_epochs, "Use a number of epochs >= 1.")
+        if not 0.0 < self.presafety_threshold < 1.0:
+            fail("presafety_threshold", self.presafety_threshold, "Use a probability in (0, 1).")

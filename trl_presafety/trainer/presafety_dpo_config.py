@@ -1,0 +1,26 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+from dataclasses import dataclass
+
+from trl import DPOConfig
+
+from .presafety_arguments import PreSafetyArguments
+
+
+@dataclass
+class PreSafetyDPOConfig(PreSafetyArguments, DPOConfig):
+    r"""
+    Configuration class for [`PreSafetyDPOTrainer`]: TRL's [`~trl.DPOConfig`] plus the `presafety_*` fields of
+    [`PreSafetyArguments`]. Chosen and rejected completions share the prompt, so each pair contributes one head
+    prediction, read at the shared anchor.
+
+    > Parameters that control the pre-CoT safety head
+
+    See [`PreSafetyArguments`]: `presafety_loss_weight`, `presafety_label_column`, `presafety_anchor`,
+    `presafety_think_token`, `presafety_head`, `presafety_head_hidden_size`, `presafety_head_dropout`,
+    `presafety_layer`, `presafety_pooling`, `presafety_pos_weight`, `presafety_on_missing_anchor`,
+    `presafety_weight_schedule`, `presafety_warmup_ratio`, `presafety_last_epochs`, `presafety_threshold`.
+    """
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._validate_presafety()

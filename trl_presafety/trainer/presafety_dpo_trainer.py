@@ -1,0 +1,212 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset, IterableDataset
+from transformers import PreTrainedTokenizerBase, ProcessorMixin
+from trl import DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
+from trl.trainer.utils import global_then_local_main_first
+
+from ..anchors import MISSING_LABEL, MISSING_POSITION, anchor_position, normalize_label, think_token_ids
+from .presafety_dpo_config import PreSafetyDPOConfig
+from .presafety_mixin import PRESAFETY_BATCH_KEYS, PreSafetyTrainerMixin
+from .utils import load_model_like_trl
+
+
+POSITION_COLUMN = "presafety_position"
+LABEL_COLUMN = "presafety_label"
+
+
+def _anchor_column(position: int, prompt_len: int, completion_len: int, max_length: int | None, mode: str) -> int:
+    """Column of the anchor in a row truncated like `DataCollatorForPreference` truncates, or -1 if cut."""
+    if position < 0:
+        return MISSING_POSITION
+    if max_length is None:
+        return position
+    if mode == "keep_end":
+        position -= max(0, prompt_len + completion_len - max_length)
+        return position if position >= 0 else MISSING_POSITION
+    return position if position < max_length else MISSING_POSITION
+
+
+@dataclass
+class DataCollatorForPreSafetyPreference(DataCollatorForPreference):
+    """TRL's `DataCollatorForPreference` plus the anchors of the pre-CoT head.
+
+    Chosen and rejected share the prompt, so the hidden state at a prompt anchor is the same in both halves of the
+    batch: each pair gives one head prediction, read in its chosen row. Returns, besides TRL's keys,
+    `"presafety_index"` (`(n, 2)`: row, column), `"presafety_labels"` (`(n,)`) and `"presafety_span_start"` (`(n,)`).
+    Examples need `"presafety_position"` (anchor index in prompt + chosen, -1 if none) and `"presafety_label"`, which
+    `PreSafetyDPOTrainer` adds during dataset preparation.
+    """
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if POSITION_COLUMN not in examples[0] or LABEL_COLUMN not in examples[0]:
+            raise KeyError(
+                f"Examples have no '{POSITION_COLUMN}'/'{LABEL_COLUMN}' (keys: {sorted(examples[0])}). "
+                "PreSafetyDPOTrainer adds them during dataset preparation."
+            )
+        output = super().torch_call(examples)
+        index, labels = [], []
+        for row, example in enumerate(examples):
+            label = example[LABEL_COLUMN]
+            column = _anchor_column(
+                example[POSITION_COLUMN],
+                len(example["prompt_ids"]),
+                len(example["chosen_ids"]),
+                self.max_length,
+                self.truncation_mode,
+            )
+            if label == MISSING_LABEL or column == MISSING_POSITION:
+                continue
+            index.append((row, column))
+            labels.append(label)
+        output["presafety_index"] = torch.tensor(index, dtype=torch.long).reshape(-1, 2)
+        output["presafety_labels"] = torch.tensor(labels, dtype=torch.float32)
+        output["presafety_span_start"] = torch.zeros(len(index), dtype=torch.long)
+        return output
+
+
+class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
+    """TRL's [`~trl.DPOTrainer`] with the pre-CoT safety head.
+
+    A drop-in replacement: every `DPOTrainer` argument works as before (`ref_model`, PEFT with the adapter disabled as
+    reference, `precompute_ref_log_probs`, every `loss_type`). Each pair's safety label is predicted by the head from
+    the hidden state at the prompt's pre-CoT anchor, read during the policy forward (the hook is disarmed before the
+    reference forward, which under PEFT runs through the same backbone).
+
+    For IPO pairs (https://huggingface.co/papers/2509.24393), whose prompt carries the reasoning up to the intervention
+    point, use `presafety_anchor="think_end"`: the anchor is then the think tag inside the prompt, not its end.
+    """
+
+    _tag_names = ["trl", "dpo", "presafety"]
+    _name = "PreSafety DPO"
+    _presafety_columns = (POSITION_COLUMN, LABEL_COLUMN)
+
+    def __init__(
+        self,
+        model,
+        ref_model=None,
+        args: PreSafetyDPOConfig | None = None,
+        data_collator=None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset=None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        *trainer_args,
+        peft_config=None,
+        quantization_config=None,
+        **trainer_kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path or "model"
+            args = PreSafetyDPOConfig(f"{name.split('/')[-1]}-PreSafety-DPO")
+        elif not isinstance(args, PreSafetyDPOConfig):
+            raise TypeError(
+                f"`args` must be a PreSafetyDPOConfig, got {type(args).__name__}. Build it from your DPOConfig with "
+                "`PreSafetyDPOConfig(**dpo_config.to_dict())` or by renaming the class in your code."
+            )
+        if train_dataset is not None:
+            self._presafety_check_labels(train_dataset, "train", args)
+        if isinstance(model, str):
+            # The head must exist before TRL wraps the model with PEFT, so the model is loaded here, like TRL does.
+            # `model_init_kwargs` stay: DPOTrainer also builds the reference model from them.
+            model = load_model_like_trl(model, args, quantization_config)
+            quantization_config = None
+        self._presafety_attach_head(model, args, peft_config)
+        super().__init__(
+            model,
+            ref_model,
+            args,
+            data_collator,
+            train_dataset,
+            eval_dataset,
+            processing_class,
+            *trainer_args,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+            **trainer_kwargs,
+        )
+        if type(self.data_collator) is DataCollatorForPreference:
+            fields = {k: getattr(self.data_collator, k) for k in self.data_collator.__dataclass_fields__}
+            self.data_collator = DataCollatorForPreSafetyPreference(**fields)
+        self._presafety_setup()
+
+    def _prepare_dataset(
+        self,
+        dataset: Dataset | IterableDataset,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin,
+        args: PreSafetyDPOConfig,
+        dataset_name: str,
+    ) -> Dataset | IterableDataset:
+        if {"prompt_ids", POSITION_COLUMN, LABEL_COLUMN} <= set(dataset.column_names or []):
+            return dataset  # already prepared by this trainer
+        if dataset_name != "train":
+            self._presafety_check_labels(dataset, dataset_name, args)
+        dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        think_ids = None
+        if args.presafety_anchor == "think_end":
+            tokenizer = getattr(processing_class, "tokenizer", processing_class)
+            think_ids = think_token_ids(tokenizer, args.presafety_think_token)
+        map_kwargs = {}
+        if isinstance(dataset, Dataset):
+            map_kwargs = {
+                "num_proc": args.dataset_num_proc,
+                "desc": f"Locating pre-CoT anchors in {dataset_name} dataset",
+            }
+        fn_kwargs = {
+            "args": args,
+            "think_ids": think_ids,
+            "raise_on_missing": isinstance(dataset, IterableDataset) and args.presafety_on_missing_anchor == "error",
+        }
+        with global_then_local_main_first():
+            dataset = dataset.map(_build_presafety_anchor, fn_kwargs=fn_kwargs, with_indices=True, **map_kwargs)
+        if isinstance(dataset, Dataset):
+            labels = dataset[LABEL_COLUMN]
+            positions = dataset[POSITION_COLUMN]
+            lengths = zip(dataset["prompt_ids"], dataset["chosen_ids"], strict=True)
+            labeled = [i for i, label in enumerate(labels) if label != MISSING_LABEL]
+            not_found, cut = [], []
+            for i, (prompt_ids, chosen_ids) in enumerate(lengths):
+                if labels[i] == MISSING_LABEL:
+                    continue
+                if positions[i] == MISSING_POSITION:
+                    not_found.append(i)
+                elif (
+                    _anchor_column(
+                        positions[i], len(prompt_ids), len(chosen_ids), args.max_length, args.truncation_mode
+                    )
+                    == MISSING_POSITION
+                ):
+                    cut.append(i)
+            policy = args.presafety_on_missing_anchor
+            self._presafety_report_missing(
+                not_found, len(labeled), dataset_name, f"anchor '{args.presafety_anchor}' not found", policy
+            )
+            self._presafety_report_missing(
+                cut, len(labeled), dataset_name, f"anchor cut by max_length={args.max_length}", policy
+            )
+        return dataset
+
+    def compute_ref_log_probs(self, model, inputs):
+        # Reference log-probs (also the `precompute_ref_log_probs` pass) need no head: drop its keys before the forward
+        inputs = {k: v for k, v in inputs.items() if k not in PRESAFETY_BATCH_KEYS}
+        return super().compute_ref_log_probs(model, inputs)
+
+
+def _build_presafety_anchor(example, index, args, think_ids, raise_on_missing):
+    """Map function: the anchor (in prompt + chosen coordinates) and the normalized label of one tokenized pair."""
+    label = normalize_label(example.get(args.presafety_label_column), args.presafety_label_column, index)
+    position = example.get(POSITION_COLUMN)
+    if position is None:
+        prompt_ids = example["prompt_ids"]
+        position = anchor_position(
+            prompt_ids + example["chosen_ids"], len(prompt_ids), args.presafety_anchor, think_ids
+        )
+    if raise_on_missing and label != MISSING_LABEL and position == MISSING_POSITION:
+        raise ValueError(
+            f"Example {index} of a streamed dataset has no pre-CoT anchor '{args.presafety_anchor}'. Set "
+            "`presafety_on_missing_anchor='skip'` to train it without the auxiliary loss."
+        )
+    return {POSITION_COLUMN: position, LABEL_COLUMN: label}

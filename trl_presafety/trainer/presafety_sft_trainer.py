@@ -1,0 +1,338 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from accelerate.logging import get_logger
+from datasets import Dataset, IterableDataset
+from transformers import PreTrainedTokenizerBase, ProcessorMixin
+from trl import SFTTrainer
+from trl.data_utils import _tokenize, common_prefix_length, is_conversational, pack_dataset
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+from trl.trainer.utils import global_then_local_main_first
+
+from ..anchors import (
+    MISSING_LABEL,
+    MISSING_POSITION,
+    anchor_position,
+    describe_indices,
+    normalize_label,
+    think_token_ids,
+)
+from .presafety_mixin import PreSafetyTrainerMixin
+from .presafety_sft_config import PreSafetySFTConfig
+from .utils import load_model_like_trl
+
+
+logger = get_logger(__name__)
+
+# Per-token column carrying the safety label at the anchor token and -100 elsewhere. Being per-token, it follows the
+# tokens through truncation, packing and padding-free flattening, which gives every example its offset for free.
+TARGETS_COLUMN = "presafety_labels"
+# Outcome of the anchor search per example, for the missing-anchor report
+_OK, _UNLABELED, _NO_ANCHOR, _TRUNCATED, _DROPPED = 0, 1, 2, 3, 4
+
+
+@dataclass
+class DataCollatorForPreSafetyLanguageModeling(DataCollatorForLanguageModeling):
+    """TRL's `DataCollatorForLanguageModeling` plus the anchors of the pre-CoT head.
+
+    Besides TRL's keys, returns:
+    - `"presafety_index"` (`(n, 2)` long): `(row, column)` of each labeled anchor in `input_ids`; with padding-free
+      (and so with BFD packing), the row is 0 and the column includes the example's offset in the flattened row;
+    - `"presafety_labels"` (`(n,)` float): their labels, hard or soft;
+    - `"presafety_span_start"` (`(n,)` long): first column of each anchor's sequence (for `pooling="mean"`).
+
+    Each example must carry a per-token `"presafety_labels"` list (-100 except at the anchor), which
+    `PreSafetySFTTrainer` builds during dataset preparation.
+    """
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        if TARGETS_COLUMN not in examples[0]:
+            raise KeyError(
+                f"Examples have no '{TARGETS_COLUMN}' column (keys: {sorted(examples[0])}). PreSafetySFTTrainer builds "
+                "it from the safety label column during dataset preparation; with `skip_prepare_dataset=True`, add a "
+                "per-token list with the label at the anchor token and -100 elsewhere."
+            )
+        output = super().torch_call(examples)
+        targets = [torch.tensor(example[TARGETS_COLUMN], dtype=torch.float32) for example in examples]
+        if self.padding_free:
+            grid = torch.cat(targets)[None]
+        else:
+            grid = torch.full(output["input_ids"].shape, MISSING_LABEL, dtype=torch.float32)
+            for row, target in enumerate(targets):
+                grid[row, : len(target)] = target
+        rows, cols = (grid != MISSING_LABEL).nonzero(as_tuple=True)
+        output["presafety_index"] = torch.stack([rows, cols], dim=1)
+        output["presafety_labels"] = grid[rows, cols]
+        if "position_ids" in output:
+            output["presafety_span_start"] = cols - output["position_ids"][rows, cols]
+        else:  # right padding: every sequence starts at column 0
+            output["presafety_span_start"] = torch.zeros_like(cols)
+        return output
+
+
+class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
+    """TRL's [`~trl.SFTTrainer`] with the pre-CoT safety head.
+
+    A drop-in replacement: every `SFTTrainer` argument works as before. Besides the SFT loss, a small head reads the
+    hidden state at the pre-CoT anchor of each example (`presafety_anchor`) and predicts its safety label
+    (`presafety_label_column`); `presafety_loss_weight` times its BCE is added to the loss. The hidden state comes from
+    the forward TRL already runs (a hook on the decoder backbone), so no forward pass is added.
+
+    Data: prompt-completion (standard or conversational) and conversational language modeling ("messages", where the
+    prompt is everything before the last assistant turn) datasets, padded, padding-free or packed (`bfd`,
+    `bfd_split`), each with a safety label column. Already tokenized datasets give the prompt length through their
+    `completion_mask` or `labels` (or an explicit `presafety_position` column).
+
+    Example:
+    ```python
+    >>> from trl_presafety import PreSafetySFTConfig, PreSafetySFTTrainer
+
+    >>> trainer = PreSafetySFTTrainer(
+    ...     model="Qwen/Qwen3-0.6B",
+    ...     args=PreSafetySFTConfig(output_dir="qwen3-presafety", presafety_loss_weight=1.0),
+    ...     train_dataset=load_dataset("json", data_files="labeled.jsonl", split="train"),
+    ... )
+    >>> trainer.train()
+    ```
+    """
+
+    _tag_names = ["trl", "sft", "presafety"]
+    _name = "PreSafety SFT"
+    _presafety_columns = (TARGETS_COLUMN,)
+
+    def __init__(
+        self,
+        model,
+        args: PreSafetySFTConfig | None = None,
+        data_collator=None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset=None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        *trainer_args,
+        peft_config=None,
+        quantization_config=None,
+        **trainer_kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path or "model"
+            args = PreSafetySFTConfig(f"{name.split('/')[-1]}-PreSafety-SFT")
+        elif not isinstance(args, PreSafetySFTConfig):
+            raise TypeError(
+                f"`args` must be a PreSafetySFTConfig, got {type(args).__name__}. Build it from your SFTConfig with "
+                "`PreSafetySFTConfig(**sft_config.to_dict())` or by renaming the class in your code."
+            )
+        if train_dataset is not None:
+            self._presafety_check_labels(train_dataset, "train", args)
+        if isinstance(model, str):
+            # The head must exist before TRL wraps the model with PEFT, so the model is loaded here, like TRL does
+            model = load_model_like_trl(model, args, quantization_config)
+            args = copy.copy(args)
+            args.model_init_kwargs = None  # consumed above
+            quantization_config = None
+        self._presafety_attach_head(model, args, peft_config)
+        super().__init__(
+            model,
+            args,
+            data_collator,
+            train_dataset,
+            eval_dataset,
+            processing_class,
+            *trainer_args,
+            peft_config=peft_config,
+            quantization_config=quantization_config,
+            **trainer_kwargs,
+        )
+        if isinstance(self.data_collator, DataCollatorForLanguageModeling) and not isinstance(
+            self.data_collator, DataCollatorForPreSafetyLanguageModeling
+        ):
+            # TRL builds its collator in `__init__` (and refuses custom ones with padding-free): extend it in place
+            fields = {k: getattr(self.data_collator, k) for k in self.data_collator.__dataclass_fields__}
+            self.data_collator = DataCollatorForPreSafetyLanguageModeling(**fields)
+        self._presafety_setup()
+
+    def _prepare_dataset(
+        self,
+        dataset: Dataset | IterableDataset,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin,
+        args: PreSafetySFTConfig,
+        packing: bool,
+        formatting_func,
+        dataset_name: str,
+    ) -> Dataset | IterableDataset:
+        column_names = dataset.column_names or []
+        if TARGETS_COLUMN in column_names:
+            return dataset  # already prepared by this trainer
+        if dataset_name != "train":
+            self._presafety_check_labels(dataset, dataset_name, args)
+
+        # TRL tokenizes; truncation and packing are done below so that the per-token targets follow the tokens
+        tokenize_args = copy.copy(args)
+        tokenize_args.max_length = None
+        tokenize_args.shuffle_dataset = False
+        dataset = super()._prepare_dataset(
+            dataset, processing_class, tokenize_args, False, formatting_func, dataset_name
+        )
+
+        think_ids = None
+        if args.presafety_anchor == "think_end":
+            tokenizer = getattr(processing_class, "tokenizer", processing_class)
+            think_ids = think_token_ids(tokenizer, args.presafety_think_token)
+        truncate = args.max_length if (args.max_length is not None) else None
+        map_kwargs = {}
+        if isinstance(dataset, Dataset):
+            map_kwargs = {
+                "num_proc": args.dataset_num_proc,
+                "desc": f"Locating pre-CoT anchors in {dataset_name} dataset",
+            }
+        fn_kwargs = {
+            "processing_class": processing_class,
+            "args": args,
+            "think_ids": think_ids,
+            "max_length": truncate,
+            "packing": packing,
+            "chat_template": self.chat_template,
+            # A streamed dataset cannot be scanned up front, so the "error" policy applies per example
+            "raise_on_missing": isinstance(dataset, IterableDataset) and args.presafety_on_missing_anchor == "error",
+        }
+        with global_then_local_main_first():
+            dataset = dataset.map(_build_presafety_targets, fn_kwargs=fn_kwargs, with_indices=True, **map_kwargs)
+
+            if isinstance(dataset, Dataset):
+                status = dataset["presafety_status"]
+                labeled = [i for i, s in enumerate(status) if s not in (_UNLABELED, _DROPPED)]
+                dropped = [i for i, s in enumerate(status) if s == _DROPPED]
+                if dropped:
+                    logger.warning(
+                        f"{len(dropped)} examples of the {dataset_name} dataset lose their whole completion to "
+                        f"max_length={args.max_length} and are dropped (as SFTTrainer does); indices "
+                        f"{describe_indices(dropped)}."
+                    )
+                no_anchor = [i for i, s in enumerate(status) if s == _NO_ANCHOR]
+                truncated = [i for i, s in enumerate(status) if s == _TRUNCATED]
+                self._presafety_report_missing(
+                    no_anchor,
+                    len(labeled),
+                    dataset_name,
+                    f"anchor '{args.presafety_anchor}' not found",
+                    args.presafety_on_missing_anchor,
+                )
+                self._presafety_report_missing(
+                    truncated,
+                    len(labeled),
+                    dataset_name,
+                    f"anchor cut by max_length={args.max_length}",
+                    args.presafety_on_missing_anchor,
+                )
+            dataset = dataset.remove_columns("presafety_status")
+
+            # Same as TRL: drop examples that truncation left without any trainable token
+            if args.max_length is not None and not packing:
+                if isinstance(dataset, Dataset):
+                    map_kwargs["desc"] = f"Dropping fully masked examples from {dataset_name} dataset"
+                dataset = dataset.filter(
+                    lambda example: any(label != -100 for label in example["labels"]), **map_kwargs
+                )
+
+            if packing:
+                if args.max_length is None:
+                    raise ValueError("When packing is enabled, `max_length` can't be `None`.")
+                if isinstance(dataset, Dataset):
+                    map_kwargs["desc"] = f"Packing {dataset_name} dataset"
+                dataset = dataset.select_columns(["input_ids", "labels", TARGETS_COLUMN])
+                if args.shuffle_dataset:
+                    dataset = dataset.shuffle(seed=args.seed)
+                dataset = pack_dataset(dataset, args.max_length, args.packing_strategy, map_kwargs)
+        if args.shuffle_dataset:
+            dataset = dataset.shuffle(seed=args.seed)
+        return dataset
+
+    @staticmethod
+    def _presafety_prompt_length(
+        example: dict[str, Any], input_ids: list[int], processing_class, chat_template: str | None
+    ) -> int | None:
+        """Number of prompt tokens at the start of `input_ids`, found the way TRL finds the completion start."""
+        if "presafety_prompt_length" in example and example["presafety_prompt_length"] is not None:
+            return int(example["presafety_prompt_length"])
+        tools = example.get("tools")
+        tools = json.loads(tools) if isinstance(tools, str) else tools
+        template_kwargs = {
+            "chat_template": chat_template,
+            "tools": tools,
+            **(example.get("chat_template_kwargs") or {}),
+        }
+        if example.get("prompt") is not None:
+            if is_conversational(example):
+                prompt_ids = _tokenize(
+                    processing_class, example["prompt"], add_generation_prompt=True, **template_kwargs
+                )
+            else:
+                prompt_ids = _tokenize(processing_class, example["prompt"], chat_template=chat_template)
+            return common_prefix_length(prompt_ids["input_ids"], input_ids)
+        if example.get("messages"):
+            messages = example["messages"]
+            last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+            if last is None or last == 0:
+                return None
+            prompt_ids = _tokenize(processing_class, messages[:last], add_generation_prompt=True, **template_kwargs)
+            return common_prefix_length(prompt_ids["input_ids"], input_ids)
+        # Already tokenized data: the completion starts at the first trained token
+        if example.get("completion_mask") is not None and 1 in example["completion_mask"]:
+            return example["completion_mask"].index(1)
+        return None
+
+
+def _build_presafety_targets(
+    example, index, processing_class, args, think_ids, max_length, packing, chat_template, raise_on_missing
+):
+    """Map function: the per-token target column of one tokenized example, truncated like SFTTrainer truncates."""
+    input_ids = example["input_ids"]
+    labels = example["labels"]
+    label = normalize_label(example.get(args.presafety_label_column), args.presafety_label_column, index)
+    position = example.get("presafety_position")
+    if position is None:
+        prompt_length = PreSafetySFTTrainer._presafety_prompt_length(
+            example, input_ids, processing_class, chat_template
+        )
+        if prompt_length is None and "completion_mask" not in example and not is_conversational(example):
+            # Tokenized data without a completion mask: the first trained label marks the completion
+            first = next((i for i, t in enumerate(labels) if t != -100), None)
+            prompt_length = first if first not in (None, 0) and any(t == -100 for t in labels) else None
+        position = anchor_position(input_ids, prompt_length, args.presafety_anchor, think_ids)
+    targets = [MISSING_LABEL] * len(input_ids)
+    status = _UNLABELED if label == MISSING_LABEL else _OK
+    if status == _OK:
+        if position == MISSING_POSITION or position >= len(input_ids):
+            status = _NO_ANCHOR
+        else:
+            targets[position] = label
+    output = {TARGETS_COLUMN: targets}
+    if max_length is not None and len(input_ids) > max_length:
+        if packing:  # BFD truncates (or splits off) everything past max_length
+            if status == _OK and position >= max_length:
+                status, targets[position] = _TRUNCATED, MISSING_LABEL
+        else:
+            if args.truncation_mode == "keep_start":
+                sl = slice(None, max_length)
+            elif args.truncation_mode == "keep_end":
+                sl = slice(-max_length, None)
+            else:
+                raise ValueError(
+                    f"Unsupported truncation mode: {args.truncation_mode}, expected 'keep_start' or 'keep_end'"
+                )
+            output = {"input_ids": input_ids[sl], "labels": labels[sl], TARGETS_COLUMN: targets[sl]}
+            if status == _OK and all(t == MISSING_LABEL for t in output[TARGETS_COLUMN]):
+                status = _TRUNCATED
+            if all(t == -100 for t in output["labels"]):
+                status = _DROPPED  # TRL drops it below: no trainable token left
+    if raise_on_missing and status in (_NO_ANCHOR, _TRUNCATED):
+        raise ValueError(
+            f"Example {index} of a streamed dataset has no usable pre-CoT anchor (not found, or cut by "
+            f"max_length={max_length}). Set `presafety_on_missing_anchor='skip'` to train it without the auxiliary "
+            "loss, or check the chat template, `presafety_anchor` and `presafety_think_token`."
+        )
+    output["presafety_status"] = status
+    return output
