@@ -9,6 +9,7 @@ import sys
 COMMANDS = {
     "sft": "trl_presafety.scripts.sft",
     "dpo": "trl_presafety.scripts.dpo",
+    "grpo": "trl_presafety.scripts.grpo",
     "label": "trl_presafety.scripts.label",
     "train-classifier": "trl_presafety.scripts.train_classifier",
     "eval": "trl_presafety.scripts.evaluate",
