@@ -23,3 +23,41 @@ CPU_TRAINING_KWARGS = {
     "disable_tqdm": True,
     "dataloader_num_workers": 0,
 }
+
+
+def load_tiny_sft_rows(n: int | None = None) -> list[dict]:
+    """Rows of the bundled tiny SFT set (conversational prompt-completion with `safety_label`)."""
+    import json
+
+    from trl_presafety.tiny import TINY_DATA_DIR
+
+    rows = [json.loads(line) for line in (TINY_DATA_DIR / "sft" / "train.jsonl").read_text().splitlines()]
+    return rows[:n] if n is not None else rows
+
+
+def load_tiny_dpo_rows(n: int | None = None) -> list[dict]:
+    import json
+
+    from trl_presafety.tiny import TINY_DATA_DIR
+
+    rows = [json.loads(line) for line in (TINY_DATA_DIR / "dpo" / "train.jsonl").read_text().splitlines()]
+    return rows[:n] if n is not None else rows
+
+
+def to_messages(rows: list[dict]) -> list[dict]:
+    """Conversational prompt-completion rows as conversational language-modeling ("messages") rows."""
+    return [{"messages": r["prompt"] + r["completion"], "safety_label": r["safety_label"]} for r in rows]
+
+
+def to_standard(rows: list[dict], tokenizer) -> list[dict]:
+    """Conversational prompt-completion rows as standard (text) prompt-completion rows, rendered by the template."""
+    out = []
+    for r in rows:
+        prompt = tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False)
+        out.append({"prompt": prompt, "completion": full[len(prompt) :], "safety_label": r["safety_label"]})
+    return out
+
+
+def params_snapshot(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
