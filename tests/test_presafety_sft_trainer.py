@@ -408,6 +408,8 @@ def test_bad_input_errors(tiny_model_dirs, tmp_path):
         make_trainer(model_dir, tmp_path, [dict(r, safety_label=3 if i == 2 else 1) for i, r in enumerate(rows)])
     with pytest.raises(ValueError, match=r"Every example .* missing safety label.*presafety_loss_weight=0"):
         make_trainer(model_dir, tmp_path, [dict(r, safety_label=None) for r in rows])
+    # ...which weight 0 allows: the head then only probes
+    make_trainer(model_dir, tmp_path, [dict(r, safety_label=None) for r in rows], presafety_loss_weight=0.0).train()
     with pytest.raises(ValueError, match=r"presafety_think_token='<reasoning>'.*not a token of the tokenizer"):
         make_trainer(model_dir, tmp_path, rows, presafety_anchor="think_end", presafety_think_token="<reasoning>")
     with pytest.raises(ValueError, match=r"Invalid `presafety_loss_weight`: -1.0. Use a weight >= 0"):

@@ -54,10 +54,10 @@ def train_tiny_tokenizer(vocab_size: int = 1024, output_file: str | Path = TOKEN
     """(Re)trains the bundled byte-level BPE on the bundled data. The result is committed; tests only load it."""
     import json
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
     texts = []
-    for path in sorted(TINY_DATA_DIR.glob("*/*.jsonl")):
+    for path in sorted(p for name in ("sft", "dpo", "eval") for p in (TINY_DATA_DIR / name).glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             for value in row.values():
@@ -75,6 +75,9 @@ def train_tiny_tokenizer(vocab_size: int = 1024, output_file: str | Path = TOKEN
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
+    # Like Qwen3's and R1's tokenizers, the think tags are added tokens that are not special: decoding with
+    # `skip_special_tokens=True` (as TRL's GRPO does) keeps them
+    tokenizer.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in ("<think>", "</think>")])
     output_file = Path(output_file)
     output_file.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(output_file))

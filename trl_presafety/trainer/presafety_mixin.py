@@ -152,7 +152,8 @@ class PreSafetyTrainerMixin:
         if isinstance(dataset, Dataset):
             values = dataset[column]
             normalized = [normalize_label(v, column, i) for i, v in enumerate(values)]
-            if len(normalized) > 0 and all(v == MISSING_LABEL for v in normalized):
+            # With weight 0 the head only probes, so unlabeled data is fine
+            if len(normalized) > 0 and all(v == MISSING_LABEL for v in normalized) and args.presafety_loss_weight > 0:
                 raise ValueError(
                     f"Every example of the {name} dataset has a missing safety label in column '{column}' "
                     f"({len(normalized)} examples), so the safety head would never be trained. Label the data with "
