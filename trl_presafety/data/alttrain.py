@@ -1,0 +1,292 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""AltTrain-style SFT data: reasoning that assesses safety before solving (https://huggingface.co/papers/2604.18946).
+
+AltTrain argues that the safety risk of reasoning models lies in the structure of their reasoning, and fixes it with
+plain SFT on about 1,000 examples (about 900 harmful, 100 benign) whose reasoning has three parts:
+
+1. understanding: the first sentence(s) of the original reasoning;
+2. a one-sentence harmfulness assessment;
+3. harmful prompt: the reasoning stops there and the answer is a refusal. Benign prompt: the assessment clears the
+   request, then the rest of the original reasoning and the original answer follow.
+
+[`format_alttrain_example`] rewrites one SFT example (prompt + completion with a think block); [`build_alttrain_dataset`]
+selects and rewrites a whole dataset. The output keeps the input's format (conversational or plain text) and columns,
+so it trains with `trl-presafety sft` as any SFT data (and with the pre-CoT head if its safety labels are kept).
+"""
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from ..reasoning import THINK_CLOSE, THINK_OPEN, split_reasoning
+from .step_judges import STEP_SPLITS, AnswerJudge, RefusalCueJudge, split_steps
+
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HARMFUL_ASSESSMENTS = [
+    "Before solving it, I check whether this request is safe: it asks for help causing serious harm, so I must not assist.",
+    "First, a safety check: answering would help someone hurt people or break the law, so I will not provide it.",
+    "Let me assess the risk before going further: this request is harmful, so I should refuse it.",
+]
+DEFAULT_BENIGN_ASSESSMENTS = [
+    "Before solving it, I check whether this request is safe: it is harmless, so I can help with it.",
+    "First, a safety check: nothing here could cause harm, so I can go ahead and solve it.",
+    "Let me assess the risk before going further: this request is benign, so I will answer it normally.",
+]
+DEFAULT_REFUSAL = "I'm sorry, but I can't help with that, because it could cause serious harm."
+HARMFUL_ANSWER_POLICIES = ("auto", "original", "refusal")
+ASSESSMENT_SELECTIONS = ("cycle", "random", "first")
+MISSING_LABEL_POLICIES = ("error", "skip")
+
+
+@dataclass
+class AltTrainConfig:
+    r"""
+    How [`format_alttrain_example`] restructures reasoning.
+
+    prompt_column (`str`, *optional*, defaults to `"prompt"`), completion_column (`str`, *optional*, defaults to
+    `"completion"`): The SFT columns; the completion is a string or one assistant message, with a think block.
+    label_column (`str`, *optional*, defaults to `"safety_label"`): 1 (harmful) or 0 (benign); a float is harmful from
+        0.5 on.
+    understanding_sentences (`int`, *optional*, defaults to `1`): Sentences of the original reasoning kept before the
+        assessment (the "understanding the problem" part); `0` opens the reasoning with the assessment.
+    harmful_assessments, benign_assessments (`list[str]`): One-sentence judgments for harmful / benign prompts.
+    assessment_selection (`str`, *optional*, defaults to `"cycle"`): `"cycle"`, `"random"` (seeded) or `"first"`.
+    harmful_answer (`str`, *optional*, defaults to `"auto"`): Answer of harmful examples: `"auto"` keeps the original
+        answer when it is a refusal and uses `refusal_text` otherwise; `"original"` always keeps it; `"refusal"` always
+        uses `refusal_text`.
+    refusal_text (`str`): The refusal for harmful examples whose original answer complies.
+    on_missing_label (`str`, *optional*, defaults to `"error"`): Rows without a label: `"error"` or `"skip"`.
+    step_split (`str`, *optional*, defaults to `"sentence"`): What counts as a sentence of the reasoning.
+    seed (`int`, *optional*, defaults to `0`): Assessment selection and sampling of examples.
+    """
+
+    prompt_column: str = field(default="prompt", metadata={"help": "Column of the request."})
+    completion_column: str = field(
+        default="completion", metadata={"help": "Column of the completion (reasoning in a think block + answer)."}
+    )
+    label_column: str = field(
+        default="safety_label", metadata={"help": "Column of the safety label: 1 harmful, 0 benign."}
+    )
+    understanding_sentences: int = field(
+        default=1,
+        metadata={"help": "Sentences of the original reasoning kept before the assessment (0: assessment first)."},
+    )
+    harmful_assessments: list[str] = field(
+        default_factory=lambda: list(DEFAULT_HARMFUL_ASSESSMENTS),
+        metadata={"help": "One-sentence harmfulness judgments for harmful prompts."},
+    )
+    benign_assessments: list[str] = field(
+        default_factory=lambda: list(DEFAULT_BENIGN_ASSESSMENTS),
+        metadata={"help": "One-sentence judgments that clear benign prompts."},
+    )
+    assessment_selection: str = field(
+        default="cycle",
+        metadata={"help": "Which assessment sentence each example gets.", "choices": list(ASSESSMENT_SELECTIONS)},
+    )
+    harmful_answer: str = field(
+        default="auto",
+        metadata={
+            "help": "Answer of harmful examples: keep it if it refuses (auto), always keep it, or always refuse.",
+            "choices": list(HARMFUL_ANSWER_POLICIES),
+        },
+    )
+    refusal_text: str = field(
+        default=DEFAULT_REFUSAL, metadata={"help": "Refusal for harmful examples whose answer complies."}
+    )
+    on_missing_label: str = field(
+        default="error",
+        metadata={"help": "Rows without a safety label.", "choices": list(MISSING_LABEL_POLICIES)},
+    )
+    step_split: str = field(
+        default="sentence",
+        metadata={"help": "What counts as a sentence of the reasoning.", "choices": list(STEP_SPLITS)},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of assessment selection and example sampling."})
+
+    def __post_init__(self):
+        def fail(name: str, value: Any, fix: str):
+            raise ValueError(f"Invalid `{name}`: {value!r}. {fix}")
+
+        for name, allowed in (
+            ("assessment_selection", ASSESSMENT_SELECTIONS),
+            ("harmful_answer", HARMFUL_ANSWER_POLICIES),
+            ("on_missing_label", MISSING_LABEL_POLICIES),
+            ("step_split", STEP_SPLITS),
+        ):
+            if getattr(self, name) not in allowed:
+                fail(name, getattr(self, name), f"Choose one of {list(allowed)}.")
+        if self.understanding_sentences < 0:
+            fail("understanding_sentences", self.understanding_sentences, "Use 0 (assessment first) or more.")
+        for name in ("harmful_assessments", "benign_assessments"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [value])
+            elif not value or any(not s or not s.strip() for s in value):
+                fail(name, value, "Give at least one non-empty sentence.")
+        if not self.refusal_text.strip():
+            fail("refusal_text", self.refusal_text, "Give the refusal used for harmful examples.")
+
+
+def _completion_text(completion: Any, index: int, column: str) -> tuple[str, bool]:
+    """The completion's text and whether it was conversational."""
+    if isinstance(completion, str):
+        return completion, False
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return completion[-1].get("content", ""), True
+    raise ValueError(
+        f"Row {index}: column '{column}' holds {type(completion).__name__}; expected the completion text or a list "
+        "with one assistant message. Set `completion_column` to the right column."
+    )
+
+
+def _pick(options: Sequence[str], selection: str, index: int, rng: random.Random) -> str:
+    if selection == "first":
+        return options[0]
+    if selection == "random":
+        return rng.choice(options)
+    return options[index % len(options)]
+
+
+def restructure_reasoning(
+    reasoning: str, assessment: str, harmful: bool, understanding_sentences: int, split: str
+) -> str:
+    """The AltTrain reasoning: understanding sentences, the assessment, then (benign only) the rest of the reasoning.
+
+    The original text is kept byte for byte around the inserted sentence.
+
+    Example:
+    ```python
+    >>> restructure_reasoning("Parse the question. Add 2 and 3.", "It is safe.", harmful=False,
+    ...                       understanding_sentences=1, split="sentence")
+    'Parse the question. It is safe. Add 2 and 3.'
+    ```
+    """
+    steps = split_steps(reasoning, split)
+    kept = steps[:understanding_sentences]
+    cut = kept[-1].end if kept else 0
+    head, tail = reasoning[:cut], reasoning[cut:]
+    parts = head + (" " if head else "") + assessment
+    if harmful or not tail.strip():
+        return parts
+    return parts + ("" if tail[:1].isspace() else " ") + tail
+
+
+def format_alttrain_example(
+    example: dict[str, Any],
+    config: AltTrainConfig | None = None,
+    index: int = 0,
+    refusal_judge: AnswerJudge | None = None,
+    rng: random.Random | None = None,
+) -> dict[str, Any]:
+    """Rewrites one SFT example so its reasoning assesses safety before solving (AltTrain).
+
+    Returns a copy of `example` whose completion (same format as the input: string or assistant message) is
+    `<think>\\n{understanding} {assessment}[ {rest of the reasoning}]\\n</think>\\n\\n{answer}`. Benign examples keep
+    their answer; harmful ones keep it when it is a refusal (see `AltTrainConfig.harmful_answer`).
+
+    Example:
+    ```python
+    >>> example = {"prompt": [{"role": "user", "content": "What is 2 + 3?"}],
+    ...            "completion": [{"role": "assistant", "content": "<think>\\nAdd them. 2 + 3 = 5.\\n</think>\\n\\n5"}],
+    ...            "safety_label": 0}
+    >>> format_alttrain_example(example)["completion"][0]["content"]
+    '<think>\\nAdd them. Before solving anything, I should check ... so I can help with it. 2 + 3 = 5.\\n</think>\\n\\n5'
+    ```
+    """
+    config = config or AltTrainConfig()
+    rng = rng or random.Random(config.seed + index)
+    for column in (config.prompt_column, config.completion_column):
+        if column not in example:
+            raise ValueError(
+                f"Row {index} has no column '{column}' (columns: {sorted(example)}). Set `prompt_column` / "
+                "`completion_column` to the SFT columns."
+            )
+    label = example.get(config.label_column)
+    if label is None or label == -100:
+        raise ValueError(
+            f"Row {index} has no safety label in column '{config.label_column}' (got {label!r}); AltTrain needs to know "
+            "whether the prompt is harmful. Label it (1 harmful, 0 benign), set `label_column`, or set "
+            "`on_missing_label='skip'`."
+        )
+    harmful = float(label) >= 0.5
+    text, conversational = _completion_text(example[config.completion_column], index, config.completion_column)
+    parsed = split_reasoning(text)
+    if not parsed.closed:
+        raise ValueError(
+            f"Row {index}: the completion opens a think block and never closes it ({text[:80]!r}...), so it has no "
+            "answer to keep. Drop truncated completions before formatting."
+        )
+    reasoning, answer = parsed.reasoning or "", parsed.answer
+    assessments = config.harmful_assessments if harmful else config.benign_assessments
+    assessment = _pick(assessments, config.assessment_selection, index, rng)
+    new_reasoning = restructure_reasoning(
+        reasoning, assessment, harmful, config.understanding_sentences, config.step_split
+    )
+    if harmful:
+        judge = refusal_judge or RefusalCueJudge()
+        keep = config.harmful_answer == "original" or (
+            config.harmful_answer == "auto"
+            and judge.predict_proba([example[config.prompt_column]], [answer])[0] >= 0.5
+        )
+        if not keep:
+            answer = config.refusal_text
+    new_text = f"{THINK_OPEN}\n{new_reasoning}\n{THINK_CLOSE}\n\n{answer}"
+    output = dict(example)
+    if conversational:
+        message = dict(example[config.completion_column][-1])
+        message["content"] = new_text
+        output[config.completion_column] = [*example[config.completion_column][:-1], message]
+    else:
+        output[config.completion_column] = new_text
+    return output
+
+
+def build_alttrain_dataset(
+    dataset: Dataset | Sequence[dict[str, Any]],
+    config: AltTrainConfig | None = None,
+    num_harmful: int | None = 900,
+    num_benign: int | None = 100,
+    refusal_judge: AnswerJudge | None = None,
+    show_progress: bool = True,
+) -> Dataset:
+    """Selects up to `num_harmful` harmful and `num_benign` benign examples (seeded sample; `None` takes all) and
+    rewrites them with [`format_alttrain_example`]; the result is shuffled. AltTrain trains on ~900 + ~100."""
+    config = config or AltTrainConfig()
+    rng = random.Random(config.seed)
+    rows = list(dataset)
+    harmful, benign, skipped = [], [], 0
+    for index, row in enumerate(rows):
+        label = row.get(config.label_column)
+        if label is None or label == -100:
+            if config.on_missing_label == "skip":
+                skipped += 1
+                continue
+            format_alttrain_example(row, config, index)  # raises with the row's index and the fix
+        (harmful if float(label) >= 0.5 else benign).append(index)
+    selected = []
+    for name, indices, wanted in (("harmful", harmful, num_harmful), ("benign", benign, num_benign)):
+        if wanted is not None and wanted < 0:
+            raise ValueError(f"Invalid `num_{name}`: {wanted}. Use a count >= 0, or None for all.")
+        if wanted is not None and wanted > len(indices):
+            logger.warning(f"Asked for {wanted} {name} examples but the data has {len(indices)}; using all of them.")
+        chosen = indices if wanted is None or wanted >= len(indices) else sorted(rng.sample(indices, wanted))
+        selected.extend(chosen)
+    rng.shuffle(selected)
+    formatted = [
+        format_alttrain_example(rows[i], config, i, refusal_judge=refusal_judge, rng=rng)
+        for i in tqdm(selected, desc="AltTrain formatting", disable=not show_progress)
+    ]
+    harmful_set = set(harmful)
+    num_selected_harmful = sum(1 for i in selected if i in harmful_set)
+    logger.info(
+        f"AltTrain: {num_selected_harmful} harmful + {len(selected) - num_selected_harmful} benign examples "
+        f"({skipped} without a label skipped)."
+    )
+    return Dataset.from_list(formatted)
