@@ -1,0 +1,65 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Evaluation of a PreSafety run: safety with CoT on and off, over-refusal, reasoning accuracy, the pre-CoT probe, and
+one report (JSON, Markdown, PNG) that two runs can be compared in.
+
+```python
+from trl_presafety.evaluation import EvalConfig, evaluate
+
+report = evaluate(EvalConfig(model_name_or_path="runs/presafety-sft", datasets=["strongreject", "xstest", "math500"]))
+print(report["summary"])
+```
+"""
+
+from .config import DecodingSetting, EvalConfig, parse_decoding_setting
+from .data import (
+    CATEGORIES,
+    DATASET_ADAPTERS,
+    DatasetAdapter,
+    DatasetFormatError,
+    adapt_rows,
+    load_eval_dataset,
+    load_eval_datasets,
+)
+from .judges import (
+    ClassifierJudge,
+    GuardJudge,
+    Judge,
+    RegexRefusalJudge,
+    Verdict,
+    parse_llama_guard,
+    parse_wildguard,
+)
+from .math_grading import grade_math
+from .report import compare_reports, load_report, plot_reports, render_comparison, render_markdown, write_report
+from .runner import build_eval_prompt, evaluate, split_generated
+
+
+__all__ = [
+    "CATEGORIES",
+    "DATASET_ADAPTERS",
+    "ClassifierJudge",
+    "DatasetAdapter",
+    "DatasetFormatError",
+    "DecodingSetting",
+    "EvalConfig",
+    "GuardJudge",
+    "Judge",
+    "RegexRefusalJudge",
+    "Verdict",
+    "adapt_rows",
+    "build_eval_prompt",
+    "compare_reports",
+    "evaluate",
+    "grade_math",
+    "load_eval_dataset",
+    "load_eval_datasets",
+    "load_report",
+    "parse_decoding_setting",
+    "parse_llama_guard",
+    "parse_wildguard",
+    "plot_reports",
+    "render_comparison",
+    "render_markdown",
+    "split_generated",
+    "write_report",
+]

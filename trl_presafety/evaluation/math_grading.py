@@ -1,0 +1,40 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Reasoning accuracy: checking a final answer against the gold one with `math-verify` (GSM8K, MATH-500, AIME)."""
+
+from typing import Any
+
+
+def _gold_text(gold: str) -> str:
+    # math-verify reads LaTeX in math mode; a bare gold such as `\frac{1}{2}` or `72` is wrapped so both parse
+    gold = str(gold).strip()
+    if gold.startswith("$") or "\\boxed" in gold:
+        return gold
+    return f"${gold}$"
+
+
+def grade_math(answer: str, gold: str) -> dict[str, Any]:
+    """Whether `answer` (the final answer, reasoning trace removed) states the `gold` answer.
+
+    `math-verify` extracts the last `\\boxed{...}` (or, failing that, the last expression) from the answer and compares
+    it with the gold symbolically. An empty answer (e.g. the token cap was hit inside the reasoning) is wrong.
+
+    Returns:
+        `{"correct": bool, "predicted": str | None, "gold": str, "error": str | None}`.
+    """
+    from math_verify import parse, verify
+
+    result: dict[str, Any] = {"correct": False, "predicted": None, "gold": str(gold), "error": None}
+    if not answer or not answer.strip():
+        return result
+    try:
+        gold_parsed = parse(_gold_text(gold))
+        if not gold_parsed:
+            result["error"] = f"math-verify could not parse the gold answer {gold!r}"
+            return result
+        predicted = parse(answer)
+        if predicted:
+            result["predicted"] = str(predicted[-1])
+        result["correct"] = bool(predicted) and bool(verify(gold_parsed, predicted))
+    except Exception as error:  # a pathological expression must not stop the evaluation
+        result["error"] = f"{type(error).__name__}: {error}"
+    return result

@@ -1,0 +1,66 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""
+`trl-presafety eval`: safety with CoT on and off, over-refusal, reasoning accuracy and the pre-CoT probe of one model
+(full, or base + adapter), in one report: `report.json` (every figure, every example), `report.md`, `report.png`.
+Generations and judgments are cached in `output_dir/cache`: rerun the same command to resume an interrupted run.
+
+# A 7B reasoning model on one GPU (vLLM), Llama-Guard-3-8B as judge
+```bash
+trl-presafety eval --config recipes/DeepSeek-R1-Distill-Qwen-7B/eval.yaml \
+    --model_name_or_path runs/r1-7b-presafety-sft --output_dir runs/r1-7b-presafety-sft/eval
+```
+
+# The tiny offline smoke run on CPU (about a minute)
+```bash
+python -m trl_presafety.tiny --output_dir runs/tiny-qwen3 --style qwen3
+python -m trl_presafety.scripts.evaluate --config recipes/tiny/eval.yaml
+```
+
+# Before/after
+```bash
+trl-presafety eval-compare runs/base/eval/report.json runs/presafety-sft/eval/report.json --output_dir runs/compare
+```
+"""
+
+import argparse
+
+from ..evaluation import EvalConfig, evaluate
+from .utils import parse_args_strict
+
+
+def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+    """A `TrlParser` over [`EvalConfig`]: `--config eval.yaml` plus command-line overrides."""
+    from trl import TrlParser
+
+    usage = "%(prog)s --config RECIPE.yaml [--<field> VALUE ...]"
+    if subparsers is not None:
+        return subparsers.add_parser(
+            "eval", help="Evaluate a model", dataclass_types=(EvalConfig,), usage=usage, allow_abbrev=False
+        )
+    return TrlParser((EvalConfig,), prog=prog or "trl-presafety eval", usage=usage, allow_abbrev=False)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Entry point of `trl-presafety eval` and `python -m trl_presafety.scripts.evaluate`; returns the report."""
+    (config,) = parse_args_strict(make_parser(), argv)
+    report = evaluate(config)
+    summary = report["summary"]
+    print(f"Evaluation of {report['run_name']} ({summary['primary_decoding']} decoding):")
+    for mode, figures in summary["modes"].items():
+        shown = ", ".join(
+            f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
+            for key, value in figures.items()
+            if key
+            in {"harmful_rate", "refusal_rate", "reasoning_harmful_rate", "benign_compliance_rate", "math_accuracy"}
+        )
+        print(f"  thinking {mode}: {shown}")
+    if summary.get("probe_auroc") is not None:
+        print(f"  pre-CoT probe AUROC: {summary['probe_auroc']:.3f}")
+    if report["errors"]:
+        print(f"  {len(report['errors'])} example(s) failed; see `errors` in the report")
+    print(f"Report: {config.output_dir}/report.json, report.md" + (", report.png" if config.plot else ""))
+    return report
+
+
+if __name__ == "__main__":
+    main()
