@@ -431,6 +431,18 @@ def test_bad_input_errors(tiny_model_dirs, tmp_path):
     trainer.train()  # batches without any label still run the head (multiplied by zero)
 
 
+def test_plain_sft_config_still_works(tiny_model_dirs, tmp_path):
+    # Existing code that only swaps the trainer class keeps its SFTConfig (eos/pad tokens included)
+    args = SFTConfig(**config_kwargs(tmp_path, max_steps=1, eos_token="<|im_end|>"))
+    trainer = PreSafetySFTTrainer(
+        model=tiny_model_dirs["qwen3"], args=args, train_dataset=Dataset.from_list(load_tiny_sft_rows(4))
+    )
+    assert isinstance(trainer.args, PreSafetySFTConfig)
+    assert trainer.args.presafety_loss_weight == 1.0 and trainer.args.eos_token == "<|im_end|>"
+    trainer.train()
+    assert "presafety/loss" in trainer.state.log_history[0]
+
+
 def test_unlabeled_examples_get_no_aux_loss(tiny_model_dirs, tmp_path):
     rows = load_tiny_sft_rows(8)
     mixed = [dict(r, safety_label=(r["safety_label"] if i % 2 else None)) for i, r in enumerate(rows)]

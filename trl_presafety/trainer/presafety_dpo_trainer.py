@@ -12,7 +12,6 @@ from trl.trainer.utils import global_then_local_main_first
 from ..anchors import MISSING_LABEL, MISSING_POSITION, anchor_position, normalize_label, think_token_ids
 from .presafety_dpo_config import PreSafetyDPOConfig
 from .presafety_mixin import PRESAFETY_BATCH_KEYS, PreSafetyTrainerMixin
-from .utils import load_model_like_trl
 
 
 POSITION_COLUMN = "presafety_position"
@@ -99,22 +98,10 @@ class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
         quantization_config=None,
         **trainer_kwargs,
     ):
-        if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path or "model"
-            args = PreSafetyDPOConfig(f"{name.split('/')[-1]}-PreSafety-DPO")
-        elif not isinstance(args, PreSafetyDPOConfig):
-            raise TypeError(
-                f"`args` must be a PreSafetyDPOConfig, got {type(args).__name__}. Build it from your DPOConfig with "
-                "`PreSafetyDPOConfig(**dpo_config.to_dict())` or by renaming the class in your code."
-            )
-        if train_dataset is not None:
-            self._presafety_check_labels(train_dataset, "train", args)
-        if isinstance(model, str):
-            # The head must exist before TRL wraps the model with PEFT, so the model is loaded here, like TRL does.
-            # `model_init_kwargs` stay: DPOTrainer also builds the reference model from them.
-            model = load_model_like_trl(model, args, quantization_config)
-            quantization_config = None
-        self._presafety_attach_head(model, args, peft_config)
+        # `model_init_kwargs` stay in `args`: DPOTrainer also builds the reference model from them
+        model, args, quantization_config = self._presafety_pre_init(
+            model, args, PreSafetyDPOConfig, train_dataset, peft_config, quantization_config, False
+        )
         super().__init__(
             model,
             ref_model,
@@ -128,10 +115,7 @@ class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
             quantization_config=quantization_config,
             **trainer_kwargs,
         )
-        if type(self.data_collator) is DataCollatorForPreference:
-            fields = {k: getattr(self.data_collator, k) for k in self.data_collator.__dataclass_fields__}
-            self.data_collator = DataCollatorForPreSafetyPreference(**fields)
-        self._presafety_setup()
+        self._presafety_setup(DataCollatorForPreference, DataCollatorForPreSafetyPreference)
 
     def _prepare_dataset(
         self,

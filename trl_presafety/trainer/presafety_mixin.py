@@ -2,11 +2,14 @@
 """What both PreSafety trainers share: the head, the hook that reads the anchor during TRL's own forward, the loss
 normalization that makes gradient accumulation exact, and the metrics."""
 
+import copy
+import dataclasses
 from typing import Any
 
 import torch
 from accelerate.logging import get_logger
 from torch import nn
+from transformers import TrainingArguments
 
 from ..anchors import MISSING_LABEL, describe_indices, normalize_label
 from ..callbacks import PreSafetyCallback
@@ -19,6 +22,7 @@ from ..modeling import (
     head_config_from_args,
     presafety_bce,
 )
+from .utils import load_model_like_trl
 
 
 logger = get_logger(__name__)
@@ -103,18 +107,59 @@ class PreSafetyTrainerMixin:
     _presafety_columns: tuple[str, ...] = ()
 
     # --- set-up -------------------------------------------------------------------------------------------------
-    def _presafety_attach_head(self, model: nn.Module, args: Any, peft_config: Any) -> None:
-        """Attaches the head before TRL wraps the model with PEFT, so `modules_to_save` covers it."""
+    def _presafety_pre_init(
+        self,
+        model: str | nn.Module,
+        args: Any,
+        config_cls: type,
+        train_dataset: Any,
+        peft_config: Any,
+        quantization_config: Any,
+        consumes_model_init_kwargs: bool,
+    ) -> tuple[nn.Module, Any, Any]:
+        """What runs before TRL's `__init__`: the config, an early label check, the model and its head.
+
+        The head must exist before TRL wraps the model with PEFT (so `modules_to_save` covers it), so a model given by
+        name is loaded here, the way TRL loads it.
+        """
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
+            args = config_cls(f"{name.split('/')[-1]}-{config_cls.__name__.removesuffix('Config')}")
+        elif not isinstance(args, config_cls):
+            if not isinstance(args, TrainingArguments):
+                raise TypeError(f"`args` must be a {config_cls.__name__}, got {type(args).__name__}.")
+            # A plain SFTConfig/DPOConfig keeps working: copy its fields (not `to_dict`, which masks `*_token` values)
+            logger.warning(
+                f"`args` is a {type(args).__name__}; converting it to {config_cls.__name__} with the default "
+                f"`presafety_*` values. Use a {config_cls.__name__} to set them."
+            )
+            values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init}
+            args = config_cls(
+                **{k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(config_cls)}}
+            )
+        if train_dataset is not None:
+            self._presafety_check_labels(train_dataset, "train", args)
+        if isinstance(model, str):
+            model = load_model_like_trl(model, args, quantization_config)
+            quantization_config = None
+            if consumes_model_init_kwargs:
+                args = copy.copy(args)
+                args.model_init_kwargs = None  # consumed above, and TRL would warn that they are ignored
         if get_safety_head(model) is None:
             attach_safety_head(model, args, seed=args.seed)
         if peft_config is not None:
             modules = set(peft_config.modules_to_save or [])
             modules.add(SAFETY_HEAD_ATTR)
             peft_config.modules_to_save = sorted(modules)
+        return model, args, quantization_config
 
-    def _presafety_setup(self) -> None:
-        """Called at the end of `__init__`: hook, callback, and checks that need the built trainer."""
+    def _presafety_setup(self, base_collator_cls: type, collator_cls: type) -> None:
+        """Called at the end of `__init__`: collator, hook, callback, and checks that need the built trainer."""
         args = self.args
+        if type(self.data_collator) is base_collator_cls:
+            # TRL builds its collator in `__init__` (and refuses custom ones with padding-free): extend it in place
+            fields = {k: getattr(self.data_collator, k) for k in self.data_collator.__dataclass_fields__}
+            self.data_collator = collator_cls(**fields)
         gc_kwargs = args.gradient_checkpointing_kwargs or {}
         if args.presafety_layer is not None and args.gradient_checkpointing and gc_kwargs.get("use_reentrant"):
             raise ValueError(

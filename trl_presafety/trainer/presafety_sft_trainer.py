@@ -23,7 +23,6 @@ from ..anchors import (
 )
 from .presafety_mixin import PreSafetyTrainerMixin
 from .presafety_sft_config import PreSafetySFTConfig
-from .utils import load_model_like_trl
 
 
 logger = get_logger(__name__)
@@ -117,23 +116,9 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
         quantization_config=None,
         **trainer_kwargs,
     ):
-        if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path or "model"
-            args = PreSafetySFTConfig(f"{name.split('/')[-1]}-PreSafety-SFT")
-        elif not isinstance(args, PreSafetySFTConfig):
-            raise TypeError(
-                f"`args` must be a PreSafetySFTConfig, got {type(args).__name__}. Build it from your SFTConfig with "
-                "`PreSafetySFTConfig(**sft_config.to_dict())` or by renaming the class in your code."
-            )
-        if train_dataset is not None:
-            self._presafety_check_labels(train_dataset, "train", args)
-        if isinstance(model, str):
-            # The head must exist before TRL wraps the model with PEFT, so the model is loaded here, like TRL does
-            model = load_model_like_trl(model, args, quantization_config)
-            args = copy.copy(args)
-            args.model_init_kwargs = None  # consumed above
-            quantization_config = None
-        self._presafety_attach_head(model, args, peft_config)
+        model, args, quantization_config = self._presafety_pre_init(
+            model, args, PreSafetySFTConfig, train_dataset, peft_config, quantization_config, True
+        )
         super().__init__(
             model,
             args,
@@ -146,13 +131,7 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
             quantization_config=quantization_config,
             **trainer_kwargs,
         )
-        if isinstance(self.data_collator, DataCollatorForLanguageModeling) and not isinstance(
-            self.data_collator, DataCollatorForPreSafetyLanguageModeling
-        ):
-            # TRL builds its collator in `__init__` (and refuses custom ones with padding-free): extend it in place
-            fields = {k: getattr(self.data_collator, k) for k in self.data_collator.__dataclass_fields__}
-            self.data_collator = DataCollatorForPreSafetyLanguageModeling(**fields)
-        self._presafety_setup()
+        self._presafety_setup(DataCollatorForLanguageModeling, DataCollatorForPreSafetyLanguageModeling)
 
     def _prepare_dataset(
         self,
