@@ -1,0 +1,194 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Helpers shared by the training scripts and the `trl-presafety` CLI: strict recipe parsing, dataset loading and
+the packaged accelerate configs."""
+
+import difflib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+logger = logging.getLogger(__name__)
+
+
+def _warn(message: str) -> None:
+    # Parse-time warnings come before any accelerate state exists (accelerate's logger refuses to log then): print
+    # them once, on the main process of a launch
+    if os.environ.get("RANK", "0") == "0":
+        logger.warning(message)
+
+
+# Shipped inside the package (pyproject `package-data`), so `--accelerate_config zero3` works after `pip install`;
+# `accelerate_configs/` at the repository root holds identical copies for `accelerate launch --config_file`.
+ACCELERATE_CONFIGS_DIR = Path(__file__).resolve().parent.parent / "accelerate_configs"
+ACCELERATE_CONFIG_ALIASES = {
+    "multi_gpu": "multi_gpu",
+    "zero2": "deepspeed_zero2",
+    "zero3": "deepspeed_zero3",
+    "deepspeed_zero2": "deepspeed_zero2",
+    "deepspeed_zero3": "deepspeed_zero3",
+    "fsdp2": "fsdp2",
+}
+
+
+def resolve_accelerate_config(name_or_path: str) -> Path:
+    """The accelerate config file for `--accelerate_config`: an existing path, or a name of a packaged config.
+
+    Names: `multi_gpu`, `zero2` / `deepspeed_zero2`, `zero3` / `deepspeed_zero3`, `fsdp2`.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    name = ACCELERATE_CONFIG_ALIASES.get(name_or_path.removesuffix(".yaml"))
+    if name is None:
+        raise ValueError(
+            f"Accelerate config {name_or_path!r} is neither a file nor a packaged config. Use a path to an accelerate "
+            f"config YAML or one of {sorted(ACCELERATE_CONFIG_ALIASES)}."
+        )
+    return ACCELERATE_CONFIGS_DIR / f"{name}.yaml"
+
+
+def accelerate_launch_options() -> set[str]:
+    """Destinations of the options of `accelerate launch` (`num_processes`, `mixed_precision`, `cpu`, ...)."""
+    from accelerate.commands.launch import launch_command_parser
+
+    parser = launch_command_parser()
+    return {action.dest for action in parser._actions if action.option_strings and action.dest != "help"}
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+    if "--config" in argv:
+        index = list(argv).index("--config")
+        return argv[index + 1] if index + 1 < len(argv) else None
+    return None
+
+
+def _unknown_keys(remaining: Sequence[str]) -> list[str]:
+    return [item[2:].split("=", 1)[0] for item in remaining if item.startswith("--")]
+
+
+def _describe_unknown(keys: Sequence[str], known: Sequence[str]) -> str:
+    described = []
+    for key in keys:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+        described.append(f"`{key}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+    return ", ".join(described)
+
+
+def parser_fields(parser: Any) -> list[str]:
+    """Every argument name the parser knows (the fields of its dataclasses)."""
+    return [action.dest for action in parser._actions if action.option_strings and action.dest != "help"]
+
+
+def parse_args_strict(parser: Any, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """`TrlParser.parse_args_and_config`, except that an unknown key fails instead of being ignored.
+
+    TRL's own scripts parse with `fail_with_unknown_args=False`, so a misspelled key in a recipe (say
+    `presafety_loss_wieght`) would silently train with the default. Here an unknown key, in the YAML or on the command
+    line, stops the run at parse time with its name and the closest valid one. Keys that are options of
+    `accelerate launch` (e.g. `num_processes`) are allowed in a YAML recipe, as with the `trl` CLI: `trl-presafety
+    <command>` passes them to `accelerate launch`, a direct launch ignores them with a warning.
+
+    Wrong values fail at parse time too: argparse rejects values of the wrong type (naming the argument), and the
+    configs' `__post_init__` rejects out-of-range values and bad choices; the error is re-raised with the recipe's path.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path = _config_path(argv)
+    where = f"recipe {config_path}" if config_path else "command line"
+    try:
+        *outputs, config_remaining, cli_remaining = parser.parse_args_and_config(
+            argv, return_remaining_strings=True, separate_remaining_strings=True
+        )
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"Invalid arguments ({where}): {error}") from error
+    known = parser_fields(parser)
+    launch_options = accelerate_launch_options()
+    config_keys = _unknown_keys(config_remaining)
+    unknown_config = [key for key in config_keys if key not in launch_options]
+    # Options are named by their key; a stray value with no option (e.g. a positional) by itself
+    unknown_cli = _unknown_keys(cli_remaining) or list(cli_remaining)
+    problems = []
+    if unknown_config:
+        problems.append(f"Unknown key(s) in recipe {config_path}: {_describe_unknown(unknown_config, known)}.")
+    if unknown_cli:
+        problems.append(f"Unknown command-line argument(s): {_describe_unknown(unknown_cli, known)}.")
+    if problems:
+        hint = (
+            " (the pre-CoT head's options all start with `presafety_`)"
+            if any(name.startswith("presafety_") for name in known)
+            else ""
+        )
+        raise ValueError(
+            " ".join(problems) + f" Check the spelling against `{parser.prog} --help`{hint}, or remove the key."
+        )
+    launch_keys = [key for key in config_keys if key in launch_options]
+    if launch_keys:
+        _warn(
+            f"Recipe {config_path} sets `accelerate launch` options {launch_keys}: they apply when the recipe is run "
+            "with `trl-presafety <command> --config ...`, and are ignored by a direct `accelerate launch -m ...`."
+        )
+    return tuple(outputs)
+
+
+def load_training_datasets(script_args: Any, dataset_args: Any) -> Any:
+    """The dataset of a script: a mixture (`datasets:` in the recipe) or `dataset_name`, as TRL's scripts load it."""
+    from datasets import load_dataset
+    from trl import get_dataset
+
+    if dataset_args.datasets and script_args.dataset_name:
+        _warn(
+            "Both `datasets` and `dataset_name` are provided. The `datasets` argument will be used to load the "
+            "dataset and `dataset_name` will be ignored."
+        )
+        return get_dataset(dataset_args)
+    if dataset_args.datasets:
+        return get_dataset(dataset_args)
+    if script_args.dataset_name:
+        return load_dataset(
+            script_args.dataset_name, name=script_args.dataset_config, streaming=script_args.dataset_streaming
+        )
+    raise ValueError(
+        "No training data: set `dataset_name` (a Hub id or a local folder/file of JSON lines) or a `datasets:` "
+        "mixture in the recipe."
+    )
+
+
+def apply_model_init_kwargs(model_args: Any, training_args: Any) -> None:
+    """Folds the `ModelConfig` loading options into `training_args.model_init_kwargs`, as TRL's scripts do."""
+    model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    if training_args.model_init_kwargs is not None:
+        model_init_kwargs.update(training_args.model_init_kwargs)
+    training_args.model_init_kwargs = model_init_kwargs
+
+
+def check_model_name(model_args: Any) -> str:
+    if not model_args.model_name_or_path:
+        raise ValueError("No model: set `model_name_or_path` in the recipe or on the command line.")
+    return model_args.model_name_or_path
+
+
+def train_and_save(trainer: Any, training_args: Any, train_dataset: Any) -> None:
+    """Trains, saves the model (with the head) and the trainer state, and logs the final metrics.
+
+    `trainer_state.json` (with the `presafety/*` metrics of every logging step) is saved next to the model, as
+    open-r1's scripts do, so a run can be inspected without a tracker.
+    """
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics = dict(train_result.metrics)
+    if hasattr(train_dataset, "__len__"):
+        metrics["train_samples"] = len(train_dataset)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    trainer.accelerator.print("✅ Training completed.")
+
+    trainer.save_model(training_args.output_dir)
+    trainer.accelerator.print(f"💾 Model and safety head saved to {training_args.output_dir}.")
