@@ -188,15 +188,17 @@ def _check_against_single_process(
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("kind", ["sft", "dpo"])
-def test_ddp_gloo_matches_single_process(kind, tiny_model_dirs, single_process_runs, tmp_path):
+@pytest.mark.parametrize(
+    "kind,find_unused",
+    # `find_unused_parameters=True` is what Trainer picks when gradient checkpointing is off: the head must be found
+    # in the graph even though its output leaves the forward through a hook
+    [("sft", False), ("dpo", False), ("sft", True)],
+)
+def test_ddp_gloo_matches_single_process(kind, find_unused, tiny_model_dirs, single_process_runs, tmp_path):
     output_dir, report_dir = tmp_path / "out", tmp_path / "reports"
-    _launch(
-        ["--config_file", str(ACCELERATE_CONFIGS / "multi_gpu.yaml")],
-        kind,
-        report_dir,
-        _script_args(kind, tiny_model_dirs["qwen3"], output_dir, PER_DEVICE_BATCH),
-    )
+    args = _script_args(kind, tiny_model_dirs["qwen3"], output_dir, PER_DEVICE_BATCH)
+    args += ["--ddp_find_unused_parameters", str(find_unused).lower(), "--gradient_checkpointing", "false"]
+    _launch(["--config_file", str(ACCELERATE_CONFIGS / "multi_gpu.yaml")], kind, report_dir, args)
     reports = _read_reports(report_dir)
     assert {r["distributed_type"] for r in reports} == {"MULTI_CPU"}
     metrics = ("loss", "presafety/loss", "presafety/accuracy")

@@ -30,6 +30,24 @@ logger = get_logger(__name__)
 PRESAFETY_BATCH_KEYS = ("presafety_index", "presafety_labels", "presafety_span_start")
 
 
+class _TieToOutput(torch.autograd.Function):
+    """Returns `hidden` unchanged (a view, no copy) while making `logits` part of its graph.
+
+    DDP with `find_unused_parameters=True` walks the graph back from the model's outputs to find the parameters in use.
+    The head's logits leave the forward through the hook, not the outputs, so without this tie DDP would mark the head
+    unused and then fail when its gradient arrives ("marked as ready twice"). The tie sends a zero gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        ctx.logits_shape, ctx.logits_dtype = logits.shape, logits.dtype
+        return hidden.view_as(hidden)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, grad.new_zeros(ctx.logits_shape, dtype=ctx.logits_dtype)
+
+
 class AnchorCapture:
     """Reads the head's input inside the policy forward that TRL already runs (no extra forward pass).
 
@@ -99,6 +117,9 @@ class AnchorCapture:
         index = self._index.to(hidden.device)
         span_start = None if self._span_start is None else self._span_start.to(hidden.device)
         self.logits = head(gather_anchor_states(hidden, index, self.pooling, span_start))
+        if self.logits.requires_grad and hasattr(output, "last_hidden_state"):
+            output.last_hidden_state = _TieToOutput.apply(output.last_hidden_state, self.logits)
+            return output
 
 
 class PreSafetyTrainerMixin:
