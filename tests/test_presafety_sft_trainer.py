@@ -84,9 +84,8 @@ def test_anchor_is_at_the_expected_token(tiny_model_dirs, tmp_path, style, data_
     trainer = make_trainer(tiny_model_dirs[style], tmp_path, data, presafety_anchor=anchor)
     think_id = tokenizer.convert_tokens_to_ids("<think>")
     for row, example in zip(rows, trainer.train_dataset, strict=True):
-        targets = example["presafety_labels"]
-        positions = [i for i, t in enumerate(targets) if t != MISSING_LABEL]
-        assert len(positions) == 1 and targets[positions[0]] == row["safety_label"]
+        positions = example["presafety_anchor_positions"]
+        assert len(positions) == 1 and example["presafety_anchor_labels"] == [row["safety_label"]]
         position, ids = positions[0], example["input_ids"]
         prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, return_dict=True)[
             "input_ids"
@@ -108,6 +107,27 @@ def test_head_reads_the_hidden_state_at_the_anchor(tiny_model_dirs, tmp_path):
     trainer = make_trainer(tiny_model_dirs["qwen3"], tmp_path, load_tiny_sft_rows(6))
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(5)])
     torch.testing.assert_close(head_probs(trainer, batch), reference_probs(trainer, batch))
+
+
+def test_collator_compact_anchors_equal_per_token_targets(tiny_model_dirs, tmp_path):
+    # The prepared dataset stores anchors compactly; a user's per-token column must give the very same batch
+    rows = load_tiny_sft_rows(8)
+    for kwargs in ({}, {"padding_free": True, "max_length": None}, {"packing": True, "max_length": 300}):
+        trainer = make_trainer(tiny_model_dirs["qwen3"], tmp_path, rows, **kwargs)
+        assert "presafety_labels" not in trainer.train_dataset.column_names
+        examples = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+        per_token = []
+        for ex in examples:
+            targets = [MISSING_LABEL] * len(ex["input_ids"])
+            for position, label in zip(ex["presafety_anchor_positions"], ex["presafety_anchor_labels"], strict=True):
+                targets[position] = label
+            rest = {k: v for k, v in ex.items() if not k.startswith("presafety_anchor")}
+            per_token.append(dict(rest, presafety_labels=targets))
+        compact, reference = trainer.data_collator(examples), trainer.data_collator(per_token)
+        assert compact.keys() == reference.keys()
+        for key in compact:
+            torch.testing.assert_close(compact[key], reference[key], msg=f"{key} with {kwargs}")
+        assert compact["presafety_labels"].numel() == len(rows)
 
 
 def test_padded_equals_padding_free_and_packed(tiny_model_dirs, tmp_path):
@@ -155,7 +175,7 @@ def test_truncation_cuts_anchor_or_completion(tiny_model_dirs, tmp_path, caplog)
         truncation_mode="keep_end",
         presafety_on_missing_anchor="skip",
     )
-    assert all(all(t == MISSING_LABEL for t in ex["presafety_labels"]) for ex in trainer.train_dataset)
+    assert all(ex["presafety_anchor_positions"] == [] for ex in trainer.train_dataset)
     assert all(len(ex["input_ids"]) == 20 for ex in trainer.train_dataset)
     # keep_start with a max_length between the prompt lengths: the longer prompts lose their whole completion and are
     # dropped, as SFTTrainer drops them, with a warning rather than an anchor error
@@ -173,7 +193,7 @@ def test_truncation_cuts_anchor_or_completion(tiny_model_dirs, tmp_path, caplog)
     keep = max(prompt_lengths) + 2
     assert keep < max(lengths)
     trainer = make_trainer(tiny_model_dirs["qwen3"], tmp_path, rows, max_length=keep)
-    assert sum(any(t != MISSING_LABEL for t in ex["presafety_labels"]) for ex in trainer.train_dataset) == len(rows)
+    assert sum(len(ex["presafety_anchor_positions"]) for ex in trainer.train_dataset) == len(rows)
 
 
 # --- training invariants ---------------------------------------------------------------------------------------------
@@ -346,7 +366,7 @@ def test_save_resume_and_reload(tiny_model_dirs, tmp_path):
     batch_prompts = []
     for i in range(4):
         ex = full.train_dataset[i]
-        position = next(j for j, t in enumerate(ex["presafety_labels"]) if t != MISSING_LABEL)
+        position = ex["presafety_anchor_positions"][0]
         batch_prompts.append(ids_to_prompt[tuple(ex["input_ids"][: position + 1])])
     assert prompts
     torch.testing.assert_close(
@@ -426,7 +446,7 @@ def test_bad_input_errors(tiny_model_dirs, tmp_path):
     trainer = make_trainer(
         model_dir, tmp_path, plain, presafety_anchor="think_end", presafety_on_missing_anchor="skip"
     )
-    labeled = [any(t != MISSING_LABEL for t in ex["presafety_labels"]) for ex in trainer.train_dataset]
+    labeled = [len(ex["presafety_anchor_positions"]) > 0 for ex in trainer.train_dataset]
     assert sum(labeled) == 1
     trainer.train()  # batches without any label still run the head (multiplied by zero)
 

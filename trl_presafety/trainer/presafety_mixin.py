@@ -257,10 +257,10 @@ class PreSafetyTrainerMixin:
         # Labeled anchors in the whole accumulation window (and across processes, like `num_items_in_batch`), so that
         # the head loss of GA micro-batches sums to the mean over the large batch
         count = sum(int(batch["presafety_labels"].numel()) for batch in batch_samples if "presafety_labels" in batch)
-        count = torch.tensor(count, device=device)
         if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-            count = self.accelerator.gather(count).sum()
-        self._presafety_num_items = int(count.item())
+            # The only host-device sync of the PreSafety path, and only when distributed
+            count = int(self.accelerator.gather(torch.tensor(count, device=device)).sum().item())
+        self._presafety_num_items = count
         return batch_samples, num_items_in_batch
 
     def _presafety_pop_inputs(self, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -309,14 +309,16 @@ class PreSafetyTrainerMixin:
         weight = self.presafety_callback.current_weight if mode == "train" else self.args.presafety_loss_weight
         loss = loss + weight * aux_loss.to(loss.dtype)
 
-        # Metrics: gather the (uneven) per-process predictions by padding them
+        # Metrics: gather the (uneven) per-process predictions by padding them. On one process there is nothing to
+        # pad, and skipping the mask filter avoids a host-device sync per micro-batch
         with torch.no_grad():
             probs = torch.sigmoid(logits.detach().float()) if has_labels else per_example
             target = labels.float() if has_labels else per_example
             stacked = torch.stack([probs, target, per_example.detach()], dim=1)
-            stacked = self.accelerator.pad_across_processes(stacked, dim=0, pad_index=-1.0)
-            stacked = self.accelerator.gather(stacked)
-            stacked = stacked[stacked[:, 1] >= 0]
+            if self.accelerator.num_processes > 1:
+                stacked = self.accelerator.pad_across_processes(stacked, dim=0, pad_index=-1.0)
+                stacked = self.accelerator.gather(stacked)
+                stacked = stacked[stacked[:, 1] >= 0]
         self.presafety_callback.record(self._metrics, mode, stacked[:, 2], stacked[:, 0], stacked[:, 1])
         return (loss, outputs) if return_outputs else loss
 

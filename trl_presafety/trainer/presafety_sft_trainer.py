@@ -30,6 +30,11 @@ logger = get_logger(__name__)
 # Per-token column carrying the safety label at the anchor token and -100 elsewhere. Being per-token, it follows the
 # tokens through truncation, packing and padding-free flattening, which gives every example its offset for free.
 TARGETS_COLUMN = "presafety_labels"
+# What the prepared dataset stores: the anchors of each (packed) row and their labels. The per-token column above
+# follows the tokens through truncation and packing, then is compacted: a per-token float column costs the data loader
+# a list conversion of every token at each step, which showed as ~4 ms per step on an H100 host (benchmarks/).
+POSITIONS_COLUMN = "presafety_anchor_positions"
+ANCHOR_LABELS_COLUMN = "presafety_anchor_labels"
 # Outcome of the anchor search per example, for the missing-anchor report
 _OK, _UNLABELED, _NO_ANCHOR, _TRUNCATED, _DROPPED = 0, 1, 2, 3, 4
 
@@ -44,28 +49,46 @@ class DataCollatorForPreSafetyLanguageModeling(DataCollatorForLanguageModeling):
     - `"presafety_labels"` (`(n,)` float): their labels, hard or soft;
     - `"presafety_span_start"` (`(n,)` long): first column of each anchor's sequence (for `pooling="mean"`).
 
-    Each example must carry a per-token `"presafety_labels"` list (-100 except at the anchor), which
-    `PreSafetySFTTrainer` builds during dataset preparation.
+    Each example carries its anchors as `"presafety_anchor_positions"` (token positions in `input_ids`) and
+    `"presafety_anchor_labels"` (their labels), which `PreSafetySFTTrainer` builds during dataset preparation; a
+    per-token `"presafety_labels"` list (the label at the anchor token, -100 elsewhere) is accepted too.
     """
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        if TARGETS_COLUMN not in examples[0]:
+        compact = POSITIONS_COLUMN in examples[0]
+        if not compact and TARGETS_COLUMN not in examples[0]:
             raise KeyError(
-                f"Examples have no '{TARGETS_COLUMN}' column (keys: {sorted(examples[0])}). PreSafetySFTTrainer builds "
-                "it from the safety label column during dataset preparation; with `skip_prepare_dataset=True`, add a "
-                "per-token list with the label at the anchor token and -100 elsewhere."
+                f"Examples have no '{POSITIONS_COLUMN}' or '{TARGETS_COLUMN}' column (keys: {sorted(examples[0])}). "
+                "PreSafetySFTTrainer builds them from the safety label column during dataset preparation; with "
+                f"`skip_prepare_dataset=True`, add '{POSITIONS_COLUMN}' (anchor token positions) and "
+                f"'{ANCHOR_LABELS_COLUMN}' (their labels), or a per-token '{TARGETS_COLUMN}' list with the label at "
+                "the anchor token and -100 elsewhere."
             )
         output = super().torch_call(examples)
-        targets = [torch.tensor(example[TARGETS_COLUMN], dtype=torch.float32) for example in examples]
-        if self.padding_free:
-            grid = torch.cat(targets)[None]
+        if compact:
+            rows, cols, values, offset = [], [], [], 0
+            for row, example in enumerate(examples):
+                positions = example[POSITIONS_COLUMN]
+                # Padding-free concatenates the examples in one row; padding is on the right, so columns stay
+                rows.extend([0 if self.padding_free else row] * len(positions))
+                cols.extend(offset + p for p in positions)
+                values.extend(example[ANCHOR_LABELS_COLUMN])
+                if self.padding_free:
+                    offset += len(example["input_ids"])
+            rows = torch.tensor(rows, dtype=torch.long)
+            cols = torch.tensor(cols, dtype=torch.long)
+            output["presafety_labels"] = torch.tensor(values, dtype=torch.float32)
         else:
-            grid = torch.full(output["input_ids"].shape, MISSING_LABEL, dtype=torch.float32)
-            for row, target in enumerate(targets):
-                grid[row, : len(target)] = target
-        rows, cols = (grid != MISSING_LABEL).nonzero(as_tuple=True)
+            targets = [torch.tensor(example[TARGETS_COLUMN], dtype=torch.float32) for example in examples]
+            if self.padding_free:
+                grid = torch.cat(targets)[None]
+            else:
+                grid = torch.full(output["input_ids"].shape, MISSING_LABEL, dtype=torch.float32)
+                for row, target in enumerate(targets):
+                    grid[row, : len(target)] = target
+            rows, cols = (grid != MISSING_LABEL).nonzero(as_tuple=True)
+            output["presafety_labels"] = grid[rows, cols]
         output["presafety_index"] = torch.stack([rows, cols], dim=1)
-        output["presafety_labels"] = grid[rows, cols]
         if "position_ids" in output:
             output["presafety_span_start"] = cols - output["position_ids"][rows, cols]
         else:  # right padding: every sequence starts at column 0
@@ -101,7 +124,7 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
 
     _tag_names = ["trl", "sft", "presafety"]
     _name = "PreSafety SFT"
-    _presafety_columns = (TARGETS_COLUMN,)
+    _presafety_columns = (TARGETS_COLUMN, POSITIONS_COLUMN, ANCHOR_LABELS_COLUMN)
 
     def __init__(
         self,
@@ -143,8 +166,8 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
         dataset_name: str,
     ) -> Dataset | IterableDataset:
         column_names = dataset.column_names or []
-        if TARGETS_COLUMN in column_names:
-            return dataset  # already prepared by this trainer
+        if POSITIONS_COLUMN in column_names or TARGETS_COLUMN in column_names:
+            return dataset  # already prepared (by this trainer, or by the user)
         if dataset_name != "train":
             self._presafety_check_labels(dataset, dataset_name, args)
 
@@ -225,6 +248,12 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
                 if args.shuffle_dataset:
                     dataset = dataset.shuffle(seed=args.seed)
                 dataset = pack_dataset(dataset, args.max_length, args.packing_strategy, map_kwargs)
+
+            if isinstance(dataset, Dataset):
+                map_kwargs["desc"] = f"Compacting pre-CoT anchors of {dataset_name} dataset"
+            dataset = dataset.map(
+                _compact_presafety_targets, batched=True, remove_columns=[TARGETS_COLUMN], **map_kwargs
+            )
         if args.shuffle_dataset:
             dataset = dataset.shuffle(seed=args.seed)
         return dataset
@@ -262,6 +291,13 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
         if example.get("completion_mask") is not None and 1 in example["completion_mask"]:
             return example["completion_mask"].index(1)
         return None
+
+
+def _compact_presafety_targets(batch: dict[str, list]) -> dict[str, list]:
+    """Batched map: the per-token targets of each (packed) row to its anchor positions and labels."""
+    positions = [[i for i, t in enumerate(targets) if t != MISSING_LABEL] for targets in batch[TARGETS_COLUMN]]
+    labels = [[targets[i] for i in p] for p, targets in zip(positions, batch[TARGETS_COLUMN])]
+    return {POSITIONS_COLUMN: positions, ANCHOR_LABELS_COLUMN: labels}
 
 
 def _build_presafety_targets(

