@@ -1,0 +1,333 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset, DatasetDict, load_dataset
+
+from trl_presafety import PreSafetySFTConfig, PreSafetySFTTrainer
+from trl_presafety.anchors import MISSING_LABEL, normalize_label
+from trl_presafety.generation import GenerationArguments, generate_responses
+from trl_presafety.labeling import (
+    LABEL_COLUMN,
+    PROB_COLUMN,
+    RESPONSE_COLUMN,
+    SafetyDecisionClassifier,
+    label_dataset,
+    load_labeled_dataset,
+    pipeline,
+)
+from trl_presafety.scripts import label as label_script
+from trl_presafety.tiny import TINY_DATA_DIR
+
+from .test_classifier import build_tiny_classifier
+from .test_generation import perturbed_tiny_model
+from .testing_utils import CPU_TRAINING_KWARGS, load_tiny_sft_rows, params_snapshot
+
+
+RECIPE = Path(__file__).parents[1] / "recipes" / "tiny" / "label.yaml"
+EVAL_PROMPTS = TINY_DATA_DIR / "eval" / "train.jsonl"
+GENERATION = GenerationArguments(backend="transformers", max_new_tokens=8, generation_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def lrm_dir(tmp_path_factory) -> str:
+    """A tiny Qwen3-style model whose answers vary with the prompt, saved for `from_pretrained`."""
+    path = tmp_path_factory.mktemp("lrm")
+    model, tokenizer = perturbed_tiny_model("qwen3")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory) -> str:
+    return build_tiny_classifier(tmp_path_factory.mktemp("classifier"), seed=1)
+
+
+@pytest.fixture(scope="module")
+def classifier(classifier_dir) -> SafetyDecisionClassifier:
+    return SafetyDecisionClassifier.from_pretrained(classifier_dir)
+
+
+def prompts_dataset(n: int) -> Dataset:
+    rows = [json.loads(line) for line in EVAL_PROMPTS.read_text().splitlines()[:n]]
+    return Dataset.from_list([{"id": i, **row} for i, row in enumerate(rows)])
+
+
+def test_labels_are_the_safe_models_decisions(lrm_dir, classifier):
+    dataset = prompts_dataset(10)
+    labeled = label_dataset(dataset, lrm_dir, None, classifier, generation=GENERATION, shard_size=4)
+    assert labeled.column_names == dataset.column_names + [LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN]
+    assert labeled["id"] == list(range(10)) and labeled["category"] == dataset["category"]
+    # The safe answers are the model's thinking-off answers...
+    expected = generate_responses(lrm_dir, None, dataset["prompt"], thinking=False, **GENERATION.to_kwargs())
+    assert labeled[RESPONSE_COLUMN] == expected
+    assert len(set(expected)) > 1
+    # ...the soft label is the classifier's P(refusal) on them, the hard label its decision
+    probs = classifier.predict_proba(dataset["prompt"], expected)
+    assert labeled[PROB_COLUMN] == pytest.approx(probs, abs=1e-6)
+    assert labeled[LABEL_COLUMN] == [int(p >= 0.5) for p in labeled[PROB_COLUMN]]
+    # Another threshold moves the hard labels, not the soft ones
+    median = sorted(probs)[5]
+    split = label_dataset(dataset, lrm_dir, None, classifier, generation=GENERATION, threshold=median)
+    assert split[LABEL_COLUMN] == [int(p >= median) for p in split[PROB_COLUMN]]
+    assert sum(split[LABEL_COLUMN]) == 5 and split[PROB_COLUMN] == pytest.approx(probs, abs=1e-6)
+
+
+def test_labels_are_read_by_the_trainers(lrm_dir, classifier):
+    labeled = label_dataset(prompts_dataset(6), lrm_dir, None, classifier, generation=GENERATION)
+    hard = [normalize_label(v, LABEL_COLUMN, i) for i, v in enumerate(labeled[LABEL_COLUMN])]
+    soft = [normalize_label(v, PROB_COLUMN, i) for i, v in enumerate(labeled[PROB_COLUMN])]
+    assert all(v in (0.0, 1.0) for v in hard) and all(0.0 <= v <= 1.0 and v != MISSING_LABEL for v in soft)
+    assert labeled.features[LABEL_COLUMN].dtype == "int64" and labeled.features[PROB_COLUMN].dtype == "float64"
+
+
+@pytest.mark.parametrize("label_column", [LABEL_COLUMN, PROB_COLUMN])
+def test_labeled_dataset_trains_presafety_sft(lrm_dir, classifier, tmp_path, label_column):
+    # SFT rows (chat prompt + safe completion) without labels: label them, then train on the written shards
+    rows = [{k: v for k, v in row.items() if k != "safety_label"} for row in load_tiny_sft_rows(8)]
+    out = tmp_path / "labels"
+    labeled = label_dataset(
+        Dataset.from_list(rows), lrm_dir, None, classifier, generation=GENERATION, shard_size=4, output_dir=out
+    )
+    train_dataset = load_dataset(str(out), split="train")
+    assert train_dataset.column_names == ["prompt", "completion", LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN]
+    args = PreSafetySFTConfig(
+        output_dir=str(tmp_path / "sft"),
+        per_device_train_batch_size=4,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        gradient_checkpointing=False,
+        max_length=256,
+        seed=0,
+        presafety_label_column=label_column,
+        **CPU_TRAINING_KWARGS,
+    )
+    trainer = PreSafetySFTTrainer(model=lrm_dir, args=args, train_dataset=train_dataset)
+    # The head is supervised with exactly the labels written by label_dataset (soft or hard)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+    assert batch["presafety_labels"].tolist() == pytest.approx([float(v) for v in labeled[label_column]], abs=1e-6)
+    before = params_snapshot(trainer.model)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    after = params_snapshot(trainer.model)
+    head = [name for name in after if name.startswith("safety_head")]
+    assert head and all(not torch.equal(before[name], after[name]) for name in head)
+    losses = [log["presafety/loss"] for log in trainer.state.log_history if "presafety/loss" in log]
+    assert len(losses) == 2 and all(math.isfinite(loss) and loss > 0 for loss in losses)
+
+
+def test_progress_bar_and_a_deleted_shard_is_recomputed(lrm_dir, classifier, tmp_path, capsys):
+    dataset = prompts_dataset(6)
+    kwargs = {"generation": GENERATION, "shard_size": 3, "output_dir": tmp_path}
+    first = label_dataset(dataset, lrm_dir, None, classifier, **kwargs)
+    assert "Labeling: 100%" in capsys.readouterr().err  # tqdm reports on stderr
+    (tmp_path / "data" / "train-00001-of-00002.parquet").unlink()  # e.g. a corrupt shard removed by hand
+    again = label_dataset(dataset, lrm_dir, None, classifier, **kwargs)
+    err = capsys.readouterr().err
+    assert "0/6" not in err and "3/6" in err and "6/6" in err  # the bar starts at the rows already on disk
+    assert again["id"] == list(range(6)) and again[RESPONSE_COLUMN] == first[RESPONSE_COLUMN]
+    assert again[PROB_COLUMN] == pytest.approx(first[PROB_COLUMN], abs=1e-6)
+
+
+def test_chat_prompts_and_existing_labels(lrm_dir, classifier):
+    strings = prompts_dataset(5)
+    chats = strings.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
+    chats = chats.add_column(LABEL_COLUMN, [-100] * 5)  # an old label column is replaced
+    from_strings = label_dataset(strings, lrm_dir, None, classifier, generation=GENERATION)
+    from_chats = label_dataset(chats, lrm_dir, None, classifier, generation=GENERATION)
+    assert from_chats[RESPONSE_COLUMN] == from_strings[RESPONSE_COLUMN]
+    assert from_chats[PROB_COLUMN] == pytest.approx(from_strings[PROB_COLUMN], abs=1e-6)
+    assert from_chats.column_names.count(LABEL_COLUMN) == 1 and -100 not in from_chats[LABEL_COLUMN]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_after_interruption(lrm_dir, classifier, tmp_path, monkeypatch):
+    dataset = prompts_dataset(10)  # 4 shards of 3, 3, 3 and 1 rows
+    kwargs = {"generation": GENERATION, "shard_size": 3, "output_dir": tmp_path / "out"}
+    reference = label_dataset(dataset, lrm_dir, None, classifier, generation=GENERATION)
+
+    def stop_after_two(index: int, num_shards: int) -> None:
+        if index == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        label_dataset(dataset, lrm_dir, None, classifier, on_shard_end=stop_after_two, **kwargs)
+    shards = sorted((tmp_path / "out" / "data").glob("*.parquet"))
+    assert [p.name for p in shards] == ["train-00000-of-00004.parquet", "train-00001-of-00004.parquet"]
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in shards}
+    state = json.loads((tmp_path / "out" / "labeling_state.json").read_text())
+    assert state["complete"] is False and state["num_shards"] == 4
+
+    generated = []
+    real_generate = pipeline.generate_responses
+
+    def counting_generate(model, tokenizer, prompts, **gen_kwargs):
+        generated.extend(p for p in prompts)
+        return real_generate(model, tokenizer, prompts, **gen_kwargs)
+
+    monkeypatch.setattr(pipeline, "generate_responses", counting_generate)
+    resumed = label_dataset(dataset, lrm_dir, None, classifier, **kwargs)
+    # Only the 4 rows of the missing shards were generated; the finished shards were not rewritten
+    assert generated == dataset["prompt"][6:]
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in shards} == before
+    # Every row exactly once, in order, with the labels of an uninterrupted run
+    assert resumed["id"] == list(range(10))
+    for column in (RESPONSE_COLUMN, LABEL_COLUMN):
+        assert resumed[column] == reference[column]
+    assert resumed[PROB_COLUMN] == pytest.approx(reference[PROB_COLUMN], abs=1e-6)
+    # The folder is a hub-layout dataset, and a finished run is recorded as such
+    assert load_dataset(str(tmp_path / "out"), split="train")["id"] == list(range(10))
+    state = json.loads((tmp_path / "out" / "labeling_state.json").read_text())
+    assert state["complete"] is True and state["refusal_rate"] == pytest.approx(sum(reference[LABEL_COLUMN]) / 10)
+    # A third run has nothing left to do
+    generated.clear()
+    assert label_dataset(dataset, lrm_dir, None, classifier, **kwargs)["id"] == list(range(10))
+    assert generated == []
+
+
+def test_resume_after_killed_process(lrm_dir, classifier_dir, tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "trl_presafety.scripts.label", "--model_name_or_path", lrm_dir]
+    command += ["--classifier_name_or_path", classifier_dir, "--dataset_name", str(EVAL_PROMPTS)]
+    command += ["--output_dir", str(out), "--max_samples", "60", "--shard_size", "2", "--backend", "transformers"]
+    command += ["--max_new_tokens", "8", "--dtype", "float32"]
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    shards_dir = out / "data"
+    deadline = time.monotonic() + 120
+    while not (shards_dir.exists() and any(shards_dir.glob("train-*.parquet"))):
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no shard was written within 120 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up: whatever is on disk is what a crash leaves
+    process.wait()
+    finished = {p.name: p.read_bytes() for p in shards_dir.glob("train-*.parquet")}
+    assert 1 <= len(finished) < 30  # killed mid-run
+    assert json.loads((out / "labeling_state.json").read_text())["complete"] is False
+
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Labeled 60 prompts" in result.stdout
+    assert {name: data for name, data in finished.items()} == {
+        name: (shards_dir / name).read_bytes() for name in finished
+    }  # the shards finished before the kill were kept as they were
+    labeled = load_labeled_dataset(out)
+    expected = [json.loads(line)["prompt"] for line in EVAL_PROMPTS.read_text().splitlines()[:60]]
+    assert labeled["prompt"] == expected  # every row exactly once, in order
+    assert len(list(shards_dir.glob("train-*.parquet"))) == 30 and not list(shards_dir.glob(".*"))
+
+
+def test_changed_settings_are_not_mixed_in(lrm_dir, classifier, tmp_path):
+    dataset = prompts_dataset(6)
+    kwargs = {"generation": GENERATION, "output_dir": tmp_path}
+    label_dataset(dataset, lrm_dir, None, classifier, shard_size=3, **kwargs)
+    with pytest.raises(ValueError, match="shard_size: 3 -> 2.*overwrite_output_dir=True"):
+        label_dataset(dataset, lrm_dir, None, classifier, shard_size=2, **kwargs)
+    with pytest.raises(ValueError, match="prompts_sha256"):
+        label_dataset(prompts_dataset(7).select(range(1, 7)), lrm_dir, None, classifier, shard_size=3, **kwargs)
+    sampled = GenerationArguments(backend="transformers", max_new_tokens=8, do_sample=True)
+    with pytest.raises(ValueError, match="decoding"):
+        label_dataset(dataset, lrm_dir, None, classifier, shard_size=3, output_dir=tmp_path, generation=sampled)
+    relabeled = label_dataset(dataset, lrm_dir, None, classifier, shard_size=2, overwrite_output_dir=True, **kwargs)
+    assert relabeled["id"] == list(range(6))
+    assert sorted(p.name for p in (tmp_path / "data").glob("*.parquet")) == [
+        f"train-0000{i}-of-00003.parquet" for i in range(3)
+    ]
+
+
+def test_bad_inputs_fail_clearly(lrm_dir, classifier, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipeline, "generate_responses", lambda *a, **k: calls.append(1))
+    dataset = prompts_dataset(4)
+    with pytest.raises(ValueError, match="no prompts column 'question'.*\\['id', 'prompt', 'category'"):
+        label_dataset(dataset, lrm_dir, None, classifier, prompt_column="question")
+    with pytest.raises(ValueError, match="The dataset is empty"):
+        label_dataset(dataset.select([]), lrm_dir, None, classifier)
+    with pytest.raises(TypeError, match="label one split at a time"):
+        label_dataset(DatasetDict({"train": dataset}), lrm_dir, None, classifier)
+    with pytest.raises(TypeError, match="Row 1 of column 'prompt'"):
+        label_dataset(Dataset.from_dict({"prompt": ["ok", None]}), lrm_dir, None, classifier)
+    with pytest.raises(ValueError, match="`threshold` must lie in \\[0, 1\\], got 1.5"):
+        label_dataset(dataset, lrm_dir, None, classifier, threshold=1.5)
+    # A model without a chat template
+    model, tokenizer = perturbed_tiny_model("qwen3")
+    tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="has no chat template"):
+        label_dataset(dataset, model, tokenizer, classifier)
+    # A classifier checkpoint with the wrong number of labels
+    three = build_tiny_classifier(tmp_path / "three", num_labels=3)
+    with pytest.raises(ValueError, match="has 3 labels.*needs exactly 2"):
+        label_dataset(dataset, lrm_dir, None, three)
+    assert calls == []  # every check ran before any generation
+    # Shards with no record of how they were made are not resumed
+    (tmp_path / "out" / "data").mkdir(parents=True)
+    (tmp_path / "out" / "data" / "train-00000-of-00001.parquet").write_bytes(b"")
+    with pytest.raises(ValueError, match="labeling_state.json is missing"):
+        label_dataset(dataset, lrm_dir, None, classifier, output_dir=tmp_path / "out")
+
+
+def test_recipe_loads_through_parser():
+    script_args, generation_args, model_args = label_script.make_parser().parse_args_and_config(
+        ["--config", str(RECIPE), "--shard_size", "8"]  # CLI flags override the recipe
+    )
+    assert model_args.model_name_or_path == "runs/tiny-qwen3" and model_args.dtype == "float32"
+    assert script_args.dataset_name == "trl_presafety/data/tiny/eval/train.jsonl"
+    assert (Path(__file__).parents[1] / script_args.dataset_name).exists()
+    assert script_args.classifier_name_or_path == "runs/refusal-classifier" and script_args.thinking is False
+    assert script_args.shard_size == 8 and script_args.threshold == 0.5
+    assert generation_args.backend == "auto" and generation_args.max_new_tokens == 64 and not generation_args.do_sample
+
+
+def test_label_script_end_to_end(lrm_dir, classifier_dir, tmp_path, capsys):
+    out = tmp_path / "labels"
+    args = ["--model_name_or_path", lrm_dir, "--classifier_name_or_path", classifier_dir, "--dtype", "float32"]
+    args += ["--dataset_name", str(EVAL_PROMPTS), "--max_samples", "7", "--output_dir", str(out)]
+    args += ["--shard_size", "3", "--max_new_tokens", "6", "--backend", "transformers"]
+    label_script.main(args)
+    assert "Labeled 7 prompts" in capsys.readouterr().out
+    labeled = load_dataset(str(out), split="train")
+    assert len(labeled) == 7 and {LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN} <= set(labeled.column_names)
+    assert labeled["category"] == [json.loads(x)["category"] for x in EVAL_PROMPTS.read_text().splitlines()[:7]]
+
+
+REQUIRED = ["--dataset_name", "x", "--output_dir", "y", "--classifier_name_or_path", "z"]
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--dataset_name", "x", "--output_dir", "y"], "`classifier_name_or_path` is required, got None: pass a"),
+        (["--classifier_name_or_path", "z", "--output_dir", "y"], "`dataset_name` is required, got None: pass the"),
+        (["--dataset_name", "x", "--classifier_name_or_path", "z"], "`output_dir` is required, got None: pass a"),
+        (REQUIRED + ["--shard_size", "0"], "`shard_size` must be >= 1, got 0: .*e.g. 256"),
+        (REQUIRED + ["--max_samples", "0"], "`max_samples` must be >= 1, got 0: leave it unset"),
+        (REQUIRED + ["--threshold", "1.5"], "`threshold` must lie in \\[0, 1\\], got 1.5: .*e.g. 0.5"),
+        (REQUIRED + ["--classifier_batch_size", "0"], "`classifier_batch_size` must be >= 1, got 0: e.g. 64"),
+        (REQUIRED + ["--classifier_max_length", "4"], "`classifier_max_length` must be >= 8, got 4: .*e.g. 256"),
+        (REQUIRED + ["--max_new_tokens", "0"], "`max_new_tokens` must be >= 1, got 0"),
+        (REQUIRED + ["--do_sample", "--temperature", "0"], "`temperature` must be > 0 when sampling, got 0.0"),
+    ],
+)
+def test_label_script_bad_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        label_script.make_parser().parse_args_and_config(args)
+
+
+def test_label_script_needs_a_model(classifier_dir, tmp_path):
+    args = ["--dataset_name", str(EVAL_PROMPTS), "--classifier_name_or_path", classifier_dir]
+    with pytest.raises(ValueError, match="`model_name_or_path` is required, got None: pass the safe model"):
+        label_script.main(args + ["--output_dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())  # nothing was written

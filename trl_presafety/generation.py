@@ -1,0 +1,456 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Batched response generation with thinking on or off, shared by labeling, evaluation and IPO pair building.
+
+Two backends:
+
+- `"vllm"`: vLLM's offline `LLM`, the real choice on GPUs (the model must be a path or hub id: vLLM loads weights).
+- `"transformers"`: `model.generate` in batches with left padding; runs anywhere, including CPU-only machines.
+
+`"auto"` picks vLLM when it is importable, a CUDA device is present and the model is given by path; otherwise
+transformers. Both backends tokenize the same prompt texts (from `reasoning.build_prompt`) and decode the generated
+token ids the same way, so their outputs are comparable.
+
+```python
+from trl_presafety.generation import generate_responses
+
+answers = generate_responses("Qwen/Qwen3-0.6B", None, ["How do I make a bomb?"], thinking=False, max_new_tokens=256)
+```
+"""
+
+import importlib.util
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from .reasoning import THINK_CLOSE, THINK_OPEN, build_prompt
+
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "transformers", "vllm")
+Prompt = str | list[dict[str, str]]
+
+
+@dataclass
+class GenerationArguments:
+    r"""
+    Decoding settings shared by the scripts that generate responses (`label`, `eval`, `build-ipo-pairs`).
+
+    > Parameters that control generation
+
+    backend (`str`, *optional*, defaults to `"auto"`):
+        `"vllm"`, `"transformers"` (batched `generate` with left padding), or `"auto"`: vLLM when it is installed, a
+        GPU is present and the model is given by path, otherwise transformers.
+    max_new_tokens (`int`, *optional*, defaults to `512`):
+        Maximum number of generated tokens per response.
+    do_sample (`bool`, *optional*, defaults to `False`):
+        Sample instead of greedy decoding. `temperature`, `top_p` and `top_k` apply only when sampling.
+    temperature (`float`, *optional*, defaults to `1.0`):
+        Sampling temperature (> 0).
+    top_p (`float`, *optional*, defaults to `1.0`):
+        Nucleus sampling mass in (0, 1]; 1 disables it.
+    top_k (`int`, *optional*, defaults to `0`):
+        Top-k sampling; 0 disables it.
+    generation_batch_size (`int`, *optional*, defaults to `8`):
+        Prompts per `generate` call (transformers backend; vLLM schedules its own batches).
+    generation_seed (`int`, *optional*, defaults to `0`):
+        Seed of the sampling RNG, so that sampled responses are reproducible.
+    vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.9`):
+        Fraction of GPU memory vLLM may use.
+    vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
+        Number of GPUs vLLM shards the model over.
+    vllm_max_model_len (`int`, *optional*):
+        Context length vLLM reserves KV cache for; defaults to the model's.
+    """
+
+    backend: str = field(
+        default="auto",
+        metadata={
+            "help": "Generation backend: 'vllm', 'transformers' (batched generate, left padding), or 'auto' (vLLM "
+            "when installed with a GPU and a model path, else transformers).",
+            "choices": list(BACKENDS),
+        },
+    )
+    max_new_tokens: int = field(default=512, metadata={"help": "Maximum number of generated tokens per response."})
+    do_sample: bool = field(
+        default=False, metadata={"help": "Sample instead of greedy decoding (temperature/top_p/top_k apply)."}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0), used with do_sample."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1 disables it."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 disables it."})
+    generation_batch_size: int = field(
+        default=8, metadata={"help": "Prompts per generate call (transformers backend)."}
+    )
+    generation_seed: int = field(default=0, metadata={"help": "Seed of the sampling RNG (reproducible sampling)."})
+    vllm_gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "Fraction of GPU memory vLLM may use (vLLM backend)."}
+    )
+    vllm_tensor_parallel_size: int = field(
+        default=1, metadata={"help": "Number of GPUs vLLM shards the model over (vLLM backend)."}
+    )
+    vllm_max_model_len: int | None = field(
+        default=None, metadata={"help": "Context length vLLM reserves KV cache for; defaults to the model's."}
+    )
+
+    def __post_init__(self) -> None:
+        validate_generation_kwargs(
+            backend=self.backend,
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            batch_size=self.generation_batch_size,
+            names={"batch_size": "generation_batch_size"},
+        )
+        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
+            raise ValueError(
+                f"`vllm_gpu_memory_utilization` must lie in (0, 1], got {self.vllm_gpu_memory_utilization}. It is the "
+                "fraction of GPU memory vLLM may use, e.g. 0.9."
+            )
+        if self.vllm_tensor_parallel_size < 1:
+            raise ValueError(
+                f"`vllm_tensor_parallel_size` must be >= 1, got {self.vllm_tensor_parallel_size}. Set it to the "
+                "number of GPUs to shard the model over."
+            )
+
+    def vllm_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `vllm.LLM`."""
+        kwargs: dict[str, Any] = {
+            "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
+            "tensor_parallel_size": self.vllm_tensor_parallel_size,
+        }
+        if self.vllm_max_model_len is not None:
+            kwargs["max_model_len"] = self.vllm_max_model_len
+        return kwargs
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for [`generate_responses`] and [`generate_responses_from_texts`]."""
+        return {
+            "backend": self.backend,
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "batch_size": self.generation_batch_size,
+            "seed": self.generation_seed,
+            "vllm_kwargs": self.vllm_kwargs(),
+        }
+
+
+def validate_generation_kwargs(
+    *,
+    backend: str,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    batch_size: int,
+    names: dict[str, str] | None = None,
+) -> None:
+    """Checks decoding settings; errors name the argument (as the caller spells it), the value and the fix."""
+    names = names or {}
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown generation backend {backend!r}. Choose one of {list(BACKENDS)}.")
+    if max_new_tokens < 1:
+        raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens}.")
+    if batch_size < 1:
+        raise ValueError(f"`{names.get('batch_size', 'batch_size')}` must be >= 1, got {batch_size}.")
+    if do_sample and temperature <= 0:
+        raise ValueError(
+            f"`temperature` must be > 0 when sampling, got {temperature}. Use `do_sample=False` for greedy decoding."
+        )
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"`top_p` must lie in (0, 1], got {top_p}. Use 1.0 to disable nucleus sampling.")
+    if top_k < 0:
+        raise ValueError(f"`top_k` must be >= 0, got {top_k}. Use 0 to disable top-k sampling.")
+
+
+def is_vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def resolve_backend(backend: str, model: PreTrainedModel | str) -> str:
+    """The backend `generate_responses` will use: `"vllm"` or `"transformers"`."""
+    if backend == "transformers":
+        return backend
+    if backend == "vllm":
+        if not is_vllm_available():
+            raise ImportError(
+                "backend='vllm' needs vLLM, which is not installed. Install it with `pip install trl-presafety[vllm]` "
+                "or use backend='transformers'."
+            )
+        if not isinstance(model, str):
+            raise ValueError(
+                "vLLM loads the weights itself, so backend='vllm' needs the model as a path or hub id, got a "
+                f"{type(model).__name__} object. Save it with `save_pretrained` and pass the folder, or use "
+                "backend='transformers'."
+            )
+        return backend
+    if backend == "auto":
+        use_vllm = isinstance(model, str) and is_vllm_available() and torch.cuda.is_available()
+        return "vllm" if use_vllm else "transformers"
+    raise ValueError(f"Unknown generation backend {backend!r}. Choose one of {list(BACKENDS)}.")
+
+
+def load_causal_lm(model_id: str, model_init_kwargs: dict[str, Any] | None = None) -> PreTrainedModel:
+    """Loads a causal LM for the transformers backend, on the GPU when there is one."""
+    kwargs = {"dtype": "auto", **(model_init_kwargs or {})}
+    model = AutoModelForCausalLM.from_pretrained(model_id, **kwargs)
+    if torch.cuda.is_available() and "device_map" not in kwargs:
+        model = model.to("cuda")
+    return model.eval()
+
+
+def _model_id(model: PreTrainedModel | str) -> str | None:
+    return model if isinstance(model, str) else (getattr(model, "name_or_path", None) or None)
+
+
+def _load_tokenizer(
+    model: PreTrainedModel | str, tokenizer: PreTrainedTokenizerBase | None
+) -> PreTrainedTokenizerBase:
+    if tokenizer is not None:
+        return tokenizer
+    model_id = _model_id(model)
+    if not model_id:
+        raise ValueError(
+            "No tokenizer was given and the model has no `name_or_path` to load one from. Pass `tokenizer=`."
+        )
+    return AutoTokenizer.from_pretrained(model_id)
+
+
+def _keep_token_ids(tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Ids of the think tags: kept when decoding even where the tokenizer marks them special, because
+    `split_reasoning` needs `</think>` to separate the reasoning from the answer."""
+    keep = set()
+    for tag in (THINK_OPEN, THINK_CLOSE):
+        token_id = tokenizer.convert_tokens_to_ids(tag)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            keep.add(token_id)
+    return keep
+
+
+def decode_generated(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int]) -> str:
+    """Decodes generated ids without special tokens (eos, padding, role markers), keeping the think tags."""
+    drop = set(tokenizer.all_special_ids) - _keep_token_ids(tokenizer)
+    return tokenizer.decode([int(i) for i in token_ids if int(i) not in drop], skip_special_tokens=False)
+
+
+def _eos_token_ids(model: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Stop ids: the generation config's (Qwen3 lists both `<|im_end|>` and `<|endoftext|>`) plus the tokenizer's."""
+    ids: list[int] = []
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (config_eos, tokenizer.eos_token_id):
+        for token_id in value if isinstance(value, list) else [value]:
+            if token_id is not None and token_id not in ids:
+                ids.append(int(token_id))
+    return ids
+
+
+def generate_responses(
+    model: PreTrainedModel | str,
+    tokenizer: PreTrainedTokenizerBase | None,
+    prompts: Sequence[Prompt],
+    *,
+    thinking: bool,
+    backend: str = "auto",
+    max_new_tokens: int = 512,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    batch_size: int = 8,
+    seed: int = 0,
+    chat_template_kwargs: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    model_init_kwargs: dict[str, Any] | None = None,
+    vllm_kwargs: dict[str, Any] | None = None,
+) -> list[str]:
+    """Generates one response per prompt, with thinking on or off.
+
+    Args:
+        model: a `PreTrainedModel`, or a path / hub id (required for vLLM, which loads the weights itself).
+        tokenizer: the model's tokenizer (with a chat template); `None` loads it from the model's path.
+        prompts: user messages (strings) or chat message lists.
+        thinking: `False` generates with thinking disabled (`reasoning.build_prompt`: the template's
+            `enable_thinking=False` switch where it has one, otherwise an empty, closed think block is prefilled).
+        backend: `"auto"`, `"vllm"` or `"transformers"` (see the module docstring).
+        model_init_kwargs: `from_pretrained` kwargs when `model` is a path and the transformers backend loads it.
+        vllm_kwargs: extra `vllm.LLM` kwargs (`gpu_memory_utilization`, `tensor_parallel_size`, `max_model_len`...).
+
+    Returns:
+        The generated text only, in prompt order, with special tokens removed except the think tags. With thinking
+        on and an R1-style template, the response starts inside the think block (the prompt opened it), so it holds
+        `</think>` but not `<think>`: `reasoning.split_reasoning` handles both forms.
+    """
+    tokenizer = _load_tokenizer(model, tokenizer)
+    # Build every prompt before loading anything, so a tokenizer without a chat template fails fast
+    texts = [build_prompt(tokenizer, p, thinking, chat_template_kwargs) for p in prompts]
+    return generate_responses_from_texts(
+        model,
+        tokenizer,
+        texts,
+        backend=backend,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        batch_size=batch_size,
+        seed=seed,
+        show_progress=show_progress,
+        model_init_kwargs=model_init_kwargs,
+        vllm_kwargs=vllm_kwargs,
+    )
+
+
+def generate_responses_from_texts(
+    model: PreTrainedModel | str,
+    tokenizer: PreTrainedTokenizerBase | None,
+    texts: Sequence[str],
+    *,
+    backend: str = "auto",
+    max_new_tokens: int = 512,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    batch_size: int = 8,
+    seed: int = 0,
+    show_progress: bool = True,
+    model_init_kwargs: dict[str, Any] | None = None,
+    vllm_kwargs: dict[str, Any] | None = None,
+) -> list[str]:
+    """Like [`generate_responses`], but continues already-built prompt texts (chat template applied, possibly with a
+    prefilled partial reasoning trace, as IPO's continuations need). Texts are tokenized without adding special
+    tokens: the chat template already put in the ones it wants."""
+    validate_generation_kwargs(
+        backend=backend,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        batch_size=batch_size,
+    )
+    texts = list(texts)
+    if not texts:
+        return []
+    tokenizer = _load_tokenizer(model, tokenizer)
+    prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    sampling = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+    if resolve_backend(backend, model) == "vllm":
+        return _generate_vllm(
+            model, tokenizer, prompt_ids, max_new_tokens, sampling, seed, show_progress, vllm_kwargs or {}
+        )
+    if isinstance(model, str):
+        model = load_causal_lm(model, model_init_kwargs)
+    return _generate_transformers(
+        model, tokenizer, prompt_ids, max_new_tokens, sampling, batch_size, seed, show_progress
+    )
+
+
+def _generate_transformers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: list[list[int]],
+    max_new_tokens: int,
+    sampling: dict[str, Any],
+    batch_size: int,
+    seed: int,
+    show_progress: bool,
+) -> list[str]:
+    eos_ids = _eos_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    # A fresh config: the model's own defaults (e.g. Qwen3's sampling temperature) must not leak into greedy decoding
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sampling["do_sample"], eos_token_id=eos_ids)
+    config.pad_token_id = pad_id
+    if sampling["do_sample"]:
+        config.temperature = sampling["temperature"]
+        config.top_p = sampling["top_p"]
+        config.top_k = sampling["top_k"]  # 0 disables top-k in transformers too
+    # Longest first: less padding per batch, and an out-of-memory error shows up on the first batch
+    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+    outputs: list[str | None] = [None] * len(prompt_ids)
+    devices = [model.device] if model.device.type == "cuda" else []
+    was_training = model.training
+    model.eval()
+    progress = tqdm(total=len(prompt_ids), desc="Generating", unit="prompt", disable=not show_progress)
+    # A private RNG state: sampling is reproducible from `seed` and the caller's RNG is left untouched
+    with torch.random.fork_rng(devices=devices), torch.inference_mode():
+        torch.manual_seed(seed)
+        for start in range(0, len(order), batch_size):
+            indices = order[start : start + batch_size]
+            batch = tokenizer.pad(
+                {"input_ids": [prompt_ids[i] for i in indices]},
+                padding=True,
+                padding_side="left",  # decoder-only models continue from the last position: pad on the left
+                return_tensors="pt",
+            ).to(model.device)
+            generated = model.generate(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=config
+            )
+            new_tokens = generated[:, batch["input_ids"].shape[1] :].tolist()
+            for i, ids in zip(indices, new_tokens):
+                outputs[i] = decode_generated(tokenizer, ids)
+            progress.update(len(indices))
+    progress.close()
+    model.train(was_training)
+    return outputs  # type: ignore[return-value]
+
+
+# vLLM engines are expensive to start: keep the last one, since labeling calls generation once per shard
+_VLLM_ENGINE: dict[str, Any] = {}
+
+
+def _get_vllm_engine(model_id: str, seed: int, vllm_kwargs: dict[str, Any]) -> Any:
+    from vllm import LLM
+
+    key = repr((model_id, seed, sorted(vllm_kwargs.items())))
+    if _VLLM_ENGINE.get("key") != key:
+        _VLLM_ENGINE.clear()  # drop the previous engine first: two engines rarely fit on one GPU
+        _VLLM_ENGINE["engine"] = LLM(model=model_id, seed=seed, **vllm_kwargs)
+        _VLLM_ENGINE["key"] = key
+    return _VLLM_ENGINE["engine"]
+
+
+def _generate_vllm(
+    model_id: str,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt_ids: list[list[int]],
+    max_new_tokens: int,
+    sampling: dict[str, Any],
+    seed: int,
+    show_progress: bool,
+    vllm_kwargs: dict[str, Any],
+) -> list[str]:
+    from vllm import SamplingParams
+
+    llm = _get_vllm_engine(model_id, seed, vllm_kwargs)
+    greedy = not sampling["do_sample"]
+    params = SamplingParams(
+        max_tokens=max_new_tokens,
+        temperature=0.0 if greedy else sampling["temperature"],
+        top_p=1.0 if greedy else sampling["top_p"],
+        top_k=-1 if greedy or not sampling["top_k"] else sampling["top_k"],  # -1 disables top-k in every version
+        seed=seed,
+        stop_token_ids=_eos_token_ids(None, tokenizer),
+    )
+    # Token ids in, token ids out: vLLM sees exactly the prompt the transformers backend sees (no second BOS), and
+    # the decoding rule (keep the think tags) is the same for both backends
+    requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
+    results = llm.generate(requests, sampling_params=params, use_tqdm=show_progress)
+    return [decode_generated(tokenizer, result.outputs[0].token_ids) for result in results]

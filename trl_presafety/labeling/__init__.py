@@ -1,0 +1,39 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Safety decision signals: the safe model's answers (thinking disabled), a BERT-family refusal classifier, and the
+`safety_label` columns the PreSafety trainers read."""
+
+from .classifier import (
+    SafetyDecisionClassifier,
+    answer_text,
+    classification_metrics,
+    default_encoder_path,
+    measure_throughput,
+    prompt_text,
+)
+from .data import load_refusal_dataset, normalize_classifier_dataset
+from .pipeline import (
+    LABEL_COLUMN,
+    PROB_COLUMN,
+    RESPONSE_COLUMN,
+    label_dataset,
+    load_labeled_dataset,
+    load_prompt_dataset,
+)
+
+
+__all__ = [
+    "LABEL_COLUMN",
+    "PROB_COLUMN",
+    "RESPONSE_COLUMN",
+    "SafetyDecisionClassifier",
+    "answer_text",
+    "classification_metrics",
+    "default_encoder_path",
+    "label_dataset",
+    "load_labeled_dataset",
+    "load_prompt_dataset",
+    "load_refusal_dataset",
+    "measure_throughput",
+    "normalize_classifier_dataset",
+    "prompt_text",
+]

@@ -1,0 +1,314 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Writing safety labels: prompts in, the same rows out with the safe model's decision.
+
+For each prompt, the safe model (the LRM with thinking disabled, as in https://huggingface.co/papers/2603.17368)
+answers; the [`SafetyDecisionClassifier`] reads (prompt, answer) and gives P(refusal). Added columns:
+
+- `safety_label` (int): 1 if the safe model refused (the request must be refused), else 0. The hard label that
+  `PreSafetySFTTrainer` / `PreSafetyDPOTrainer` read by default.
+- `safety_label_prob` (float): P(refusal), the soft label (`presafety_label_column="safety_label_prob"`).
+- `safe_response` (str): the safe model's answer.
+
+With `output_dir`, rows are processed in fixed contiguous shards, each written atomically as
+`<output_dir>/data/<split>-NNNNN-of-MMMMM.parquet` (the hub layout, so `load_dataset(output_dir)` reads the result),
+next to `labeling_state.json`, which records what the shards were computed from. A rerun skips the shards already
+on disk, so an interrupted run resumes without redoing finished shards and without losing or duplicating rows;
+a rerun with other data or settings is refused rather than mixed in.
+
+```python
+from datasets import load_dataset
+from trl_presafety.labeling import label_dataset
+
+prompts = load_dataset("json", data_files="trl_presafety/data/tiny/eval/train.jsonl", split="train")
+labeled = label_dataset(prompts, "Qwen/Qwen3-8B", None, "runs/refusal-classifier", output_dir="runs/labels")
+```
+"""
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..generation import GenerationArguments, generate_responses, load_causal_lm, resolve_backend
+from ..reasoning import build_prompt
+from .classifier import SafetyDecisionClassifier, prompt_text
+
+
+logger = logging.getLogger(__name__)
+
+LABEL_COLUMN = "safety_label"
+PROB_COLUMN = "safety_label_prob"
+RESPONSE_COLUMN = "safe_response"
+OUTPUT_COLUMNS = (LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN)
+STATE_FILE = "labeling_state.json"
+SHARDS_DIR = "data"
+STATE_VERSION = 1
+# Settings that change the labels: a resumed run must match them (the backend and batch sizes may differ)
+_RESUME_KEYS = (
+    "version",
+    "num_rows",
+    "shard_size",
+    "split",
+    "prompt_column",
+    "prompts_sha256",
+    "model",
+    "classifier",
+    "thinking",
+    "threshold",
+    "decoding",
+)
+
+
+def shard_path(output_dir: str | Path, split: str, index: int, num_shards: int) -> Path:
+    """Where shard `index` lives: the hub's `data/<split>-NNNNN-of-MMMMM.parquet` naming."""
+    return Path(output_dir) / SHARDS_DIR / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
+
+
+def _prompts_sha256(prompts: list[Any]) -> str:
+    digest = hashlib.sha256()
+    for prompt in prompts:
+        digest.update(json.dumps(prompt, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def _check_dataset(dataset: Any, prompt_column: str) -> None:
+    if isinstance(dataset, DatasetDict):
+        raise TypeError(
+            f"Got a DatasetDict with splits {list(dataset)}; label one split at a time, e.g. `dataset['train']`."
+        )
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"Expected a `datasets.Dataset`, got {type(dataset).__name__}.")
+    if prompt_column not in dataset.column_names:
+        raise ValueError(
+            f"The dataset has no prompts column {prompt_column!r}; its columns are {dataset.column_names}. Set "
+            "`prompt_column` to the column holding the requests (strings or chat message lists)."
+        )
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty: there are no prompts to label.")
+
+
+def _read_state(output_dir: Path) -> dict[str, Any] | None:
+    path = output_dir / STATE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _write_json_atomic(path: Path, content: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _prepare_output_dir(output_dir: Path, state: dict[str, Any], overwrite: bool) -> None:
+    """Checks that finished shards in `output_dir` come from the same data and settings, or clears them."""
+    previous = _read_state(output_dir)
+    shards_dir = output_dir / SHARDS_DIR
+    has_shards = shards_dir.exists() and any(shards_dir.glob("*.parquet"))
+    if overwrite:
+        shutil.rmtree(shards_dir, ignore_errors=True)
+        (output_dir / STATE_FILE).unlink(missing_ok=True)
+    elif previous is not None:
+        changed = [k for k in _RESUME_KEYS if previous.get(k) != state.get(k)]
+        if changed:
+            details = "; ".join(f"{k}: {previous.get(k)!r} -> {state.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"{output_dir} holds labels computed with other data or settings ({details}). Resuming would mix "
+                "them. Use a new `output_dir`, restore the original settings, or pass `overwrite_output_dir=True` "
+                "to start over."
+            )
+    elif has_shards:
+        raise ValueError(
+            f"{shards_dir} holds parquet shards but {output_dir / STATE_FILE} is missing, so they cannot be checked "
+            "against this run. Use a new `output_dir` or pass `overwrite_output_dir=True`."
+        )
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(output_dir / STATE_FILE, {**(previous if not overwrite and previous else {}), **state})
+
+
+def label_dataset(
+    dataset: Dataset,
+    model: PreTrainedModel | str,
+    tokenizer: PreTrainedTokenizerBase | None,
+    classifier: SafetyDecisionClassifier | str,
+    *,
+    prompt_column: str = "prompt",
+    output_dir: str | Path | None = None,
+    shard_size: int = 256,
+    split: str = "train",
+    threshold: float = 0.5,
+    thinking: bool = False,
+    generation: GenerationArguments | None = None,
+    chat_template_kwargs: dict[str, Any] | None = None,
+    classifier_batch_size: int = 64,
+    classifier_max_length: int = 256,
+    overwrite_output_dir: bool = False,
+    show_progress: bool = True,
+    model_init_kwargs: dict[str, Any] | None = None,
+    vllm_kwargs: dict[str, Any] | None = None,
+    on_shard_end: Callable[[int, int], None] | None = None,
+) -> Dataset:
+    """Labels every prompt with the safe model's decision and returns the dataset with `safety_label`,
+    `safety_label_prob` and `safe_response` added (existing columns of those names are replaced).
+
+    Args:
+        dataset: the prompts, one per row, in `prompt_column` (strings or chat message lists). Other columns are
+            kept.
+        model: the safe model: a `PreTrainedModel`, or a path / hub id (needed for vLLM).
+        tokenizer: its tokenizer, with a chat template; `None` loads it from the model's path.
+        classifier: a [`SafetyDecisionClassifier`] or the path of a saved one.
+        output_dir: where shards and `labeling_state.json` go; `None` labels in memory (no resume).
+        shard_size: rows per shard, the unit of resumption.
+        split: the split name in the shard file names.
+        threshold: P(refusal) at or above which `safety_label` is 1.
+        thinking: generate the safe answers with thinking on. The method's safe model has it off (`False`).
+        generation: decoding settings (backend, max_new_tokens, sampling...); defaults to greedy. Shard `i` samples
+            with seed `generation_seed + i`, so a resumed run gives the same labels as an uninterrupted one.
+        overwrite_output_dir: delete existing shards and start over instead of resuming.
+        model_init_kwargs: `from_pretrained` kwargs when `model` is a path and the transformers backend loads it.
+        vllm_kwargs: extra `vllm.LLM` kwargs (e.g. `dtype`), merged over the ones from `generation`.
+        on_shard_end: called as `on_shard_end(shard_index, num_shards)` after each shard is written.
+
+    Returns:
+        The labeled dataset, rows in input order.
+    """
+    _check_dataset(dataset, prompt_column)
+    if shard_size < 1:
+        raise ValueError(f"`shard_size` must be >= 1, got {shard_size}.")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"`threshold` must lie in [0, 1], got {threshold}. It is the P(refusal) cut-off, e.g. 0.5.")
+    generation = generation or GenerationArguments()
+    prompts = dataset[prompt_column]
+    for index, prompt in enumerate(prompts):  # fail before any model is loaded, naming the bad row
+        try:
+            prompt_text(prompt)
+        except TypeError as error:
+            raise TypeError(f"Row {index} of column {prompt_column!r}: {error}") from None
+
+    if tokenizer is None:
+        model_id = model if isinstance(model, str) else model.name_or_path
+        tokenizer = AutoTokenizer.from_pretrained(model_id)
+    build_prompt(tokenizer, prompts[0], thinking, chat_template_kwargs)  # raises clearly without a chat template
+    if isinstance(classifier, (str, Path)):
+        classifier = SafetyDecisionClassifier.from_pretrained(classifier)
+
+    num_shards = math.ceil(len(dataset) / shard_size)
+    kwargs = generation.to_kwargs()
+    kwargs["vllm_kwargs"] = {**kwargs["vllm_kwargs"], **(vllm_kwargs or {})}
+    decoding = {k: kwargs[k] for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed")}
+    state = {
+        "version": STATE_VERSION,
+        "num_rows": len(dataset),
+        "shard_size": shard_size,
+        "num_shards": num_shards,
+        "split": split,
+        "prompt_column": prompt_column,
+        "prompts_sha256": _prompts_sha256(prompts),
+        "model": model if isinstance(model, str) else model.name_or_path,
+        "classifier": classifier.name_or_path,
+        "thinking": thinking,
+        "threshold": threshold,
+        "decoding": decoding,
+        "complete": False,
+    }
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _prepare_output_dir(output_dir, state, overwrite_output_dir)
+
+    done = [
+        output_dir is not None and shard_path(output_dir, split, i, num_shards).exists() for i in range(num_shards)
+    ]
+    # Load the model once for all shards (vLLM caches its own engine)
+    if not all(done) and isinstance(model, str) and resolve_backend(kwargs["backend"], model) == "transformers":
+        model = load_causal_lm(model, model_init_kwargs)
+    base = dataset.remove_columns([c for c in OUTPUT_COLUMNS if c in dataset.column_names])
+    in_memory: list[Dataset] = []
+    rows_done = sum(min(shard_size, len(dataset) - i * shard_size) for i in range(num_shards) if done[i])
+    progress = tqdm(total=len(dataset), initial=rows_done, desc="Labeling", unit="prompt", disable=not show_progress)
+    for index in range(num_shards):
+        if done[index]:
+            continue
+        rows = base.select(range(index * shard_size, min((index + 1) * shard_size, len(dataset))))
+        shard_prompts = rows[prompt_column]
+        responses = generate_responses(
+            model,
+            tokenizer,
+            shard_prompts,
+            thinking=thinking,
+            chat_template_kwargs=chat_template_kwargs,
+            show_progress=False,
+            model_init_kwargs=model_init_kwargs,
+            **{**kwargs, "seed": kwargs["seed"] + index},
+        )
+        probs = classifier.predict_proba(
+            shard_prompts, responses, batch_size=classifier_batch_size, max_length=classifier_max_length
+        )
+        shard = rows.add_column(LABEL_COLUMN, [int(p >= threshold) for p in probs])
+        shard = shard.add_column(PROB_COLUMN, [float(p) for p in probs])
+        shard = shard.add_column(RESPONSE_COLUMN, responses)
+        if output_dir is None:
+            in_memory.append(shard)
+        else:
+            path = shard_path(output_dir, split, index, num_shards)
+            tmp = path.with_name(f".{path.name}.tmp")  # hidden, and not matching the shard pattern
+            shard.to_parquet(str(tmp))
+            os.replace(tmp, path)  # atomic: a killed run leaves either the whole shard or none
+        progress.update(len(rows))
+        if on_shard_end is not None:
+            on_shard_end(index, num_shards)
+    progress.close()
+
+    if output_dir is None:
+        return concatenate_datasets(in_memory)
+    labeled = load_labeled_dataset(output_dir, split)
+    if len(labeled) != len(dataset):  # every row exactly once, or something outside this run touched the shards
+        raise RuntimeError(
+            f"{output_dir} holds {len(labeled)} labeled rows for {len(dataset)} prompts. Rerun with "
+            "`overwrite_output_dir=True`."
+        )
+    _write_json_atomic(output_dir / STATE_FILE, {**state, "complete": True, **_summary(labeled)})
+    return labeled
+
+
+def _summary(labeled: Dataset) -> dict[str, float]:
+    labels = labeled[LABEL_COLUMN]
+    return {
+        "refusal_rate": sum(labels) / len(labels),
+        "mean_safety_label_prob": sum(labeled[PROB_COLUMN]) / len(labels),
+    }
+
+
+def load_labeled_dataset(output_dir: str | Path, split: str = "train") -> Dataset:
+    """The labeled rows written by [`label_dataset`] to `output_dir`, in input order."""
+    files = sorted((Path(output_dir) / SHARDS_DIR).glob(f"{split}-[0-9]*-of-[0-9]*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"No labeled shards for split {split!r} under {Path(output_dir) / SHARDS_DIR}.")
+    return Dataset.from_parquet([str(f) for f in files], keep_in_memory=True)
+
+
+def load_prompt_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
+    """Loads prompts from a hub id, a local data file (`.json`, `.jsonl`, `.parquet`, `.csv`; one split), a folder
+    saved with `save_to_disk`, or a local folder of data files."""
+    path = Path(name)
+    if path.is_file():
+        builder = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+        if builder is None:
+            raise ValueError(f"Cannot read {name}: use a .json, .jsonl, .parquet or .csv file, or a dataset folder.")
+        return load_dataset(builder, data_files=str(path), split="train")
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        data = load_from_disk(str(path))
+        if isinstance(data, DatasetDict):
+            if split not in data:
+                raise ValueError(f"{name} has splits {list(data)}, not {split!r}. Set `dataset_split`.")
+            return data[split]
+        return data
+    return load_dataset(name, config, split=split)

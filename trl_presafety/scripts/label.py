@@ -1,0 +1,175 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Label prompts with the safe model's decision: `safety_label`, `safety_label_prob` and `safe_response` columns.
+
+The safe model (the LRM with thinking disabled) answers each prompt; the safety decision classifier reads each answer.
+Output: `<output_dir>/data/<split>-NNNNN-of-MMMMM.parquet` shards plus `labeling_state.json`; rerun the same command
+after an interruption and only the missing shards are computed. Load the result with
+`datasets.load_dataset("<output_dir>")` or `trl_presafety.labeling.load_labeled_dataset("<output_dir>")`.
+
+Example (CPU, tiny model and the bundled prompts; about a minute):
+
+```bash
+python -m trl_presafety.tiny --output_dir runs/tiny-qwen3 --style qwen3
+trl-presafety train-classifier --config recipes/tiny/train_classifier.yaml
+trl-presafety label --config recipes/tiny/label.yaml
+```
+
+On a GPU with vLLM installed, `backend: auto` uses vLLM:
+
+```bash
+trl-presafety label --model_name_or_path Qwen/Qwen3-8B --dtype bfloat16 --dataset_name my/prompts \\
+    --classifier_name_or_path runs/refusal-classifier --output_dir runs/qwen3-8b-labels --max_new_tokens 512
+```
+"""
+
+from dataclasses import dataclass, field
+
+from trl import ModelConfig, TrlParser
+
+from ..generation import GenerationArguments
+from ..labeling.pipeline import label_dataset, load_prompt_dataset
+
+
+@dataclass
+class LabelScriptArguments:
+    r"""
+    Arguments of `trl-presafety label`.
+
+    > Data and output
+
+    dataset_name (`str`):
+        Prompts to label: a hub id, a local `.json`/`.jsonl`/`.parquet`/`.csv` file, or a folder.
+    dataset_config (`str`, *optional*):
+        Hub dataset configuration name.
+    dataset_split (`str`, *optional*, defaults to `"train"`):
+        Split to label (also the split name of the output shards).
+    prompt_column (`str`, *optional*, defaults to `"prompt"`):
+        Column with the requests (strings or chat message lists).
+    max_samples (`int`, *optional*):
+        Label only the first `max_samples` rows.
+    output_dir (`str`):
+        Folder of the output shards and `labeling_state.json`.
+    shard_size (`int`, *optional*, defaults to `256`):
+        Rows per shard: the unit of resumption.
+    overwrite_output_dir (`bool`, *optional*, defaults to `False`):
+        Delete existing shards and start over instead of resuming.
+
+    > Safety decision
+
+    classifier_name_or_path (`str`):
+        Trained safety decision classifier (`trl-presafety train-classifier` output, or a hub id).
+    threshold (`float`, *optional*, defaults to `0.5`):
+        P(refusal) at or above which `safety_label` is 1.
+    classifier_batch_size (`int`, *optional*, defaults to `64`):
+        Answers per classifier forward pass.
+    classifier_max_length (`int`, *optional*, defaults to `256`):
+        Token budget of each (prompt, answer) pair; the longer text is truncated first.
+    thinking (`bool`, *optional*, defaults to `False`):
+        Generate the safe answers with thinking on. The method's safe model has thinking off.
+    """
+
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Prompts: a hub id, a local .json/.jsonl/.parquet/.csv file, or a folder."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    dataset_split: str = field(default="train", metadata={"help": "Split to label (and of the output shards)."})
+    prompt_column: str = field(
+        default="prompt", metadata={"help": "Column with the requests (strings or chat message lists)."}
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Label only the first max_samples rows."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Folder of the output shards and labeling_state.json."}
+    )
+    shard_size: int = field(default=256, metadata={"help": "Rows per shard: the unit of resumption."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Delete existing shards and start over instead of resuming."}
+    )
+    classifier_name_or_path: str | None = field(
+        default=None, metadata={"help": "Trained safety decision classifier (train-classifier output or hub id)."}
+    )
+    threshold: float = field(default=0.5, metadata={"help": "P(refusal) at or above which safety_label is 1."})
+    classifier_batch_size: int = field(default=64, metadata={"help": "Answers per classifier forward pass."})
+    classifier_max_length: int = field(
+        default=256, metadata={"help": "Token budget of each (prompt, answer) pair; the longer text is cut first."}
+    )
+    thinking: bool = field(
+        default=False,
+        metadata={"help": "Generate the safe answers with thinking on (the method's safe model has it off)."},
+    )
+
+    def __post_init__(self) -> None:
+        for name, fix in (
+            ("dataset_name", "the prompts to label (hub id, data file or folder)"),
+            ("output_dir", "a folder for the labeled shards"),
+            ("classifier_name_or_path", "a classifier trained with `trl-presafety train-classifier`"),
+        ):
+            if not getattr(self, name):
+                raise ValueError(f"`{name}` is required, got {getattr(self, name)!r}: pass {fix}.")
+        if self.shard_size < 1:
+            raise ValueError(
+                f"`shard_size` must be >= 1, got {self.shard_size}: it is the number of rows per output shard, e.g. "
+                "256."
+            )
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"`max_samples` must be >= 1, got {self.max_samples}: leave it unset to label every row.")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(
+                f"`threshold` must lie in [0, 1], got {self.threshold}: it is the P(refusal) cut-off, e.g. 0.5."
+            )
+        if self.classifier_batch_size < 1:
+            raise ValueError(
+                f"`classifier_batch_size` must be >= 1, got {self.classifier_batch_size}: e.g. 64 (lower it if the "
+                "classifier runs out of memory)."
+            )
+        if self.classifier_max_length < 8:
+            raise ValueError(
+                f"`classifier_max_length` must be >= 8, got {self.classifier_max_length}: it is the token budget of "
+                "a (prompt, answer) pair, e.g. 256."
+            )
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((LabelScriptArguments, GenerationArguments, ModelConfig))
+
+
+def main(argv: list[str] | None = None) -> None:
+    script_args, generation_args, model_args = make_parser().parse_args_and_config(argv)
+    if not model_args.model_name_or_path:
+        raise ValueError(
+            f"`model_name_or_path` is required, got {model_args.model_name_or_path!r}: pass the safe model (the LRM "
+            "whose thinking-off answers are labeled), e.g. `--model_name_or_path Qwen/Qwen3-8B`."
+        )
+    dataset = load_prompt_dataset(script_args.dataset_name, script_args.dataset_config, script_args.dataset_split)
+    if script_args.max_samples is not None:
+        dataset = dataset.select(range(min(script_args.max_samples, len(dataset))))
+    model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype}
+    if model_args.attn_implementation is not None:
+        model_init_kwargs["attn_implementation"] = model_args.attn_implementation
+    labeled = label_dataset(
+        dataset,
+        model_args.model_name_or_path,
+        None,
+        script_args.classifier_name_or_path,
+        prompt_column=script_args.prompt_column,
+        output_dir=script_args.output_dir,
+        shard_size=script_args.shard_size,
+        split=script_args.dataset_split,
+        threshold=script_args.threshold,
+        thinking=script_args.thinking,
+        generation=generation_args,
+        classifier_batch_size=script_args.classifier_batch_size,
+        classifier_max_length=script_args.classifier_max_length,
+        overwrite_output_dir=script_args.overwrite_output_dir,
+        model_init_kwargs=model_init_kwargs,
+        # vLLM loads the model with the same dtype / revision as transformers would
+        vllm_kwargs={k: v for k, v in model_init_kwargs.items() if k in ("dtype", "revision") and v is not None},
+    )
+    labels = labeled["safety_label"]
+    print(
+        f"Labeled {len(labeled)} prompts: refusal rate {sum(labels) / len(labels):.3f}. "
+        f"Shards in {script_args.output_dir}/data (load with datasets.load_dataset({script_args.output_dir!r}))."
+    )
+
+
+if __name__ == "__main__":
+    main()
