@@ -1,5 +1,6 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 import importlib.util
+import sys
 
 import pytest
 import torch
@@ -253,3 +254,24 @@ def test_vllm_backend_matches_contract(tmp_path):
     again = generate_responses(str(tmp_path), None, PROMPTS, backend="vllm", **kwargs)
     assert len(first) == len(PROMPTS) and all(isinstance(text, str) for text in first)
     assert first == again  # greedy is deterministic
+
+
+def test_vllm_engine_is_kept_across_seeds(monkeypatch):
+    # Labeling seeds each shard differently: the engine (a model load) must be reused, the seed goes per request
+    import types
+
+    from trl_presafety import generation
+
+    started = []
+
+    class FakeLLM:
+        def __init__(self, model, seed, **kwargs):
+            started.append((model, seed, kwargs))
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=FakeLLM))
+    monkeypatch.setattr(generation, "_VLLM_ENGINE", {})
+    first = generation._get_vllm_engine("m", 0, {"tensor_parallel_size": 1})
+    assert generation._get_vllm_engine("m", 1, {"tensor_parallel_size": 1}) is first
+    assert len(started) == 1
+    generation._get_vllm_engine("m", 1, {"tensor_parallel_size": 2})  # other engine settings: a new engine
+    assert len(started) == 2

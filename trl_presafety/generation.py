@@ -419,7 +419,9 @@ _VLLM_ENGINE: dict[str, Any] = {}
 def _get_vllm_engine(model_id: str, seed: int, vllm_kwargs: dict[str, Any]) -> Any:
     from vllm import LLM
 
-    key = repr((model_id, seed, sorted(vllm_kwargs.items())))
+    # The seed is not part of the key: each request carries its own (`SamplingParams.seed`), and labeling changes it
+    # per shard, which would otherwise reload the model for every shard
+    key = repr((model_id, sorted(vllm_kwargs.items())))
     if _VLLM_ENGINE.get("key") != key:
         _VLLM_ENGINE.clear()  # drop the previous engine first: two engines rarely fit on one GPU
         _VLLM_ENGINE["engine"] = LLM(model=model_id, seed=seed, **vllm_kwargs)
