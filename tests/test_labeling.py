@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,6 +247,21 @@ def test_changed_settings_are_not_mixed_in(lrm_dir, classifier, tmp_path):
     assert sorted(p.name for p in (tmp_path / "data").glob("*.parquet")) == [
         f"train-0000{i}-of-00003.parquet" for i in range(3)
     ]
+
+
+def test_resume_tells_local_models_apart_by_folder(lrm_dir, classifier, tmp_path, monkeypatch):
+    # The same relative path from another directory names another model: not a resume of the same run
+    for name in ("a", "b"):
+        shutil.copytree(lrm_dir, tmp_path / name / "lrm")
+    kwargs = {"generation": GENERATION, "output_dir": tmp_path / "out", "shard_size": 3}
+    monkeypatch.chdir(tmp_path / "a")
+    first = label_dataset(prompts_dataset(6), "lrm", None, classifier, **kwargs)
+    # The same folder by its absolute path resumes (nothing to recompute)
+    again = label_dataset(prompts_dataset(6), str(tmp_path / "a" / "lrm"), None, classifier, **kwargs)
+    assert again.to_list() == first.to_list()
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(ValueError, match="model: .*a/lrm' -> .*b/lrm'"):
+        label_dataset(prompts_dataset(6), "lrm", None, classifier, **kwargs)
 
 
 def test_bad_inputs_fail_clearly(lrm_dir, classifier, tmp_path, monkeypatch):

@@ -97,6 +97,12 @@ def _check_dataset(dataset: Any, prompt_column: str) -> None:
         raise ValueError("The dataset is empty: there are no prompts to label.")
 
 
+def _source(name_or_path: str) -> str:
+    """A local folder as an absolute path (a rerun from another directory must not match another folder), else as is."""
+    path = Path(name_or_path)
+    return str(path.resolve()) if path.exists() else str(name_or_path)
+
+
 def _read_state(output_dir: Path) -> dict[str, Any] | None:
     path = output_dir / STATE_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
@@ -212,8 +218,8 @@ def label_dataset(
         "split": split,
         "prompt_column": prompt_column,
         "prompts_sha256": _prompts_sha256(prompts),
-        "model": model if isinstance(model, str) else model.name_or_path,
-        "classifier": classifier.name_or_path,
+        "model": _source(model if isinstance(model, str) else model.name_or_path),
+        "classifier": _source(classifier.name_or_path),
         "thinking": thinking,
         "threshold": threshold,
         "decoding": decoding,
