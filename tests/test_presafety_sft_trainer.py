@@ -473,3 +473,24 @@ def test_unlabeled_examples_get_no_aux_loss(tiny_model_dirs, tmp_path):
         [0.3] + [rows[i]["safety_label"] for i in range(1, 8, 2)]
     )
     assert batch["presafety_index"][:, 0].tolist() == [0, 1, 3, 5, 7]
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_iterable_dataset_gives_the_same_batches(tiny_model_dirs, tmp_path, packing):
+    # A streamed dataset goes through the same preparation (anchors, truncation, packing, compaction)
+    rows = load_tiny_sft_rows(8)
+    kwargs = {"packing": packing, "max_length": 300 if packing else 256, "shuffle_dataset": False}
+    mapped = make_trainer(tiny_model_dirs["qwen3"], tmp_path, rows, **kwargs)
+    streamed = PreSafetySFTTrainer(
+        model=tiny_model_dirs["qwen3"],
+        args=make_config(tmp_path, **kwargs),
+        train_dataset=Dataset.from_list(rows).to_iterable_dataset(),
+    )
+    want = [mapped.train_dataset[i] for i in range(len(mapped.train_dataset))]
+    got = list(streamed.train_dataset)
+    assert len(got) == len(want)
+    for key in ("input_ids", "presafety_anchor_positions", "presafety_anchor_labels"):
+        assert [ex[key] for ex in got] == [ex[key] for ex in want]
+    streamed.args.max_steps = 2
+    streamed.train()
+    assert sum("presafety/loss" in h for h in streamed.state.log_history) == 2
