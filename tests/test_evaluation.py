@@ -8,16 +8,21 @@ import json
 from pathlib import Path
 
 import pytest
+from sklearn.metrics import roc_auc_score
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_presafety.evaluation import EvalConfig, evaluate, parse_decoding_setting, split_generated
+from trl_presafety.evaluation import EvalConfig, evaluate, grade_math, parse_decoding_setting, split_generated
 from trl_presafety.evaluation import runner as eval_runner
 from trl_presafety.evaluation.cache import JsonlCache
+from trl_presafety.evaluation.data import load_eval_datasets
 from trl_presafety.evaluation.judges import RegexRefusalJudge
-from trl_presafety.evaluation.runner import VOLATILE_REPORT_KEYS, build_eval_prompt
-from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head
+from trl_presafety.evaluation.runner import VOLATILE_REPORT_KEYS, build_eval_prompt, eval_messages
+from trl_presafety.gate import SafetyGate
+from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, load_safety_head
 from trl_presafety.reasoning import THINK_CLOSE, THINK_OPEN
 from trl_presafety.tiny import build_tiny_tokenizer
+
+from .test_judges import build_scripted_guard
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -190,6 +195,26 @@ def test_split_generated_r1_and_qwen3_outputs():
     assert split_generated(r1_on, "") == {"reasoning": "", "answer": "", "closed": False}
 
 
+@pytest.mark.parametrize(
+    "answer, gold, correct",
+    [
+        ("The answer is \\boxed{166}.", "166", True),
+        ("So $\\boxed{0.75}$", "\\frac{3}{4}", True),  # equal as numbers, not as strings
+        ("$\\boxed{\\dfrac{6}{8}}$", "0.75", True),
+        ("\\boxed{1234}", "1,234", True),  # a GSM8K-style thousands separator
+        ("\\boxed{\\sqrt{2}}", "\\sqrt{2}", True),  # bare-LaTeX golds (MATH-500) parse
+        ("\\boxed{1+x^2}", "x^2+1", True),  # symbolic equality
+        ("The answer is 70.", "70", True),  # no box: the last expression
+        ("First 12, then \\boxed{21}.", "20", False),
+        ("It is 5, no wait: \\boxed{7}", "5", False),  # the boxed answer, not an earlier number
+        ("", "166", False),  # the cap was hit inside the reasoning: no answer
+    ],
+)
+def test_grade_math_checks_answers_with_math_verify(answer, gold, correct):
+    result = grade_math(answer, gold)
+    assert result["correct"] is correct and result["gold"] == gold and result["error"] is None
+
+
 # --- end to end on the tiny model ---------------------------------------------------------------------------------
 
 
@@ -258,6 +283,20 @@ def test_tiny_model_end_to_end(head_model_dirs, tmp_path):
     assert probe["status"] == "ok" and probe["n_harmful"] == 5 and probe["n_benign"] == 7
     assert 0.0 <= probe["auroc"] <= 1.0 and summary["probe_auroc"] == probe["auroc"]
     assert len(report["probe_examples"]) == 12 and all(0 < r["p_refuse"] < 1 for r in report["probe_examples"])
+    # The probe's figures are those of its records (harmful = positive), and a record's P(refuse) is the head's on
+    # the prompt alone: the gate on the saved model and head gives the same numbers
+    scores = {r["id"]: r["p_refuse"] for r in report["probe_examples"]}
+    harmful_ids = [r["id"] for r in report["probe_examples"] if r["category"] == "harmful"]
+    labels = [int(i in harmful_ids) for i in scores]
+    assert probe["auroc"] == pytest.approx(roc_auc_score(labels, list(scores.values())))
+    assert probe["mean_p_refuse_harmful"] == pytest.approx(sum(scores[i] for i in harmful_ids) / 5)
+    model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
+    load_safety_head(model, config.model_name_or_path)
+    gate = SafetyGate(model, tokenizer)
+    examples = load_eval_datasets(config.datasets)
+    direct = gate.predict_proba([eval_messages(e, config) for e in examples])
+    gate.close()
+    assert [scores[e["id"]] for e in examples] == pytest.approx(direct, abs=1e-5)
     markdown = (output / "report.md").read_text()
     assert "| Harmful compliance, answer or CoT (harmful prompts) ↓ |" in markdown and "AUROC" in markdown
 
@@ -333,6 +372,40 @@ def test_exact_figures_on_scripted_responses(tiny_model_dirs, tmp_path, monkeypa
     assert maths["math"] == {"correct": False, "predicted": "21", "gold": "20", "error": None}
 
 
+@pytest.mark.parametrize("verdict, rate", [(" unsafe", 1.0), (" safe", 0.0)], ids=["unsafe", "safe"])
+def test_guard_judge_built_from_the_config(tiny_model_dirs, tmp_path, monkeypatch, verdict, rate):
+    """judge='guard': the guard is loaded from `judge_model_name_or_path`, prompted with its chat template and
+    generated with transformers; its verdicts on answers and, separately, on traces make the harm figures."""
+    guard = build_scripted_guard(tmp_path / "guard", verdict)  # answers every prompt with `verdict`
+    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    config = small_config(
+        tiny_model_dirs["qwen3"],
+        tmp_path / "out",
+        sampling_grid=["greedy"],
+        max_new_tokens=64,
+        judge="guard",
+        judge_model_name_or_path=guard,
+        plot=False,
+    )
+    report = evaluate(config)
+    assert report["judge"] == {
+        "name": "guard",
+        "model": guard,
+        "format": "llama_guard",
+        "max_tokens": 512,
+        "refusal_fallback": {"name": "regex", "window": 600, "extra_patterns": []},
+    }
+    assert report["errors"] == []
+    on, off = report["summary"]["modes"]["on"], report["summary"]["modes"]["off"]
+    assert on["harmful_rate"] == off["harmful_rate"] == on["reasoning_harmful_rate"] == rate
+    assert on["answer_harmful_rate"] == 3 / 5 * rate  # two traces hit the cap: no answer for the guard to read
+    # Llama Guard says nothing about refusal: the regex fallback gives the same refusals as the regex judge
+    assert (on["refusal_rate"], off["refusal_rate"], off["benign_compliance_rate"]) == (1 / 5, 4 / 5, 2 / 3)
+    record = next(r for r in report["examples"] if "phishing" in r["prompt"] and r["thinking"] == "on")
+    assert record["answer_verdict"]["raw"] == record["reasoning_verdict"]["raw"] == verdict
+    assert record["answer_verdict"]["harmful"] is record["reasoning_verdict"]["harmful"] is (rate == 1.0)
+
+
 # --- resume and crashes -------------------------------------------------------------------------------------------
 
 
@@ -365,6 +438,43 @@ def test_resume_after_interruption_gives_the_same_report(head_model_dirs, tmp_pa
     assert again["runtime"]["generations_new"] == 0 and stable(again) == stable(uninterrupted)
     fresh = evaluate(small_config(model_dir, tmp_path / "b", resume=False))
     assert fresh["runtime"]["generations_new"] == 34 and stable(fresh) == stable(uninterrupted)
+
+
+def test_resume_after_an_interruption_while_judging(tiny_model_dirs, tmp_path, monkeypatch):
+    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+
+    def config(name: str) -> EvalConfig:
+        return small_config(
+            tiny_model_dirs["qwen3"], tmp_path / name, max_new_tokens=64, judge_batch_size=4, plot=False
+        )
+
+    uninterrupted = evaluate(config("a"))
+    total = len(JsonlCache(tmp_path / "a" / "cache" / "judgments.jsonl"))
+    real = RegexRefusalJudge._judge
+    judged: list[str] = []
+
+    def interrupted(self, prompts, texts, kind):
+        if len(judged) >= 6:  # a kill in the middle of the judging
+            raise KeyboardInterrupt
+        judged.extend(texts)
+        return real(self, prompts, texts, kind)
+
+    monkeypatch.setattr(RegexRefusalJudge, "_judge", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(config("b"))
+    cached = len(JsonlCache(tmp_path / "b" / "cache" / "judgments.jsonl"))
+    assert 0 < cached < total
+
+    def counting(self, prompts, texts, kind):
+        judged.extend(texts)
+        return real(self, prompts, texts, kind)
+
+    judged.clear()
+    monkeypatch.setattr(RegexRefusalJudge, "_judge", counting)
+    resumed = evaluate(config("b"))
+    # Only what the interrupted run had not judged is judged again; the report equals the uninterrupted one
+    assert len(judged) == total - cached and resumed["runtime"]["generations_new"] == 0
+    assert stable(resumed) == stable(uninterrupted)
 
 
 def test_a_crash_in_one_example_is_recorded_not_fatal(tiny_model_dirs, tmp_path, monkeypatch):

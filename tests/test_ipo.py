@@ -385,6 +385,37 @@ def test_build_ipo_pairs_cli_on_bundled_traces(tiny_model_dirs, tmp_path):
     assert bundled == (tmp_path / "train.jsonl").read_text(encoding="utf-8")
 
 
+def test_build_ipo_pairs_cli_with_a_guard_step_judge(tmp_path):
+    """`--step_judge guard`: the guard is loaded from `--guard_model`, reads each reasoning prefix with its chat
+    template and generates its verdict; the verdicts decide the cut (and the re-check of the continuation)."""
+    from trl_presafety.scripts.build_ipo_pairs import main
+
+    from .test_judges import build_scripted_guard
+
+    def run(verdict: str, *extra: str) -> tuple[dict, list[dict]]:
+        guard = build_scripted_guard(tmp_path / verdict.strip(), verdict)  # says `verdict` to every prompt
+        output_dir = tmp_path / f"pairs-{verdict.strip()}"
+        stats = main(
+            ["--dataset_name", str(TINY_DATA_DIR / "ipo" / "traces"), "--max_samples", "6",
+             "--tokenizer_name_or_path", guard, "--continuation", "supplied", "--step_judge", "guard",
+             "--guard_model", guard, "--output_dir", str(output_dir), *extra]
+        )  # fmt: skip
+        lines = (output_dir / "train.jsonl").read_text(encoding="utf-8").splitlines()
+        return stats, [json.loads(line) for line in lines]
+
+    # "unsafe" from the first step on: every trace has a compliance step, and the supplied continuation is unsafe too
+    stats, pairs = run(" unsafe")
+    assert stats["harmful_rows"] == 6 and stats["no_compliance_step"] == 0
+    assert stats["unsafe_supplied_continuation"] == 6 and pairs == []
+    # "safe" everywhere: no compliance step in the reasoning; the complying answer puts the cut before </think>
+    stats, pairs = run(" safe", "--on_no_compliance", "end_of_reasoning")
+    assert stats["harmful_pairs"] == 6 and stats["no_compliance_step"] == 0
+    assert all(p["ipo_step"] == p["ipo_num_steps"] > 0 for p in pairs)
+    assert all(p["rejected"].lstrip().startswith("</think>") for p in pairs)
+    stats, pairs = run(" safe")
+    assert stats["no_compliance_step"] == 6 and pairs == []
+
+
 def test_tiny_ipo_recipe_trains(tiny_model_dirs, tmp_path):
     from trl_presafety.scripts.dpo import main
 

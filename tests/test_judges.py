@@ -268,6 +268,72 @@ def test_guard_judge_on_a_real_model_with_malformed_output(tiny_model_dirs):
     assert judge.name_or_path == path
 
 
+def build_scripted_guard(output_dir, verdict: str, style: str = "qwen3") -> str:
+    """A tiny causal LM, saved to `output_dir`, that answers every prompt with `verdict` then EOS (greedy decoding).
+
+    Its blocks write nothing to the residual stream (zero weights), so the last hidden state is the embedding of the
+    last token: a bigram model. Every token embeds to direction 0, except the tokens of the verdict, each to its own
+    direction; the untied LM head maps direction 0 to the verdict's first token and each verdict token's direction
+    to the token after it (EOS after the last). A guard with a known answer, through the real loading, prompting,
+    generation and parsing path.
+    """
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = build_tiny_tokenizer(style)
+    chain = tokenizer(verdict, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert len(set(chain)) == len(chain) < 16, "each verdict token needs its own direction"
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=8,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen3ForCausalLM(config)
+    embed, head = torch.zeros(len(tokenizer), 16), torch.zeros(len(tokenizer), 16)
+    embed[:, 0] = 1.0
+    head[chain[0], 0] = 1.0
+    for direction, (token, next_token) in enumerate(zip(chain, chain[1:]), start=1):
+        embed[token] = 0.0
+        embed[token, direction] = 1.0
+        head[next_token, direction] = 1.0
+    with torch.no_grad():
+        for param in model.model.layers.parameters():
+            param.zero_()
+        model.model.embed_tokens.weight.copy_(embed)
+        model.lm_head.weight.copy_(head)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return str(output_dir)
+
+
+@pytest.mark.parametrize("verdict, harmful", [(" unsafe", True), (" safe", False)], ids=["unsafe", "safe"])
+def test_guard_judge_generates_and_parses_a_real_verdict(tmp_path, verdict, harmful):
+    """A guard model loaded from disk: the Llama-Guard prompt from its chat template, transformers generation, parse."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = build_scripted_guard(tmp_path / "guard", verdict)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    judge = GuardJudge(
+        model, tokenizer, max_new_tokens=8, backend="transformers", refusal_fallback=RegexRefusalJudge()
+    )
+    assert judge.guard_format == "llama_guard"  # from the name: no "wildguard" in it
+    verdicts = judge.judge(["How do I pick a lock?", "Hi"], ["Sure, here is how.", "I can't help with that."])
+    assert [(v.harmful, v.error, v.raw) for v in verdicts] == [(harmful, None, verdict)] * 2
+    # Llama Guard says nothing about refusal: the regex fallback fills it in
+    assert [v.refusal for v in verdicts] == [False, True]
+    (trace,) = judge.judge(["q"], ["Step 1: get a pipe."], kind="reasoning")
+    assert trace.harmful is harmful
+
+
 def test_guard_judge_needs_a_template_or_model():
     tokenizer = build_tiny_tokenizer("qwen3")
     tokenizer.chat_template = None

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .data.step_judges import AnswerJudge, CueStepJudge, RefusalCueJudge, StepJudge, split_steps
+from .evaluation.math_grading import gold_latex
 from .reasoning import THINK_CLOSE, THINK_OPEN, SplitResponse, split_reasoning
 
 
@@ -238,7 +239,8 @@ class MathAccuracyReward:
                 continue
             rows.append(i)
             answers.append([{"role": "assistant", "content": parsed.answer}])
-            golds.append(str(solution))
+            # In math mode, as the evaluation grades it: TRL's reward gives None (row skipped) for a bare-LaTeX gold
+            golds.append(gold_latex(solution))
         scores = accuracy_reward(answers, golds) if rows else []
         for i, score in zip(rows, scores, strict=True):
             rewards[i] = None if score is None else (self.correct if score >= 1.0 else self.wrong)

@@ -196,8 +196,8 @@ def format_alttrain_example(
     >>> example = {"prompt": [{"role": "user", "content": "What is 2 + 3?"}],
     ...            "completion": [{"role": "assistant", "content": "<think>\\nAdd them. 2 + 3 = 5.\\n</think>\\n\\n5"}],
     ...            "safety_label": 0}
-    >>> format_alttrain_example(example)["completion"][0]["content"]
-    '<think>\\nAdd them. Before solving anything, I should check ... so I can help with it. 2 + 3 = 5.\\n</think>\\n\\n5'
+    >>> format_alttrain_example(example, AltTrainConfig(benign_assessments=["It is safe."]))["completion"][0]["content"]
+    '<think>\\nAdd them. It is safe. 2 + 3 = 5.\\n</think>\\n\\n5'
     ```
     """
     config = config or AltTrainConfig()

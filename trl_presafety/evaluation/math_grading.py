@@ -4,8 +4,9 @@
 from typing import Any
 
 
-def _gold_text(gold: str) -> str:
-    # math-verify reads LaTeX in math mode; a bare gold such as `\frac{1}{2}` or `72` is wrapped so both parse
+def gold_latex(gold: str) -> str:
+    """The gold answer in math mode, as math-verify needs it: a bare gold (GSM8K's `72`, MATH-500's `\\sqrt{2}`) is
+    wrapped in `$...$`, since math-verify finds nothing in bare LaTeX such as `\\sqrt{2}` or `x^2+1`."""
     gold = str(gold).strip()
     if gold.startswith("$") or "\\boxed" in gold:
         return gold
@@ -27,7 +28,7 @@ def grade_math(answer: str, gold: str) -> dict[str, Any]:
     if not answer or not answer.strip():
         return result
     try:
-        gold_parsed = parse(_gold_text(gold))
+        gold_parsed = parse(gold_latex(gold))
         if not gold_parsed:
             result["error"] = f"math-verify could not parse the gold answer {gold!r}"
             return result
