@@ -200,3 +200,8 @@ def test_labeling_smoke(tmp_path):
     (generation,) = result["generation"]
     assert generation["backend"] == "transformers" and generation["tokens_per_second"]["median"] > 0
     assert "answers/s" in labeling.render_tables([result])
+
+
+def test_collate_smoke():
+    results = load_bench("collate").main(["--seq-len", "256", "--steps", "2", "--passes", "1"])
+    assert set(results) == {"plain", "presafety"} and all(v > 0 for v in results.values())
