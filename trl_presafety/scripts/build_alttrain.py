@@ -21,7 +21,6 @@ trl-presafety build-alttrain --dataset_name data/safe-cot-sft.jsonl --num_harmfu
 ```
 """
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,15 +57,13 @@ class BuildAltTrainArguments:
                 raise ValueError(f"Invalid `{name}`: {getattr(self, name)}. Use a count >= 0, or -1 for all.")
 
 
-def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
-    from trl import TrlParser
-
+def make_parser():
     from ..data.alttrain import AltTrainConfig
+    from .utils import make_script_parser
 
-    dataclass_types = (BuildAltTrainArguments, AltTrainConfig)
-    if subparsers is not None:
-        return subparsers.add_parser("build-alttrain", help="Build AltTrain SFT data", dataclass_types=dataclass_types)
-    return TrlParser(dataclass_types, prog=prog or "trl-presafety build-alttrain")
+    return make_script_parser(
+        "build-alttrain", (BuildAltTrainArguments, AltTrainConfig), usage=None, allow_abbrev=True
+    )
 
 
 def build(args: BuildAltTrainArguments, config) -> Path:

@@ -25,7 +25,6 @@ trl-presafety build-ipo-pairs --dataset_name data/r1-unsafe-traces.jsonl \
 ```
 """
 
-import argparse
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,18 +96,13 @@ class BuildIPOPairsArguments:
             raise ValueError(f"Invalid `max_samples`: {self.max_samples}. Use a positive count, or leave it unset.")
 
 
-def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
-    from trl import TrlParser
-
+def make_parser():
     from ..data.ipo import IPOConfig
     from ..generation import GenerationArguments
+    from .utils import make_script_parser
 
     dataclass_types = (BuildIPOPairsArguments, IPOConfig, GenerationArguments)
-    if subparsers is not None:
-        return subparsers.add_parser(
-            "build-ipo-pairs", help="Build IPO preference pairs", dataclass_types=dataclass_types
-        )
-    return TrlParser(dataclass_types, prog=prog or "trl-presafety build-ipo-pairs")
+    return make_script_parser("build-ipo-pairs", dataclass_types, usage=None, allow_abbrev=True)
 
 
 def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:

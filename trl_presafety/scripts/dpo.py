@@ -27,13 +27,19 @@ accelerate launch --multi_gpu --num_processes 2 --mixed_precision no \
 ```
 """
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import ScriptArguments
 
-from .utils import apply_model_init_kwargs, check_model_name, load_training_datasets, parse_args_strict, train_and_save
+from .utils import (
+    apply_model_init_kwargs,
+    check_model_name,
+    load_training_datasets,
+    make_script_parser,
+    parse_args_strict,
+    train_and_save,
+)
 
 
 @dataclass
@@ -55,20 +61,13 @@ class DPOScriptArguments(ScriptArguments):
     )
 
 
-def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+def make_parser():
     """TRL's DPO parser with [`PreSafetyDPOConfig`] in place of `DPOConfig`."""
-    from trl import DatasetMixtureConfig, ModelConfig, TrlParser
+    from trl import DatasetMixtureConfig, ModelConfig
 
     from ..trainer import PreSafetyDPOConfig
 
-    dataclass_types = (DPOScriptArguments, PreSafetyDPOConfig, ModelConfig, DatasetMixtureConfig)
-    # A short usage line: argparse prints it above every error, and the full one lists hundreds of options
-    usage = "%(prog)s --config RECIPE.yaml [--<field> VALUE ...]"
-    if subparsers is not None:
-        return subparsers.add_parser(
-            "dpo", help="Run PreSafety DPO", dataclass_types=dataclass_types, usage=usage, allow_abbrev=False
-        )
-    return TrlParser(dataclass_types, prog=prog or "trl-presafety dpo", usage=usage, allow_abbrev=False)
+    return make_script_parser("dpo", (DPOScriptArguments, PreSafetyDPOConfig, ModelConfig, DatasetMixtureConfig))
 
 
 def train(script_args, training_args, model_args, dataset_args):

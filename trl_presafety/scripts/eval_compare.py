@@ -9,12 +9,11 @@ trl-presafety eval-compare runs/base/eval/report.json runs/presafety-sft/eval/re
 ```
 """
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .utils import parse_args_strict
+from .utils import make_script_parser, parse_args_strict
 
 
 @dataclass
@@ -50,17 +49,9 @@ class EvalCompareArguments:
             )
 
 
-def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
-    from trl import TrlParser
-
+def make_parser():
     usage = "%(prog)s REPORT.json REPORT.json [...] [--output_dir DIR] [--run_names A B ...]"
-    if subparsers is not None:
-        return subparsers.add_parser(
-            "eval-compare", help="Compare reports", dataclass_types=(EvalCompareArguments,), usage=usage
-        )
-    return TrlParser(
-        (EvalCompareArguments,), prog=prog or "trl-presafety eval-compare", usage=usage, allow_abbrev=False
-    )
+    return make_script_parser("eval-compare", (EvalCompareArguments,), usage=usage)
 
 
 def _positional_to_reports(argv: list[str]) -> list[str]:

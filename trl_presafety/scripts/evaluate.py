@@ -22,22 +22,13 @@ trl-presafety eval-compare runs/base/eval/report.json runs/presafety-sft/eval/re
 ```
 """
 
-import argparse
-
 from ..evaluation import EvalConfig, evaluate
-from .utils import parse_args_strict
+from .utils import make_script_parser, parse_args_strict
 
 
-def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+def make_parser():
     """A `TrlParser` over [`EvalConfig`]: `--config eval.yaml` plus command-line overrides."""
-    from trl import TrlParser
-
-    usage = "%(prog)s --config RECIPE.yaml [--<field> VALUE ...]"
-    if subparsers is not None:
-        return subparsers.add_parser(
-            "eval", help="Evaluate a model", dataclass_types=(EvalConfig,), usage=usage, allow_abbrev=False
-        )
-    return TrlParser((EvalConfig,), prog=prog or "trl-presafety eval", usage=usage, allow_abbrev=False)
+    return make_script_parser("eval", (EvalConfig,))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -21,7 +21,6 @@ trl-presafety grpo --config recipes/tiny/grpo/config_safety_rl.yaml
 ```
 """
 
-import argparse
 import importlib
 import os
 import sys
@@ -144,21 +143,13 @@ class SafetyGRPOScriptArguments(ScriptArguments):
             )
 
 
-def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+def make_parser():
     """TRL's GRPO parser with [`SafetyGRPOScriptArguments`]."""
-    from trl import DatasetMixtureConfig, GRPOConfig, ModelConfig, TrlParser
+    from trl import DatasetMixtureConfig, GRPOConfig, ModelConfig
 
-    dataclass_types = (SafetyGRPOScriptArguments, GRPOConfig, ModelConfig, DatasetMixtureConfig)
-    usage = "%(prog)s --config RECIPE.yaml [--<field> VALUE ...]"
-    if subparsers is not None:
-        return subparsers.add_parser(
-            "grpo",
-            help="Run GRPO with safety rewards",
-            dataclass_types=dataclass_types,
-            usage=usage,
-            allow_abbrev=False,
-        )
-    return TrlParser(dataclass_types, prog=prog or "trl-presafety grpo", usage=usage, allow_abbrev=False)
+    from .utils import make_script_parser
+
+    return make_script_parser("grpo", (SafetyGRPOScriptArguments, GRPOConfig, ModelConfig, DatasetMixtureConfig))
 
 
 def detect_think_in_prompt(tokenizer: Any, chat_template_kwargs: dict[str, Any] | None = None) -> bool:

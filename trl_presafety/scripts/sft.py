@@ -32,25 +32,23 @@ accelerate launch --multi_gpu --num_processes 2 --mixed_precision no \
 ```
 """
 
-import argparse
+from .utils import (
+    apply_model_init_kwargs,
+    check_model_name,
+    load_training_datasets,
+    make_script_parser,
+    parse_args_strict,
+    train_and_save,
+)
 
-from .utils import apply_model_init_kwargs, check_model_name, load_training_datasets, parse_args_strict, train_and_save
 
-
-def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+def make_parser():
     """TRL's SFT parser with [`PreSafetySFTConfig`] in place of `SFTConfig`."""
-    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
+    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
 
     from ..trainer import PreSafetySFTConfig
 
-    dataclass_types = (ScriptArguments, PreSafetySFTConfig, ModelConfig, DatasetMixtureConfig)
-    # A short usage line: argparse prints it above every error, and the full one lists hundreds of options
-    usage = "%(prog)s --config RECIPE.yaml [--<field> VALUE ...]"
-    if subparsers is not None:
-        return subparsers.add_parser(
-            "sft", help="Run PreSafety SFT", dataclass_types=dataclass_types, usage=usage, allow_abbrev=False
-        )
-    return TrlParser(dataclass_types, prog=prog or "trl-presafety sft", usage=usage, allow_abbrev=False)
+    return make_script_parser("sft", (ScriptArguments, PreSafetySFTConfig, ModelConfig, DatasetMixtureConfig))
 
 
 def train(script_args, training_args, model_args, dataset_args):

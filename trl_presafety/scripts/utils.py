@@ -13,6 +13,19 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# A short usage line: argparse prints it above every error, and the full one lists hundreds of options
+RECIPE_USAGE = "%(prog)s --config RECIPE.yaml [--<field> VALUE ...]"
+
+
+def make_script_parser(
+    command: str, dataclass_types: tuple[type, ...], usage: str | None = RECIPE_USAGE, allow_abbrev: bool = False
+) -> Any:
+    """The `TrlParser` of `trl-presafety <command>`. Without abbreviations, a shortened key is an error rather than
+    another field set silently."""
+    from trl import TrlParser
+
+    return TrlParser(dataclass_types, prog=f"trl-presafety {command}", usage=usage, allow_abbrev=allow_abbrev)
+
 
 def _warn(message: str) -> None:
     # Parse-time warnings come before any accelerate state exists (accelerate's logger refuses to log then): print
