@@ -127,13 +127,7 @@ class GenerationArguments:
 
     def vllm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `vllm.LLM`."""
-        kwargs: dict[str, Any] = {
-            "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
-            "tensor_parallel_size": self.vllm_tensor_parallel_size,
-        }
-        if self.vllm_max_model_len is not None:
-            kwargs["max_model_len"] = self.vllm_max_model_len
-        return kwargs
+        return vllm_engine_kwargs(self)
 
     def to_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for [`generate_responses`] and [`generate_responses_from_texts`]."""
@@ -148,6 +142,17 @@ class GenerationArguments:
             "seed": self.generation_seed,
             "vllm_kwargs": self.vllm_kwargs(),
         }
+
+
+def vllm_engine_kwargs(args: Any) -> dict[str, Any]:
+    """Keyword arguments for `vllm.LLM` from the `vllm_*` fields of a config (generation or evaluation)."""
+    kwargs: dict[str, Any] = {
+        "gpu_memory_utilization": args.vllm_gpu_memory_utilization,
+        "tensor_parallel_size": args.vllm_tensor_parallel_size,
+    }
+    if args.vllm_max_model_len is not None:
+        kwargs["max_model_len"] = args.vllm_max_model_len
+    return kwargs
 
 
 def validate_generation_kwargs(

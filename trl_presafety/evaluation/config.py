@@ -3,11 +3,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..generation import BACKENDS, vllm_engine_kwargs
 from .data import check_dataset_spec, dataset_names
 from .judges import GUARD_FORMATS, JUDGES
 
 
-BACKENDS = ("auto", "transformers", "vllm")
 THINKING_MODES = ("on", "off")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 GRID_SCOPES = ("harmful", "all")
@@ -339,13 +339,7 @@ class EvalConfig:
 
     def vllm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `vllm.LLM`."""
-        kwargs: dict[str, Any] = {
-            "gpu_memory_utilization": self.vllm_gpu_memory_utilization,
-            "tensor_parallel_size": self.vllm_tensor_parallel_size,
-        }
-        if self.vllm_max_model_len is not None:
-            kwargs["max_model_len"] = self.vllm_max_model_len
-        return kwargs
+        return vllm_engine_kwargs(self)
 
     @property
     def decoding_settings(self) -> list[DecodingSetting]:
