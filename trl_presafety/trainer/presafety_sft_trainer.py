@@ -65,29 +65,22 @@ class DataCollatorForPreSafetyLanguageModeling(DataCollatorForLanguageModeling):
                 "the anchor token and -100 elsewhere."
             )
         output = super().torch_call(examples)
-        if compact:
-            rows, cols, values, offset = [], [], [], 0
-            for row, example in enumerate(examples):
-                positions = example[POSITIONS_COLUMN]
-                # Padding-free concatenates the examples in one row; padding is on the right, so columns stay
-                rows.extend([0 if self.padding_free else row] * len(positions))
-                cols.extend(offset + p for p in positions)
-                values.extend(example[ANCHOR_LABELS_COLUMN])
-                if self.padding_free:
-                    offset += len(example["input_ids"])
-            rows = torch.tensor(rows, dtype=torch.long)
-            cols = torch.tensor(cols, dtype=torch.long)
-            output["presafety_labels"] = torch.tensor(values, dtype=torch.float32)
-        else:
-            targets = [torch.tensor(example[TARGETS_COLUMN], dtype=torch.float32) for example in examples]
+        rows, cols, values, offset = [], [], [], 0
+        for row, example in enumerate(examples):
+            positions, labels = (
+                (example[POSITIONS_COLUMN], example[ANCHOR_LABELS_COLUMN])
+                if compact
+                else _anchors_of(example[TARGETS_COLUMN])
+            )
+            # Padding-free concatenates the examples in one row; padding is on the right, so columns stay
+            rows.extend([0 if self.padding_free else row] * len(positions))
+            cols.extend(offset + p for p in positions)
+            values.extend(labels)
             if self.padding_free:
-                grid = torch.cat(targets)[None]
-            else:
-                grid = torch.full(output["input_ids"].shape, MISSING_LABEL, dtype=torch.float32)
-                for row, target in enumerate(targets):
-                    grid[row, : len(target)] = target
-            rows, cols = (grid != MISSING_LABEL).nonzero(as_tuple=True)
-            output["presafety_labels"] = grid[rows, cols]
+                offset += len(example["input_ids"])
+        rows = torch.tensor(rows, dtype=torch.long)
+        cols = torch.tensor(cols, dtype=torch.long)
+        output["presafety_labels"] = torch.tensor(values, dtype=torch.float32)
         output["presafety_index"] = torch.stack([rows, cols], dim=1)
         if "position_ids" in output:
             output["presafety_span_start"] = cols - output["position_ids"][rows, cols]
@@ -293,11 +286,16 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
         return None
 
 
+def _anchors_of(targets: list[float]) -> tuple[list[int], list[float]]:
+    """The anchor positions of a per-token target list (-100 elsewhere) and their labels."""
+    positions = [i for i, t in enumerate(targets) if t != MISSING_LABEL]
+    return positions, [targets[i] for i in positions]
+
+
 def _compact_presafety_targets(batch: dict[str, list]) -> dict[str, list]:
     """Batched map: the per-token targets of each (packed) row to its anchor positions and labels."""
-    positions = [[i for i, t in enumerate(targets) if t != MISSING_LABEL] for targets in batch[TARGETS_COLUMN]]
-    labels = [[targets[i] for i in p] for p, targets in zip(positions, batch[TARGETS_COLUMN])]
-    return {POSITIONS_COLUMN: positions, ANCHOR_LABELS_COLUMN: labels}
+    anchors = [_anchors_of(targets) for targets in batch[TARGETS_COLUMN]]
+    return {POSITIONS_COLUMN: [a[0] for a in anchors], ANCHOR_LABELS_COLUMN: [a[1] for a in anchors]}
 
 
 def _build_presafety_targets(
