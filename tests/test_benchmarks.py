@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,49 @@ def test_labeling_smoke(tmp_path):
 def test_collate_smoke():
     results = load_bench("collate").main(["--seq-len", "256", "--steps", "2", "--passes", "1"])
     assert set(results) == {"plain", "presafety"} and all(v > 0 for v in results.values())
+
+
+def test_host_clock_subtracts_the_wrapped_call():
+    host = load_bench("host")
+
+    class Base:
+        def work(self):
+            time.sleep(0.02)
+
+    class Child(Base):
+        def work(self):
+            time.sleep(0.01)
+            super().work()
+
+    clock = host._Clock()
+    restores = [clock.wrap(Child, "work", "part:outer"), clock.wrap(Base, "work", "part:inner")]
+    Child().work()
+    Child().work()
+    for restore in restores:
+        restore()
+    exclusive = host._exclusive(clock, "part")
+    assert len(exclusive) == 2 and all(0.009 < t < 0.018 for t in exclusive), exclusive
+    assert "timed" not in Child.work.__qualname__ and "timed" not in Base.work.__qualname__  # restored
+    assert host._next_definition(PreSafetySFTTrainer, PreSafetySFTTrainer.__mro__[1], "compute_loss") is SFTTrainer
+
+
+@pytest.mark.parametrize("trainer", ["sft", "dpo"])
+def test_host_smoke(tmp_path, trainer):
+    from trl_presafety.trainer.presafety_mixin import PreSafetyTrainerMixin
+
+    host = load_bench("host")
+    original = PreSafetyTrainerMixin.compute_loss
+    argv = ["--trainer", trainer, "--seq-len=64", "--steps=3", "--logging-steps=2", f"--results-dir={tmp_path}"]
+    result = host.main(argv)
+    assert PreSafetyTrainerMixin.compute_loss is original  # the wrappers are removed
+    parts = result["parts"]
+    assert set(parts) == set(host.PARTS)
+    # One call per timed step (batch 4, no accumulation), the logging steps for `finalize`
+    assert all(parts[p]["calls"] == 3 for p in ("collate", "compute_loss", "hook", "get_batch_samples")), parts
+    assert parts["finalize"]["calls"] >= 1
+    assert all(0 <= p["per_step_ms"] < 1000 for p in parts.values())
+    assert parts["hook"]["per_step_ms"] > 0 and parts["compute_loss"]["per_step_ms"] > 0
+    assert math.isclose(result["added_per_step_ms"], sum(p["per_step_ms"] for p in parts.values()))
+    saved = json.loads((tmp_path / "host_cpu.json").read_text())["entries"]
+    assert [e["spec"]["trainer"] for e in saved] == [trainer]
+    assert "| **total** |" in host.render(result)
