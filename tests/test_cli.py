@@ -183,3 +183,35 @@ def test_console_script_launches_two_processes(tiny_model_dirs, tmp_path):
 
     head = load_safety_head(AutoModelForCausalLM.from_pretrained(output_dir), output_dir)
     assert head.proj.weight.shape == (1, 16)
+
+
+def _abbreviation(parser) -> tuple[str, str]:
+    """A string-valued option of `parser` and a prefix of it that no other option shares (what argparse's
+    `allow_abbrev` would accept as that option)."""
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    for action in parser._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and len(option) > 8 and action.type in (None, str) and action.nargs is None:
+                prefix = option[:-2]
+                if [o for o in options if o.startswith(prefix)] == [option]:
+                    return option, prefix
+    raise AssertionError("no option to abbreviate")
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_command_refuses_abbreviated_and_unknown_keys(command, tmp_path):
+    import importlib
+
+    from trl_presafety.scripts.utils import parse_args_strict
+
+    module = importlib.import_module(cli.COMMANDS[command])
+    parser = module.make_parser()
+    assert parser.prog == f"trl-presafety {command}"
+    option, prefix = _abbreviation(parser)
+    # A shortened key would silently set another field's neighbour; here it is an unknown key, named with the fix
+    with pytest.raises(ValueError, match=rf"Unknown command-line argument\(s\): `{prefix[2:]}` \(did you mean"):
+        parse_args_strict(parser, [prefix, "value"])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({f"{option[2:]}x": "value"}))
+    with pytest.raises(ValueError, match=rf"Unknown key\(s\) in recipe {recipe}: `{option[2:]}x`"):
+        module.main(["--config", str(recipe)])

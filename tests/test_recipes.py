@@ -212,6 +212,21 @@ def test_misspelled_presafety_key_fails_naming_it(script, source, tmp_path):
     assert "did you mean `presafety_loss_weight`?" in str(info.value)
 
 
+def test_misspelled_required_key_is_named_not_its_effect(tmp_path):
+    # A misspelled `model_name_or_path` leaves the required field unset, which the config's `__post_init__` reports
+    # first; the error names the misspelled key instead, and keeps the other message
+    path = _recipe_with(
+        tmp_path, RECIPES_DIR / "tiny" / "eval.yaml", {"model_name_or_path": None, "model_name_or_pth": "x"}
+    )
+    module = importlib.import_module("trl_presafety.scripts.evaluate")
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown key\(s\) in recipe .*recipe.yaml: `model_name_or_pth` \(did you mean `model_name_or_path`\?\)",
+    ) as info:
+        parse_args_strict(module.make_parser(), ["--config", str(path)])
+    assert "(Parsing stopped at: Invalid `model_name_or_path`: None." in str(info.value)
+
+
 @pytest.mark.parametrize(
     "key, value, expected",
     [

@@ -61,9 +61,7 @@ def make_parser():
     from ..data.alttrain import AltTrainConfig
     from .utils import make_script_parser
 
-    return make_script_parser(
-        "build-alttrain", (BuildAltTrainArguments, AltTrainConfig), usage=None, allow_abbrev=True
-    )
+    return make_script_parser("build-alttrain", (BuildAltTrainArguments, AltTrainConfig), usage=None)
 
 
 def build(args: BuildAltTrainArguments, config) -> Path:

@@ -102,7 +102,7 @@ def make_parser():
     from .utils import make_script_parser
 
     dataclass_types = (BuildIPOPairsArguments, IPOConfig, GenerationArguments)
-    return make_script_parser("build-ipo-pairs", dataclass_types, usage=None, allow_abbrev=True)
+    return make_script_parser("build-ipo-pairs", dataclass_types, usage=None)
 
 
 def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:

@@ -28,6 +28,7 @@ from trl import ModelConfig, TrlParser
 
 from ..generation import GenerationArguments
 from ..labeling.pipeline import label_dataset, load_prompt_dataset
+from .utils import make_script_parser, parse_args_strict
 
 
 @dataclass
@@ -129,11 +130,11 @@ class LabelScriptArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((LabelScriptArguments, GenerationArguments, ModelConfig))
+    return make_script_parser("label", (LabelScriptArguments, GenerationArguments, ModelConfig))
 
 
 def main(argv: list[str] | None = None) -> None:
-    script_args, generation_args, model_args = make_parser().parse_args_and_config(argv)
+    script_args, generation_args, model_args = parse_args_strict(make_parser(), argv)
     if not model_args.model_name_or_path:
         raise ValueError(
             f"`model_name_or_path` is required, got {model_args.model_name_or_path!r}: pass the safe model (the LRM "

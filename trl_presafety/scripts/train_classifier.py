@@ -36,6 +36,7 @@ from trl import TrlParser
 
 from ..labeling.classifier import SafetyDecisionClassifier, default_encoder_path, measure_throughput
 from ..labeling.data import load_refusal_dataset, normalize_classifier_dataset
+from .utils import make_script_parser, parse_args_strict
 
 
 RESULTS_FILE = "classifier_results.json"
@@ -134,7 +135,7 @@ class ClassifierScriptArguments:
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((ClassifierScriptArguments, TrainingArguments))
+    return make_script_parser("train-classifier", (ClassifierScriptArguments, TrainingArguments))
 
 
 def _load_split(name: str, config: str | None, split: str) -> Dataset:
@@ -176,7 +177,7 @@ def load_classifier(model_name_or_path: str | None) -> SafetyDecisionClassifier:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    script_args, training_args = make_parser().parse_args_and_config(argv)
+    script_args, training_args = parse_args_strict(make_parser(), argv)
     train, test = load_splits(script_args)
     if script_args.eval_only:
         classifier = SafetyDecisionClassifier.from_pretrained(script_args.model_name_or_path)

@@ -96,6 +96,63 @@ def parser_fields(parser: Any) -> list[str]:
     return [action.dest for action in parser._actions if action.option_strings and action.dest != "help"]
 
 
+def _unknown_message(
+    parser: Any,
+    config_path: str | None,
+    config_keys: Sequence[str],
+    cli_remaining: Sequence[str],
+    launch_options: set[str],
+) -> str | None:
+    """The error for unknown keys of the recipe (other than `accelerate launch` options) and the command line."""
+    known = parser_fields(parser)
+    unknown_config = [key for key in config_keys if key not in launch_options]
+    # Options are named by their key; a stray value with no option (e.g. a positional) by itself
+    unknown_cli = _unknown_keys(cli_remaining) or list(cli_remaining)
+    problems = []
+    if unknown_config:
+        problems.append(f"Unknown key(s) in recipe {config_path}: {_describe_unknown(unknown_config, known)}.")
+    if unknown_cli:
+        problems.append(f"Unknown command-line argument(s): {_describe_unknown(unknown_cli, known)}.")
+    if not problems:
+        return None
+    hint = (
+        " (the pre-CoT head's options all start with `presafety_`)"
+        if any(name.startswith("presafety_") for name in known)
+        else ""
+    )
+    return " ".join(problems) + f" Check the spelling against `{parser.prog} --help`{hint}, or remove the key."
+
+
+def _unknown_before_build(parser: Any, argv: Sequence[str], config_path: str | None) -> tuple[list[str], list[str]]:
+    """Keys of the recipe and strings of the command line that the parser does not know, found without building the
+    dataclasses (whose `__post_init__` may be what failed)."""
+    import argparse
+
+    import yaml
+
+    dests = {action.dest for action in parser._actions}
+    config_keys = []
+    if config_path is not None:
+        try:
+            with open(config_path) as f:
+                config = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            config = None
+        if isinstance(config, dict):
+            config_keys = [str(key) for key in config if key != "env" and key not in dests]
+    cli = list(argv)
+    if "--config" in cli:
+        index = cli.index("--config")
+        del cli[index : index + 2]
+    try:
+        # argparse alone: no dataclass is built. The recipe's values are already the parser's defaults (TRL set
+        # them before failing), so its required fields are not reported missing
+        _, cli_remaining = argparse.ArgumentParser.parse_known_args(parser, cli)
+    except SystemExit:
+        cli_remaining = []
+    return config_keys, cli_remaining
+
+
 def parse_args_strict(parser: Any, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     """`TrlParser.parse_args_and_config`, except that an unknown key fails instead of being ignored.
 
@@ -111,32 +168,22 @@ def parse_args_strict(parser: Any, argv: Sequence[str] | None = None) -> tuple[A
     argv = list(sys.argv[1:] if argv is None else argv)
     config_path = _config_path(argv)
     where = f"recipe {config_path}" if config_path else "command line"
+    launch_options = accelerate_launch_options()
     try:
         *outputs, config_remaining, cli_remaining = parser.parse_args_and_config(
             argv, return_remaining_strings=True, separate_remaining_strings=True
         )
     except (ValueError, TypeError) as error:
+        # A misspelled key often causes the failure (a required field left unset): name it rather than its effect
+        config_keys, cli_remaining = _unknown_before_build(parser, argv, config_path)
+        message = _unknown_message(parser, config_path, config_keys, cli_remaining, launch_options)
+        if message:
+            raise ValueError(f"{message} (Parsing stopped at: {error})") from error
         raise type(error)(f"Invalid arguments ({where}): {error}") from error
-    known = parser_fields(parser)
-    launch_options = accelerate_launch_options()
     config_keys = _unknown_keys(config_remaining)
-    unknown_config = [key for key in config_keys if key not in launch_options]
-    # Options are named by their key; a stray value with no option (e.g. a positional) by itself
-    unknown_cli = _unknown_keys(cli_remaining) or list(cli_remaining)
-    problems = []
-    if unknown_config:
-        problems.append(f"Unknown key(s) in recipe {config_path}: {_describe_unknown(unknown_config, known)}.")
-    if unknown_cli:
-        problems.append(f"Unknown command-line argument(s): {_describe_unknown(unknown_cli, known)}.")
-    if problems:
-        hint = (
-            " (the pre-CoT head's options all start with `presafety_`)"
-            if any(name.startswith("presafety_") for name in known)
-            else ""
-        )
-        raise ValueError(
-            " ".join(problems) + f" Check the spelling against `{parser.prog} --help`{hint}, or remove the key."
-        )
+    message = _unknown_message(parser, config_path, config_keys, cli_remaining, launch_options)
+    if message:
+        raise ValueError(message)
     launch_keys = [key for key in config_keys if key in launch_options]
     if launch_keys:
         _warn(
