@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead import SIZES, build_model, machine_info, synth_rows  # noqa: E402
+from overhead import SIZES, build_model, machine_info, synth_rows, training_kwargs  # noqa: E402
 
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -123,6 +123,7 @@ def measure(
     logging_steps: int = 10,
     device: str = "cpu",
     threads: int | None = 1,
+    gradient_checkpointing: bool = False,
 ) -> dict[str, Any]:
     """Trains `warmup + steps` optimizer steps of the PreSafety trainer and returns the host time of each part."""
     import torch
@@ -142,23 +143,18 @@ def measure(
     total = warmup + steps
     rows = synth_rows(trainer, tokenizer, 2 * total * batch_size + 8, seq_len, 0)
     model = build_model(size, tokenizer, 0, device, dtype)
-    common = dict(
-        output_dir=tempfile.mkdtemp(prefix="presafety-host-"),
-        per_device_train_batch_size=batch_size,
+    common = training_kwargs(
+        tempfile.mkdtemp(prefix="presafety-host-"),
+        batch_size=batch_size,
+        grad_accum=1,
         max_steps=total,
-        learning_rate=1e-5,
-        lr_scheduler_type="constant",
-        max_length=seq_len,
+        seq_len=seq_len,
         seed=0,
         logging_steps=logging_steps,
-        logging_first_step=True,
-        bf16=cuda,
-        use_cpu=not cuda,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        presafety_loss_weight=1.0,
+        gradient_checkpointing=gradient_checkpointing,
+        cuda=cuda,
     )
+    common["presafety_loss_weight"] = 1.0
     if trainer == "sft":
         trainer_cls, collator_cls = PreSafetySFTTrainer, DataCollatorForPreSafetyLanguageModeling
         build = lambda: trainer_cls(  # noqa: E731
@@ -226,6 +222,7 @@ def measure(
             logging_steps=logging_steps,
             device=device,
             threads=threads,
+            gradient_checkpointing=gradient_checkpointing,
         ),
         "parts": parts,
         "added_per_step_ms": sum(p["per_step_ms"] for p in parts.values()),
@@ -267,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=30, help="Timed optimizer steps.")
     parser.add_argument("--warmup", type=int, default=2, help="Untimed optimizer steps first (>= 2).")
     parser.add_argument("--logging-steps", type=int, default=10, help="Trainer logging interval (TRL's default).")
+    parser.add_argument("--gradient-checkpointing", choices=["on", "off"], default="off")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 on cuda, fp32 on cpu).")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (0: torch's default).")
     parser.add_argument("--tag", default=None, help="Results file: results/host_<tag>.json (default: the device).")
@@ -289,6 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logging_steps=args.logging_steps,
         device=args.device,
         threads=args.threads or None,
+        gradient_checkpointing=args.gradient_checkpointing == "on",
     )
     print(render(result))
     path = args.results_dir / f"host_{args.tag or args.device.split(':')[0]}.json"

@@ -257,6 +257,40 @@ def _count_tokens(batch: dict[str, Any], pad_token_id: int | None) -> int:
     return int((batch["input_ids"] != pad_token_id).sum())
 
 
+def training_kwargs(
+    output_dir: str,
+    batch_size: int,
+    grad_accum: int,
+    max_steps: int,
+    seq_len: int,
+    seed: int,
+    logging_steps: int,
+    gradient_checkpointing: bool,
+    cuda: bool,
+) -> dict[str, Any]:
+    """The config fields every benchmark run shares (plain and PreSafety, SFT and DPO)."""
+    return dict(
+        output_dir=output_dir,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
+        max_steps=max_steps,
+        learning_rate=1e-5,
+        lr_scheduler_type="constant",
+        gradient_checkpointing=gradient_checkpointing,
+        max_length=seq_len,
+        seed=seed,
+        logging_steps=logging_steps,
+        # The first log's lazy imports (e.g. scikit-learn for the AUROC) fall in warm-up step 2, not in the timing
+        logging_first_step=True,
+        bf16=cuda,
+        use_cpu=not cuda,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
 def run_once(spec: RunSpec) -> dict[str, Any]:
     """Builds the trainer of `spec`, trains `warmup + steps` optimizer steps and returns the measurements."""
     import torch
@@ -293,25 +327,16 @@ def run_once(spec: RunSpec) -> dict[str, Any]:
     ref_model = build_model(spec.size, tokenizer, spec.seed, spec.device, dtype) if spec.trainer == "dpo" else None
 
     output_dir = tempfile.mkdtemp(prefix="presafety-bench-")
-    common = dict(
-        output_dir=output_dir,
-        per_device_train_batch_size=spec.batch_size,
-        gradient_accumulation_steps=spec.grad_accum,
+    common = training_kwargs(
+        output_dir,
+        batch_size=spec.batch_size,
+        grad_accum=spec.grad_accum,
         max_steps=total_steps,
-        learning_rate=1e-5,
-        lr_scheduler_type="constant",
-        gradient_checkpointing=spec.gradient_checkpointing,
-        max_length=spec.seq_len,
+        seq_len=spec.seq_len,
         seed=spec.seed,
         logging_steps=spec.logging_steps,
-        # The first log's lazy imports (e.g. scikit-learn for the AUROC) fall in warm-up step 2, not in the timing
-        logging_first_step=True,
-        bf16=cuda,
-        use_cpu=not cuda,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        cuda=cuda,
     )
     if spec.trainer == "sft":
         common["packing"] = spec.layout == "packed"
