@@ -2,10 +2,12 @@
 """GRPO safety rewards: values on fixtures (reasoning and answer scored separately, math correctness, the pre-CoT
 gate's shaping term), and a few GRPO steps on a tiny model with the rewards wired in."""
 
+import json
 import pickle
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_presafety.rewards import (
@@ -253,6 +255,14 @@ def test_grpo_steps_with_safety_rewards(tiny_model_dirs, tmp_path):
     assert detect_think_in_prompt(build_tiny_tokenizer("qwen3")) is False
     assert detect_think_in_prompt(build_tiny_tokenizer("r1")) is True
     recipe = Path(__file__).parent.parent / "recipes" / "tiny" / "grpo" / "config_safety_rl.yaml"
+    initial = {
+        k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(tiny_model_dirs["r1"]).state_dict().items()
+    }
+    # A random model almost never closes its reasoning, so every completion of a group gets the same (incomplete)
+    # reward, the advantages are zero and nothing is learned. A logit bias on `</think>` (token 4 of the tiny
+    # tokenizer) in the rollouts only makes some completions close it: then the answer reward differs within a group
+    # (benign: answered +1, incomplete -1). Without the bias the same run leaves every parameter unchanged.
+    think_end = build_tiny_tokenizer("r1").convert_tokens_to_ids("</think>")
     trainer = main(
         [
             "--config",
@@ -269,6 +279,8 @@ def test_grpo_steps_with_safety_rewards(tiny_model_dirs, tmp_path):
             "4",
             "--max_completion_length",
             "12",
+            "--generation_kwargs",
+            json.dumps({"sequence_bias": [[[think_end], 4.0]]}),
         ]
     )
     names = [type(f).__name__ for f in trainer.reward_funcs]
@@ -281,4 +293,10 @@ def test_grpo_steps_with_safety_rewards(tiny_model_dirs, tmp_path):
     for log in logs:
         assert -1.0 <= log["rewards/answer_safety_reward/mean"] <= 1.0
         assert 0.0 <= log["safety/incomplete_rate"] <= 1.0
+    # The safety rewards told completions apart within a group, and that signal (no KL, no weight decay) trained
+    assert any(log["frac_reward_zero_std"] < 1.0 for log in logs)
+    assert any(log["rewards/answer_safety_reward/std"] > 0 for log in logs)
+    trained = trainer.model.state_dict()
+    assert trainer.args.weight_decay == 0.0 and trainer.args.beta == 0.0
+    assert any(not torch.equal(initial[k], trained[k].cpu()) for k in initial)
     assert (tmp_path / "model.safetensors").exists()
