@@ -266,7 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logging-steps", type=int, default=10, help="Trainer logging interval (TRL's default).")
     parser.add_argument("--gradient-checkpointing", choices=["on", "off"], default="off")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (bf16 on cuda, fp32 on cpu).")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU (0: torch's default).")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: 1 on CPU, steadier on a shared CPU; else torch's).",
+    )
     parser.add_argument("--tag", default=None, help="Results file: results/host_<tag>.json (default: the device).")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     return parser
@@ -286,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         warmup=args.warmup,
         logging_steps=args.logging_steps,
         device=args.device,
-        threads=args.threads or None,
+        threads=args.threads if args.threads is not None else (1 if args.device == "cpu" else None),
         gradient_checkpointing=args.gradient_checkpointing == "on",
     )
     print(render(result))
