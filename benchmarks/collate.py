@@ -19,15 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead import build_model, synth_rows  # noqa: E402
+from overhead import build_model, build_trainer, synth_rows, training_kwargs  # noqa: E402
 
 
 def measure(layout: str, seq_len: int, batch_size: int, steps: int, passes: int) -> dict[str, float]:
     import torch
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
 
-    from trl_presafety import PreSafetySFTConfig, PreSafetySFTTrainer
     from trl_presafety.tiny import build_tiny_tokenizer
 
     torch.set_num_threads(1)
@@ -35,23 +33,19 @@ def measure(layout: str, seq_len: int, batch_size: int, steps: int, passes: int)
     rows = synth_rows("sft", tokenizer, 2 * steps * batch_size + 8, seq_len, 0)
     model = build_model("tiny", tokenizer, 0, "cpu", torch.float32)
     results = {}
-    for name, (config_cls, trainer_cls) in {
-        "plain": (SFTConfig, SFTTrainer),
-        "presafety": (PreSafetySFTConfig, PreSafetySFTTrainer),
-    }.items():
-        args = config_cls(
-            output_dir=tempfile.mkdtemp(prefix="presafety-collate-"),
-            per_device_train_batch_size=batch_size,
-            max_length=seq_len,
-            packing=layout == "packed",
+    for name, ours in (("plain", False), ("presafety", True)):
+        common = training_kwargs(
+            tempfile.mkdtemp(prefix="presafety-collate-"),
+            batch_size=batch_size,
+            grad_accum=1,
+            max_steps=steps,
+            seq_len=seq_len,
             seed=0,
-            report_to="none",
-            use_cpu=True,
-            disable_tqdm=True,
+            logging_steps=10,
+            gradient_checkpointing=False,
+            cuda=False,
         )
-        trainer = trainer_cls(
-            model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
-        )
+        trainer = build_trainer("sft", ours, model, None, tokenizer, Dataset.from_list(rows), common, layout)
         loader = trainer.get_train_dataloader()
         per_batch = []
         for _ in range(passes):

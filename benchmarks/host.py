@@ -36,7 +36,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead import SIZES, build_model, machine_info, synth_rows, training_kwargs  # noqa: E402
+from overhead import (  # noqa: E402
+    SIZES,
+    build_model,
+    build_trainer,
+    machine_info,
+    synth_rows,
+    trainer_classes,
+    training_kwargs,
+)
 
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -130,7 +138,6 @@ def measure(
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from trl_presafety import PreSafetyDPOConfig, PreSafetyDPOTrainer, PreSafetySFTConfig, PreSafetySFTTrainer
     from trl_presafety.tiny import build_tiny_tokenizer
     from trl_presafety.trainer.presafety_dpo_trainer import DataCollatorForPreSafetyPreference
     from trl_presafety.trainer.presafety_sft_trainer import DataCollatorForPreSafetyLanguageModeling
@@ -155,28 +162,10 @@ def measure(
         cuda=cuda,
     )
     common["presafety_loss_weight"] = 1.0
-    if trainer == "sft":
-        trainer_cls, collator_cls = PreSafetySFTTrainer, DataCollatorForPreSafetyLanguageModeling
-        build = lambda: trainer_cls(  # noqa: E731
-            model=model,
-            args=PreSafetySFTConfig(**common, packing=layout == "packed"),
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-        )
-    elif trainer == "dpo":
-        if layout != "padded":
-            raise ValueError(f"DPO runs padded only (TRL 1.16 disables DPO padding-free); got layout={layout!r}.")
-        trainer_cls, collator_cls = PreSafetyDPOTrainer, DataCollatorForPreSafetyPreference
-        ref_model = build_model(size, tokenizer, 0, device, dtype)
-        build = lambda: trainer_cls(  # noqa: E731
-            model=model,
-            ref_model=ref_model,
-            args=PreSafetyDPOConfig(**common),
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-        )
-    else:
-        raise ValueError(f"`trainer` must be 'sft' or 'dpo', got {trainer!r}.")
+    trainer_cls = trainer_classes(trainer, ours=True)[1]
+    collators = {"sft": DataCollatorForPreSafetyLanguageModeling, "dpo": DataCollatorForPreSafetyPreference}
+    collator_cls = collators[trainer]
+    ref_model = build_model(size, tokenizer, 0, device, dtype) if trainer == "dpo" else None
 
     step_ends: list[float] = []
     marks: dict[str, int] = {}
@@ -193,7 +182,7 @@ def measure(
                 marks.update({label: len(calls) for label, calls in self.clock.calls.items()})
 
     with instrumented(trainer_cls, collator_cls) as clock:
-        built = build()
+        built = build_trainer(trainer, True, model, ref_model, tokenizer, Dataset.from_list(rows), common, layout)
         built.add_callback(StepClock(clock))
         built.train()
     if cuda:

@@ -291,14 +291,51 @@ def training_kwargs(
     )
 
 
+def trainer_classes(trainer: str, ours: bool) -> tuple[type, type]:
+    """(config class, trainer class) of a benchmark run: plain TRL or PreSafety, SFT or DPO."""
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from trl_presafety import PreSafetyDPOConfig, PreSafetyDPOTrainer, PreSafetySFTConfig, PreSafetySFTTrainer
+
+    classes = {
+        ("sft", False): (SFTConfig, SFTTrainer),
+        ("sft", True): (PreSafetySFTConfig, PreSafetySFTTrainer),
+        ("dpo", False): (DPOConfig, DPOTrainer),
+        ("dpo", True): (PreSafetyDPOConfig, PreSafetyDPOTrainer),
+    }
+    if (trainer, ours) not in classes:
+        raise ValueError(f"`trainer` must be one of {list(TRAINERS)}, got {trainer!r}.")
+    return classes[trainer, ours]
+
+
+def build_trainer(
+    trainer: str,
+    ours: bool,
+    model: Any,
+    ref_model: Any,
+    tokenizer: Any,
+    dataset: Any,
+    common: dict[str, Any],
+    layout: str,
+) -> Any:
+    """The trainer of a benchmark run, built from `training_kwargs` (plus `presafety_*` fields for ours)."""
+    config_cls, trainer_cls = trainer_classes(trainer, ours)
+    if trainer == "sft":
+        args = config_cls(**common, packing=layout == "packed")
+        return trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    if layout != "padded":
+        raise ValueError(f"DPO runs padded only (TRL 1.16 disables DPO padding-free); got layout={layout!r}.")
+    return trainer_cls(
+        model=model, ref_model=ref_model, args=config_cls(**common), train_dataset=dataset, processing_class=tokenizer
+    )
+
+
 def run_once(spec: RunSpec) -> dict[str, Any]:
     """Builds the trainer of `spec`, trains `warmup + steps` optimizer steps and returns the measurements."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
-    from trl_presafety import PreSafetyDPOConfig, PreSafetyDPOTrainer, PreSafetySFTConfig, PreSafetySFTTrainer
     from trl_presafety.tiny import build_tiny_tokenizer
 
     if spec.patch:
@@ -338,28 +375,11 @@ def run_once(spec: RunSpec) -> dict[str, Any]:
         gradient_checkpointing=spec.gradient_checkpointing,
         cuda=cuda,
     )
-    if spec.trainer == "sft":
-        common["packing"] = spec.layout == "packed"
-    elif spec.layout != "padded":
-        raise ValueError(f"DPO runs padded only (TRL 1.16 disables DPO padding-free); got layout={spec.layout!r}.")
     ours = spec.impl == "presafety"
     if ours:
         common["presafety_loss_weight"] = spec.presafety_loss_weight
     dataset = Dataset.from_list(rows)
-    if spec.trainer == "sft":
-        config_cls, trainer_cls = (PreSafetySFTConfig, PreSafetySFTTrainer) if ours else (SFTConfig, SFTTrainer)
-        trainer = trainer_cls(
-            model=model, args=config_cls(**common), train_dataset=dataset, processing_class=tokenizer
-        )
-    else:
-        config_cls, trainer_cls = (PreSafetyDPOConfig, PreSafetyDPOTrainer) if ours else (DPOConfig, DPOTrainer)
-        trainer = trainer_cls(
-            model=model,
-            ref_model=ref_model,
-            args=config_cls(**common),
-            train_dataset=dataset,
-            processing_class=tokenizer,
-        )
+    trainer = build_trainer(spec.trainer, ours, model, ref_model, tokenizer, dataset, common, spec.layout)
 
     # Tokens are counted as the collator builds batches (CPU tensors: no device sync that would change the timing)
     batch_tokens: list[int] = []
