@@ -16,6 +16,7 @@ writes what only the live processes can see (rank, forward passes, how DeepSpeed
 import importlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -37,6 +38,7 @@ ACCELERATE_CONFIGS = REPO_ROOT / "accelerate_configs"
 MAX_STEPS = 3
 PER_DEVICE_BATCH = 4  # x 2 processes = the single-process batch of 8
 LAUNCH_TIMEOUT = 300
+TEARDOWN_ABORT = "terminate called without an active exception"
 
 
 def _script_args(kind: str, model_dir: str, output_dir: Path, batch_size: int) -> list[str]:
@@ -95,10 +97,25 @@ def _launch(launch_args: list[str], kind: str, report_dir: Path, script_args: li
         "WANDB_DISABLED": "true",
         **env,
     }
-    result = subprocess.run(
-        command, check=False, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT
-    )
-    if result.returncode != 0:
+    for attempt in (1, 2):
+        result = subprocess.run(
+            command,
+            check=False,
+            cwd=REPO_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=LAUNCH_TIMEOUT,
+        )
+        if result.returncode == 0:
+            return
+        # Rarely (once so far, in a full suite on a fresh clone: 1 of about 100 launches), a rank aborted after
+        # training in torch's C++ teardown (SIGABRT, `TEARDOWN_ABORT`), not in anything these tests check.
+        # That one signature gets a second launch (said on stderr); any other failure, or a second abort, fails.
+        if attempt == 1 and TEARDOWN_ABORT in result.stderr:
+            print(f"Relaunching after a teardown abort of a rank:\n{result.stderr[-2000:]}", file=sys.stderr)
+            shutil.rmtree(report_dir, ignore_errors=True)
+            continue
         pytest.fail(
             f"`{' '.join(command)}` failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
         )
@@ -288,6 +305,8 @@ def _run_launched_process(argv: list[str]) -> None:
     }
     Path(report_dir).mkdir(parents=True, exist_ok=True)
     (Path(report_dir) / f"rank{report['rank']}.json").write_text(json.dumps(report))
+    # No rank tears its process group down while another still works (the main process saves after the others)
+    trainer.accelerator.wait_for_everyone()
     trainer.end()
 
 
