@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test slow_tests quality style clean
+.PHONY: setup demo test slow_tests quality style clean vllm_check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,16 @@ test: setup
 slow_tests: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "slow" tests
 
+# vLLM's own weight and LoRA loaders checked against what the trainers save, on this machine's CPU: vLLM's Python code
+# and its pure-Python needs go into $(VLLM_SITE), outside the venv (its GPU parts are not needed). Not part of `test`.
+VLLM_SITE := .vllm-site
+VLLM_PURE_DEPS := pyzmq cbor2 openai-harmony openai sniffio pybase64 cachetools msgspec uvloop prometheus-client \
+	xgrammar apache-tvm-ffi fastapi starlette opentelemetry-api partial-json-parser llguidance
+
+vllm_check: setup
+	$(BIN)/python -m pip install -q --no-deps --target $(VLLM_SITE) "vllm>=0.10.0" $(VLLM_PURE_DEPS)
+	PYTHONPATH=$(VLLM_SITE) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -p no:xdist tests/test_artifacts.py -k vllm -rs
+
 quality: setup
 	$(BIN)/ruff check trl_presafety tests benchmarks
 	$(BIN)/ruff format --check trl_presafety tests benchmarks
@@ -38,4 +48,4 @@ style: setup
 	$(BIN)/ruff format trl_presafety tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(VLLM_SITE) build *.egg-info .pytest_cache

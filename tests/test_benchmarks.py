@@ -6,7 +6,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -208,16 +207,22 @@ def test_collate_smoke():
     assert set(results) == {"plain", "presafety"} and all(v > 0 for v in results.values())
 
 
-def test_host_clock_subtracts_the_wrapped_call():
+def test_host_clock_subtracts_the_wrapped_call(monkeypatch):
     host = load_bench("host")
+    # A clock that only the work below advances: exact, whatever else the machine is doing
+    now = [0.0]
+    monkeypatch.setattr(host.time, "perf_counter", lambda: now[0])
+
+    def spend(seconds):
+        now[0] += seconds
 
     class Base:
         def work(self):
-            time.sleep(0.02)
+            spend(0.02)
 
     class Child(Base):
         def work(self):
-            time.sleep(0.01)
+            spend(0.01)
             super().work()
 
     clock = host._Clock()
@@ -227,7 +232,7 @@ def test_host_clock_subtracts_the_wrapped_call():
     for restore in restores:
         restore()
     exclusive = host._exclusive(clock, "part")
-    assert len(exclusive) == 2 and all(0.009 < t < 0.018 for t in exclusive), exclusive
+    assert exclusive == pytest.approx([0.01, 0.01]), exclusive
     assert "timed" not in Child.work.__qualname__ and "timed" not in Base.work.__qualname__  # restored
     assert host._next_definition(PreSafetySFTTrainer, PreSafetySFTTrainer.__mro__[1], "compute_loss") is SFTTrainer
 

@@ -144,7 +144,12 @@ def _saved_head(output_dir: Path) -> dict[str, torch.Tensor]:
 
     from trl_presafety import load_safety_head
 
-    model = AutoModelForCausalLM.from_pretrained(output_dir)
+    from .testing_utils import safetensors_keys
+
+    # A standard checkpoint (the head's own file aside), consolidated from the ranks' shards under ZeRO-3
+    model, info = AutoModelForCausalLM.from_pretrained(output_dir, output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"], info
+    assert not [k for k in safetensors_keys(output_dir) if "safety_head" in k]
     return {k: v.clone() for k, v in load_safety_head(model, output_dir).state_dict().items()}
 
 

@@ -18,7 +18,7 @@ from trl_presafety.evaluation.data import load_eval_datasets
 from trl_presafety.evaluation.judges import RegexRefusalJudge
 from trl_presafety.evaluation.runner import VOLATILE_REPORT_KEYS, build_eval_prompt, eval_messages
 from trl_presafety.gate import SafetyGate
-from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, load_safety_head
+from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, load_safety_head, save_safety_head
 from trl_presafety.reasoning import THINK_CLOSE, THINK_OPEN
 from trl_presafety.tiny import build_tiny_tokenizer
 
@@ -66,16 +66,17 @@ def stable(report: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def head_model_dirs(tiny_model_dirs, tmp_path_factory) -> dict[str, str]:
-    """The tiny models with a safety head, saved as the PreSafety trainers save it (weights + safety_head_config)."""
+    """The tiny models with a safety head, saved as the PreSafety trainers save it (the model's weights, and the head
+    in `safety_head.safetensors` + `safety_head_config.json` beside them)."""
     root = tmp_path_factory.mktemp("tiny-with-head")
     dirs = {}
     for style, path in tiny_model_dirs.items():
         model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-        config = SafetyHeadConfig(hidden_size=model.config.hidden_size)
-        attach_safety_head(model, config, seed=3)
+        config = SafetyHeadConfig(hidden_size=model.config.hidden_size, model_type=model.config.model_type)
         model.save_pretrained(root / style)
+        head = attach_safety_head(model, config, seed=3)
         tokenizer.save_pretrained(root / style)
-        config.save(root / style)
+        save_safety_head(root / style, head.state_dict(), config)
         dirs[style] = str(root / style)
     return dirs
 
@@ -543,10 +544,10 @@ def test_base_plus_adapter_with_head_in_the_adapter(tiny_model_dirs, tmp_path):
         LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     )
     head_config = SafetyHeadConfig(hidden_size=model.config.hidden_size)
-    attach_safety_head(model, head_config, seed=5)
+    head = attach_safety_head(model, head_config, seed=5)
     adapter = tmp_path / "adapter"
     model.save_pretrained(adapter)
-    head_config.save(adapter)
+    save_safety_head(adapter, head.state_dict(), head_config)
     AutoTokenizer.from_pretrained(base).save_pretrained(adapter)
 
     config = small_config(base, tmp_path / "out", adapter_path=str(adapter), sampling_grid=["greedy"], plot=False)

@@ -5,7 +5,17 @@ import pytest
 import torch
 
 from trl_presafety import SafetyHead, SafetyHeadConfig, gather_anchor_states, presafety_loss
-from trl_presafety.anchors import MISSING_LABEL, MISSING_POSITION, anchor_position, find_subsequence, normalize_label
+from trl_presafety.anchors import (
+    ANCHOR_KINDS,
+    MISSING_LABEL,
+    MISSING_POSITION,
+    AnchorSpec,
+    Boundary,
+    find_subsequence,
+    locate_anchor,
+    normalize_label,
+    register_anchor,
+)
 from trl_presafety.modeling import presafety_bce
 
 
@@ -76,11 +86,20 @@ def test_gather_anchor_states_mean_is_span_average():
 
 @pytest.mark.parametrize(
     "value,expected",
-    [(1, 1.0), (0, 0.0), (True, 1.0), (False, 0.0), (0.25, 0.25), (None, MISSING_LABEL), (-100, MISSING_LABEL)],
+    [
+        (1, 1.0),
+        (0, 0.0),
+        (True, 1.0),
+        (False, 0.0),
+        (0.25, 0.25),
+        (None, MISSING_LABEL),
+        (-100, MISSING_LABEL),
+        (-100.0, MISSING_LABEL),
+        (float("nan"), MISSING_LABEL),
+    ],
 )
 def test_normalize_label(value, expected):
     assert normalize_label(value, "safety_label", 0) == expected
-    assert math.isnan(float("nan")) and normalize_label(float("nan"), "c", 0) == MISSING_LABEL
 
 
 @pytest.mark.parametrize(
@@ -93,22 +112,52 @@ def test_normalize_label_errors_name_column_index_and_fix(value, error, match):
     assert "my_label" in str(info.value) and "index 7" in str(info.value)
 
 
-def test_anchor_position_rules():
-    think = [9]
-    # R1 style: prompt ends with the tag; prompt_end and think_end both land on the prompt's last tag token
-    ids = [1, 2, 9, 5, 6, 7]
-    assert anchor_position(ids, 3, "prompt_end") == 2
-    assert anchor_position(ids, 3, "think_end", think) == 2
-    # Qwen3 style: the completion opens the tag
+def _spec(kind, think=(9,), blank=(0,)):
+    return AnchorSpec(kind=kind, think_ids=tuple(think) if kind == "think_end" else (), blank_ids=frozenset(blank))
+
+
+def test_anchor_rules():
+    think = _spec("think_end")
+    # R1 style: the generation prompt (from index 2) ends with the tag
+    ids = [1, 2, 3, 9, 5, 6, 7]
+    assert locate_anchor(ids, Boundary(4, 2), _spec("prompt_end")) == 3
+    assert locate_anchor(ids, Boundary(4, 2), think) == 3
+    # ... and with a "\n" (blank token 0) after the tag; a text prompt (no generation start) likewise
+    ids = [1, 2, 3, 9, 0, 5, 6]
+    assert locate_anchor(ids, Boundary(5, 2), _spec("prompt_end")) == 4
+    assert locate_anchor(ids, Boundary(5, 2), think) == 3
+    assert locate_anchor(ids, Boundary(5), think) == 3
+    # Qwen3 style: the response opens the tag
     ids = [1, 2, 3, 9, 5, 6]
-    assert anchor_position(ids, 3, "prompt_end") == 2
-    assert anchor_position(ids, 3, "think_end", think) == 3
-    # IPO style: the prompt carries the reasoning prefix; the tag inside the prompt wins over later ones
-    ids = [1, 9, 4, 4, 4, 9, 5]
-    assert anchor_position(ids, 5, "think_end", think) == 1
-    # multi-token tag "<think>\n" anchors on its last token
-    assert anchor_position([1, 9, 10, 4], 1, "think_end", [9, 10]) == 2
-    # not found
-    assert anchor_position([1, 2, 3], 2, "think_end", think) == MISSING_POSITION
-    assert anchor_position([1, 2, 3], None, "prompt_end") == MISSING_POSITION
+    assert locate_anchor(ids, Boundary(3, 2), _spec("prompt_end")) == 2
+    assert locate_anchor(ids, Boundary(3, 2), think) == 3
+    assert locate_anchor(ids, Boundary(3), think) == 3
+    # A tag before the generation prompt (typed in a user turn) is text: never the anchor
+    ids = [1, 9, 4, 2, 3, 5, 6]
+    assert locate_anchor(ids, Boundary(5, 3), think) == MISSING_POSITION
+    assert locate_anchor([1, 9, 4, 2, 3, 9, 6], Boundary(5, 3), think) == 5  # the response's own tag
+    # Text data: a tag that does not end the prompt side is text, too
+    assert locate_anchor([1, 9, 4, 2, 3, 5], Boundary(5), think) == MISSING_POSITION
+    # IPO style: the boundary is where the model's output starts, not where the pair's prompt ends
+    ids = [1, 2, 9, 4, 4, 9, 5]
+    assert locate_anchor(ids, Boundary(3, 1), think) == 2
+    assert locate_anchor(ids, Boundary(3, 1), _spec("prompt_end")) == 2
+    # A multi-token tag "<think>\n" anchors on its last token
+    assert locate_anchor([1, 9, 10, 4], Boundary(1, 1), _spec("think_end", think=(9, 10))) == 2
+    # Not found, or no boundary inside the sequence
+    assert locate_anchor([1, 2, 3], Boundary(2, 1), think) == MISSING_POSITION
+    assert locate_anchor([1, 2, 3], Boundary(0), _spec("prompt_end")) == MISSING_POSITION
+    assert locate_anchor([1, 2, 3], Boundary(4), _spec("prompt_end")) == MISSING_POSITION
     assert find_subsequence([1, 9, 1, 9], [9]) == [1, 3]
+
+
+def test_a_new_anchor_kind_is_one_registered_function():
+    @register_anchor("first_response_token")
+    def first_response_token(ids, boundary, spec):
+        return boundary.response_start
+
+    try:
+        assert locate_anchor([1, 2, 3, 4], Boundary(2, 1), AnchorSpec(kind="first_response_token")) == 2
+        assert "first_response_token" in ANCHOR_KINDS
+    finally:
+        del ANCHOR_KINDS["first_response_token"]

@@ -163,7 +163,7 @@ def test_peft_reference_forward_does_not_overwrite_the_capture(tiny_model_dirs, 
         max_steps=4,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
     )
-    assert "safety_head" in trainer.model.peft_config["default"].modules_to_save
+    assert not trainer.model.peft_config["default"].modules_to_save  # the head is saved in its own file
     trainer.train()
     # Policy + reference (adapter disabled) both run through the same backbone
     assert trainer._presafety_capture.forward_calls == 2 * 4

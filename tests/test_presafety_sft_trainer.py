@@ -1,5 +1,4 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
-import json
 import logging
 
 import pytest
@@ -44,6 +43,21 @@ def make_trainer(model_dir, tmp_path, rows, **kwargs) -> PreSafetySFTTrainer:
     return PreSafetySFTTrainer(
         model=model_dir, args=make_config(tmp_path, **kwargs), train_dataset=Dataset.from_list(rows)
     )
+
+
+def dataset_prompts(trainer, rows, tokenizer, n) -> list:
+    """The prompts of the first `n` prepared examples, in order, found by their tokens (not by position in `rows`)."""
+    by_ids = {
+        tuple(
+            tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, return_dict=True)["input_ids"]
+        ): r["prompt"]
+        for r in rows
+    }
+    prompts = []
+    for i in range(n):
+        ids = trainer.train_dataset[i]["input_ids"]
+        prompts.append(next(p for key, p in by_ids.items() if tuple(ids[: len(key)]) == key))
+    return prompts
 
 
 def head_probs(trainer, batch) -> torch.Tensor:
@@ -353,24 +367,13 @@ def test_save_resume_and_reload(tiny_model_dirs, tmp_path):
     head = load_safety_head(reloaded, out)  # ...and load_safety_head brings it back
     x = torch.randn(5, reloaded.config.hidden_size)
     torch.testing.assert_close(head(x), get_safety_head(full.model)(x))
-    # The gate reads the same probabilities as the training path, without generating
+    # The gate reads the same probabilities as the training path, without generating, prompt by prompt
     tokenizer = AutoTokenizer.from_pretrained(out)
     batch = full.data_collator([full.train_dataset[i] for i in range(4)])
     gate = SafetyGate(reloaded, tokenizer)
-    prompts = [r["prompt"] for r in rows if r["prompt"] in [rows[i]["prompt"] for i in range(24)]]
-    ordered = [json.loads(json.dumps(r["prompt"])) for r in rows]
-    ids_to_prompt = {
-        tuple(tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=True)["input_ids"]): p
-        for p in ordered
-    }
-    batch_prompts = []
-    for i in range(4):
-        ex = full.train_dataset[i]
-        position = ex["presafety_anchor_positions"][0]
-        batch_prompts.append(ids_to_prompt[tuple(ex["input_ids"][: position + 1])])
-    assert prompts
+    prompts = dataset_prompts(full, rows, tokenizer, 4)
     torch.testing.assert_close(
-        torch.tensor(gate.predict_proba(batch_prompts)), reference_probs(full, batch), atol=1e-5, rtol=1e-5
+        torch.tensor(gate.predict_proba(prompts)), reference_probs(full, batch), atol=1e-5, rtol=1e-5
     )
 
 
@@ -387,33 +390,45 @@ def test_gate_think_end_and_left_padding(tiny_model_dirs, tmp_path, style):
     batched = gate.predict_proba(prompts)  # left-padded batch of different lengths
     one_by_one = [gate(p) for p in prompts]
     assert batched == pytest.approx(one_by_one, abs=1e-5)
+    # Same prompts in the same order as the training path: a prompt/probability mix-up fails here
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(6)])
-    assert sorted(batched) == pytest.approx(sorted(reference_probs(trainer, batch).tolist()), abs=1e-5)
+    ordered = gate.predict_proba(dataset_prompts(trainer, rows, gate.tokenizer, 6))
+    assert ordered == pytest.approx(reference_probs(trainer, batch).tolist(), abs=1e-5)
+    assert len(set(round(p, 4) for p in ordered)) > 1  # the head tells the prompts apart
 
 
-def test_peft_lora_head_in_modules_to_save(tiny_model_dirs, tmp_path):
-    from peft import AutoPeftModelForCausalLM, LoraConfig
+def test_peft_lora_head_trains_and_aux_loss_reaches_the_adapter(tiny_model_dirs, tmp_path):
+    from peft import LoraConfig, PeftModel
 
     rows = load_tiny_sft_rows(8)
-    trainer = PreSafetySFTTrainer(
-        model=tiny_model_dirs["qwen3"],
-        args=make_config(tmp_path, gradient_checkpointing=True),
-        train_dataset=Dataset.from_list(rows),
-        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
-    )
-    assert "safety_head" in trainer.model.peft_config["default"].modules_to_save
-    before = params_snapshot(trainer.model)
-    trainer.train()
-    after = params_snapshot(trainer.model)
-    changed = {n for n in after if not torch.equal(before[n], after[n])}
-    assert any("lora_" in n for n in changed)
-    assert any("safety_head.modules_to_save" in n for n in changed)
-    assert not any("base_layer" in n or "embed_tokens" in n for n in changed)  # the base stays frozen
+    snapshots, trainers = {}, {}
+    for weight in (0.0, 1.0):
+        trainer = PreSafetySFTTrainer(
+            model=tiny_model_dirs["qwen3"],
+            args=make_config(tmp_path / str(weight), gradient_checkpointing=True, presafety_loss_weight=weight),
+            train_dataset=Dataset.from_list(rows),
+            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+        )
+        before = params_snapshot(trainer.model)
+        trainer.train()
+        after = params_snapshot(trainer.model)
+        changed = {n for n in after if not torch.equal(before[n], after[n])}
+        assert any("lora_" in n for n in changed)
+        # The head trains although PEFT froze the base (with weight 0 its gradient is zero)
+        assert any("safety_head" in n for n in changed) == (weight > 0)
+        assert not any("base_layer" in n or "embed_tokens" in n for n in changed)  # the base stays frozen
+        snapshots[weight], trainers[weight] = after, trainer
+    # The auxiliary loss reaches the adapter: same data and seed, only the weight differs
+    lora = [n for n in snapshots[1.0] if "lora_" in n]
+    assert any(not torch.equal(snapshots[0.0][n], snapshots[1.0][n]) for n in lora)
+
+    trainer = trainers[1.0]
     trainer.save_model(str(tmp_path / "adapter"))
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
-    reloaded = AutoPeftModelForCausalLM.from_pretrained(tmp_path / "adapter")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
+    reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
     head = load_safety_head(reloaded, tmp_path / "adapter")
-    x = torch.randn(3, reloaded.config.hidden_size)
+    x = torch.randn(3, base.config.hidden_size)
     torch.testing.assert_close(head(x), get_safety_head(trainer.model)(x))
 
 
@@ -432,7 +447,7 @@ def test_bad_input_errors(tiny_model_dirs, tmp_path):
     make_trainer(model_dir, tmp_path, [dict(r, safety_label=None) for r in rows], presafety_loss_weight=0.0).train()
     with pytest.raises(ValueError, match=r"presafety_think_token='<reasoning>'.*not a token of the tokenizer"):
         make_trainer(model_dir, tmp_path, rows, presafety_anchor="think_end", presafety_think_token="<reasoning>")
-    with pytest.raises(ValueError, match=r"Invalid `presafety_loss_weight`: -1.0. Use a weight >= 0"):
+    with pytest.raises(ValueError, match=r"Invalid `presafety_loss_weight`: -1.0. Use a finite weight >= 0"):
         make_config(tmp_path, presafety_loss_weight=-1.0)
     with pytest.raises(ValueError, match=r"Invalid `presafety_anchor`: 'middle'. Choose one of"):
         make_config(tmp_path, presafety_anchor="middle")

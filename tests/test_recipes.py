@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from trl_presafety import PreSafetyDPOConfig, PreSafetySFTConfig
-from trl_presafety.anchors import MISSING_POSITION, anchor_position, think_token_ids
+from trl_presafety.anchors import MISSING_POSITION, AnchorSpec, Boundary, conversation_prompt, locate_anchor
 from trl_presafety.scripts.utils import parse_args_strict
 from trl_presafety.tiny import build_tiny_tokenizer
 
@@ -155,8 +155,9 @@ def test_presafety_recipe_fields(recipe):
         list(getattr(full_ids, "input_ids", full_ids)),
     )
     assert full_ids[: len(prompt_ids)] == prompt_ids, "the prompt must be a prefix of prompt + completion"
-    think_ids = think_token_ids(tokenizer, training_args.presafety_think_token)
-    position = anchor_position(full_ids, len(prompt_ids), training_args.presafety_anchor, think_ids)
+    spec = AnchorSpec.from_tokenizer(tokenizer, training_args.presafety_anchor, training_args.presafety_think_token)
+    _, generation_start = conversation_prompt(tokenizer, EXAMPLE["prompt"])
+    position = locate_anchor(full_ids, Boundary(len(prompt_ids), generation_start), spec)
     assert position != MISSING_POSITION
     # The last position before the CoT: the reasoning (kept by the template) starts right after the anchor, at most
     # behind the opening think tag
@@ -236,7 +237,7 @@ def test_misspelled_required_key_is_named_not_its_effect(tmp_path):
             r"presafety_anchor`: 'think_start'. Choose one of \['prompt_end', 'think_end'\]",
         ),
         ("presafety_head", "transformer", r"presafety_head`: 'transformer'. Choose one of \['linear', 'mlp'\]"),
-        ("presafety_loss_weight", "-0.5", r"presafety_loss_weight`: -0.5. Use a weight >= 0"),
+        ("presafety_loss_weight", "-0.5", r"presafety_loss_weight`: -0.5. Use a finite weight >= 0"),
         (
             "presafety_head_hidden_size",
             "64",

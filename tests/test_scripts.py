@@ -27,8 +27,6 @@ def _head_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     from trl_presafety import get_safety_head
 
     head = get_safety_head(model)
-    inner = getattr(head, "modules_to_save", None)  # PEFT keeps the trained copy in `modules_to_save`
-    head = inner["default"] if inner is not None else head
     return {k: v.detach().clone() for k, v in head.state_dict().items()}
 
 
@@ -144,7 +142,7 @@ def test_sft_lora_flags_train_the_head_with_the_adapter(tiny_model_dirs, tmp_pat
     peft_config = trainer.model.peft_config["default"]
     assert (peft_config.r, peft_config.lora_alpha) == (4, 8)
     assert set(peft_config.target_modules) == {"q_proj", "v_proj"}
-    assert "safety_head" in peft_config.modules_to_save
+    assert not peft_config.modules_to_save  # the head is saved in its own file, beside the adapter
     # The adapter folder carries the head: re-attached on the base model, it is the trained one
     assert (output_dir / "adapter_model.safetensors").is_file()
     _assert_saved_head_matches(output_dir, tiny_model_dirs["qwen3"], _head_state(trainer.model))

@@ -61,3 +61,33 @@ def to_standard(rows: list[dict], tokenizer) -> list[dict]:
 
 def params_snapshot(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def config_kwargs(tmp_path, **kwargs) -> dict:
+    """Keyword arguments of a small CPU trainer config (SFT or DPO) writing under `tmp_path`."""
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-2,
+        logging_steps=1,
+        gradient_checkpointing=False,
+        max_length=256,
+        seed=0,
+        **CPU_TRAINING_KWARGS,
+    )
+    defaults.update(kwargs)
+    return defaults
+
+
+def safetensors_keys(folder) -> set[str]:
+    """Every tensor name in the `*.safetensors` files of `folder`."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    keys = set()
+    for file in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            keys.update(f.keys())
+    return keys

@@ -1,18 +1,27 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """Where the pre-CoT decision is read: the anchor position of each example, and the safety labels it is trained on.
 
-Two anchors (see `../shared/METHOD.md`):
+The anchor is found from the *structure* of the chat template, never by searching text the user controls (a `<think>`
+typed in a user turn, a system prompt or an earlier assistant turn is text). Every caller describes an example by its
+token ids and a [`Boundary`]: where the model's own output starts (`response_start`) and, for conversations, where the
+template's generation prompt starts (`generation_start`). Only the tokens between those two, and the first tokens of
+the response, are written by the template or the model.
 
-- `"prompt_end"`: the last prompt token, i.e. the position that predicts the first completion token. With an
-  R1-style template (generation prompt ending in `<think>\\n`) it is the last token of the opening think tag; with a
-  Qwen3-style template (completion starting with `<think>`) it is the end of the assistant header.
-- `"think_end"`: the last token of the opening think tag, wherever the template puts it: the last occurrence inside the
-  prompt (R1 style, or an IPO pair whose prompt carries part of the reasoning), else the first one in the completion
-  (Qwen3 style).
+Anchor kinds (see `../shared/METHOD.md`), each one function in [`ANCHOR_KINDS`]:
+
+- `"prompt_end"`: the last token of the generation prompt, i.e. the position that predicts the first response token.
+  With an R1-style template (generation prompt ending in `<think>\\n`) it is the `\\n` after the tag; with a
+  Qwen3-style template (the response opens the think block) it is the end of the assistant header.
+- `"think_end"`: the last token of the opening think tag, where the template puts it: inside the generation prompt
+  (R1 style), else at the very start of the response (Qwen3 style).
+
+A new kind is one function `(input_ids, boundary, spec) -> position` registered with [`register_anchor`]; the SFT and
+DPO trainers, [`SafetyGate`], the evaluation probe and IPO pairs all go through [`locate_anchor`].
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -20,6 +29,100 @@ from transformers import PreTrainedTokenizerBase
 
 MISSING_LABEL = -100.0
 MISSING_POSITION = -1
+
+# Where the template puts the opening think tag: in the generation prompt (DeepSeek-R1 distills) or at the start of
+# the response (Qwen3). Recorded with a trained head, so the gate reads the place training read.
+THINK_IN_PROMPT = "think_in_prompt"
+THINK_IN_RESPONSE = "think_in_response"
+TEMPLATE_FAMILIES = (THINK_IN_PROMPT, THINK_IN_RESPONSE)
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """The template structure of one tokenized example.
+
+    Args:
+        response_start (`int`): Index of the first token the model itself produces: the completion's first token, or,
+            for an IPO pair whose prompt carries part of the reasoning, the end of the template's generation prompt.
+        generation_start (`int` or `None`): Index of the first token of the template's generation prompt (e.g.
+            `<|im_start|>assistant\\n`). `None` for text data, where only the tokens adjacent to `response_start`
+            are taken as the template's.
+    """
+
+    response_start: int
+    generation_start: int | None = None
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """What [`locate_anchor`] needs besides the example: the kind, and the tokenizer's ids of the think tag.
+
+    Build it with [`AnchorSpec.from_tokenizer`].
+    """
+
+    kind: str
+    think_ids: tuple[int, ...] = ()
+    # Tokens that decode to whitespace only: allowed between the think tag and the prompt/response boundary
+    blank_ids: frozenset[int] = field(default_factory=frozenset)
+
+    @classmethod
+    def from_tokenizer(
+        cls, tokenizer: PreTrainedTokenizerBase, kind: str, think_token: str = "<think>"
+    ) -> "AnchorSpec":
+        if kind not in ANCHOR_KINDS:
+            raise ValueError(f"Unknown anchor {kind!r}. Choose one of {sorted(ANCHOR_KINDS)}.")
+        think_ids = tuple(think_token_ids(tokenizer, think_token)) if kind == "think_end" else ()
+        return cls(kind=kind, think_ids=think_ids, blank_ids=blank_token_ids(tokenizer) if think_ids else frozenset())
+
+
+AnchorFn = Callable[[Sequence[int], Boundary, AnchorSpec], int]
+ANCHOR_KINDS: dict[str, AnchorFn] = {}
+
+
+def register_anchor(name: str) -> Callable[[AnchorFn], AnchorFn]:
+    """Registers an anchor kind: `fn(input_ids, boundary, spec)` returns the anchor index or `MISSING_POSITION`."""
+
+    def decorator(fn: AnchorFn) -> AnchorFn:
+        ANCHOR_KINDS[name] = fn
+        return fn
+
+    return decorator
+
+
+def locate_anchor(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
+    """Index of the anchor token in `input_ids`, or `MISSING_POSITION` when the template structure has none."""
+    if not 0 < boundary.response_start <= len(input_ids):
+        return MISSING_POSITION
+    return ANCHOR_KINDS[spec.kind](input_ids, boundary, spec)
+
+
+@register_anchor("prompt_end")
+def _prompt_end(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
+    return boundary.response_start - 1
+
+
+@register_anchor("think_end")
+def _think_end(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
+    tag, m, start = list(spec.think_ids), len(spec.think_ids), boundary.response_start
+    if boundary.generation_start is not None:
+        # R1 style: the tag is part of the generation prompt, which the template writes after the last turn
+        hits = find_subsequence(input_ids, tag, boundary.generation_start, start - m + 1)
+        if hits:
+            return hits[0] + m - 1
+    else:
+        # Text data: the tag must end the prompt side (whitespace aside)
+        end = start
+        while end > 0 and input_ids[end - 1] in spec.blank_ids:
+            end -= 1
+        if end >= m and list(input_ids[end - m : end]) == tag:
+            return end - 1
+    # Qwen3 style: the response opens the think block
+    begin = start
+    while begin < len(input_ids) and input_ids[begin] in spec.blank_ids:
+        begin += 1
+    if list(input_ids[begin : begin + m]) == tag:
+        return begin + m - 1
+    return MISSING_POSITION
 
 
 def find_subsequence(
@@ -54,37 +157,72 @@ def think_token_ids(tokenizer: PreTrainedTokenizerBase, think_token: str) -> lis
     return ids
 
 
-def anchor_position(
-    input_ids: Sequence[int],
-    prompt_length: int | None,
-    anchor: str,
-    think_ids: Sequence[int] | None = None,
-) -> int:
-    """Index of the anchor token in `input_ids`, or `MISSING_POSITION` when it cannot be found.
+def blank_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    """Ids of the tokens that decode to whitespace only (spaces, newlines), among the short tokens of the vocabulary."""
+    vocab = tokenizer.get_vocab()
+    # A whitespace token is a few characters in every tokenizer family (byte-level "ĊĊ", SentencePiece "▁", "<0x0A>")
+    candidates = [i for token, i in vocab.items() if len(token) <= 8]
+    texts = tokenizer.batch_decode([[i] for i in candidates])
+    return frozenset(i for i, text in zip(candidates, texts, strict=True) if text and not text.strip())
 
-    Args:
-        input_ids: The tokenized prompt + completion (untruncated).
-        prompt_length: Number of prompt tokens at the start of `input_ids` (`None` when unknown, e.g. plain text).
-        anchor: `"prompt_end"` or `"think_end"`.
-        think_ids: Token ids of the opening think tag (`"think_end"` only).
+
+# --- the template's structure ------------------------------------------------------------------------------------
+def _tokenize_messages(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, Any]], add_generation_prompt: bool, **kwargs
+) -> list[int]:
+    ids = tokenizer.apply_chat_template(
+        list(messages), add_generation_prompt=add_generation_prompt, tokenize=True, return_dict=True, **kwargs
+    )["input_ids"]
+    return list(ids)
+
+
+def common_prefix_length(ids: Sequence[int], other: Sequence[int]) -> int:
+    n = 0
+    for a, b in zip(ids, other):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def conversation_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, Any]], **template_kwargs
+) -> tuple[list[int], int]:
+    """The generation prompt of a conversation and where the template's generation prompt begins in it.
+
+    The conversation is rendered with and without `add_generation_prompt`: they agree up to the end of the last turn,
+    and everything after is the template's own text (`<|im_start|>assistant\\n`, `<｜Assistant｜><think>\\n`), which
+    no user text can reach.
     """
-    if anchor == "prompt_end":
-        if prompt_length is None or prompt_length <= 0 or prompt_length > len(input_ids):
-            return MISSING_POSITION
-        return prompt_length - 1
-    if anchor == "think_end":
-        if not think_ids:
-            raise ValueError("anchor='think_end' needs the token ids of the think tag.")
-        m = len(think_ids)
-        if prompt_length is None:  # plain text: the first tag opens the reasoning
-            hits = find_subsequence(input_ids, think_ids)
-            return hits[0] + m - 1 if hits else MISSING_POSITION
-        in_prompt = find_subsequence(input_ids, think_ids, 0, prompt_length)
-        if in_prompt:
-            return in_prompt[-1] + m - 1
-        in_completion = find_subsequence(input_ids, think_ids, prompt_length)
-        return in_completion[0] + m - 1 if in_completion else MISSING_POSITION
-    raise ValueError(f"Unknown anchor {anchor!r}. Choose 'prompt_end' or 'think_end'.")
+    prompt_ids = _tokenize_messages(tokenizer, messages, True, **template_kwargs)
+    conversation_ids = _tokenize_messages(tokenizer, messages, False, **template_kwargs)
+    return prompt_ids, common_prefix_length(conversation_ids, prompt_ids)
+
+
+def detect_template_family(tokenizer: PreTrainedTokenizerBase, think_token: str = "<think>", **template_kwargs) -> str:
+    """`"think_in_prompt"` when the generation prompt opens the think block (R1 style), else `"think_in_response"`."""
+    prompt_ids, generation_start = conversation_prompt(
+        tokenizer, [{"role": "user", "content": "Hello"}], **template_kwargs
+    )
+    think_ids = tokenizer.encode(think_token, add_special_tokens=False)
+    return THINK_IN_PROMPT if find_subsequence(prompt_ids, think_ids, generation_start) else THINK_IN_RESPONSE
+
+
+def inference_anchor(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[dict[str, Any]],
+    spec: AnchorSpec,
+    family: str,
+    **template_kwargs,
+) -> tuple[list[int], int]:
+    """The ids a model sees before it answers `messages`, and the anchor in them, as in training.
+
+    With `"think_end"` and a Qwen3-style template (`family="think_in_response"`), the response would open with the
+    think tag: it is appended, the way the model would read it.
+    """
+    prompt_ids, generation_start = conversation_prompt(tokenizer, messages, **template_kwargs)
+    ids = prompt_ids + (list(spec.think_ids) if spec.kind == "think_end" and family == THINK_IN_RESPONSE else [])
+    return ids, locate_anchor(ids, Boundary(len(prompt_ids), generation_start), spec)
 
 
 def normalize_label(value: Any, column: str, index: int) -> float:

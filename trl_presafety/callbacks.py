@@ -17,7 +17,9 @@ class PreSafetyCallback(TrainerCallback):
     - `presafety/accuracy`: share of examples where `P(refuse) > threshold` matches the (binarized) label;
     - `presafety/auroc`: AUROC of `P(refuse)` over the whole logging window (or evaluation set), when both classes
       are present;
-    - `presafety/weight`: the scheduled weight (train).
+    - `presafety/weight`: the scheduled weight (train);
+    - `presafety/alignment_loss`: the SFT/DPO loss alone, without the auxiliary term, on the scale of the logged
+      `loss` (which is `alignment_loss + weight * head loss`), to compare with a plain TRL run.
 
     Schedules (`presafety_weight_schedule`): `"constant"`; `"linear_warmup"` (0 to the weight over
     `warmup_ratio` of the steps); `"last_epochs"` (the weight only in the last `last_epochs` epochs, as SafeKey
@@ -48,6 +50,7 @@ class PreSafetyCallback(TrainerCallback):
         self._scores: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {"train": ([], []), "eval": ([], [])}
         # Per-micro-batch (loss, accuracy), kept on the device until logging: no host-device sync per step
         self._pending: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
+        self._alignment: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
 
     @classmethod
     def from_args(cls, args: Any) -> "PreSafetyCallback":
@@ -102,6 +105,10 @@ class PreSafetyCallback(TrainerCallback):
         scores.append(probs.detach().float())
         targets.append(target)
 
+    def record_alignment_loss(self, mode: str, value: torch.Tensor) -> None:
+        """Adds one micro-batch's alignment loss (kept on the device until `finalize`)."""
+        self._alignment[mode].append(value.detach().float().reshape(()))
+
     def finalize(self, metrics: dict[str, list], mode: str) -> None:
         """Writes the window's AUROC (and the current weight) into the metrics, right before the trainer logs them."""
         from sklearn.metrics import roc_auc_score
@@ -112,6 +119,9 @@ class PreSafetyCallback(TrainerCallback):
                 metrics[mode]["presafety/loss"].append(loss)
                 metrics[mode]["presafety/accuracy"].append(accuracy)
             pending.clear()
+        if self._alignment[mode]:
+            metrics[mode]["presafety/alignment_loss"].extend(torch.stack(self._alignment[mode]).cpu().tolist())
+            self._alignment[mode].clear()
         scores, targets = self._scores[mode]
         if scores:
             y_score = torch.cat(scores).cpu().numpy()

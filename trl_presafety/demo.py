@@ -45,7 +45,6 @@ def metrics_at_start_and_end(log_history: list[dict[str, Any]]) -> tuple[dict[st
 def run_demo(model_dir: str | Path, output_dir: str | Path, recipe: str | Path = TINY_SFT_RECIPE) -> dict[str, Any]:
     """Trains the tiny recipe and queries the gate; returns the figures it prints."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
 
     from .gate import SafetyGate
     from .modeling import load_safety_head
@@ -80,14 +79,8 @@ def run_demo(model_dir: str | Path, output_dir: str | Path, recipe: str | Path =
     train_seconds = time.perf_counter() - start
     first, last = metrics_at_start_and_end(trainer.state.log_history)
 
-    # `from_pretrained` reports the head's weights as unexpected keys (it does not know them): `load_safety_head` is
-    # what reads them, so the report is silenced here
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(output_dir)
-    finally:
-        transformers_logging.set_verbosity(verbosity)
+    # A standard checkpoint: `from_pretrained` loads it as is, and `load_safety_head` adds the head from its own file
+    model = AutoModelForCausalLM.from_pretrained(output_dir)
     load_safety_head(model, output_dir)
     gate = SafetyGate(model, AutoTokenizer.from_pretrained(output_dir))
     probabilities = {kind: dict(zip(prompts, gate.predict_proba(prompts))) for kind, prompts in GATE_PROMPTS.items()}

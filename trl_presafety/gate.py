@@ -8,16 +8,25 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from .anchors import MISSING_POSITION, anchor_position, think_token_ids
-from .modeling import SafetyHeadConfig, get_base_causal_lm, get_safety_head
+from .anchors import MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
+from .modeling import (
+    AnchorCapture,
+    SafetyHeadConfig,
+    check_finite_head,
+    check_head_fits,
+    get_base_causal_lm,
+    get_safety_head,
+)
 
 
 class SafetyGate:
     """Pre-CoT refusal probability from a model with a trained safety head, without generating a token.
 
     It runs the decoder backbone once over the prompt (no LM head), reads the hidden state at the same anchor as in
-    training, and applies the head. With `anchor="think_end"` and a template whose completion opens the think block
-    (Qwen3 style), the think tag is appended to the prompt as input, the way the model would see it.
+    training, and applies the head. The anchor comes from the chat template's structure (the generation prompt, or
+    the think tag a Qwen3-style response opens with, appended here the way the model would read it), never from the
+    text of the conversation. The gate fails closed: a head trained for another model, tokenizer or template, a head
+    with non-finite weights, and a non-finite output raise instead of answering.
 
     Args:
         model (`PreTrainedModel` or `PeftModel`): A causal LM with a head (`load_safety_head` or a PreSafety trainer).
@@ -38,8 +47,6 @@ class SafetyGate:
     def __init__(
         self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, threshold: float = 0.5, batch_size: int = 16
     ):
-        from .trainer.presafety_mixin import AnchorCapture
-
         head = get_safety_head(model)
         if head is None:
             raise ValueError(
@@ -51,29 +58,37 @@ class SafetyGate:
         self.tokenizer = tokenizer
         self.threshold = threshold
         self.batch_size = batch_size
-        inner = getattr(head, "original_module", head)  # PEFT's ModulesToSaveWrapper
-        self.config: SafetyHeadConfig = (
-            inner.config if hasattr(inner, "config") else head.modules_to_save.default.config
-        )
-        self._think_ids = (
-            think_token_ids(tokenizer, self.config.think_token) if self.config.anchor == "think_end" else None
-        )
+        self.config: SafetyHeadConfig = head.config
+        check_head_fits(self.config, model, "the model")
+        check_finite_head(head, "the model")
+        self._spec = AnchorSpec.from_tokenizer(tokenizer, self.config.anchor, self.config.think_token)
+        self._family = detect_template_family(tokenizer, self.config.think_token)
+        if self.config.template_family is not None and self.config.template_family != self._family:
+            raise ValueError(
+                f"The head was trained with a chat template of family {self.config.template_family!r}, but this "
+                f"tokenizer's template is {self._family!r}: the gate would read another position than training. Use "
+                "the tokenizer (and chat template) saved with the trained model."
+            )
         self._capture = AnchorCapture(model, self.config.layer, self.config.pooling)
 
     def _encode(
         self, prompt: str | Sequence[dict[str, str]], chat_template_kwargs: dict[str, Any]
     ) -> tuple[list[int], int]:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-        ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True, **chat_template_kwargs
-        )["input_ids"]
-        ids = list(ids)
-        if self.config.anchor == "prompt_end":
-            return ids, len(ids) - 1
-        position = anchor_position(ids, len(ids), "think_end", self._think_ids)
-        if position == MISSING_POSITION:  # Qwen3 style: the completion would open with the tag
-            ids = ids + list(self._think_ids)
-            position = len(ids) - 1
+        ids, position = inference_anchor(self.tokenizer, messages, self._spec, self._family, **chat_template_kwargs)
+        if position == MISSING_POSITION:
+            raise ValueError(
+                f"No '{self.config.anchor}' anchor in the generation prompt of {prompt!r}: the chat template does not "
+                "produce the structure the head was trained on."
+            )
+        expected = self.config.anchor_token_id
+        if expected is not None and ids[position] != expected:
+            read = self.tokenizer.convert_ids_to_tokens([ids[position], expected])
+            raise ValueError(
+                f"The gate reads token {read[0]!r} (id {ids[position]}) at the '{self.config.anchor}' anchor, but the "
+                f"head was trained on token {read[1]!r} (id {expected}). The tokenizer or chat template differs from "
+                "training; use the ones saved with the trained model."
+            )
         return ids, position
 
     @torch.no_grad()
@@ -113,6 +128,12 @@ class SafetyGate:
                     )
                 finally:
                     logits = self._capture.disarm()
+                if not torch.isfinite(logits).all():
+                    bad = [start + i for i, v in enumerate(torch.isfinite(logits).tolist()) if not v]
+                    raise ValueError(
+                        f"The safety head gave non-finite logits for prompts {bad}: the model or head produces NaN or "
+                        "inf (overflow in this dtype, or corrupted weights). No decision is returned."
+                    )
                 probs.extend(torch.sigmoid(logits.float()).tolist())
         finally:
             self.model.train(was_training)

@@ -9,7 +9,8 @@ Reasoning Models by Promoting Safety Decision-Making before Chain-of-Thought Gen
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .anchors import ANCHOR_KINDS, TEMPLATE_FAMILIES
+
 
 SAFETY_HEAD_ATTR = "safety_head"
 SAFETY_HEAD_CONFIG_NAME = "safety_head_config.json"
+# The head's weights live in their own file beside a standard checkpoint, whose weight keys stay exactly those of a
+# plain TRL run: `from_pretrained`, `PeftModel.from_pretrained` and vLLM load the folder unchanged.
+SAFETY_HEAD_WEIGHTS_NAME = "safety_head.safetensors"
 HEAD_TYPES = ("linear", "mlp")
 POOLINGS = ("last", "mean")
-ANCHORS = ("prompt_end", "think_end")
+ANCHORS = tuple(ANCHOR_KINDS)
 
 
 @dataclass
 class SafetyHeadConfig:
-    """What a saved head needs to be rebuilt and read at the right place.
+    """What a saved head needs to be rebuilt, read at the right place, and refused on a model it was not trained for.
 
     Args:
         hidden_size (`int`): Width of the hidden state the head reads.
@@ -38,8 +44,17 @@ class SafetyHeadConfig:
             final norm).
         pooling (`str`, *optional*, defaults to `"last"`): `"last"` reads the anchor token; `"mean"` averages the
             prompt span up to and including the anchor (SafeKey-style).
-        anchor (`str`, *optional*, defaults to `"prompt_end"`): `"prompt_end"` or `"think_end"`.
+        anchor (`str`, *optional*, defaults to `"prompt_end"`): An anchor kind of `trl_presafety.anchors.ANCHOR_KINDS`.
         think_token (`str`, *optional*, defaults to `"<think>"`): Opening think tag, for `anchor="think_end"`.
+        model_type (`str`, *optional*): `config.model_type` of the model the head was trained on (e.g. `"qwen3"`).
+        template_family (`str`, *optional*): Where the chat template puts the think tag (`"think_in_prompt"`,
+            `"think_in_response"`), as seen in training.
+        anchor_token_id (`int`, *optional*): Token the anchor reads for a conversation, as seen in training (e.g. the
+            id of `<think>`). [`SafetyGate`] checks that it reads the same token.
+        boundary_merges (`int`, *optional*): Training examples whose prompt and completion tokens merged at their
+            boundary, counted at dataset preparation (informative).
+        loss_weight (`float`, *optional*): `presafety_loss_weight` of the run. `0` means the head was only a probe:
+            its predictions were never trained into the model.
     """
 
     hidden_size: int
@@ -50,6 +65,11 @@ class SafetyHeadConfig:
     pooling: str = "last"
     anchor: str = "prompt_end"
     think_token: str = "<think>"
+    model_type: str | None = None
+    template_family: str | None = None
+    anchor_token_id: int | None = None
+    boundary_merges: int | None = None
+    loss_weight: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -57,8 +77,12 @@ class SafetyHeadConfig:
             raise ValueError(f"Unknown safety head type {self.head_type!r}. Choose one of {list(HEAD_TYPES)}.")
         if self.pooling not in POOLINGS:
             raise ValueError(f"Unknown pooling {self.pooling!r}. Choose one of {list(POOLINGS)}.")
-        if self.anchor not in ANCHORS:
-            raise ValueError(f"Unknown anchor {self.anchor!r}. Choose one of {list(ANCHORS)}.")
+        if self.anchor not in ANCHOR_KINDS:
+            raise ValueError(f"Unknown anchor {self.anchor!r}. Choose one of {sorted(ANCHOR_KINDS)}.")
+        if self.template_family is not None and self.template_family not in TEMPLATE_FAMILIES:
+            raise ValueError(
+                f"Unknown template family {self.template_family!r}. Choose one of {list(TEMPLATE_FAMILIES)}."
+            )
 
     def save(self, directory: str | os.PathLike) -> Path:
         path = Path(directory) / SAFETY_HEAD_CONFIG_NAME
@@ -74,7 +98,47 @@ class SafetyHeadConfig:
                 f"No {SAFETY_HEAD_CONFIG_NAME} in {directory}. It is written by PreSafetySFTTrainer/PreSafetyDPOTrainer "
                 "`save_model`; pass the output or checkpoint folder of such a run."
             )
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(
+                f"{path} is not valid JSON ({error}); the file is truncated or was edited. Copy it again from the "
+                "training output folder."
+            ) from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} holds a {type(values).__name__}, not the JSON object of a SafetyHeadConfig.")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{path} has unknown keys {unknown} (known: {sorted(known)}). It was written by another version of "
+                "trl-presafety or edited; remove the keys or upgrade the package."
+            )
+        expected = {
+            "hidden_size": int,
+            "mlp_hidden_size": (int, type(None)),
+            "layer": (int, type(None)),
+            "dropout": (int, float),
+            "model_type": (str, type(None)),
+            "anchor_token_id": (int, type(None)),
+            "boundary_merges": (int, type(None)),
+            "loss_weight": (int, float, type(None)),
+            "head_type": str,
+            "pooling": str,
+            "anchor": str,
+            "think_token": str,
+            "template_family": (str, type(None)),
+            "extra": dict,
+        }
+        for name, types in expected.items():
+            if name in values and (isinstance(values[name], bool) or not isinstance(values[name], types)):
+                raise ValueError(
+                    f"{path}: `{name}` is {values[name]!r} ({type(values[name]).__name__}), which is not a valid "
+                    "value; the file was edited or corrupted. Copy it again from the training output folder."
+                )
+        if "hidden_size" not in values:
+            raise ValueError(f"{path} has no `hidden_size`; the file is incomplete. Copy it again from the run.")
+        return cls(**values)
 
 
 class SafetyHead(nn.Module):
@@ -172,7 +236,7 @@ def get_base_causal_lm(model: nn.Module) -> nn.Module:
 
 
 def get_safety_head(model: nn.Module) -> nn.Module | None:
-    """The head attached to `model` (possibly PEFT's `ModulesToSaveWrapper` around it), or `None`."""
+    """The head attached to `model`, or `None`."""
     return getattr(get_base_causal_lm(model), SAFETY_HEAD_ATTR, None)
 
 
@@ -187,10 +251,11 @@ def _is_peft_model(model: nn.Module) -> bool:
 def attach_safety_head(model: nn.Module, config: SafetyHeadConfig | Any, seed: int = 0) -> SafetyHead:
     """Builds a `SafetyHead` and registers it as `model.safety_head` (on the base model under PEFT).
 
-    Registration makes the head part of the model: the optimizer trains it, DeepSpeed shards it, checkpoints save it.
-    It is created in the model's dtype and device (mixed dtypes break ZeRO-3), with its own RNG stream so that adding a
-    head does not change the random draws of the rest of the run. On a `PeftModel`, the head is added to the active
-    adapter's `modules_to_save`, so it trains and is saved with the adapter.
+    Registration makes the head part of the model: the optimizer trains it and DeepSpeed shards it. The PreSafety
+    trainers save it in its own file beside the checkpoint (see [`save_safety_head`]), so the checkpoint's weight keys
+    stay those of the plain model. It is created in the model's dtype and device (mixed dtypes break ZeRO-3), with its
+    own RNG stream so that adding a head does not change the random draws of the rest of the run, and trainable even
+    on a `PeftModel` (whose base weights are frozen).
 
     Args:
         model (`PreTrainedModel` or `PeftModel`): The causal LM.
@@ -199,33 +264,23 @@ def attach_safety_head(model: nn.Module, config: SafetyHeadConfig | Any, seed: i
     """
     base = get_base_causal_lm(model)
     if not isinstance(config, SafetyHeadConfig):
-        config = head_config_from_args(config, base.config.get_text_config().hidden_size)
+        config = head_config_from_args(config, base)
     reference = base.get_input_embeddings().weight
     with torch.random.fork_rng(devices=[reference.device] if reference.device.type == "cuda" else []):
         torch.manual_seed(seed)
         head = SafetyHead(config)
     head.to(device=reference.device, dtype=reference.dtype)
     setattr(base, SAFETY_HEAD_ATTR, head)
-    if _is_peft_model(model):
-        _add_head_to_modules_to_save(model)
     return head
 
 
-def _add_head_to_modules_to_save(peft_model: nn.Module) -> None:
-    from peft.utils.other import _set_trainable
-
-    adapter_name = peft_model.active_adapter
-    peft_config = peft_model.peft_config[adapter_name]
-    modules_to_save = set(peft_config.modules_to_save or [])
-    modules_to_save.add(SAFETY_HEAD_ATTR)
-    peft_config.modules_to_save = sorted(modules_to_save)
-    _set_trainable(
-        peft_model, adapter_name, module_names=[SAFETY_HEAD_ATTR], inference_mode=peft_config.inference_mode
-    )
-
-
-def head_config_from_args(args: Any, hidden_size: int) -> SafetyHeadConfig:
-    """The `SafetyHeadConfig` described by the `presafety_*` fields of a trainer config."""
+def head_config_from_args(args: Any, model: nn.Module | int) -> SafetyHeadConfig:
+    """The `SafetyHeadConfig` described by the `presafety_*` fields of a trainer config, for `model` (or a width)."""
+    if isinstance(model, int):
+        hidden_size, model_type = model, None
+    else:
+        text_config = get_base_causal_lm(model).config.get_text_config()
+        hidden_size, model_type = text_config.hidden_size, getattr(text_config, "model_type", None)
     return SafetyHeadConfig(
         hidden_size=hidden_size,
         head_type=args.presafety_head,
@@ -235,24 +290,81 @@ def head_config_from_args(args: Any, hidden_size: int) -> SafetyHeadConfig:
         pooling=args.presafety_pooling,
         anchor=args.presafety_anchor,
         think_token=args.presafety_think_token,
+        model_type=model_type,
+        loss_weight=float(args.presafety_loss_weight),
     )
 
 
-def _read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
-    """Every tensor whose key names the safety head, from the weight files of a checkpoint or adapter folder."""
+def is_safety_head_key(key: str) -> bool:
+    return key.startswith(f"{SAFETY_HEAD_ATTR}.") or f".{SAFETY_HEAD_ATTR}." in key
+
+
+def split_safety_head_state(
+    state_dict: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """`(model_state, head_state)`: the head's entries (keys relative to the head, e.g. `"proj.weight"`) apart."""
+    model_state, head_state = {}, {}
+    for key, value in state_dict.items():
+        if is_safety_head_key(key):
+            head_state[_strip_head_prefix(key)] = value
+        else:
+            model_state[key] = value
+    return model_state, head_state
+
+
+def save_safety_head(
+    directory: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: SafetyHeadConfig
+) -> None:
+    """Writes the head beside a checkpoint: `safety_head.safetensors` (its own keys) and `safety_head_config.json`."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    save_file(tensors, str(directory / SAFETY_HEAD_WEIGHTS_NAME), metadata={"format": "pt"})
+    config.save(directory)
+
+
+@contextmanager
+def safety_head_detached(model: nn.Module):
+    """Unregisters the head while the block runs (a plain save or load of the model), and registers it again."""
+    base = get_base_causal_lm(model)
+    head = base._modules.pop(SAFETY_HEAD_ATTR, None)
+    try:
+        yield head
+    finally:
+        if head is not None:
+            base._modules[SAFETY_HEAD_ATTR] = head
+
+
+def read_safety_head_state(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The head's tensors from `safety_head.safetensors`, or, for folders written by trl-presafety < 0.1, from the
+    head's keys inside the checkpoint's or adapter's safetensors files. Pickle files (`*.bin`) are never read."""
     from safetensors import safe_open
 
-    files = sorted(directory.glob("*.safetensors"))
+    directory = Path(directory)
+    own = directory / SAFETY_HEAD_WEIGHTS_NAME
+    files = [own] if own.is_file() else sorted(directory.glob("*.safetensors"))
+    if not files:
+        pickles = sorted(p.name for p in directory.glob("*.bin"))
+        raise FileNotFoundError(
+            f"No {SAFETY_HEAD_WEIGHTS_NAME} (nor any .safetensors file) in {directory}"
+            + (f"; {pickles} are pickle files, which are not read" if pickles else "")
+            + ". Pass the output or checkpoint folder of a PreSafety run saved with safetensors."
+        )
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
-                if f"{SAFETY_HEAD_ATTR}." in key:
-                    tensors[key] = f.get_tensor(key)
-    if not files:
-        for file in sorted(directory.glob("*.bin")):
-            state = torch.load(file, map_location="cpu", weights_only=True)
-            tensors.update({k: v for k, v in state.items() if f"{SAFETY_HEAD_ATTR}." in k})
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    if file == own:
+                        tensors[key] = f.get_tensor(key)
+                    elif is_safety_head_key(key) and ".original_module." not in key:
+                        tensors[_strip_head_prefix(key)] = f.get_tensor(key)
+        except Exception as error:  # safetensors raises its own error types for a truncated or foreign file
+            raise ValueError(
+                f"Cannot read {file}: {error}. The file is truncated or not a safetensors file."
+            ) from None
     return tensors
 
 
@@ -265,12 +377,41 @@ def _strip_head_prefix(key: str) -> str:
     return key
 
 
-def load_safety_head(model: nn.Module, path: str | os.PathLike) -> SafetyHead:
-    """Re-attaches a trained head to a model loaded with `from_pretrained`.
+def check_head_fits(config: SafetyHeadConfig, model: nn.Module, source: str) -> None:
+    """Refuses a head trained on another architecture or width than `model`."""
+    text_config = get_base_causal_lm(model).config.get_text_config()
+    model_type = getattr(text_config, "model_type", None)
+    problems = []
+    if config.hidden_size != text_config.hidden_size:
+        problems.append(f"hidden size {config.hidden_size} (model: {text_config.hidden_size})")
+    if config.model_type is not None and model_type is not None and config.model_type != model_type:
+        problems.append(f"model type {config.model_type!r} (model: {model_type!r})")
+    if config.layer is not None:
+        layers = getattr(text_config, "num_hidden_layers", None)
+        if layers is not None and not -layers <= config.layer < layers:
+            problems.append(f"layer {config.layer} (model: {layers} layers)")
+    if problems:
+        raise ValueError(
+            f"The safety head in {source} was trained for another model: {', '.join(problems)}. Load it onto the "
+            "model it was trained with (the base model of that run), or train a head for this one."
+        )
 
-    `from_pretrained` drops the head's weights as unknown keys; this reads them back from `path`, a folder written by
-    the trainers' `save_model` (a full checkpoint, a sharded one, or a LoRA adapter folder, where the head was saved
-    as a module of `modules_to_save`), and registers the head on `model`.
+
+def check_finite_head(head: nn.Module, source: str) -> None:
+    bad = [name for name, p in head.named_parameters() if not torch.isfinite(p.detach()).all()]
+    if bad:
+        raise ValueError(
+            f"The safety head from {source} has non-finite (NaN or inf) weights in {bad}: the training run diverged "
+            "or the file is corrupted. It would give no usable decision; retrain or use an earlier checkpoint."
+        )
+
+
+def load_safety_head(model: nn.Module, path: str | os.PathLike) -> SafetyHead:
+    """Re-attaches a trained head to a model loaded with `from_pretrained` (or `PeftModel.from_pretrained`).
+
+    Reads `safety_head.safetensors` and `safety_head_config.json` from `path`, a folder written by the trainers'
+    `save_model` (a final output or a `checkpoint-N` folder, full fine-tuning or LoRA), checks that the head was
+    trained for this model (architecture, width) and that its weights are finite, and registers it on `model`.
 
     Example:
     ```python
@@ -280,27 +421,115 @@ def load_safety_head(model: nn.Module, path: str | os.PathLike) -> SafetyHead:
     """
     directory = Path(path)
     config = SafetyHeadConfig.load(directory)
-    tensors = _read_state_dict(directory)
+    check_head_fits(config, model, str(directory))
+    tensors = read_safety_head_state(directory)
     if not tensors:
         raise ValueError(
-            f"No `{SAFETY_HEAD_ATTR}.*` weights in {directory}. Save the model with the PreSafety trainers' `save_model` "
+            f"No safety head weights in {directory}. Save the model with the PreSafety trainers' `save_model` "
             "(under ZeRO-3 set `stage3_gather_16bit_weights_on_model_save: true`) so the head is written with it."
         )
-    state = {}
-    for key, value in tensors.items():
-        if ".original_module." in key:  # PEFT keeps the untrained copy beside the trained one
-            continue
-        state[_strip_head_prefix(key)] = value
-    base = get_base_causal_lm(model)
     head = SafetyHead(config)
-    missing, unexpected = head.load_state_dict(state, strict=False)
+    missing, unexpected = head.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise ValueError(
             f"The safety head weights in {directory} do not match its {SAFETY_HEAD_CONFIG_NAME}: missing {missing}, "
             f"unexpected {unexpected}."
         )
-    reference = base.get_input_embeddings().weight
+    check_finite_head(head, str(directory))
+    reference = get_base_causal_lm(model).get_input_embeddings().weight
     head.to(device=reference.device, dtype=reference.dtype)
-    setattr(base, SAFETY_HEAD_ATTR, head)
+    setattr(get_base_causal_lm(model), SAFETY_HEAD_ATTR, head)
     head.eval()
     return head
+
+
+class _TieToOutput(torch.autograd.Function):
+    """Returns `hidden` unchanged (a view, no copy) while making `logits` part of its graph.
+
+    DDP with `find_unused_parameters=True` walks the graph back from the model's outputs to find the parameters in use.
+    The head's logits leave the forward through the hook, not the outputs, so without this tie DDP would mark the head
+    unused and then fail when its gradient arrives ("marked as ready twice"). The tie sends a zero gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        ctx.logits_shape, ctx.logits_dtype = logits.shape, logits.dtype
+        return hidden.view_as(hidden)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, grad.new_zeros(ctx.logits_shape, dtype=ctx.logits_dtype)
+
+
+class AnchorCapture:
+    """Reads the head's input inside a forward the caller already runs (no extra forward pass).
+
+    TRL 1.16's fused LM head returns no hidden states, so a forward hook on the decoder backbone takes them. The hook
+    is armed just before the forward (by the trainers' `compute_loss`, or by [`SafetyGate`]) and disarms itself on
+    first use, so a second forward through the same backbone (the reference forward of DPO with PEFT, where the
+    adapter is disabled) cannot overwrite it. The head runs inside the hook, i.e. inside the model's (or DeepSpeed
+    engine's) forward, where ZeRO-3 gathers its parameters. For an intermediate `layer`, a hook on that layer only
+    keeps a reference to its output; the head still runs in the backbone hook, outside any gradient-checkpointed region.
+    """
+
+    def __init__(self, model: nn.Module, layer: int | None, pooling: str):
+        self.base = get_base_causal_lm(model)
+        self.layer = layer
+        self.pooling = pooling
+        backbone = self.base.get_decoder()
+        self.handles = [backbone.register_forward_hook(self._backbone_hook)]
+        if layer is not None:
+            layers = getattr(backbone, "layers", None)
+            if not isinstance(layers, nn.ModuleList):
+                raise ValueError(
+                    f"`presafety_layer={layer}` needs a backbone with a `layers` ModuleList, but "
+                    f"{type(backbone).__name__} has none. Leave `presafety_layer` unset to read the final hidden state."
+                )
+            if not -len(layers) <= layer < len(layers):
+                raise ValueError(
+                    f"`presafety_layer={layer}` is out of range for a model with {len(layers)} decoder layers. Use an "
+                    f"index in [{-len(layers)}, {len(layers) - 1}], or None for the final hidden state."
+                )
+            self.handles.append(layers[layer].register_forward_hook(self._layer_hook))
+        self._armed = False
+        self._index: torch.Tensor | None = None
+        self._span_start: torch.Tensor | None = None
+        self._layer_output: torch.Tensor | None = None
+        self.logits: torch.Tensor | None = None
+        self.forward_calls = 0  # backbone forwards seen, armed or not (for tests and benchmarks)
+
+    def arm(self, index: torch.Tensor, span_start: torch.Tensor | None) -> None:
+        self._armed, self._index, self._span_start, self.logits = True, index, span_start, None
+        self._layer_output = None
+
+    def disarm(self) -> torch.Tensor | None:
+        logits, self.logits = self.logits, None
+        self._armed, self._index, self._span_start, self._layer_output = False, None, None, None
+        return logits
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def _layer_hook(self, module, args, output):
+        if self._armed and self._layer_output is None:
+            self._layer_output = output[0] if isinstance(output, tuple) else output
+
+    def _backbone_hook(self, module, args, output):
+        self.forward_calls += 1
+        if not self._armed:
+            return
+        self._armed = False
+        if self.layer is None:
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        else:
+            hidden = self._layer_output
+            self._layer_output = None
+        head = getattr(self.base, SAFETY_HEAD_ATTR)
+        index = self._index.to(hidden.device)
+        span_start = None if self._span_start is None else self._span_start.to(hidden.device)
+        self.logits = head(gather_anchor_states(hidden, index, self.pooling, span_start))
+        if self.logits.requires_grad and hasattr(output, "last_hidden_state"):
+            output.last_hidden_state = _TieToOutput.apply(output.last_hidden_state, self.logits)
+            return output

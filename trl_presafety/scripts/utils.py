@@ -153,6 +153,22 @@ def _unknown_before_build(parser: Any, argv: Sequence[str], config_path: str | N
     return config_keys, cli_remaining
 
 
+def _check_recipe_types(parser: Any, config_path: str) -> None:
+    """A recipe's values reach the dataclasses as YAML parsed them (argparse converts only command-line strings): a
+    list or a string where a number is expected fails here, naming the key."""
+    import yaml
+
+    from ..validation import check_field_types
+
+    try:
+        with open(config_path) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return  # TRL's parser reports unreadable recipes
+    if isinstance(config, dict):
+        check_field_types(parser.dataclass_types, config, f"recipe {config_path}", strings_converted=True)
+
+
 def parse_args_strict(parser: Any, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
     """`TrlParser.parse_args_and_config`, except that an unknown key fails instead of being ignored.
 
@@ -169,6 +185,8 @@ def parse_args_strict(parser: Any, argv: Sequence[str] | None = None) -> tuple[A
     config_path = _config_path(argv)
     where = f"recipe {config_path}" if config_path else "command line"
     launch_options = accelerate_launch_options()
+    if config_path is not None:
+        _check_recipe_types(parser, config_path)
     try:
         *outputs, config_remaining, cli_remaining = parser.parse_args_and_config(
             argv, return_remaining_strings=True, separate_remaining_strings=True

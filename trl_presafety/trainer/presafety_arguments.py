@@ -1,7 +1,9 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
+from ..anchors import ANCHOR_KINDS
 from ..modeling import ANCHORS, HEAD_TYPES, POOLINGS
+from ..validation import check_choice, check_field_types, check_range, fail
 
 
 WEIGHT_SCHEDULES = ("constant", "linear_warmup", "last_epochs")
@@ -121,40 +123,63 @@ class PreSafetyArguments:
     )
 
     def _validate_presafety(self) -> None:
-        def fail(name: str, value, fix: str):
-            raise ValueError(f"Invalid `{name}`: {value!r}. {fix}")
-
-        if self.presafety_loss_weight is None or self.presafety_loss_weight < 0:
-            fail("presafety_loss_weight", self.presafety_loss_weight, "Use a weight >= 0 (0 disables the aux loss).")
+        # Python callers (and values set after parsing) get the same type checks as a YAML recipe
+        check_field_types(
+            [PreSafetyArguments], {f.name: getattr(self, f.name) for f in fields(PreSafetyArguments)}, "the config"
+        )
+        check_range(
+            "presafety_loss_weight",
+            self.presafety_loss_weight,
+            low=0.0,
+            fix="Use a finite weight >= 0 (0 disables the aux loss).",
+        )
         choices = {
-            "presafety_anchor": ANCHORS,
+            "presafety_anchor": ANCHOR_KINDS,
             "presafety_head": HEAD_TYPES,
             "presafety_pooling": POOLINGS,
             "presafety_on_missing_anchor": MISSING_ANCHOR_POLICIES,
             "presafety_weight_schedule": WEIGHT_SCHEDULES,
         }
         for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                fail(name, getattr(self, name), f"Choose one of {list(allowed)}.")
+            check_choice(name, getattr(self, name), allowed)
         if not self.presafety_label_column:
             fail("presafety_label_column", self.presafety_label_column, "Name the dataset column of safety labels.")
-        if not self.presafety_think_token or not self.presafety_think_token.strip():
+        if not self.presafety_think_token.strip():
             fail("presafety_think_token", self.presafety_think_token, "Use the opening think tag, e.g. '<think>'.")
-        if self.presafety_head_hidden_size is not None and self.presafety_head_hidden_size <= 0:
-            fail("presafety_head_hidden_size", self.presafety_head_hidden_size, "Use a positive width or None.")
-        if self.presafety_head_hidden_size is not None and self.presafety_head != "mlp":
-            fail(
+        if self.presafety_head_hidden_size is not None:
+            check_range(
                 "presafety_head_hidden_size",
                 self.presafety_head_hidden_size,
-                "It only applies to presafety_head='mlp'; set presafety_head='mlp' or leave it unset.",
+                low=1,
+                fix="Use a positive width or None.",
             )
-        if not 0.0 <= self.presafety_head_dropout < 1.0:
-            fail("presafety_head_dropout", self.presafety_head_dropout, "Use a probability in [0, 1).")
-        if self.presafety_pos_weight is not None and self.presafety_pos_weight <= 0:
-            fail("presafety_pos_weight", self.presafety_pos_weight, "Use a positive weight, e.g. #comply / #refuse.")
-        if not 0.0 < self.presafety_warmup_ratio <= 1.0:
-            fail("presafety_warmup_ratio", self.presafety_warmup_ratio, "Use a fraction in (0, 1].")
-        if self.presafety_last_epochs < 1:
-            fail("presafety_last_epochs", self.presafety_last_epochs, "Use a number of epochs >= 1.")
-        if not 0.0 < self.presafety_threshold < 1.0:
-            fail("presafety_threshold", self.presafety_threshold, "Use a probability in (0, 1).")
+            if self.presafety_head != "mlp":
+                fail(
+                    "presafety_head_hidden_size",
+                    self.presafety_head_hidden_size,
+                    "It only applies to presafety_head='mlp'; set presafety_head='mlp' or leave it unset.",
+                )
+        check_range(
+            "presafety_head_dropout",
+            self.presafety_head_dropout,
+            0.0,
+            1.0,
+            True,
+            False,
+            "Use a probability in [0, 1).",
+        )
+        if self.presafety_pos_weight is not None:
+            check_range(
+                "presafety_pos_weight",
+                self.presafety_pos_weight,
+                low=0.0,
+                low_inclusive=False,
+                fix="Use a positive weight, e.g. #comply / #refuse.",
+            )
+        check_range(
+            "presafety_warmup_ratio", self.presafety_warmup_ratio, 0.0, 1.0, False, True, "Use a fraction in (0, 1]."
+        )
+        check_range("presafety_last_epochs", self.presafety_last_epochs, low=1, fix="Use a number of epochs >= 1.")
+        check_range(
+            "presafety_threshold", self.presafety_threshold, 0.0, 1.0, False, False, "Use a probability in (0, 1)."
+        )

@@ -1,4 +1,5 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -6,12 +7,23 @@ import torch
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 from trl import DPOTrainer
+from trl.data_utils import _tokenize, is_conversational
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import global_then_local_main_first
 
-from ..anchors import MISSING_LABEL, MISSING_POSITION, anchor_position, normalize_label, think_token_ids
+from ..anchors import (
+    MISSING_LABEL,
+    MISSING_POSITION,
+    AnchorSpec,
+    Boundary,
+    common_prefix_length,
+    conversation_prompt,
+    locate_anchor,
+    normalize_label,
+)
 from .presafety_dpo_config import PreSafetyDPOConfig
-from .presafety_mixin import PRESAFETY_BATCH_KEYS, PreSafetyTrainerMixin
+from .presafety_mixin import MERGE_REASON, PRESAFETY_BATCH_KEYS, PreSafetyTrainerMixin
+from .presafety_sft_trainer import RESPONSE_START_COLUMN
 
 
 POSITION_COLUMN = "presafety_position"
@@ -128,11 +140,16 @@ class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
             return dataset  # already prepared by this trainer
         if dataset_name != "train":
             self._presafety_check_labels(dataset, dataset_name, args)
+        before = len(dataset) if isinstance(dataset, Dataset) else 0
         dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-        think_ids = None
-        if args.presafety_anchor == "think_end":
-            tokenizer = getattr(processing_class, "tokenizer", processing_class)
-            think_ids = think_token_ids(tokenizer, args.presafety_think_token)
+        self._presafety_check_prepared(
+            dataset,
+            dataset_name,
+            before,
+            f"every prompt fills `max_length={args.max_length}` (DPOTrainer drops them with "
+            f"`truncation_mode={args.truncation_mode!r}`). Raise `max_length` (or shorten the prompts).",
+        )
+        spec = self._presafety_anchor_spec(processing_class, args)
         map_kwargs = {}
         if isinstance(dataset, Dataset):
             map_kwargs = {
@@ -141,7 +158,8 @@ class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
             }
         fn_kwargs = {
             "args": args,
-            "think_ids": think_ids,
+            "spec": spec,
+            "processing_class": processing_class,
             "raise_on_missing": isinstance(dataset, IterableDataset) and args.presafety_on_missing_anchor == "error",
         }
         with global_then_local_main_first():
@@ -150,13 +168,15 @@ class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
             labels = dataset[LABEL_COLUMN]
             positions = dataset[POSITION_COLUMN]
             lengths = zip(dataset["prompt_ids"], dataset["chosen_ids"], strict=True)
+            merge_cut = dataset["presafety_merge_cut"]
+            self._presafety_count_merges(sum(dataset["presafety_merged"]), dataset_name)
             labeled = [i for i, label in enumerate(labels) if label != MISSING_LABEL]
-            not_found, cut = [], []
+            not_found, cut, merged = [], [], []
             for i, (prompt_ids, chosen_ids) in enumerate(lengths):
                 if labels[i] == MISSING_LABEL:
                     continue
                 if positions[i] == MISSING_POSITION:
-                    not_found.append(i)
+                    (merged if merge_cut[i] else not_found).append(i)
                 elif (
                     _anchor_column(
                         positions[i], len(prompt_ids), len(chosen_ids), args.max_length, args.truncation_mode
@@ -171,7 +191,8 @@ class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
             self._presafety_report_missing(
                 cut, len(labeled), dataset_name, f"anchor cut by max_length={args.max_length}", policy
             )
-        return dataset
+            self._presafety_report_missing(merged, len(labeled), dataset_name, MERGE_REASON, policy)
+        return dataset.remove_columns(["presafety_merged", "presafety_merge_cut"])
 
     def compute_ref_log_probs(self, model, inputs):
         # Reference log-probs (also the `precompute_ref_log_probs` pass) need no head: drop its keys before the forward
@@ -179,18 +200,43 @@ class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
         return super().compute_ref_log_probs(model, inputs)
 
 
-def _build_presafety_anchor(example, index, args, think_ids, raise_on_missing):
+def _pair_boundary(example: dict[str, Any], processing_class) -> tuple[Boundary, int]:
+    """The template structure of a pair's prompt (as `PreSafetySFTTrainer._presafety_boundary` finds it for SFT) and
+    how many tokens of the prompt tokenized alone TRL kept (it cuts the prompt where prompt and completion diverge)."""
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    prompt = example["prompt"]
+    if is_conversational({"prompt": prompt}):
+        tools = example.get("tools")
+        tools = json.loads(tools) if isinstance(tools, str) else tools
+        kwargs = {"tools": tools, **(example.get("chat_template_kwargs") or {})}
+        prompt_ids, generation_start = conversation_prompt(tokenizer, prompt, **kwargs)
+    else:
+        offset = example.get(RESPONSE_START_COLUMN)
+        head = prompt if offset is None else prompt[:offset]
+        prompt_ids, generation_start = _tokenize(processing_class, head)["input_ids"], None
+    return Boundary(len(prompt_ids), generation_start), common_prefix_length(prompt_ids, example["prompt_ids"])
+
+
+def _build_presafety_anchor(example, index, args, spec: AnchorSpec, processing_class, raise_on_missing):
     """Map function: the anchor (in prompt + chosen coordinates) and the normalized label of one tokenized pair."""
     label = normalize_label(example.get(args.presafety_label_column), args.presafety_label_column, index)
-    position = example.get(POSITION_COLUMN)
+    position, merged, merge_cut = example.get(POSITION_COLUMN), False, False
     if position is None:
-        prompt_ids = example["prompt_ids"]
-        position = anchor_position(
-            prompt_ids + example["chosen_ids"], len(prompt_ids), args.presafety_anchor, think_ids
-        )
+        boundary, shared = _pair_boundary(example, processing_class)
+        full_ids = example["prompt_ids"] + example["chosen_ids"]
+        position = locate_anchor(full_ids, boundary, spec)
+        # TRL drops the prompt's merged tail: an anchor at or past it reads another token than the gate
+        merged = shared < boundary.response_start
+        if merged and position >= shared:
+            position, merge_cut = MISSING_POSITION, True
     if raise_on_missing and label != MISSING_LABEL and position == MISSING_POSITION:
         raise ValueError(
             f"Example {index} of a streamed dataset has no pre-CoT anchor '{args.presafety_anchor}'. Set "
             "`presafety_on_missing_anchor='skip'` to train it without the auxiliary loss."
         )
-    return {POSITION_COLUMN: position, LABEL_COLUMN: label}
+    return {
+        POSITION_COLUMN: position,
+        LABEL_COLUMN: label,
+        "presafety_merged": merged,
+        "presafety_merge_cut": merge_cut,
+    }

@@ -11,16 +11,21 @@ from accelerate.logging import get_logger
 from torch import nn
 from transformers import TrainingArguments
 
-from ..anchors import MISSING_LABEL, describe_indices, normalize_label
+from ..anchors import MISSING_LABEL, AnchorSpec, describe_indices, detect_template_family, normalize_label
 from ..callbacks import PreSafetyCallback
 from ..modeling import (
-    SAFETY_HEAD_ATTR,
+    SAFETY_HEAD_WEIGHTS_NAME,
+    AnchorCapture,
+    SafetyHeadConfig,
     attach_safety_head,
-    gather_anchor_states,
-    get_base_causal_lm,
+    check_finite_head,
     get_safety_head,
     head_config_from_args,
     presafety_bce,
+    read_safety_head_state,
+    safety_head_detached,
+    save_safety_head,
+    split_safety_head_state,
 )
 from .utils import load_model_like_trl
 
@@ -28,98 +33,11 @@ from .utils import load_model_like_trl
 logger = get_logger(__name__)
 
 PRESAFETY_BATCH_KEYS = ("presafety_index", "presafety_labels", "presafety_span_start")
-
-
-class _TieToOutput(torch.autograd.Function):
-    """Returns `hidden` unchanged (a view, no copy) while making `logits` part of its graph.
-
-    DDP with `find_unused_parameters=True` walks the graph back from the model's outputs to find the parameters in use.
-    The head's logits leave the forward through the hook, not the outputs, so without this tie DDP would mark the head
-    unused and then fail when its gradient arrives ("marked as ready twice"). The tie sends a zero gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        ctx.logits_shape, ctx.logits_dtype = logits.shape, logits.dtype
-        return hidden.view_as(hidden)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad, grad.new_zeros(ctx.logits_shape, dtype=ctx.logits_dtype)
-
-
-class AnchorCapture:
-    """Reads the head's input inside the policy forward that TRL already runs (no extra forward pass).
-
-    TRL 1.16's fused LM head returns no hidden states, so a forward hook on the decoder backbone takes them. The hook
-    is armed by `compute_loss` just before TRL's forward and disarms itself on first use, so a second forward through
-    the same backbone (the reference forward of DPO with PEFT, where the adapter is disabled) cannot overwrite it.
-    The head runs inside the hook, i.e. inside the model's (or DeepSpeed engine's) forward, where ZeRO-3 gathers its
-    parameters. For an intermediate `layer`, a hook on that layer only keeps a reference to its output; the head still
-    runs in the backbone hook, outside any gradient-checkpointed region.
-    """
-
-    def __init__(self, model: nn.Module, layer: int | None, pooling: str):
-        self.base = get_base_causal_lm(model)
-        self.layer = layer
-        self.pooling = pooling
-        backbone = self.base.get_decoder()
-        self.handles = [backbone.register_forward_hook(self._backbone_hook)]
-        if layer is not None:
-            layers = getattr(backbone, "layers", None)
-            if not isinstance(layers, nn.ModuleList):
-                raise ValueError(
-                    f"`presafety_layer={layer}` needs a backbone with a `layers` ModuleList, but "
-                    f"{type(backbone).__name__} has none. Leave `presafety_layer` unset to read the final hidden state."
-                )
-            if not -len(layers) <= layer < len(layers):
-                raise ValueError(
-                    f"`presafety_layer={layer}` is out of range for a model with {len(layers)} decoder layers. Use an "
-                    f"index in [{-len(layers)}, {len(layers) - 1}], or None for the final hidden state."
-                )
-            self.handles.append(layers[layer].register_forward_hook(self._layer_hook))
-        self._armed = False
-        self._index: torch.Tensor | None = None
-        self._span_start: torch.Tensor | None = None
-        self._layer_output: torch.Tensor | None = None
-        self.logits: torch.Tensor | None = None
-        self.forward_calls = 0  # backbone forwards seen, armed or not (for tests and benchmarks)
-
-    def arm(self, index: torch.Tensor, span_start: torch.Tensor | None) -> None:
-        self._armed, self._index, self._span_start, self.logits = True, index, span_start, None
-        self._layer_output = None
-
-    def disarm(self) -> torch.Tensor | None:
-        logits, self.logits = self.logits, None
-        self._armed, self._index, self._span_start, self._layer_output = False, None, None, None
-        return logits
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-    def _layer_hook(self, module, args, output):
-        if self._armed and self._layer_output is None:
-            self._layer_output = output[0] if isinstance(output, tuple) else output
-
-    def _backbone_hook(self, module, args, output):
-        self.forward_calls += 1
-        if not self._armed:
-            return
-        self._armed = False
-        if self.layer is None:
-            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
-        else:
-            hidden = self._layer_output
-            self._layer_output = None
-        head = getattr(self.base, SAFETY_HEAD_ATTR)
-        index = self._index.to(hidden.device)
-        span_start = None if self._span_start is None else self._span_start.to(hidden.device)
-        self.logits = head(gather_anchor_states(hidden, index, self.pooling, span_start))
-        if self.logits.requires_grad and hasattr(output, "last_hidden_state"):
-            output.last_hidden_state = _TieToOutput.apply(output.last_hidden_state, self.logits)
-            return output
+MERGE_REASON = (
+    "the prompt's last tokens merge with the completion's first, so the anchor token the gate reads at inference is "
+    "absent in training; `presafety_anchor='think_end'` reads the tag, which no merge touches, or start completions "
+    "on a token boundary"
+)
 
 
 class PreSafetyTrainerMixin:
@@ -140,8 +58,8 @@ class PreSafetyTrainerMixin:
     ) -> tuple[nn.Module, Any, Any]:
         """What runs before TRL's `__init__`: the config, an early label check, the model and its head.
 
-        The head must exist before TRL wraps the model with PEFT (so `modules_to_save` covers it), so a model given by
-        name is loaded here, the way TRL loads it.
+        The head is attached before TRL wraps the model (PEFT, DeepSpeed), so a model given by name is loaded here,
+        the way TRL loads it.
         """
         if args is None:
             name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "") or "model"
@@ -168,10 +86,6 @@ class PreSafetyTrainerMixin:
                 args.model_init_kwargs = None  # consumed above, and TRL would warn that they are ignored
         if get_safety_head(model) is None:
             attach_safety_head(model, args, seed=args.seed)
-        if peft_config is not None:
-            modules = set(peft_config.modules_to_save or [])
-            modules.add(SAFETY_HEAD_ATTR)
-            peft_config.modules_to_save = sorted(modules)
         return model, args, quantization_config
 
     def _presafety_setup(self, base_collator_cls: type, collator_cls: type) -> None:
@@ -197,17 +111,57 @@ class PreSafetyTrainerMixin:
         self.presafety_callback = callback
         self._presafety_num_items: int | None = None
         head = get_safety_head(self.model)
-        self._presafety_head_config = head_config_from_args(
-            args, get_base_causal_lm(self.model).config.get_text_config().hidden_size
-        )
         if head is None:
             raise RuntimeError("The safety head is missing after the trainer set-up; this is a bug.")
+        # PEFT freezes every weight that is not an adapter's, the head too: it is trained (and saved) on its own
+        head.requires_grad_(True)
+        self._presafety_head_config = self._presafety_describe_head()
+
+    def _presafety_anchor_spec(self, processing_class: Any, args: Any) -> AnchorSpec:
+        """The anchor kind and the tokenizer's tag ids, built once (dataset preparation runs per dataset)."""
+        spec = getattr(self, "_presafety_spec", None)
+        if spec is None:
+            tokenizer = getattr(processing_class, "tokenizer", processing_class)
+            spec = AnchorSpec.from_tokenizer(tokenizer, args.presafety_anchor, args.presafety_think_token)
+            self._presafety_spec = spec
+        return spec
+
+    def _presafety_count_merges(self, count: int, name: str) -> None:
+        """Counts (and reports) examples whose prompt and completion tokens merged at their boundary."""
+        if name == "train":
+            self._presafety_merges = getattr(self, "_presafety_merges", 0) + count
+        if count:
+            logger.warning(
+                f"{count} examples of the {name} dataset merge tokens across the prompt/completion boundary (e.g. a "
+                "generation prompt ending in '\\n' followed by a completion starting with '\\n'). The anchor is read "
+                "only where training sees the same token as inference (`SafetyGate`); see the missing-anchor report."
+            )
+
+    def _presafety_describe_head(self):
+        """The head's saved config: its shape, the model it belongs to, and where (which token) it reads."""
+        from ..anchors import MISSING_POSITION, inference_anchor
+
+        config = head_config_from_args(self.args, self.model)
+        config.boundary_merges = getattr(self, "_presafety_merges", None)
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None) is not None:
+            spec = self._presafety_anchor_spec(tokenizer, self.args)
+            family = detect_template_family(tokenizer, self.args.presafety_think_token)
+            ids, position = inference_anchor(tokenizer, [{"role": "user", "content": "Hello"}], spec, family)
+            config.template_family = family
+            config.anchor_token_id = ids[position] if position != MISSING_POSITION else None
+        return config
 
     def _presafety_check_labels(self, dataset: Any, name: str, args: Any) -> None:
         """Fails early on a missing label column or a dataset without a single label (map-style datasets)."""
         column = args.presafety_label_column
         from datasets import Dataset
 
+        if isinstance(dataset, Dataset) and len(dataset) == 0:
+            raise ValueError(
+                f"The {name} dataset is empty (0 rows). Check `dataset_name`, `dataset_config` and the split, and that "
+                "a label folder was written completely (`trl-presafety label` resumes an interrupted run)."
+            )
         columns = dataset.column_names if hasattr(dataset, "column_names") else None
         if columns is not None and column not in columns:
             raise ValueError(
@@ -225,6 +179,15 @@ class PreSafetyTrainerMixin:
                     f"({len(normalized)} examples), so the safety head would never be trained. Label the data with "
                     "`trl-presafety label`, or set `presafety_loss_weight=0` to train without the auxiliary loss."
                 )
+
+    def _presafety_check_prepared(self, dataset: Any, name: str, before: int, fix: str) -> None:
+        """Fails when preparation (truncation) removed every example, instead of a sampler error later."""
+        from datasets import Dataset
+
+        if isinstance(dataset, Dataset) and before > 0 and len(dataset) == 0:
+            raise ValueError(
+                f"Every example of the {name} dataset ({before} rows) was removed during preparation: {fix}"
+            )
 
     def _presafety_report_missing(
         self, missing: list[int], total: int, name: str, reason: str, policy: str | None = None
@@ -307,6 +270,8 @@ class PreSafetyTrainerMixin:
             per_example = logits.new_zeros(0, dtype=torch.float32)
             aux_loss = logits.float().sum() * 0.0
         weight = self.presafety_callback.current_weight if mode == "train" else self.args.presafety_loss_weight
+        # TRL's own loss, as the plain trainer would log it (so the two runs' curves can be put side by side)
+        alignment = loss.detach() * (self._presafety_ga_factor(num_items_in_batch) if mode == "train" else 1.0)
         loss = loss + weight * aux_loss.to(loss.dtype)
 
         # Metrics: gather the (uneven) per-process predictions by padding them. On one process there is nothing to
@@ -320,7 +285,23 @@ class PreSafetyTrainerMixin:
                 stacked = self.accelerator.gather(stacked)
                 stacked = stacked[stacked[:, 1] >= 0]
         self.presafety_callback.record(self._metrics, mode, stacked[:, 2], stacked[:, 0], stacked[:, 1])
+        if self.accelerator.num_processes > 1:
+            alignment = self.accelerator.gather(alignment.float().reshape(1)).mean()
+        self.presafety_callback.record_alignment_loss(mode, alignment)
         return (loss, outputs) if return_outputs else loss
+
+    def _presafety_loss_is_scaled(self, num_items_in_batch: Any) -> bool:
+        """Same rule as `Trainer.training_step`: whether the loss is already normalized for gradient accumulation."""
+        if self.loss_is_scaled_for_ga is not None:
+            return self.loss_is_scaled_for_ga
+        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
+            self.compute_loss_func is not None
+        )
+
+    def _presafety_ga_factor(self, num_items_in_batch: Any) -> float:
+        """Turns a micro-batch's loss into the value whose mean over the logging window is the logged `loss`."""
+        scaled = self._presafety_loss_is_scaled(num_items_in_batch)
+        return float(self.current_gradient_accumulation_steps) if scaled else 1.0
 
     def _presafety_scale(self, num_items_in_batch: Any, local_count: int, mode: str) -> float:
         """Factor turning the summed BCE of this micro-batch into its share of the large-batch mean."""
@@ -329,14 +310,8 @@ class PreSafetyTrainerMixin:
         scale = 1.0 / max(self._presafety_num_items, 1)
         if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
             scale *= self.accelerator.num_processes  # DDP averages gradients across processes
-        # Same rule as `Trainer.training_step`: a loss not normalized for GA is divided by the number of steps later
-        if self.loss_is_scaled_for_ga is not None:
-            scaled = self.loss_is_scaled_for_ga
-        else:
-            scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or (
-                self.compute_loss_func is not None
-            )
-        if not scaled:
+        # A loss not normalized for GA is divided by the number of steps later, in `Trainer.training_step`
+        if not self._presafety_loss_is_scaled(num_items_in_batch):
             scale *= self.current_gradient_accumulation_steps
         return scale
 
@@ -346,8 +321,52 @@ class PreSafetyTrainerMixin:
         self.presafety_callback.finalize(self._metrics, mode)
         super().log(logs, start_time)
 
-    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
-        super().save_model(output_dir, _internal_call)
-        # The head's architecture and read-out travel with its weights, for `load_safety_head` and `SafetyGate`
-        if self.args.should_save:
-            self._presafety_head_config.save(output_dir or self.args.output_dir)
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # Every save goes through here (final output, `checkpoint-N`, DeepSpeed/FSDP consolidated state dicts). The
+        # model is saved as a plain TRL run saves it, the head in its own file beside it (`safety_head.safetensors`
+        # and `safety_head_config.json`), so `from_pretrained`, PEFT and vLLM load the folder unchanged.
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        head_state = None
+        if state_dict is not None:
+            state_dict, head_state = split_safety_head_state(state_dict)
+        with safety_head_detached(self.model) as head:
+            super()._save(output_dir, state_dict=state_dict)
+        if not self.args.should_save:
+            return
+        if head_state is None:
+            head_state = head.state_dict()
+        if not head_state or any(t.numel() == 0 for t in head_state.values()):
+            # ZeRO-3 without `stage3_gather_16bit_weights_on_model_save`: only the DeepSpeed checkpoint has the head
+            logger.warning(
+                f"The safety head was not gathered for saving, so {output_dir} has no {SAFETY_HEAD_WEIGHTS_NAME}. Set "
+                "`stage3_gather_16bit_weights_on_model_save: true` in the DeepSpeed config to save it."
+            )
+            return
+        save_safety_head(output_dir, head_state, self._presafety_head_config)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        # The checkpoint's weights are those of the plain model: load them without the head, then the head's own file
+        with safety_head_detached(model if model is not None else self.model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+        self._presafety_load_head(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        with safety_head_detached(self.model):
+            super()._load_best_model()
+        self._presafety_load_head(self.state.best_model_checkpoint)
+
+    def _presafety_load_head(self, folder: str, model: nn.Module | None = None) -> None:
+        head = get_safety_head(model if model is not None else self.model)
+        saved = SafetyHeadConfig.load(folder)
+        if (saved.head_type, saved.hidden_size, saved.mlp_hidden_size) != (
+            head.config.head_type,
+            head.config.hidden_size,
+            head.config.mlp_hidden_size,
+        ):
+            raise ValueError(
+                f"The safety head in {folder} ({saved.head_type}, hidden {saved.hidden_size}) does not match this "
+                f"run's head ({head.config.head_type}, hidden {head.config.hidden_size}). Resume with the "
+                "`presafety_head*` settings of the run that wrote the checkpoint."
+            )
+        head.load_state_dict(read_safety_head_state(folder))  # copies into the parameters, in their dtype
+        check_finite_head(head, folder)

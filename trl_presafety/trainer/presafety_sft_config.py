@@ -22,5 +22,6 @@ class PreSafetySFTConfig(PreSafetyArguments, SFTConfig):
     """
 
     def __post_init__(self):
-        super().__post_init__()
+        # The presafety fields first: their errors do not depend on the machine (TRL's checks do, e.g. bf16)
         self._validate_presafety()
+        super().__post_init__()

@@ -9,19 +9,22 @@ from accelerate.logging import get_logger
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 from trl import SFTTrainer
-from trl.data_utils import _tokenize, common_prefix_length, is_conversational, pack_dataset
+from trl.data_utils import _tokenize, is_conversational, pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from trl.trainer.utils import global_then_local_main_first
 
 from ..anchors import (
     MISSING_LABEL,
     MISSING_POSITION,
-    anchor_position,
+    AnchorSpec,
+    Boundary,
+    common_prefix_length,
+    conversation_prompt,
     describe_indices,
+    locate_anchor,
     normalize_label,
-    think_token_ids,
 )
-from .presafety_mixin import PreSafetyTrainerMixin
+from .presafety_mixin import MERGE_REASON, PreSafetyTrainerMixin
 from .presafety_sft_config import PreSafetySFTConfig
 
 
@@ -36,7 +39,10 @@ TARGETS_COLUMN = "presafety_labels"
 POSITIONS_COLUMN = "presafety_anchor_positions"
 ANCHOR_LABELS_COLUMN = "presafety_anchor_labels"
 # Outcome of the anchor search per example, for the missing-anchor report
-_OK, _UNLABELED, _NO_ANCHOR, _TRUNCATED, _DROPPED = 0, 1, 2, 3, 4
+_OK, _UNLABELED, _NO_ANCHOR, _TRUNCATED, _DROPPED, _MERGED = 0, 1, 2, 3, 4, 5
+# Character offset into a text prompt where the model's own output begins (IPO pairs carry part of the reasoning in
+# their prompt): the anchor is located relative to it, not to the end of the prompt
+RESPONSE_START_COLUMN = "presafety_response_start"
 
 
 @dataclass
@@ -172,10 +178,7 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
             dataset, processing_class, tokenize_args, False, formatting_func, dataset_name
         )
 
-        think_ids = None
-        if args.presafety_anchor == "think_end":
-            tokenizer = getattr(processing_class, "tokenizer", processing_class)
-            think_ids = think_token_ids(tokenizer, args.presafety_think_token)
+        spec = self._presafety_anchor_spec(processing_class, args)
         truncate = args.max_length if (args.max_length is not None) else None
         map_kwargs = {}
         if isinstance(dataset, Dataset):
@@ -186,7 +189,7 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
         fn_kwargs = {
             "processing_class": processing_class,
             "args": args,
-            "think_ids": think_ids,
+            "spec": spec,
             "max_length": truncate,
             "packing": packing,
             "chat_template": self.chat_template,
@@ -206,8 +209,13 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
                         f"max_length={args.max_length} and are dropped (as SFTTrainer does); indices "
                         f"{describe_indices(dropped)}."
                     )
+                self._presafety_count_merges(sum(dataset["presafety_merged"]), dataset_name)
                 no_anchor = [i for i, s in enumerate(status) if s == _NO_ANCHOR]
                 truncated = [i for i, s in enumerate(status) if s == _TRUNCATED]
+                merged = [i for i, s in enumerate(status) if s == _MERGED]
+                self._presafety_report_missing(
+                    merged, len(labeled), dataset_name, MERGE_REASON, args.presafety_on_missing_anchor
+                )
                 self._presafety_report_missing(
                     no_anchor,
                     len(labeled),
@@ -222,14 +230,22 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
                     f"anchor cut by max_length={args.max_length}",
                     args.presafety_on_missing_anchor,
                 )
-            dataset = dataset.remove_columns("presafety_status")
+            dataset = dataset.remove_columns(["presafety_status", "presafety_merged"])
 
             # Same as TRL: drop examples that truncation left without any trainable token
             if args.max_length is not None and not packing:
+                before = len(dataset) if isinstance(dataset, Dataset) else 0
                 if isinstance(dataset, Dataset):
                     map_kwargs["desc"] = f"Dropping fully masked examples from {dataset_name} dataset"
                 dataset = dataset.filter(
                     lambda example: any(label != -100 for label in example["labels"]), **map_kwargs
+                )
+                self._presafety_check_prepared(
+                    dataset,
+                    dataset_name,
+                    before,
+                    f"with `truncation_mode={args.truncation_mode!r}` and `max_length={args.max_length}` no completion "
+                    "token is left to train on. Raise `max_length` (or shorten the prompts).",
                 )
 
             if packing:
@@ -252,12 +268,15 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
         return dataset
 
     @staticmethod
-    def _presafety_prompt_length(
+    def _presafety_boundary(
         example: dict[str, Any], input_ids: list[int], processing_class, chat_template: str | None
-    ) -> int | None:
-        """Number of prompt tokens at the start of `input_ids`, found the way TRL finds the completion start."""
-        if "presafety_prompt_length" in example and example["presafety_prompt_length"] is not None:
-            return int(example["presafety_prompt_length"])
+    ) -> tuple[Boundary | None, int | None]:
+        """Where the model's output starts in `input_ids` (and the template's generation prompt, for conversations),
+        and how many leading tokens the prompt tokenized alone shares with `input_ids` (`None` when unknown).
+
+        Found from the template's structure, the way TRL finds the completion start, never from the text.
+        """
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
         tools = example.get("tools")
         tools = json.loads(tools) if isinstance(tools, str) else tools
         template_kwargs = {
@@ -265,25 +284,26 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
             "tools": tools,
             **(example.get("chat_template_kwargs") or {}),
         }
-        if example.get("prompt") is not None:
-            if is_conversational(example):
-                prompt_ids = _tokenize(
-                    processing_class, example["prompt"], add_generation_prompt=True, **template_kwargs
-                )
-            else:
-                prompt_ids = _tokenize(processing_class, example["prompt"], chat_template=chat_template)
-            return common_prefix_length(prompt_ids["input_ids"], input_ids)
-        if example.get("messages"):
+        prompt = example.get("prompt")
+        if prompt is None and example.get("messages"):
             messages = example["messages"]
             last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
-            if last is None or last == 0:
-                return None
-            prompt_ids = _tokenize(processing_class, messages[:last], add_generation_prompt=True, **template_kwargs)
-            return common_prefix_length(prompt_ids["input_ids"], input_ids)
+            prompt = messages[:last] if last not in (None, 0) else None
+            if prompt is None:
+                return None, None
+        if prompt is not None:
+            if is_conversational({"prompt": prompt}):
+                prompt_ids, generation_start = conversation_prompt(tokenizer, prompt, **template_kwargs)
+            else:
+                offset = example.get(RESPONSE_START_COLUMN)
+                head = prompt if offset is None else prompt[:offset]
+                prompt_ids, generation_start = _tokenize(processing_class, head)["input_ids"], None
+            boundary = Boundary(len(prompt_ids), generation_start)
+            return boundary, common_prefix_length(prompt_ids, input_ids)
         # Already tokenized data: the completion starts at the first trained token
         if example.get("completion_mask") is not None and 1 in example["completion_mask"]:
-            return example["completion_mask"].index(1)
-        return None
+            return Boundary(example["completion_mask"].index(1)), None
+        return None, None
 
 
 def _anchors_of(targets: list[float]) -> tuple[list[int], list[float]]:
@@ -299,27 +319,29 @@ def _compact_presafety_targets(batch: dict[str, list]) -> dict[str, list]:
 
 
 def _build_presafety_targets(
-    example, index, processing_class, args, think_ids, max_length, packing, chat_template, raise_on_missing
+    example, index, processing_class, args, spec: AnchorSpec, max_length, packing, chat_template, raise_on_missing
 ):
     """Map function: the per-token target column of one tokenized example, truncated like SFTTrainer truncates."""
     input_ids = example["input_ids"]
     labels = example["labels"]
     label = normalize_label(example.get(args.presafety_label_column), args.presafety_label_column, index)
-    position = example.get("presafety_position")
+    position, shared, boundary = example.get("presafety_position"), None, None
     if position is None:
-        prompt_length = PreSafetySFTTrainer._presafety_prompt_length(
-            example, input_ids, processing_class, chat_template
-        )
-        if prompt_length is None and "completion_mask" not in example and not is_conversational(example):
+        boundary, shared = PreSafetySFTTrainer._presafety_boundary(example, input_ids, processing_class, chat_template)
+        if boundary is None and "completion_mask" not in example and not is_conversational(example):
             # Tokenized data without a completion mask: the first trained label marks the completion
             first = next((i for i, t in enumerate(labels) if t != -100), None)
-            prompt_length = first if first not in (None, 0) and any(t == -100 for t in labels) else None
-        position = anchor_position(input_ids, prompt_length, args.presafety_anchor, think_ids)
+            if first not in (None, 0) and any(t == -100 for t in labels):
+                boundary = Boundary(first)
+        position = MISSING_POSITION if boundary is None else locate_anchor(input_ids, boundary, spec)
+    merged = shared is not None and boundary is not None and shared < boundary.response_start
     targets = [MISSING_LABEL] * len(input_ids)
     status = _UNLABELED if label == MISSING_LABEL else _OK
     if status == _OK:
         if position == MISSING_POSITION or position >= len(input_ids):
             status = _NO_ANCHOR
+        elif merged and position >= shared:
+            status = _MERGED  # the token at the anchor is not the one the prompt alone (the gate's input) has there
         else:
             targets[position] = label
     output = {TARGETS_COLUMN: targets}
@@ -341,11 +363,12 @@ def _build_presafety_targets(
                 status = _TRUNCATED
             if all(t == -100 for t in output["labels"]):
                 status = _DROPPED  # TRL drops it below: no trainable token left
-    if raise_on_missing and status in (_NO_ANCHOR, _TRUNCATED):
+    if raise_on_missing and status in (_NO_ANCHOR, _TRUNCATED, _MERGED):
         raise ValueError(
             f"Example {index} of a streamed dataset has no usable pre-CoT anchor (not found, or cut by "
             f"max_length={max_length}). Set `presafety_on_missing_anchor='skip'` to train it without the auxiliary "
             "loss, or check the chat template, `presafety_anchor` and `presafety_think_token`."
         )
     output["presafety_status"] = status
+    output["presafety_merged"] = merged
     return output
