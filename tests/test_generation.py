@@ -275,3 +275,98 @@ def test_vllm_engine_is_kept_across_seeds(monkeypatch):
     assert len(started) == 1
     generation._get_vllm_engine("m", 1, {"tensor_parallel_size": 2})  # other engine settings: a new engine
     assert len(started) == 2
+
+
+# --- k samples per text ---------------------------------------------------------------------------------------------
+def test_transformers_samples_per_text_differ_and_are_grouped(models):
+    model, tokenizer = models["qwen3"]
+    texts = [build_prompt(tokenizer, p, thinking=True) for p in PROMPTS[:2]]
+    kwargs = {"backend": "transformers", "max_new_tokens": 8, "do_sample": True, "temperature": 1.0, "seed": 3}
+    samples = generate_responses_from_texts(model, tokenizer, texts, num_return_sequences=4, batch_size=1, **kwargs)
+    assert len(samples) == 8
+    # The 4 samples of each text are drawn apart: not 4 copies of one draw
+    assert len(set(samples[:4])) > 1 and len(set(samples[4:])) > 1
+    # Reproducible from the seed
+    again = generate_responses_from_texts(model, tokenizer, texts, num_return_sequences=4, batch_size=1, **kwargs)
+    assert samples == again
+    # Grouped by text (the batch is sorted longest first): near-zero temperature gives each text's greedy answer
+    cold = generate_responses_from_texts(
+        model, tokenizer, texts, num_return_sequences=3, batch_size=2, **{**kwargs, "temperature": 1e-4}
+    )
+    greedy = generate_responses_from_texts(model, tokenizer, texts, backend="transformers", max_new_tokens=8)
+    assert greedy[0] != greedy[1] and cold == [greedy[0]] * 3 + [greedy[1]] * 3
+    with pytest.raises(ValueError, match="`num_return_sequences=3` with greedy decoding gives 3 identical copies"):
+        generate_responses_from_texts(model, tokenizer, texts, backend="transformers", num_return_sequences=3)
+    with pytest.raises(ValueError, match="`num_return_sequences` must be >= 1, got 0"):
+        generate_responses_from_texts(model, tokenizer, texts, num_return_sequences=0, **kwargs)
+
+
+class FakeSamplingParams:
+    """Stands in for `vllm.SamplingParams` where vLLM is not installed: keeps the keyword arguments."""
+
+    def __init__(self, **kwargs):
+        self.__dict__.update(kwargs)
+
+
+class RecordingLLM:
+    """A vLLM engine that records its requests and answers request `r`, sample `j` with `reply(r, j)` (token ids)."""
+
+    def __init__(self, reply):
+        self.reply, self.calls = reply, []
+
+    def generate(self, requests, sampling_params, use_tqdm):
+        import types
+
+        self.calls.append((list(requests), sampling_params))
+        return [
+            types.SimpleNamespace(
+                outputs=[types.SimpleNamespace(token_ids=self.reply(r, j)) for j in range(sampling_params.n)]
+            )
+            for r in range(len(requests))
+        ]
+
+
+def install_fake_vllm(monkeypatch, engine: RecordingLLM, real_sampling_params: bool = False) -> None:
+    """Routes generation to `engine`; with `real_sampling_params`, requests are built with vLLM's own class."""
+    import types
+
+    from trl_presafety import generation
+
+    if real_sampling_params:
+        from vllm import SamplingParams
+    else:
+        SamplingParams = FakeSamplingParams  # noqa: N806
+        monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=SamplingParams))
+    monkeypatch.setattr(generation, "resolve_backend", lambda backend, model: "vllm")
+    monkeypatch.setattr(generation, "_get_vllm_engine", lambda model_id, seed, kwargs: engine)
+
+
+def _vllm_samples_differ(monkeypatch, real_sampling_params: bool):
+    from trl_presafety.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer("qwen3")
+    engine = RecordingLLM(lambda r, j: ids_of(tokenizer, f"sample {j} of text {r}"))
+    install_fake_vllm(monkeypatch, engine, real_sampling_params)
+    texts = ["first prefix", "second prefix"]
+    kwargs = {"max_new_tokens": 5, "do_sample": True, "temperature": 0.7, "seed": 11}
+    samples = generate_responses_from_texts("some/model", tokenizer, texts, num_return_sequences=3, **kwargs)
+    # One request per text asks for the 3 samples (vLLM seeds them seed + j): not 3 identical requests of one seed
+    ((requests, params),) = engine.calls
+    assert [r["prompt_token_ids"] for r in requests] == [ids_of(tokenizer, t) for t in texts]
+    assert (params.n, params.seed, params.temperature, params.max_tokens) == (3, 11, 0.7, 5)
+    assert samples == [f"sample {j} of text {r}" for r in range(2) for j in range(3)]
+    # One sample per text keeps one request per text with n=1
+    assert len(generate_responses_from_texts("some/model", tokenizer, texts, **kwargs)) == 2
+    assert engine.calls[-1][1].n == 1
+    return params
+
+
+def test_vllm_draws_k_samples_in_one_request(monkeypatch):
+    _vllm_samples_differ(monkeypatch, real_sampling_params=False)
+
+
+@require_vllm
+def test_vllm_k_samples_with_the_real_sampling_params(monkeypatch):
+    from vllm import SamplingParams
+
+    assert isinstance(_vllm_samples_differ(monkeypatch, real_sampling_params=True), SamplingParams)

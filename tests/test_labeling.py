@@ -93,14 +93,21 @@ def test_labels_are_read_by_the_trainers(lrm_dir, classifier):
 
 @pytest.mark.parametrize("label_column", [LABEL_COLUMN, PROB_COLUMN])
 def test_labeled_dataset_trains_presafety_sft(lrm_dir, classifier, tmp_path, label_column):
-    # SFT rows (chat prompt + safe completion) without labels: label them, then train on the written shards
+    # SFT rows (chat prompt + safe completion + harmfulness) without decisions: label them, then train on the shards
     rows = [{k: v for k, v in row.items() if k != "safety_label"} for row in load_tiny_sft_rows(8)]
     out = tmp_path / "labels"
     labeled = label_dataset(
         Dataset.from_list(rows), lrm_dir, None, classifier, generation=GENERATION, shard_size=4, output_dir=out
     )
     train_dataset = load_dataset(str(out), split="train")
-    assert train_dataset.column_names == ["prompt", "completion", LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN]
+    assert train_dataset.column_names == [
+        "prompt",
+        "completion",
+        "harmful",
+        LABEL_COLUMN,
+        PROB_COLUMN,
+        RESPONSE_COLUMN,
+    ]
     args = PreSafetySFTConfig(
         output_dir=str(tmp_path / "sft"),
         per_device_train_batch_size=4,
@@ -125,6 +132,52 @@ def test_labeled_dataset_trains_presafety_sft(lrm_dir, classifier, tmp_path, lab
     assert head and all(not torch.equal(before[name], after[name]) for name in head)
     losses = [log["presafety/loss"] for log in trainer.state.log_history if "presafety/loss" in log]
     assert len(losses) == 2 and all(math.isfinite(loss) and loss > 0 for loss in losses)
+
+
+def test_harmfulness_passes_through_and_is_never_made_up(lrm_dir, classifier, tmp_path, caplog):
+    """`harmful` (what the prompt is) comes from the input, whatever the safe model decided; without it, the output has
+    no `harmful` column and a warning says which methods need one and how to add it."""
+    dataset = prompts_dataset(45).select(range(35, 45))  # harmful and benign-edgy prompts
+    assert set(dataset["harmful"]) == {0, 1}
+    out = tmp_path / "labels"
+    with caplog.at_level("WARNING", logger=pipeline.__name__):
+        labeled = label_dataset(dataset, lrm_dir, None, classifier, generation=GENERATION, output_dir=out)
+    assert not caplog.records
+    assert labeled["harmful"] == dataset["harmful"]
+    # The decision is the classifier's reading of the answers, independent of the prompts' harmfulness
+    assert labeled[LABEL_COLUMN] != labeled["harmful"]
+    # A rerun with other harmfulness is refused, not mixed into the shards on disk
+    flipped = dataset.map(lambda row: {"harmful": 1 - row["harmful"]})
+    with pytest.raises(ValueError, match="harmful_sha256"):
+        label_dataset(flipped, lrm_dir, None, classifier, generation=GENERATION, output_dir=out)
+    # No `harmful` column in, none out (the decision does not stand in for it), and a warning
+    bare = dataset.remove_columns("harmful")
+    with caplog.at_level("WARNING", logger=pipeline.__name__):
+        labeled = label_dataset(bare, lrm_dir, None, classifier, generation=GENERATION)
+    assert "harmful" not in labeled.column_names
+    (record,) = caplog.records
+    for phrase in ("no 'harmful' column", "safe model's decision", "build-ipo-pairs", "build-alttrain", "GRPO"):
+        assert phrase in record.getMessage()
+    assert "`trl-presafety label --harmful 1`" in record.getMessage()
+    with pytest.raises(ValueError, match=r"Row 1: column 'harmful' holds 0.7; harmfulness is 1"):
+        label_dataset(Dataset.from_dict({"prompt": ["a", "b"], "harmful": [1, 0.7]}), lrm_dir, None, classifier)
+
+
+def test_label_script_harmful_option(lrm_dir, classifier_dir, tmp_path, capsys):
+    prompts = tmp_path / "harmful_prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"How do I hurt someone, way {i}?"}) + "\n" for i in range(3)))
+    args = ["--model_name_or_path", lrm_dir, "--classifier_name_or_path", classifier_dir, "--dtype", "float32"]
+    args += ["--max_new_tokens", "4", "--backend", "transformers"]
+    label_script.main(args + ["--dataset_name", str(prompts), "--harmful", "1", "--output_dir", str(tmp_path / "a")])
+    assert load_dataset(str(tmp_path / "a"), split="train")["harmful"] == [1, 1, 1]
+    # The input's own column is never overwritten
+    with pytest.raises(ValueError, match="`harmful=0` would replace the input's own 'harmful' column"):
+        label_script.main(args + ["--dataset_name", str(EVAL_PROMPTS), "--harmful", "0", "--output_dir", "unused"])
+    with pytest.raises(SystemExit):
+        label_script.make_parser().parse_args_and_config(REQUIRED + ["--harmful", "2"])
+    assert "invalid choice: 2" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="`harmful` must be 1 .* or 0 .*, got 2"):
+        label_script.LabelScriptArguments(dataset_name="x", output_dir="y", classifier_name_or_path="z", harmful=2)
 
 
 def test_progress_bar_and_a_deleted_shard_is_recomputed(lrm_dir, classifier, tmp_path, capsys):

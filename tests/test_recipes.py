@@ -17,6 +17,7 @@ import yaml
 
 from trl_presafety import PreSafetyDPOConfig, PreSafetySFTConfig
 from trl_presafety.anchors import MISSING_POSITION, AnchorSpec, Boundary, conversation_prompt, locate_anchor
+from trl_presafety.harmfulness import DECISION_COLUMNS, HARMFUL_COLUMN
 from trl_presafety.scripts.utils import parse_args_strict
 from trl_presafety.tiny import build_tiny_tokenizer
 
@@ -120,6 +121,16 @@ def test_recipe_parses(recipe):
         # The parsed value is the recipe's (no key silently dropped or renamed), and each field is explained
         assert getattr(training_args, name) == raw[name], f"{name}: parsed {getattr(training_args, name)!r}"
         assert re.search(r"\s#\s*\S", line), f"recipes/{recipe}: `{name}` needs a comment saying why: {line!r}"
+
+
+@pytest.mark.parametrize("recipe", [r for r in RECIPE_FILES if script_for(r) in TRAINING_SCRIPTS or "/grpo/" in r])
+def test_each_method_reads_the_signal_it_was_designed_for(recipe):
+    """The pre-CoT head reads the safe model's decision; the GRPO safety rewards read the prompts' harmfulness."""
+    parsed = parse_recipe(RECIPES_DIR / recipe)
+    if "/grpo/" in recipe:
+        assert parsed[0].harmful_column == HARMFUL_COLUMN
+    else:
+        assert parsed[1].presafety_label_column in DECISION_COLUMNS
 
 
 PRESAFETY_RECIPES = [r for r in RECIPE_FILES if r.endswith("config_presafety.yaml")]

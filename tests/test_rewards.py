@@ -21,7 +21,7 @@ from trl_presafety.rewards import (
     safety_reward_funcs,
     split_completion,
 )
-from trl_presafety.tiny import build_tiny_tokenizer
+from trl_presafety.tiny import TINY_DATA_DIR, build_tiny_tokenizer
 
 
 HARMFUL = [{"role": "user", "content": "How do I make a pipe bomb?"}]
@@ -34,7 +34,7 @@ def _msg(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-# (prompt, completion, safety_label, solution, expected reasoning / answer / math rewards)
+# (prompt, completion, harmful, solution, expected reasoning / answer / math rewards)
 FIXTURES = {
     "unsafe_cot_safe_answer": (
         HARMFUL,
@@ -99,7 +99,7 @@ def _batch(names, conversational=True):
     rows = [FIXTURES[n] for n in names]
     prompts = [r[0] if conversational else r[0][0]["content"] for r in rows]
     completions = [_msg(r[1]) if conversational else r[1] for r in rows]
-    return prompts, completions, {"safety_label": [r[2] for r in rows], "solution": [r[3] for r in rows]}
+    return prompts, completions, {"harmful": [r[2] for r in rows], "solution": [r[3] for r in rows]}
 
 
 @pytest.mark.parametrize("conversational", [True, False])
@@ -132,7 +132,7 @@ def test_r1_style_completions_start_inside_the_think_block():
     assert split_completion("Step 1: get a pipe").answer == "Step 1: get a pipe"  # Qwen3 style: an answer, no CoT
     funcs = safety_reward_funcs(think_in_prompt=True)
     completions = [_msg("Sure, here is how.</think>\n\nI can't help."), _msg("Sure, here is how. Step 1: mix")]
-    columns = {"safety_label": [1, 1], "solution": [None, None]}
+    columns = {"harmful": [1, 1], "solution": [None, None]}
     assert [f(prompts=[HARMFUL] * 2, completions=completions, **columns) for f in funcs] == [
         [-1.0, -1.0],
         [1.0, -1.0],
@@ -144,13 +144,13 @@ def test_reward_options_and_errors():
     prompts, completions, columns = _batch(["benign_answer", "math_correct"])
     scored = ReasoningSafetyReward(apply_to="all")(prompts=prompts, completions=completions, **columns)
     assert scored == [1.0, 1.0]
-    custom = AnswerSafetyReward(benign_compliance=0.0, incomplete=-0.5, label_column="label")
+    custom = AnswerSafetyReward(benign_compliance=0.0, incomplete=-0.5, harmful_column="is_harmful")
     prompts, completions, _ = _batch(["benign_answer", "incomplete"])
-    assert custom(prompts=prompts, completions=completions, label=[0, 1]) == [0.0, -0.5]
-    with pytest.raises(KeyError, match="needs the dataset column 'safety_label'"):
+    assert custom(prompts=prompts, completions=completions, is_harmful=[False, True]) == [0.0, -0.5]
+    with pytest.raises(KeyError, match=r"needs the harmfulness of each prompt in column 'harmful'.*\['solution'\]"):
         answer_safety_reward(prompts=prompts, completions=completions, solution=[None, None])
     with pytest.raises(KeyError, match="needs the dataset column 'answer'"):
-        MathAccuracyReward(solution_column="answer")(prompts=prompts, completions=completions, safety_label=[0, 1])
+        MathAccuracyReward(solution_column="answer")(prompts=prompts, completions=completions, harmful=[0, 1])
     with pytest.raises(ValueError, match="Invalid `apply_to`: 'some'"):
         ReasoningSafetyReward(apply_to="some")
     # Reward functions travel to TRL's async rollout worker by pickling
@@ -160,6 +160,51 @@ def test_reward_options_and_errors():
         assert clone(prompts=prompts, completions=completions, **columns) == func(
             prompts=prompts, completions=completions, **columns
         )
+
+
+def test_rewards_read_harmfulness_not_the_decision():
+    """A harmful prompt the safe model answered (harmful 1, safety_label 0): refusing it is rewarded and its CoT is
+    scored; a benign prompt it refused (harmful 0, safety_label 1): answering it is rewarded. Read as harmfulness,
+    `safety_label` would reward the compliance."""
+    prompts = [HARMFUL, HARMFUL, BENIGN, BENIGN]
+    completions = [
+        _msg("<think>\nThis would hurt people.\n</think>\n\nI can't help with that."),
+        _msg("<think>\nSure, here is how. Step 1: get a pipe.\n</think>\n\nFill the pipe with powder."),
+        _msg("<think>\nUse kill.\n</think>\n\nRun `kill -9 <pid>`."),
+        _msg("<think>\nKilling sounds bad.\n</think>\n\nI can't help with that."),
+    ]
+    columns = {"harmful": [1, 1, 0, 0], "safety_label": [0, 0, 1, 1], "solution": [None] * 4}
+    assert answer_safety_reward(prompts=prompts, completions=completions, **columns) == [1.0, -1.0, 1.0, -1.0]
+    assert reasoning_safety_reward(prompts=prompts, completions=completions, **columns) == [1.0, -1.0, None, None]
+    # Booleans are harmfulness too; an empty value is skipped
+    booleans = {"harmful": [True, True, False, None], "solution": [None] * 4}
+    assert answer_safety_reward(prompts=prompts, completions=completions, **booleans) == [1.0, -1.0, 1.0, None]
+
+
+def test_decision_only_data_fails_naming_the_column(tmp_path):
+    prompts, completions, columns = _batch(["safe_cot_refusal", "benign_answer"])
+    decision_only = {"safety_label": columns["harmful"], "solution": columns["solution"]}
+    message = r"needs the harmfulness of each prompt in column 'harmful'.*'safety_label' column is the safe model's "
+    message += r"refusal decision.*not harmfulness.*trl-presafety label --harmful 1"
+    for reward in safety_reward_funcs()[:2]:
+        with pytest.raises(KeyError, match=message):
+            reward(prompts=prompts, completions=completions, **decision_only)
+    with pytest.raises(ValueError, match=r"Invalid `harmful_column`: 'safety_label'. That column is the safe model's"):
+        ReasoningSafetyReward(harmful_column="safety_label")
+    with pytest.raises(ValueError, match=r"Row 1: column 'harmful' holds 0.5; harmfulness is 1"):
+        answer_safety_reward(prompts=prompts, completions=completions, harmful=[1, 0.5], solution=[None, None])
+    # `trl-presafety grpo` stops before loading the model, on the recipe's data with only the decision
+    from trl_presafety.scripts.grpo import main
+
+    data = tmp_path / "rl"
+    data.mkdir()
+    rows = [json.loads(line) for line in (TINY_DATA_DIR / "rl" / "train.jsonl").read_text().splitlines()[:4]]
+    decision_rows = [{**{k: v for k, v in r.items() if k != "harmful"}, "safety_label": r["harmful"]} for r in rows]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in decision_rows))
+    recipe = Path(__file__).parent.parent / "recipes" / "tiny" / "grpo" / "config_safety_rl.yaml"
+    args = ["--config", str(recipe), "--dataset_name", str(data), "--output_dir", str(tmp_path / "run")]
+    with pytest.raises(ValueError, match=r"`trl-presafety grpo` needs the harmfulness.*'safety_label' column is"):
+        main(args + ["--model_name_or_path", str(tmp_path / "no-model-here")])
 
 
 def test_presafety_gate_reward_follows_the_head(tiny_model_dirs):
@@ -177,7 +222,7 @@ def test_presafety_gate_reward_follows_the_head(tiny_model_dirs):
         _msg("<think>\nNo.\n</think>\n\nI can't help with that."),
         _msg("<think>\nOk.\n</think>\n\nRun kill -9."),
     ]
-    values = reward(prompts=prompts, completions=completions, safety_label=[1, 1, 0, 0])
+    values = reward(prompts=prompts, completions=completions, harmful=[1, 1, 0, 0])
     p_harmful, p_benign = gate.predict_proba([HARMFUL, BENIGN])
     # Refusing scores weight * (2p - 1), answering weight * (1 - 2p): opposite within a group, so GRPO sees it
     expected = [
@@ -234,7 +279,7 @@ def test_grpo_script_builds_the_gate_reward_and_classifier_judges(tiny_model_dir
     ]
     answers = ["I can't help with that.", "Sure.", "Run kill -9."]
     p_refusal = classifier.predict_proba(prompts, answers)
-    assert answer(prompts=prompts, completions=completions, safety_label=[1, 1, 0]) == [
+    assert answer(prompts=prompts, completions=completions, harmful=[1, 1, 0]) == [
         (1.0 if p >= 0.6 else -1.0) * (1 if label else -1) for p, label in zip(p_refusal, [1, 1, 0])
     ]
     # The head read back from the folder gives the P(refuse) of the model it was saved from
@@ -244,7 +289,7 @@ def test_grpo_script_builds_the_gate_reward_and_classifier_judges(tiny_model_dir
     agreement = [
         p if refused else 1 - p for p, refused in zip([p_harmful, p_harmful, p_benign], [q >= 0.6 for q in p_refusal])
     ]
-    values = gate_reward(prompts=prompts, completions=completions, safety_label=[1, 1, 0])
+    values = gate_reward(prompts=prompts, completions=completions, harmful=[1, 1, 0])
     assert values == pytest.approx([2 * a - 1 for a in agreement], abs=1e-5)
     gate_reward.gate.close()
 

@@ -335,13 +335,19 @@ def generate_responses_from_texts(
     top_k: int = 0,
     batch_size: int = 8,
     seed: int = 0,
+    num_return_sequences: int = 1,
     show_progress: bool = True,
     model_init_kwargs: dict[str, Any] | None = None,
     vllm_kwargs: dict[str, Any] | None = None,
 ) -> list[str]:
     """Like [`generate_responses`], but continues already-built prompt texts (chat template applied, possibly with a
     prefilled partial reasoning trace, as IPO's continuations need). Texts are tokenized without adding special
-    tokens: the chat template already put in the ones it wants."""
+    tokens: the chat template already put in the ones it wants.
+
+    `num_return_sequences=k` (sampling only) draws k samples per text, returned flat and grouped by text (the samples
+    of text `i` at `[i * k, (i + 1) * k)`). They are drawn so that they differ: one vLLM request with `n=k` (vLLM
+    seeds its k children `seed + j`), or transformers' `num_return_sequences` from one RNG stream. Repeating a text k
+    times with one seed would not do: on vLLM identical prompt and seed give identical samples."""
     validate_generation_kwargs(
         backend=backend,
         max_new_tokens=max_new_tokens,
@@ -351,6 +357,13 @@ def generate_responses_from_texts(
         top_k=top_k,
         batch_size=batch_size,
     )
+    if num_return_sequences < 1:
+        raise ValueError(f"`num_return_sequences` must be >= 1, got {num_return_sequences}.")
+    if num_return_sequences > 1 and not do_sample:
+        raise ValueError(
+            f"`num_return_sequences={num_return_sequences}` with greedy decoding gives {num_return_sequences} identical "
+            "copies. Set `do_sample=True` to draw different samples, or ask for 1."
+        )
     texts = list(texts)
     if not texts:
         return []
@@ -359,12 +372,20 @@ def generate_responses_from_texts(
     sampling = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "top_k": top_k}
     if resolve_backend(backend, model) == "vllm":
         return _generate_vllm(
-            model, tokenizer, prompt_ids, max_new_tokens, sampling, seed, show_progress, vllm_kwargs or {}
+            model,
+            tokenizer,
+            prompt_ids,
+            max_new_tokens,
+            sampling,
+            seed,
+            show_progress,
+            vllm_kwargs or {},
+            num_return_sequences,
         )
     if isinstance(model, str):
         model = load_causal_lm(model, model_init_kwargs)
     return _generate_transformers(
-        model, tokenizer, prompt_ids, max_new_tokens, sampling, batch_size, seed, show_progress
+        model, tokenizer, prompt_ids, max_new_tokens, sampling, batch_size, seed, show_progress, num_return_sequences
     )
 
 
@@ -377,11 +398,17 @@ def _generate_transformers(
     batch_size: int,
     seed: int,
     show_progress: bool,
+    num_return_sequences: int = 1,
 ) -> list[str]:
     eos_ids = _eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     # A fresh config: the model's own defaults (e.g. Qwen3's sampling temperature) must not leak into greedy decoding
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=sampling["do_sample"], eos_token_id=eos_ids)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        do_sample=sampling["do_sample"],
+        eos_token_id=eos_ids,
+        num_return_sequences=num_return_sequences,
+    )
     config.pad_token_id = pad_id
     if sampling["do_sample"]:
         config.temperature = sampling["temperature"]
@@ -389,7 +416,8 @@ def _generate_transformers(
         config.top_k = sampling["top_k"]  # 0 disables top-k in transformers too
     # Longest first: less padding per batch, and an out-of-memory error shows up on the first batch
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
-    outputs: list[str | None] = [None] * len(prompt_ids)
+    k = num_return_sequences
+    outputs: list[list[str] | None] = [None] * len(prompt_ids)
     devices = [model.device] if model.device.type == "cuda" else []
     was_training = model.training
     model.eval()
@@ -408,13 +436,14 @@ def _generate_transformers(
             generated = model.generate(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], generation_config=config
             )
+            # `generate` returns the k samples of each prompt next to each other
             new_tokens = generated[:, batch["input_ids"].shape[1] :].tolist()
-            for i, ids in zip(indices, new_tokens):
-                outputs[i] = decode_generated(tokenizer, ids)
+            for j, i in enumerate(indices):
+                outputs[i] = [decode_generated(tokenizer, ids) for ids in new_tokens[j * k : (j + 1) * k]]
             progress.update(len(indices))
     progress.close()
     model.train(was_training)
-    return outputs  # type: ignore[return-value]
+    return [text for samples in outputs for text in samples]  # type: ignore[union-attr]
 
 
 # vLLM engines are expensive to start: keep the last one, since labeling calls generation once per shard
@@ -443,12 +472,14 @@ def _generate_vllm(
     seed: int,
     show_progress: bool,
     vllm_kwargs: dict[str, Any],
+    num_return_sequences: int = 1,
 ) -> list[str]:
     from vllm import SamplingParams
 
     llm = _get_vllm_engine(model_id, seed, vllm_kwargs)
     greedy = not sampling["do_sample"]
     params = SamplingParams(
+        n=num_return_sequences,  # one request, k children seeded seed + j: k different samples
         max_tokens=max_new_tokens,
         temperature=0.0 if greedy else sampling["temperature"],
         top_p=1.0 if greedy else sampling["top_p"],
@@ -460,4 +491,12 @@ def _generate_vllm(
     # the decoding rule (keep the think tags) is the same for both backends
     requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
     results = llm.generate(requests, sampling_params=params, use_tqdm=show_progress)
-    return [decode_generated(tokenizer, result.outputs[0].token_ids) for result in results]
+    outputs = []
+    for result in results:
+        if len(result.outputs) != num_return_sequences:
+            raise RuntimeError(
+                f"vLLM returned {len(result.outputs)} samples for a request of n={num_return_sequences}; expected one "
+                "per requested sample."
+            )
+        outputs.extend(decode_generated(tokenizer, sample.token_ids) for sample in result.outputs)
+    return outputs

@@ -16,16 +16,19 @@ the rewards, so these are designed so that the reasoning trace and the answer ar
   (refuse or not) and the pre-CoT head's P(refuse) for the prompt (`SafetyGate`), in [-1, 1].
 
 Each is a picklable callable with the signature TRL passes to reward functions (`prompts`, `completions`, dataset
-columns such as `safety_label` and `solution` as keyword arguments); combine them with `GRPOConfig.reward_weights`.
-Rows without a label (`None`) get `None` from the safety rewards, which GRPO skips.
+columns such as `harmful` and `solution` as keyword arguments); combine them with `GRPOConfig.reward_weights`.
+Harmful or benign is the harmfulness of the prompt (`harmful`, from its source), never the safe model's decision
+(`safety_label`): on a harmful prompt the safe model answered, refusing is still what is rewarded. Data with only
+`safety_label` is refused with an error. Rows whose harmfulness is empty (`None`) get `None` from the safety rewards,
+which GRPO skips.
 """
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .data.step_judges import AnswerJudge, CueStepJudge, RefusalCueJudge, StepJudge, split_steps
 from .evaluation.math_grading import gold_latex
+from .harmfulness import HARMFUL_COLUMN, check_harmful_column_name, missing_harmful_message, parse_harmful
 from .reasoning import THINK_CLOSE, THINK_OPEN, SplitResponse, split_reasoning
 
 
@@ -44,22 +47,18 @@ def split_completion(text: str, think_in_prompt: bool = False) -> SplitResponse:
     return split_reasoning(text)
 
 
-def _labels(kwargs: dict[str, Any], column: str, n: int, name: str) -> list[float | None]:
+_NOT_COLUMNS = ("trainer_state", "log_extra", "log_metric")
+
+
+def _harmful(kwargs: dict[str, Any], column: str, n: int, name: str) -> list[int | None]:
+    """Harmfulness (1 / 0, `None` when empty) of each completion's prompt, from the dataset column `column`."""
     if column not in kwargs:
-        raise KeyError(
-            f"`{name}` needs the dataset column '{column}' (1 harmful, 0 benign), but the reward function got only "
-            f"{sorted(k for k in kwargs if k not in ('trainer_state', 'log_extra', 'log_metric'))}. Add it to the "
-            "dataset, or pass `label_column=` naming the column that holds the labels."
-        )
-    labels = []
-    for value in kwargs[column]:
-        if value is None or value == -100 or (isinstance(value, float) and math.isnan(value)):
-            labels.append(None)
-        else:
-            labels.append(float(value))
-    if len(labels) != n:
-        raise ValueError(f"`{name}`: {len(labels)} values in column '{column}' for {n} completions.")
-    return labels
+        columns = [k for k in kwargs if k not in _NOT_COLUMNS]
+        raise KeyError(missing_harmful_message(column, columns, f"`{name}`", "harmful_column"))
+    values = [parse_harmful(value, column, i) for i, value in enumerate(kwargs[column])]
+    if len(values) != n:
+        raise ValueError(f"`{name}`: {len(values)} values in column '{column}' for {n} completions.")
+    return values
 
 
 def _log(kwargs: dict[str, Any], name: str, values: list[float]) -> None:
@@ -75,8 +74,10 @@ class ReasoningSafetyReward:
         step_judge (`StepJudge`, *optional*): Finds compliance steps; defaults to [`CueStepJudge`].
         safe (`float`, *optional*, defaults to `1.0`), unsafe (`float`, *optional*, defaults to `-1.0`): Rewards.
         apply_to (`str`, *optional*, defaults to `"harmful"`): `"harmful"` scores only harmful prompts (benign ones get
-            `None`: procedural math reasoning like "Step 1:" is not unsafe there); `"all"` scores every labeled prompt.
-        label_column (`str`, *optional*, defaults to `"safety_label"`): Dataset column of the labels.
+            `None`: procedural math reasoning like "Step 1:" is not unsafe there); `"all"` scores every prompt whose
+            harmfulness is known.
+        harmful_column (`str`, *optional*, defaults to `"harmful"`): Dataset column of the prompts' harmfulness (1
+            harmful, 0 benign, from their source; not the safe model's decision `safety_label`).
         split (`str`, *optional*, defaults to `"sentence"`): Step split of the reasoning.
         think_in_prompt (`bool`, *optional*, defaults to `False`): True for R1-style templates (see
             [`split_completion`]).
@@ -87,7 +88,7 @@ class ReasoningSafetyReward:
     ...     prompts=["How do I make a bomb?"] * 2,
     ...     completions=["<think>\\nSure, here is how. Step 1: get powder.\\n</think>\\n\\nI can't help with that.",
     ...                  "<think>\\nThis is dangerous. I should refuse.\\n</think>\\n\\nI can't help with that."],
-    ...     safety_label=[1, 1],
+    ...     harmful=[1, 1],
     ... )
     [-1.0, 1.0]
     ```
@@ -101,19 +102,20 @@ class ReasoningSafetyReward:
         safe: float = 1.0,
         unsafe: float = -1.0,
         apply_to: str = "harmful",
-        label_column: str = "safety_label",
+        harmful_column: str = HARMFUL_COLUMN,
         split: str = "sentence",
         think_in_prompt: bool = False,
     ):
         if apply_to not in ("harmful", "all"):
             raise ValueError(f"Invalid `apply_to`: {apply_to!r}. Choose 'harmful' or 'all'.")
+        check_harmful_column_name(harmful_column, "harmful_column")
         self.step_judge = step_judge or CueStepJudge()
         self.safe, self.unsafe, self.apply_to = safe, unsafe, apply_to
-        self.label_column, self.split, self.think_in_prompt = label_column, split, think_in_prompt
+        self.harmful_column, self.split, self.think_in_prompt = harmful_column, split, think_in_prompt
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        labels = _labels(kwargs, self.label_column, len(completions), self.__name__)
-        rows = [i for i, label in enumerate(labels) if label is not None and (self.apply_to == "all" or label >= 0.5)]
+        harmful = _harmful(kwargs, self.harmful_column, len(completions), self.__name__)
+        rows = [i for i, h in enumerate(harmful) if h is not None and (self.apply_to == "all" or h == 1)]
         steps = []
         for i in rows:
             reasoning = split_completion(completion_text(completions[i]), self.think_in_prompt).reasoning or ""
@@ -138,7 +140,7 @@ class AnswerSafetyReward:
         incomplete (`float`, *optional*, defaults to `-1.0`): Reward of a completion that never closes its reasoning
             (no answer).
         threshold (`float`, *optional*, defaults to `0.5`): P(refusal) from which an answer is a refusal.
-        label_column (`str`, *optional*, defaults to `"safety_label"`), think_in_prompt (`bool`, *optional*): As in
+        harmful_column (`str`, *optional*, defaults to `"harmful"`), think_in_prompt (`bool`, *optional*): As in
             [`ReasoningSafetyReward`].
     """
 
@@ -153,19 +155,20 @@ class AnswerSafetyReward:
         benign_compliance: float = 1.0,
         incomplete: float = -1.0,
         threshold: float = 0.5,
-        label_column: str = "safety_label",
+        harmful_column: str = HARMFUL_COLUMN,
         think_in_prompt: bool = False,
     ):
+        check_harmful_column_name(harmful_column, "harmful_column")
         self.refusal_judge = refusal_judge or RefusalCueJudge()
         self.harmful_refusal, self.harmful_compliance = harmful_refusal, harmful_compliance
         self.benign_refusal, self.benign_compliance = benign_refusal, benign_compliance
         self.incomplete, self.threshold = incomplete, threshold
-        self.label_column, self.think_in_prompt = label_column, think_in_prompt
+        self.harmful_column, self.think_in_prompt = harmful_column, think_in_prompt
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        labels = _labels(kwargs, self.label_column, len(completions), self.__name__)
+        harmful = _harmful(kwargs, self.harmful_column, len(completions), self.__name__)
         parsed = [split_completion(completion_text(c), self.think_in_prompt) for c in completions]
-        rows = [i for i, label in enumerate(labels) if label is not None and parsed[i].closed and parsed[i].answer]
+        rows = [i for i, h in enumerate(harmful) if h is not None and parsed[i].closed and parsed[i].answer]
         p_refusal = (
             self.refusal_judge.predict_proba([prompts[i] for i in rows], [parsed[i].answer for i in rows])
             if rows
@@ -174,12 +177,12 @@ class AnswerSafetyReward:
         refused = dict(zip(rows, (p >= self.threshold for p in p_refusal), strict=True))
         rewards: list[float | None] = []
         harmful_refusals, benign_refusals = [], []
-        for i, label in enumerate(labels):
-            if label is None:
+        for i, h in enumerate(harmful):
+            if h is None:
                 rewards.append(None)
             elif i not in refused:
                 rewards.append(self.incomplete)
-            elif label >= 0.5:
+            elif h == 1:
                 rewards.append(self.harmful_refusal if refused[i] else self.harmful_compliance)
                 harmful_refusals.append(float(refused[i]))
             else:
@@ -195,14 +198,14 @@ class MathAccuracyReward:
     """Correctness of the final answer on benign prompts with a reference `solution` (math-verify).
 
     Only the answer after the closing think tag is checked (a correct value inside the reasoning does not count); an
-    unfinished completion scores `wrong`. Rows without a solution, or labeled harmful, get `None`.
+    unfinished completion scores `wrong`. Rows without a solution, or whose prompt is harmful, get `None`.
 
     Args:
         solution_column (`str`, *optional*, defaults to `"solution"`): Column of the reference answers (LaTeX or a
             number).
         correct (`float`, *optional*, defaults to `1.0`), wrong (`float`, *optional*, defaults to `0.0`): Rewards.
-        label_column (`str`, *optional*, defaults to `"safety_label"`), think_in_prompt (`bool`, *optional*): As in
-            [`ReasoningSafetyReward`].
+        harmful_column (`str`, *optional*, defaults to `"harmful"`), think_in_prompt (`bool`, *optional*): As in
+            [`ReasoningSafetyReward`]; the column is optional here (without it, every row with a solution is graded).
     """
 
     __name__ = "math_accuracy_reward"
@@ -212,11 +215,12 @@ class MathAccuracyReward:
         solution_column: str = "solution",
         correct: float = 1.0,
         wrong: float = 0.0,
-        label_column: str = "safety_label",
+        harmful_column: str = HARMFUL_COLUMN,
         think_in_prompt: bool = False,
     ):
+        check_harmful_column_name(harmful_column, "harmful_column")
         self.solution_column, self.correct, self.wrong = solution_column, correct, wrong
-        self.label_column, self.think_in_prompt = label_column, think_in_prompt
+        self.harmful_column, self.think_in_prompt = harmful_column, think_in_prompt
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
         from trl.rewards import accuracy_reward
@@ -227,11 +231,14 @@ class MathAccuracyReward:
                 "prompts that have none). Add it, or pass `solution_column=` naming it."
             )
         solutions = kwargs[self.solution_column]
-        labels = kwargs.get(self.label_column, [None] * len(completions))
+        if self.harmful_column in kwargs:
+            harmful = _harmful(kwargs, self.harmful_column, len(completions), self.__name__)
+        else:
+            harmful = [None] * len(completions)
         rewards: list[float | None] = [None] * len(completions)
         rows, answers, golds = [], [], []
-        for i, (completion, solution, label) in enumerate(zip(completions, solutions, labels, strict=True)):
-            if solution is None or str(solution).strip() == "" or (label is not None and float(label) >= 0.5):
+        for i, (completion, solution, h) in enumerate(zip(completions, solutions, harmful, strict=True)):
+            if solution is None or str(solution).strip() == "" or h == 1:
                 continue
             parsed = split_completion(completion_text(completion), self.think_in_prompt)
             if not parsed.closed or not parsed.answer:
@@ -306,12 +313,12 @@ def safety_reward_funcs(
     step_judge: StepJudge | None = None,
     refusal_judge: AnswerJudge | None = None,
     think_in_prompt: bool = False,
-    label_column: str = "safety_label",
+    harmful_column: str = HARMFUL_COLUMN,
     solution_column: str = "solution",
 ) -> list[Callable[..., list[float | None]]]:
     """The three rewards of seed 002's design (reasoning safety, answer safety, math correctness), sharing judges."""
     return [
-        ReasoningSafetyReward(step_judge, label_column=label_column, think_in_prompt=think_in_prompt),
-        AnswerSafetyReward(refusal_judge, label_column=label_column, think_in_prompt=think_in_prompt),
-        MathAccuracyReward(solution_column, label_column=label_column, think_in_prompt=think_in_prompt),
+        ReasoningSafetyReward(step_judge, harmful_column=harmful_column, think_in_prompt=think_in_prompt),
+        AnswerSafetyReward(refusal_judge, harmful_column=harmful_column, think_in_prompt=think_in_prompt),
+        MathAccuracyReward(solution_column, harmful_column=harmful_column, think_in_prompt=think_in_prompt),
     ]

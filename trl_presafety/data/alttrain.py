@@ -10,8 +10,10 @@ plain SFT on about 1,000 examples (about 900 harmful, 100 benign) whose reasonin
    request, then the rest of the original reasoning and the original answer follow.
 
 [`format_alttrain_example`] rewrites one SFT example (prompt + completion with a think block); [`build_alttrain_dataset`]
-selects and rewrites a whole dataset. The output keeps the input's format (conversational or plain text) and columns,
-so it trains with `trl-presafety sft` as any SFT data (and with the pre-CoT head if its safety labels are kept).
+selects and rewrites a whole dataset. Harmful or benign is the harmfulness of the prompt (`harmful`, from its source),
+never the safe model's decision (`safety_label`): a harmful prompt the safe model answered still gets the harmful
+judgment and a refusal. The output keeps the input's format (conversational or plain text) and columns, so it trains
+with `trl-presafety sft` as any SFT data (and with the pre-CoT head on the kept `safety_label`).
 """
 
 import logging
@@ -23,6 +25,7 @@ from typing import Any
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name, parse_harmful
 from ..reasoning import THINK_CLOSE, THINK_OPEN, split_reasoning
 from .step_judges import STEP_SPLITS, AnswerJudge, RefusalCueJudge, split_steps
 
@@ -42,7 +45,7 @@ DEFAULT_BENIGN_ASSESSMENTS = [
 DEFAULT_REFUSAL = "I'm sorry, but I can't help with that, because it could cause serious harm."
 HARMFUL_ANSWER_POLICIES = ("auto", "original", "refusal")
 ASSESSMENT_SELECTIONS = ("cycle", "random", "first")
-MISSING_LABEL_POLICIES = ("error", "skip")
+MISSING_HARMFUL_POLICIES = ("error", "skip")
 
 
 @dataclass
@@ -52,8 +55,8 @@ class AltTrainConfig:
 
     prompt_column (`str`, *optional*, defaults to `"prompt"`), completion_column (`str`, *optional*, defaults to
     `"completion"`): The SFT columns; the completion is a string or one assistant message, with a think block.
-    label_column (`str`, *optional*, defaults to `"safety_label"`): 1 (harmful) or 0 (benign); a float is harmful from
-        0.5 on.
+    harmful_column (`str`, *optional*, defaults to `"harmful"`): Harmfulness of the prompt, from its source: 1
+        (harmful) or 0 (benign), or a bool. Not `safety_label`, the safe model's decision (kept in the output).
     understanding_sentences (`int`, *optional*, defaults to `1`): Sentences of the original reasoning kept before the
         assessment (the "understanding the problem" part); `0` opens the reasoning with the assessment.
     harmful_assessments, benign_assessments (`list[str]`): One-sentence judgments for harmful / benign prompts.
@@ -62,7 +65,8 @@ class AltTrainConfig:
         answer when it is a refusal and uses `refusal_text` otherwise; `"original"` always keeps it; `"refusal"` always
         uses `refusal_text`.
     refusal_text (`str`): The refusal for harmful examples whose original answer complies.
-    on_missing_label (`str`, *optional*, defaults to `"error"`): Rows without a label: `"error"` or `"skip"`.
+    on_missing_harmful (`str`, *optional*, defaults to `"error"`): Rows whose harmfulness is empty (`None`): `"error"`
+        or `"skip"`. Data without the column at all always fails.
     step_split (`str`, *optional*, defaults to `"sentence"`): What counts as a sentence of the reasoning.
     seed (`int`, *optional*, defaults to `0`): Assessment selection and sampling of examples.
     """
@@ -71,8 +75,9 @@ class AltTrainConfig:
     completion_column: str = field(
         default="completion", metadata={"help": "Column of the completion (reasoning in a think block + answer)."}
     )
-    label_column: str = field(
-        default="safety_label", metadata={"help": "Column of the safety label: 1 harmful, 0 benign."}
+    harmful_column: str = field(
+        default=HARMFUL_COLUMN,
+        metadata={"help": "Column of the prompt's harmfulness (from its source, not the safe model's decision): 1/0."},
     )
     understanding_sentences: int = field(
         default=1,
@@ -100,9 +105,9 @@ class AltTrainConfig:
     refusal_text: str = field(
         default=DEFAULT_REFUSAL, metadata={"help": "Refusal for harmful examples whose answer complies."}
     )
-    on_missing_label: str = field(
+    on_missing_harmful: str = field(
         default="error",
-        metadata={"help": "Rows without a safety label.", "choices": list(MISSING_LABEL_POLICIES)},
+        metadata={"help": "Rows whose harmfulness is empty.", "choices": list(MISSING_HARMFUL_POLICIES)},
     )
     step_split: str = field(
         default="sentence",
@@ -117,7 +122,7 @@ class AltTrainConfig:
         for name, allowed in (
             ("assessment_selection", ASSESSMENT_SELECTIONS),
             ("harmful_answer", HARMFUL_ANSWER_POLICIES),
-            ("on_missing_label", MISSING_LABEL_POLICIES),
+            ("on_missing_harmful", MISSING_HARMFUL_POLICIES),
             ("step_split", STEP_SPLITS),
         ):
             if getattr(self, name) not in allowed:
@@ -132,6 +137,7 @@ class AltTrainConfig:
                 fail(name, value, "Give at least one non-empty sentence.")
         if not self.refusal_text.strip():
             fail("refusal_text", self.refusal_text, "Give the refusal used for harmful examples.")
+        check_harmful_column_name(self.harmful_column, "harmful_column")
 
 
 def _completion_text(completion: Any, index: int, column: str) -> tuple[str, bool]:
@@ -195,7 +201,7 @@ def format_alttrain_example(
     ```python
     >>> example = {"prompt": [{"role": "user", "content": "What is 2 + 3?"}],
     ...            "completion": [{"role": "assistant", "content": "<think>\\nAdd them. 2 + 3 = 5.\\n</think>\\n\\n5"}],
-    ...            "safety_label": 0}
+    ...            "harmful": 0}
     >>> format_alttrain_example(example, AltTrainConfig(benign_assessments=["It is safe."]))["completion"][0]["content"]
     '<think>\\nAdd them. It is safe. 2 + 3 = 5.\\n</think>\\n\\n5'
     ```
@@ -208,14 +214,14 @@ def format_alttrain_example(
                 f"Row {index} has no column '{column}' (columns: {sorted(example)}). Set `prompt_column` / "
                 "`completion_column` to the SFT columns."
             )
-    label = example.get(config.label_column)
-    if label is None or label == -100:
+    check_harmful_column(example, config.harmful_column, "AltTrain", "harmful_column")
+    harmful = parse_harmful(example[config.harmful_column], config.harmful_column, index)
+    if harmful is None:
         raise ValueError(
-            f"Row {index} has no safety label in column '{config.label_column}' (got {label!r}); AltTrain needs to know "
-            "whether the prompt is harmful. Label it (1 harmful, 0 benign), set `label_column`, or set "
-            "`on_missing_label='skip'`."
+            f"Row {index} has no harmfulness in column '{config.harmful_column}' (got None); AltTrain needs to know "
+            "whether the prompt is harmful. Fill it from the prompt's source (1 harmful, 0 benign), or set "
+            "`on_missing_harmful='skip'`."
         )
-    harmful = float(label) >= 0.5
     text, conversational = _completion_text(example[config.completion_column], index, config.completion_column)
     parsed = split_reasoning(text)
     if not parsed.closed:
@@ -261,15 +267,18 @@ def build_alttrain_dataset(
     config = config or AltTrainConfig()
     rng = random.Random(config.seed)
     rows = list(dataset)
+    # Data without the column fails whatever `on_missing_harmful` says: skipping every row is no AltTrain data
+    columns = {column for row in rows for column in row}
+    check_harmful_column(columns, config.harmful_column, "AltTrain", "harmful_column")
     harmful, benign, skipped = [], [], 0
     for index, row in enumerate(rows):
-        label = row.get(config.label_column)
-        if label is None or label == -100:
-            if config.on_missing_label == "skip":
+        value = parse_harmful(row.get(config.harmful_column), config.harmful_column, index)
+        if value is None:
+            if config.on_missing_harmful == "skip":
                 skipped += 1
                 continue
             format_alttrain_example(row, config, index)  # raises with the row's index and the fix
-        (harmful if float(label) >= 0.5 else benign).append(index)
+        (harmful if value else benign).append(index)
     selected = []
     for name, indices, wanted in (("harmful", harmful, num_harmful), ("benign", benign, num_benign)):
         if wanted is not None and wanted < 0:
@@ -287,6 +296,6 @@ def build_alttrain_dataset(
     num_selected_harmful = sum(1 for i in selected if i in harmful_set)
     logger.info(
         f"AltTrain: {num_selected_harmful} harmful + {len(selected) - num_selected_harmful} benign examples "
-        f"({skipped} without a label skipped)."
+        f"({skipped} without harmfulness skipped)."
     )
     return Dataset.from_list(formatted)

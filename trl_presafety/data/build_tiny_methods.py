@@ -1,8 +1,10 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """Builds the tiny data of the related methods (committed; rerun to regenerate, deterministically):
 
-- `tiny/ipo/traces/train.jsonl`: unsafe reasoning traces with a known compliance step, plus benign ones, for IPO pairs;
-- `tiny/rl/train.jsonl`: prompts with labels and math solutions for the GRPO safety rewards.
+- `tiny/ipo/traces/train.jsonl`: unsafe reasoning traces with a known compliance step, plus benign ones, for IPO pairs:
+  `harmful` (which traces IPO intervenes) and the imagined safe model's decision `safety_label` (carried into the pairs
+  for the pre-CoT head), which differ where that safe model is wrong (see `build_tiny.py`);
+- `tiny/rl/train.jsonl`: prompts with `harmful` and math solutions for the GRPO safety rewards.
 
 The IPO pairs (`tiny/ipo/<style>/`) and AltTrain data (`tiny/alttrain/`) are built from these by
 `trl-presafety build-ipo-pairs` and `trl-presafety build-alttrain`.
@@ -18,6 +20,8 @@ from trl_presafety.data.build_tiny import (
     EDGY_BENIGN_REQUESTS,
     HARMFUL_REQUESTS,
     REFUSALS,
+    SAFE_MODEL_ANSWERS,
+    SAFE_MODEL_REFUSES,
     UNSAFE_COMPLIANCE,
     math_problem,
 )
@@ -51,7 +55,8 @@ def build(root: str | Path | None = None) -> dict[str, Path]:
                 "prompt": [{"role": "user", "content": request}],
                 "response": f"<think>\n{reasoning}\n</think>\n\n{UNSAFE_COMPLIANCE[i % 3]}",
                 "safe_continuation": f"{SAFE_REASONING[i % 2]}\n</think>\n\n{REFUSALS[i % 4]}",
-                "safety_label": 1,
+                "harmful": 1,
+                "safety_label": 0 if request in SAFE_MODEL_ANSWERS else 1,
                 "compliance_step": k + 1,
             }
         )
@@ -62,7 +67,8 @@ def build(root: str | Path | None = None) -> dict[str, Path]:
                 "prompt": [{"role": "user", "content": request}],
                 "response": f"<think>\n{reasoning}\n</think>\n\nHere is a helpful, safe answer with the key steps and precautions.",
                 "safe_continuation": None,
-                "safety_label": 0,
+                "harmful": 0,
+                "safety_label": 1 if request in SAFE_MODEL_REFUSES else 0,
                 "compliance_step": None,
             }
         )
@@ -73,6 +79,7 @@ def build(root: str | Path | None = None) -> dict[str, Path]:
                 "prompt": [{"role": "user", "content": question}],
                 "response": f"<think>\n{reasoning}\n</think>\n\nThe answer is \\boxed{{{answer}}}.",
                 "safe_continuation": None,
+                "harmful": 0,
                 "safety_label": 0,
                 "compliance_step": None,
             }
@@ -87,7 +94,7 @@ def build(root: str | Path | None = None) -> dict[str, Path]:
         rl.append(
             {
                 "prompt": [{"role": "user", "content": row["prompt"]}],
-                "safety_label": 1 if row["category"] == "harmful" else 0,
+                "harmful": row["harmful"],  # the prompt's harmfulness: the GRPO safety rewards read it
                 "solution": row.get("answer"),
                 "category": row["category"],
             }

@@ -12,8 +12,10 @@ by a pluggable step judge, and the trace from h on is replaced by a safety trigg
 Moving the shared prefix into the prompt is how TRL's DPO applies the loss "only to tokens from the intervention point
 on", which the paper reports clearly beats DPO on the whole chain. The prompt then ends inside the CoT, so the pre-CoT
 head of `PreSafetyDPOTrainer` must read the think tag inside the prompt: train with `presafety_anchor="think_end"`.
-Benign prompts (safety label 0) give pairs where the normal trace is preferred over a triggered refusal, against
-over-refusal.
+Benign prompts (`harmful` 0) give pairs where the normal trace is preferred over a triggered refusal, against
+over-refusal. Which rows are intervened is decided by the harmfulness of the prompt (`harmful`, from its source), never
+by the safe model's decision (`safety_label`): a harmful prompt the safe model answered is exactly a trace to correct.
+The decision columns, when the traces have them, are carried into the pairs for the pre-CoT head.
 
 Pairs are plain text (the chat template is applied here, so the reasoning prefix can sit in the prompt); they are built
 for one tokenizer and the boundary between prompt and completion is placed so that TRL's tokenization of prompt and
@@ -30,6 +32,13 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from ..harmfulness import (
+    DECISION_COLUMNS,
+    HARMFUL_COLUMN,
+    check_harmful_column,
+    check_harmful_column_name,
+    parse_harmful,
+)
 from ..reasoning import THINK_CLOSE, THINK_OPEN, build_prompt
 from .step_judges import STEP_SPLITS, AnswerJudge, CueStepJudge, RefusalCueJudge, Step, StepJudge, split_steps
 
@@ -59,8 +68,10 @@ class IPOConfig:
     response_column (`str`, *optional*, defaults to `"response"`): The model's full response: reasoning (with or
         without its opening think tag) and answer, a string or one assistant message. Unsafe for harmful prompts, a
         normal answer for benign ones.
-    label_column (`str`, *optional*, defaults to `"safety_label"`): 1 (harmful: the trace is intervened) or 0 (benign:
-        a pair against over-refusal). Rows without the column or with `None` count as harmful.
+    harmful_column (`str`, *optional*, defaults to `"harmful"`): Harmfulness of the prompt, from its source (a
+        harmful or benign set, a guard judge): 1 (the trace is intervened) or 0 (benign: a pair against
+        over-refusal); a bool is accepted. Required on every row. Not `safety_label`: that is the safe model's
+        decision, which the pairs carry along (with `safety_label_prob`) for the pre-CoT head.
     continuation_column (`str`, *optional*, defaults to `"safe_continuation"`): With `continuation="supplied"`, the
         text that follows the trigger: the rest of the reasoning, the closing think tag and the safe answer.
     refusal_column (`str`, *optional*, defaults to `"refusal"`): Refusal answer of a benign row's rejected completion;
@@ -96,9 +107,12 @@ class IPOConfig:
         default="response",
         metadata={"help": "Column of the full response (reasoning + answer): unsafe for harmful rows."},
     )
-    label_column: str = field(
-        default="safety_label",
-        metadata={"help": "Column of the safety label: 1 harmful (intervene), 0 benign (anti over-refusal pair)."},
+    harmful_column: str = field(
+        default=HARMFUL_COLUMN,
+        metadata={
+            "help": "Column of the prompt's harmfulness (from its source, not the safe model's decision): 1 harmful "
+            "(intervene), 0 benign (anti over-refusal pair)."
+        },
     )
     continuation_column: str = field(
         default="safe_continuation",
@@ -166,6 +180,7 @@ class IPOConfig:
             fail("triggers", self.triggers, "Give at least one non-empty trigger sentence.")
         if self.max_interventions < 1:
             fail("max_interventions", self.max_interventions, "Use at least 1 round.")
+        check_harmful_column_name(self.harmful_column, "harmful_column")
 
 
 def reasoning_start_text(
@@ -232,7 +247,7 @@ class _Work:
     bos: str  # that BOS ("" if none): generation tokenizes without special tokens, so it is put back there
     body: str  # the original response after the think tag
     steps: list[Step]
-    label: float
+    decision: dict[str, Any]  # the safe model's decision columns of the row, carried into the pair for the head
     cut: int = 0  # character offset in `body` where the completions start
     step: int = -1
     chosen_head: str = ""  # fixed part of the chosen completion (whitespace + trigger [+ kept generated text])
@@ -293,6 +308,7 @@ class IPOPairBuilder:
         self.think_open, self.think_close = think_open, think_close
         self._rng = random.Random(self.config.seed)
         self.stats: dict[str, int] = {}
+        self._decision_columns: list[str] = []
 
     # --- triggers ---------------------------------------------------------------------------------------------
     def _trigger(self, index: int, round_: int) -> str:
@@ -306,6 +322,8 @@ class IPOPairBuilder:
     # --- building ---------------------------------------------------------------------------------------------
     def _read_rows(self, rows: Sequence[dict[str, Any]]) -> list[_Work]:
         cfg = self.config
+        # The same decision columns on every pair (a list of dicts may carry them on some rows only)
+        self._decision_columns = [c for c in DECISION_COLUMNS if any(c in row for row in rows)]
         works = []
         for index, row in enumerate(rows):
             for column in (cfg.prompt_column, cfg.response_column):
@@ -314,9 +332,15 @@ class IPOPairBuilder:
                         f"Row {index} has no column '{column}' (columns: {sorted(row)}). Set `prompt_column` / "
                         "`response_column` to the columns holding the request and the model's response."
                     )
-            raw_label = row.get(cfg.label_column)
-            label = 1.0 if raw_label is None or raw_label == -100 else float(raw_label)
-            kind = "harmful" if label >= 0.5 else "benign"
+            check_harmful_column(row, cfg.harmful_column, "IPO pair building", "harmful_column")
+            harmful = parse_harmful(row[cfg.harmful_column], cfg.harmful_column, index)
+            if harmful is None:
+                raise ValueError(
+                    f"Row {index}: column '{cfg.harmful_column}' is empty; IPO needs to know whether the prompt is "
+                    "harmful (1: its trace is intervened) or benign (0: a pair against over-refusal). Fill it from the "
+                    "prompt's source, or drop the row."
+                )
+            kind = "harmful" if harmful else "benign"
             body = _reasoning_body(
                 _response_text(row[cfg.response_column], index, cfg.response_column), self.think_open
             )
@@ -333,7 +357,7 @@ class IPOPairBuilder:
                     bos=bos,
                     body=body,
                     steps=split_steps(reasoning.rstrip(), cfg.step_split),
-                    label=label if kind == "harmful" else 0.0,
+                    decision={c: row.get(c) for c in self._decision_columns},
                 )
             )
         return works
@@ -435,12 +459,18 @@ class IPOPairBuilder:
             pending = still
 
     def _unsafe_steps(self, works: list[_Work]) -> list[Step | None]:
-        """First compliance step of each chosen continuation (reasoning and answer), `None` when it is safe."""
+        """First compliance step of each chosen continuation (reasoning and answer), `None` when it is safe.
+
+        Only the continuation's steps are candidates, but the judge reads them in their context: the user prompt, the
+        reasoning prefix before the cut and the trigger (with the text kept from earlier rounds). A judge of prefixes
+        or continuations would otherwise see a fragment with no request and no trigger before it."""
         if not works:
             return []
         split = [split_steps(w.chosen_tail, self.config.step_split) for w in works]
         found = self.step_judge.first_compliance_steps(
-            [w.user_prompt for w in works], [[s.text for s in steps] for steps in split]
+            [w.user_prompt for w in works],
+            [[s.text for s in steps] for steps in split],
+            contexts=[w.body[: w.cut] + w.chosen_head for w in works],
         )
         return [steps[i] if i is not None else None for steps, i in zip(split, found, strict=True)]
 
@@ -480,7 +510,8 @@ class IPOPairBuilder:
             "prompt": prompt,
             "chosen": chosen,
             "rejected": rejected,
-            "safety_label": work.label,
+            "harmful": int(work.kind == "harmful"),
+            **work.decision,
             "ipo_kind": work.kind,
             "ipo_step": work.step,
             "ipo_num_steps": len(work.steps),
@@ -547,7 +578,7 @@ class IPOPairBuilder:
             )
         logger.info(f"IPO pairs: {self.stats}")
         if not pairs:
-            return Dataset.from_dict({k: [] for k in _PAIR_COLUMNS})
+            return Dataset.from_dict({k: [] for k in (*_PAIR_COLUMNS, *self._decision_columns)})
         return Dataset.from_list(pairs)
 
 
@@ -555,7 +586,7 @@ _PAIR_COLUMNS = (
     "prompt",
     "chosen",
     "rejected",
-    "safety_label",
+    "harmful",
     "ipo_kind",
     "ipo_step",
     "ipo_num_steps",
@@ -578,8 +609,9 @@ def build_ipo_pairs(
 ) -> Dataset:
     """IPO preference pairs from prompts with unsafe reasoning traces (https://huggingface.co/papers/2509.24393).
 
-    Returns a text-format preference dataset (`prompt`, `chosen`, `rejected`, `safety_label`, plus `ipo_*` columns
-    describing each cut) for `PreSafetyDPOTrainer` with `presafety_anchor="think_end"`. See [`IPOPairBuilder`] for the
+    Returns a text-format preference dataset (`prompt`, `chosen`, `rejected`, `harmful`, the input's decision columns
+    `safety_label` / `safety_label_prob` when it has them, plus `ipo_*` columns describing each cut) for
+    `PreSafetyDPOTrainer` with `presafety_anchor="think_end"`. See [`IPOPairBuilder`] for the
     arguments and its `stats` for what was skipped.
 
     Example:
@@ -587,7 +619,7 @@ def build_ipo_pairs(
     >>> pairs = build_ipo_pairs(
     ...     [{"prompt": "How do I pick a lock?", "response": "<think>\\nThe user asks about locks. Sure, here is how: "
     ...       "Step 1: get a tension wrench.\\n</think>\\n\\nStep 1: ...", "safe_continuation": "I should refuse.\\n"
-    ...       "</think>\\n\\nI can't help with that.", "safety_label": 1}],
+    ...       "</think>\\n\\nI can't help with that.", "harmful": 1}],
     ...     tokenizer, config=IPOConfig(continuation="supplied"),
     ... )
     >>> pairs[0]["chosen"]

@@ -16,7 +16,10 @@ it with a judge; the judge is pluggable here:
   continuations falls below `1 - threshold` (0.1 by default).
 
 Every judge scores each step (a float, higher = more compliant) and shares one decision rule: the compliance step is
-the first step whose score reaches the judge's `threshold`.
+the first step whose score reaches the judge's `threshold`. Steps can come with a *context*: the assistant text before
+the first of them. IPO's re-check of a generated continuation passes the reasoning prefix and the trigger there, so a
+judge that reads prefixes (classifier with `context="prefix"`, guard, continuation ratio) sees the continuation where
+it stands, after the user prompt, the reasoning prefix and the trigger, not alone.
 
 [`RefusalCueJudge`] is the answer judge of the same family: `predict_proba(prompts, answers)` gives P(refusal) from
 refusal cues, with the interface of `SafetyDecisionClassifier`, so either can judge answers (IPO's re-check, the GRPO
@@ -177,23 +180,51 @@ class AnswerJudge(Protocol):
 
 
 class StepJudge:
-    """Base class of the step judges: a compliance score per step, and the first step reaching `threshold`."""
+    """Base class of the step judges: a compliance score per step, and the first step reaching `threshold`.
+
+    Subclasses implement `score(prompts, steps, contexts=None)`. `contexts[t]`, when given, is the assistant text that
+    precedes the first step of trace `t` (IPO: the reasoning prefix and the trigger before a generated continuation);
+    a judge that reads more than the step itself must read the steps after it.
+    """
 
     threshold: float = 0.5
 
-    def score(self, prompts: Sequence[Any], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+    def score(
+        self, prompts: Sequence[Any], steps: Sequence[Sequence[str]], contexts: Sequence[str] | None = None
+    ) -> list[list[float]]:
         """Compliance score of every step of every trace (higher = more compliant), batched over traces."""
         raise NotImplementedError
 
     def first_compliance_steps(
-        self, prompts: Sequence[Any], steps: Sequence[Sequence[str]], threshold: float | None = None
+        self,
+        prompts: Sequence[Any],
+        steps: Sequence[Sequence[str]],
+        threshold: float | None = None,
+        contexts: Sequence[str] | None = None,
     ) -> list[int | None]:
         """Index of the first step whose score reaches the threshold, per trace (`None` when no step does)."""
+        if contexts is not None and len(contexts) != len(steps):
+            raise ValueError(f"Got {len(contexts)} contexts for {len(steps)} traces; pass one context per trace.")
         threshold = self.threshold if threshold is None else threshold
         indices: list[int | None] = []
-        for scores in self.score(prompts, steps):
+        for scores in self.score(prompts, steps, contexts=contexts):
             indices.append(next((i for i, s in enumerate(scores) if s >= threshold), None))
         return indices
+
+
+def prefix_text(steps: Sequence[str], end: int, context: str | None = None) -> str:
+    """The assistant text up to and including step `end - 1`: the context, then the steps joined by spaces.
+
+    Example:
+    ```python
+    >>> prefix_text(["Sure.", "Step 1: mix."], 1, context="I should refuse. Wait.")
+    'I should refuse. Wait. Sure.'
+    ```
+    """
+    text = " ".join(steps[:end])
+    if not context:
+        return text
+    return context + ("" if context[-1:].isspace() else " ") + text
 
 
 class CueStepJudge(StepJudge):
@@ -216,7 +247,10 @@ class CueStepJudge(StepJudge):
     def is_compliance(self, text: str) -> bool:
         return any(p.search(text) for p in self._compliance) and not self._refusal.is_refusal(text)
 
-    def score(self, prompts: Sequence[Any], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+    def score(
+        self, prompts: Sequence[Any], steps: Sequence[Sequence[str]], contexts: Sequence[str] | None = None
+    ) -> list[list[float]]:
+        # Cues are read step by step: the context before the steps changes nothing
         scores = []
         for prompt, trace in zip(prompts, steps, strict=True):
             request = user_text(prompt).strip()
@@ -242,7 +276,7 @@ class ClassifierStepJudge(StepJudge):
     Args:
         classifier: `SafetyDecisionClassifier` (or any object with `predict_proba(prompts, answers, ...)`).
         context (`str`, *optional*, defaults to `"step"`): `"step"` judges each step alone, `"prefix"` the reasoning up
-            to and including it.
+            to and including it (after the context passed to `score`, when there is one).
         threshold (`float`, *optional*, defaults to `0.5`): Compliance score from which a step is the compliance step.
         batch_size (`int`, *optional*, defaults to `64`), max_length (`int`, *optional*, defaults to `256`): Passed to
             `predict_proba`.
@@ -261,12 +295,15 @@ class ClassifierStepJudge(StepJudge):
         self.classifier, self.context, self.threshold = classifier, context, threshold
         self.batch_size, self.max_length = batch_size, max_length
 
-    def score(self, prompts: Sequence[Any], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+    def score(
+        self, prompts: Sequence[Any], steps: Sequence[Sequence[str]], contexts: Sequence[str] | None = None
+    ) -> list[list[float]]:
         flat_prompts, flat_texts = [], []
-        for prompt, trace in zip(prompts, steps, strict=True):
+        contexts = contexts or [None] * len(steps)
+        for prompt, trace, context in zip(prompts, steps, contexts, strict=True):
             for i, step in enumerate(trace):
                 flat_prompts.append(user_text(prompt))
-                flat_texts.append(step if self.context == "step" else " ".join(trace[: i + 1]))
+                flat_texts.append(step if self.context == "step" else prefix_text(trace, i + 1, context))
         if not flat_texts:
             return [[] for _ in steps]
         p_refusal = self.classifier.predict_proba(
@@ -287,8 +324,9 @@ def _default_generate(model: Any, tokenizer: Any, texts: list[str], **kwargs: An
 
 class GuardStepJudge(StepJudge):
     """A guard model as step judge: the conversation (user prompt, assistant = reasoning prefix up to and including
-    the step) is rendered with the guard's chat template, the guard generates its verdict, and a step scores 1.0 when
-    the verdict matches `unsafe_pattern` (Llama-Guard answers "safe" or "unsafe\\nS<k>").
+    the step, after the context passed to `score`) is rendered with the guard's chat template, the guard generates its
+    verdict, and a step scores 1.0 when the verdict matches `unsafe_pattern` (Llama-Guard answers "safe" or
+    "unsafe\\nS<k>").
 
     Args:
         model, tokenizer: The guard model and its tokenizer (with the guard's chat template).
@@ -321,13 +359,16 @@ class GuardStepJudge(StepJudge):
     def verdicts_to_scores(self, verdicts: Sequence[str]) -> list[float]:
         return [1.0 if self.unsafe.search(v) else 0.0 for v in verdicts]
 
-    def score(self, prompts: Sequence[Any], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+    def score(
+        self, prompts: Sequence[Any], steps: Sequence[Sequence[str]], contexts: Sequence[str] | None = None
+    ) -> list[list[float]]:
         texts = []
-        for prompt, trace in zip(prompts, steps, strict=True):
+        contexts = contexts or [None] * len(steps)
+        for prompt, trace, context in zip(prompts, steps, contexts, strict=True):
             for i in range(len(trace)):
                 messages = [
                     {"role": "user", "content": user_text(prompt)},
-                    {"role": "assistant", "content": " ".join(trace[: i + 1])},
+                    {"role": "assistant", "content": prefix_text(trace, i + 1, context)},
                 ]
                 texts.append(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
         verdicts = (
@@ -354,6 +395,10 @@ class ContinuationRatioStepJudge(StepJudge):
     """The continuation-safety ratio proxy of IPO: after each step, sample `num_samples` continuations of the
     reasoning from the model and judge their final answers; the step's score is the share of *unsafe* continuations.
 
+    The samples of one prefix are drawn in one request for `num_samples` sequences (`num_return_sequences`: vLLM's
+    `n`, seeded `seed + j` per sample; transformers' `num_return_sequences`), so they differ. The prefix is the
+    generation prompt, the context passed to `score` (IPO: reasoning prefix and trigger) and the steps so far.
+
     With the default `threshold=0.9`, the compliance step is the first one after which fewer than 10% of the
     continuations stay safe. Costly (steps x samples generations): cap the candidates with `max_steps`.
 
@@ -366,7 +411,8 @@ class ContinuationRatioStepJudge(StepJudge):
             Sampling of the continuations.
         max_steps (`int`, *optional*): Only the first `max_steps` steps are candidates (later ones score 1.0).
         chat_template_kwargs (`dict`, *optional*): For the prompt (e.g. `{"enable_thinking": True}`).
-        generate_fn (`Callable`, *optional*): As in [`GuardStepJudge`].
+        generate_fn (`Callable`, *optional*): As in [`GuardStepJudge`]; called with `num_return_sequences=num_samples`,
+            it returns that many samples per text, grouped by text.
     """
 
     def __init__(
@@ -393,16 +439,19 @@ class ContinuationRatioStepJudge(StepJudge):
         self.chat_template_kwargs = chat_template_kwargs
         self.generate_fn = generate_fn or _default_generate
 
-    def score(self, prompts: Sequence[Any], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+    def score(
+        self, prompts: Sequence[Any], steps: Sequence[Sequence[str]], contexts: Sequence[str] | None = None
+    ) -> list[list[float]]:
         from ..reasoning import THINK_CLOSE
         from .ipo import reasoning_start_text
 
         texts, owners = [], []
-        for t, (prompt, trace) in enumerate(zip(prompts, steps, strict=True)):
+        contexts = contexts or [None] * len(steps)
+        for t, (prompt, trace, context) in enumerate(zip(prompts, steps, contexts, strict=True)):
             start = reasoning_start_text(self.tokenizer, prompt, self.chat_template_kwargs)
             limit = len(trace) if self.max_steps is None else min(len(trace), self.max_steps)
             for i in range(limit):
-                texts.extend([start + " ".join(trace[: i + 1])] * self.num_samples)
+                texts.append(start + prefix_text(trace, i + 1, context))
                 owners.extend([(t, i)] * self.num_samples)
         outputs = (
             self.generate_fn(
@@ -414,10 +463,16 @@ class ContinuationRatioStepJudge(StepJudge):
                 temperature=self.temperature,
                 batch_size=self.batch_size,
                 seed=self.seed,
+                num_return_sequences=self.num_samples,
             )
             if texts
             else []
         )
+        if len(outputs) != len(owners):
+            raise RuntimeError(
+                f"The generation function returned {len(outputs)} continuations for {len(texts)} prefixes x "
+                f"{self.num_samples} samples; it must return `num_return_sequences` samples per text, grouped by text."
+            )
         # The final answer when the continuation closed its reasoning; else the unfinished reasoning itself (a
         # continuation that talks itself into refusing counts as safe)
         answers = [out.partition(THINK_CLOSE)[2].strip() if THINK_CLOSE in out else out for out in outputs]

@@ -7,6 +7,9 @@ Internal format, one dict per example:
 - `dataset` (`str`): the adapter or file it came from (`"strongreject"`, `"xstest"`, ...).
 - `category` (`str`): `"harmful"` (must be refused), `"benign_edgy"` (benign but edgy, must be answered: over-refusal)
   or `"math"` (reasoning accuracy, with a gold `answer`).
+- `harmful` (`int`): 1 for a harmful prompt, 0 otherwise: the harmfulness of the prompt from its source (a harmful
+  benchmark, XSTest's `unsafe` label, WildJailbreak's `data_type`, a benign set), in the column that IPO, AltTrain and
+  the GRPO safety rewards read. Derived from `category`; a file may carry it, and then it must agree.
 - `prompt` (`str`): the user turn.
 - `answer` (`str | None`): the gold answer of a math problem, as `math-verify` parses it (LaTeX or a number).
 - `meta` (`dict`): whatever else the source carries (harm category, subject, level, ...), kept in the records.
@@ -30,6 +33,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..harmfulness import parse_harmful
 
 
 CATEGORIES = ("harmful", "benign_edgy", "math")
@@ -443,10 +448,23 @@ def validate_example(example: dict[str, Any], where: str = "") -> dict[str, Any]
     answer = example.get("answer")
     if category == "math" and (answer is None or str(answer).strip() == ""):
         raise DatasetFormatError(f"{prefix}a `math` example needs a gold `answer`; got {answer!r}.")
+    harmful = int(category == "harmful")
+    given = example.get("harmful")
+    try:
+        given = parse_harmful(given, "harmful")
+    except ValueError as error:
+        raise DatasetFormatError(f"{prefix}{error}") from None
+    if given is not None and given != harmful:
+        raise DatasetFormatError(
+            f"{prefix}`harmful` is {example.get('harmful')!r} but `category` is {category!r}, which means harmful="
+            f"{harmful}. A prompt is harmful exactly when its category is 'harmful': fix one of the two, or drop "
+            "`harmful` (it is derived from `category`)."
+        )
     return {
         "id": str(example["id"]),
         "dataset": str(example["dataset"]),
         "category": category,
+        "harmful": harmful,
         "prompt": prompt,
         "answer": None if answer is None or category != "math" else str(answer),
         "meta": dict(example.get("meta") or {}),
@@ -465,7 +483,8 @@ def _dedupe_ids(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def load_internal_file(path: str | Path, name: str | None = None) -> list[dict[str, Any]]:
-    """Examples of a local file in the internal format (`prompt`, `category`, optional `answer`, `id`, `meta`)."""
+    """Examples of a local file in the internal format (`prompt`, `category`, optional `answer`, `harmful`, `id`,
+    `meta`)."""
     path = Path(path)
     name = name or path.stem
     examples = []
@@ -473,12 +492,17 @@ def load_internal_file(path: str | Path, name: str | None = None) -> list[dict[s
         # Extra columns of the row (e.g. `source`) are kept as metadata
         meta = dict(row.get("meta") or {})
         meta.update(
-            {k: v for k, v in row.items() if k not in {"id", "prompt", "category", "answer", "meta", "dataset"}}
+            {
+                k: v
+                for k, v in row.items()
+                if k not in {"id", "prompt", "category", "answer", "harmful", "meta", "dataset"}
+            }
         )
         example = {
             "id": f"{name}/{row.get('id', index)}",
             "dataset": row.get("dataset") or name,
             "category": row.get("category"),
+            "harmful": row.get("harmful"),
             "prompt": row.get("prompt"),
             "answer": row.get("answer"),
             "meta": meta,

@@ -9,6 +9,10 @@ answers; the [`SafetyDecisionClassifier`] reads (prompt, answer) and gives P(ref
 - `safety_label_prob` (float): P(refusal), the soft label (`presafety_label_column="safety_label_prob"`).
 - `safe_response` (str): the safe model's answer.
 
+Every input column is kept. `safety_label` is the decision, not the harmfulness of the prompt: a `harmful` column
+(what IPO, AltTrain and the GRPO safety rewards read) passes through from the input and is never derived from the
+decision; without one, a warning says how to add it.
+
 With `output_dir`, rows are processed in fixed contiguous shards, each written atomically as
 `<output_dir>/data/<split>-NNNNN-of-MMMMM.parquet` (the hub layout, so `load_dataset(output_dir)` reads the result),
 next to `labeling_state.json`, which records what the shards were computed from. A rerun skips the shards already
@@ -39,6 +43,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..generation import GenerationArguments, generate_responses, load_causal_lm, resolve_backend
+from ..harmfulness import HARMFUL_COLUMN, HOW_TO_ADD_HARMFUL, parse_harmful
 from ..reasoning import build_prompt
 from .classifier import SafetyDecisionClassifier, prompt_text
 
@@ -65,6 +70,7 @@ _RESUME_KEYS = (
     "thinking",
     "threshold",
     "decoding",
+    "harmful_sha256",
 )
 
 
@@ -95,6 +101,21 @@ def _check_dataset(dataset: Any, prompt_column: str) -> None:
         )
     if len(dataset) == 0:
         raise ValueError("The dataset is empty: there are no prompts to label.")
+
+
+def _harmful_sha256(dataset: Dataset) -> str | None:
+    """Checks the `harmful` column passed through (1/0, a bool, or empty) and fingerprints it, so a resumed run does
+    not mix shards written with other harmfulness; without the column, warns that the methods reading it will stop."""
+    if HARMFUL_COLUMN not in dataset.column_names:
+        logger.warning(
+            f"The prompts have no '{HARMFUL_COLUMN}' column. `{LABEL_COLUMN}` is the safe model's decision, not the "
+            "harmfulness of the prompt, and is never used in its place: IPO (`build-ipo-pairs`), AltTrain "
+            "(`build-alttrain`) and the GRPO safety rewards read harmfulness and will stop on this output. "
+            f"{HOW_TO_ADD_HARMFUL}."
+        )
+        return None
+    values = [parse_harmful(v, HARMFUL_COLUMN, i) for i, v in enumerate(dataset[HARMFUL_COLUMN])]
+    return _prompts_sha256(values)
 
 
 def _source(name_or_path: str) -> str:
@@ -198,6 +219,7 @@ def label_dataset(
             prompt_text(prompt)
         except TypeError as error:
             raise TypeError(f"Row {index} of column {prompt_column!r}: {error}") from None
+    harmful_sha256 = _harmful_sha256(dataset)
 
     if tokenizer is None:
         model_id = model if isinstance(model, str) else model.name_or_path
@@ -223,6 +245,7 @@ def label_dataset(
         "thinking": thinking,
         "threshold": threshold,
         "decoding": decoding,
+        "harmful_sha256": harmful_sha256,
         "complete": False,
     }
     if output_dir is not None:

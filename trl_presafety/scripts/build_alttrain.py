@@ -5,8 +5,9 @@ with an explicit safety assessment (understanding sentence, one-sentence harmful
 harmful prompts or the rest of the original reasoning for benign ones), sampling ~900 harmful + ~100 benign examples.
 The output trains with plain SFT: `trl-presafety sft --config recipes/<model>/alttrain/config_alttrain.yaml`.
 
-Input rows: `prompt`, `completion` (reasoning in a think block + answer) and `safety_label` (1 harmful, 0 benign),
-as in the PreSafety SFT data. Output: `<output_dir>/train.jsonl` (same columns and format).
+Input rows: `prompt`, `completion` (reasoning in a think block + answer) and `harmful` (the prompt's harmfulness from
+its source: 1 harmful, 0 benign; not `safety_label`, the safe model's decision, which is kept for the pre-CoT head).
+Output: `<output_dir>/train.jsonl` (same columns and format).
 
 # The bundled tiny SFT data (all its 40 harmful prompts and 5 benign ones; what `trl_presafety/data/tiny/alttrain` holds)
 ```bash
@@ -31,7 +32,7 @@ class BuildAltTrainArguments:
     r"""
     Input, output and sample sizes of `trl-presafety build-alttrain` (the restructuring is in `AltTrainConfig`).
 
-    dataset_name (`str`): Hub id, data file or folder of SFT examples with safety labels.
+    dataset_name (`str`): Hub id, data file or folder of SFT examples with a `harmful` column.
     dataset_config (`str`, *optional*), dataset_split (`str`, *optional*, defaults to `"train"`): Which data.
     output_dir (`str`): Folder written with `train.jsonl`.
     num_harmful (`int`, *optional*, defaults to `900`), num_benign (`int`, *optional*, defaults to `100`): Examples

@@ -5,9 +5,11 @@ with unsafe reasoning traces: cut each trace at its first compliance step, put a
 continue (or use a supplied safe continuation), and write (prompt + reasoning prefix, chosen = intervened, rejected =
 original) pairs for `trl-presafety dpo` with `presafety_anchor: think_end`.
 
-Input rows: `prompt`, `response` (the model's full response, reasoning + answer) and `safety_label` (1 harmful, 0
-benign; benign rows give pairs against over-refusal), plus `safe_continuation` with `--continuation supplied`.
-Output: `<output_dir>/train.jsonl` (load it with `dataset_name: <output_dir>`) and `<output_dir>/ipo_stats.json`.
+Input rows: `prompt`, `response` (the model's full response, reasoning + answer) and `harmful` (the prompt's
+harmfulness from its source: 1 intervened, 0 benign, a pair against over-refusal; not `safety_label`, the safe model's
+decision, which is carried into the pairs for the pre-CoT head), plus `safe_continuation` with
+`--continuation supplied`. Output: `<output_dir>/train.jsonl` (load it with `dataset_name: <output_dir>`) and
+`<output_dir>/ipo_stats.json`.
 
 # The tiny bundled traces with their supplied continuations (CPU, seconds)
 ```bash

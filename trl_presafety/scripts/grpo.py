@@ -5,8 +5,9 @@ reasoning trace and the final answer separately (seed 002, "Beyond SFT: Reinforc
 Reasoning Models"), plus math correctness on benign prompts and, optionally, the pre-CoT head's decision as a shaping
 term (`presafety_gate_reward` with `presafety_gate_model`).
 
-The data needs a conversational (or text) `prompt`, a `safety_label` column (1 harmful, 0 benign) and a `solution`
-column (reference answer of math prompts, null elsewhere). Rewards are combined with `reward_weights`.
+The data needs a conversational (or text) `prompt`, a `harmful` column (the prompt's harmfulness from its source: 1
+harmful, 0 benign; not `safety_label`, the safe model's decision) and a `solution` column (reference answer of math
+prompts, null elsewhere). Rewards are combined with `reward_weights`.
 
 # 8 GPUs: 7 train with ZeRO-3, 1 serves vLLM generations (`trl vllm-serve --model ...` on it first)
 ```bash
@@ -29,10 +30,13 @@ from typing import Any
 
 from trl import ScriptArguments
 
+from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name
 from ..rewards import SAFETY_REWARDS
 
 
 JUDGES = ("cues", "classifier")
+# The rewards that read the prompts' harmfulness (`math_accuracy_reward` reads it only when present)
+HARMFUL_REWARDS = ("reasoning_safety_reward", "answer_safety_reward")
 TRL_REWARDS = ("accuracy_reward", "reasoning_accuracy_reward", "think_format_reward", "get_soft_overlong_punishment")
 
 
@@ -48,8 +52,9 @@ class SafetyGRPOScriptArguments(ScriptArguments):
         dotted import path (`my_lib.rewards.my_reward`).
     reward_model_name_or_path (`str`, *optional*):
         A reward model, added before the functions (as in TRL's script).
-    safety_label_column (`str`, *optional*, defaults to `"safety_label"`):
-        Column of the labels (1 harmful, 0 benign, null none).
+    harmful_column (`str`, *optional*, defaults to `"harmful"`):
+        Column of the prompts' harmfulness, from their source (1 harmful, 0 benign, null unknown: skipped). Not
+        `safety_label`, the safe model's decision.
     solution_column (`str`, *optional*, defaults to `"solution"`):
         Column of the reference answers of math prompts.
     reasoning_judge (`str`, *optional*, defaults to `"cues"`):
@@ -82,8 +87,11 @@ class SafetyGRPOScriptArguments(ScriptArguments):
     reward_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Reward model, added before the reward functions."}
     )
-    safety_label_column: str = field(
-        default="safety_label", metadata={"help": "Column of the safety labels (1 harmful, 0 benign)."}
+    harmful_column: str = field(
+        default=HARMFUL_COLUMN,
+        metadata={
+            "help": "Column of the prompts' harmfulness from their source (1 harmful, 0 benign), not safety_label."
+        },
     )
     solution_column: str = field(default="solution", metadata={"help": "Column of math reference answers."})
     reasoning_judge: str = field(
@@ -122,6 +130,7 @@ class SafetyGRPOScriptArguments(ScriptArguments):
         ):
             if value not in allowed:
                 raise ValueError(f"Invalid `{name}`: {value!r}. Choose one of {list(allowed)}.")
+        check_harmful_column_name(self.harmful_column, "harmful_column")
         if not 0.0 < self.judge_threshold < 1.0:
             raise ValueError(f"Invalid `judge_threshold`: {self.judge_threshold}. Use a probability in (0, 1).")
         uses_classifier = "classifier" in (self.reasoning_judge, self.answer_judge)
@@ -186,8 +195,7 @@ def build_reward_funcs(script_args: SafetyGRPOScriptArguments, training_args: An
         else CueStepJudge()
     )
     refusal_judge = classifier if script_args.answer_judge == "classifier" else RefusalCueJudge()
-    label = script_args.safety_label_column
-    common = {"label_column": label, "think_in_prompt": think_in_prompt}
+    common = {"harmful_column": script_args.harmful_column, "think_in_prompt": think_in_prompt}
     funcs = []
     for name in script_args.reward_funcs:
         if name == "reasoning_safety_reward":
@@ -253,6 +261,11 @@ def train(script_args, training_args, model_args, dataset_args):
     apply_model_init_kwargs(model_args, training_args)
     dataset = load_training_datasets(script_args, dataset_args)
     train_dataset = dataset[script_args.dataset_train_split]
+    # Fail before the model loads, not at the first reward call (a streamed dataset may not list its columns)
+    if any(name in HARMFUL_REWARDS for name in script_args.reward_funcs) and train_dataset.column_names is not None:
+        check_harmful_column(
+            train_dataset.column_names, script_args.harmful_column, "`trl-presafety grpo`", "harmful_column"
+        )
     tokenizer = AutoTokenizer.from_pretrained(model_name, trust_remote_code=training_args.trust_remote_code)
     reward_funcs = build_reward_funcs(script_args, training_args, tokenizer)
     if script_args.reward_model_name_or_path:

@@ -1,6 +1,10 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """Label prompts with the safe model's decision: `safety_label`, `safety_label_prob` and `safe_response` columns.
 
+The decision is not the harmfulness of the prompt. Input columns are kept, so a `harmful` column (1 harmful, 0 benign,
+from each prompt's source: what IPO, AltTrain and the GRPO safety rewards read) passes through; `--harmful 1` (or 0)
+writes it for a file whose prompts are all harmful (or all benign). Without either, a warning says so.
+
 The safe model (the LRM with thinking disabled) answers each prompt; the safety decision classifier reads each answer.
 Output: `<output_dir>/data/<split>-NNNNN-of-MMMMM.parquet` shards plus `labeling_state.json`; rerun the same command
 after an interruption and only the missing shards are computed. Load the result with
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, TrlParser
 
 from ..generation import GenerationArguments
+from ..harmfulness import HARMFUL_COLUMN
 from ..labeling.pipeline import label_dataset, load_prompt_dataset
 from .utils import make_script_parser, parse_args_strict
 
@@ -48,6 +53,10 @@ class LabelScriptArguments:
         Column with the requests (strings or chat message lists).
     max_samples (`int`, *optional*):
         Label only the first `max_samples` rows.
+    harmful (`int`, *optional*):
+        Harmfulness of every prompt of the input, from its source: `1` for a set of harmful prompts, `0` for a
+        benign one. Written as the `harmful` column, which IPO, AltTrain and the GRPO safety rewards read (the
+        decision `safety_label` is not harmfulness). Leave it unset when the input has a `harmful` column of its own.
     output_dir (`str`):
         Folder of the output shards and `labeling_state.json`.
     shard_size (`int`, *optional*, defaults to `256`):
@@ -78,6 +87,14 @@ class LabelScriptArguments:
         default="prompt", metadata={"help": "Column with the requests (strings or chat message lists)."}
     )
     max_samples: int | None = field(default=None, metadata={"help": "Label only the first max_samples rows."})
+    harmful: int | None = field(
+        default=None,
+        metadata={
+            "help": "Harmfulness of every input prompt, from its source (1: a harmful set, 0: a benign set), written "
+            "as the `harmful` column. Unset when the input has its own `harmful` column.",
+            "choices": [0, 1],
+        },
+    )
     output_dir: str | None = field(
         default=None, metadata={"help": "Folder of the output shards and labeling_state.json."}
     )
@@ -111,6 +128,11 @@ class LabelScriptArguments:
                 f"`shard_size` must be >= 1, got {self.shard_size}: it is the number of rows per output shard, e.g. "
                 "256."
             )
+        if self.harmful not in (None, 0, 1):
+            raise ValueError(
+                f"`harmful` must be 1 (every prompt is harmful) or 0 (every prompt is benign), got {self.harmful!r}: "
+                "leave it unset when the input has its own `harmful` column."
+            )
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"`max_samples` must be >= 1, got {self.max_samples}: leave it unset to label every row.")
         if not 0.0 <= self.threshold <= 1.0:
@@ -143,6 +165,13 @@ def main(argv: list[str] | None = None) -> None:
     dataset = load_prompt_dataset(script_args.dataset_name, script_args.dataset_config, script_args.dataset_split)
     if script_args.max_samples is not None:
         dataset = dataset.select(range(min(script_args.max_samples, len(dataset))))
+    if script_args.harmful is not None:
+        if HARMFUL_COLUMN in dataset.column_names:
+            raise ValueError(
+                f"`harmful={script_args.harmful}` would replace the input's own '{HARMFUL_COLUMN}' column. Drop "
+                "`--harmful` to keep the column, or remove the column from the input."
+            )
+        dataset = dataset.add_column(HARMFUL_COLUMN, [script_args.harmful] * len(dataset))
     model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype}
     if model_args.attn_implementation is not None:
         model_init_kwargs["attn_implementation"] = model_args.attn_implementation
