@@ -88,7 +88,10 @@ def test_labels_are_read_by_the_trainers(lrm_dir, classifier):
     labeled = label_dataset(prompts_dataset(6), lrm_dir, None, classifier, generation=GENERATION)
     hard = [normalize_label(v, LABEL_COLUMN, i) for i, v in enumerate(labeled[LABEL_COLUMN])]
     soft = [normalize_label(v, PROB_COLUMN, i) for i, v in enumerate(labeled[PROB_COLUMN])]
-    assert all(v in (0.0, 1.0) for v in hard) and all(0.0 <= v <= 1.0 and v != MISSING_LABEL for v in soft)
+    # Read back as written: the hard label is the soft one's decision, the soft one the classifier's probability
+    # (not only "some value in {0, 1}" and "some value in [0, 1]")
+    assert soft == pytest.approx(labeled[PROB_COLUMN], abs=1e-12) and MISSING_LABEL not in soft
+    assert hard == [float(p >= 0.5) for p in soft] and len(set(soft)) == len(soft)
     assert labeled.features[LABEL_COLUMN].dtype == "int64" and labeled.features[PROB_COLUMN].dtype == "float64"
 
 
@@ -316,8 +319,10 @@ def test_label_script_end_to_end(lrm_dir, classifier_dir, tmp_path, capsys):
     label_script.main(args)
     assert "Labeled 7 prompts" in capsys.readouterr().out
     labeled = load_dataset(str(out), split="train")
-    assert len(labeled) == 7 and {LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN} <= set(labeled.column_names)
-    assert labeled["category"] == [json.loads(x)["category"] for x in EVAL_PROMPTS.read_text().splitlines()[:7]]
+    rows = [json.loads(x) for x in EVAL_PROMPTS.read_text().splitlines()[:7]]
+    assert labeled["prompt"] == [r["prompt"] for r in rows] and labeled["category"] == [r["category"] for r in rows]
+    assert labeled[LABEL_COLUMN] == [int(p >= 0.5) for p in labeled[PROB_COLUMN]]  # the recipe's default threshold
+    assert all(isinstance(r, str) for r in labeled[RESPONSE_COLUMN])
 
 
 REQUIRED = ["--dataset_name", "x", "--output_dir", "y", "--classifier_name_or_path", "z"]
