@@ -13,7 +13,9 @@ With `output_dir`, rows are processed in fixed contiguous shards, each written a
 `<output_dir>/data/<split>-NNNNN-of-MMMMM.parquet` (the hub layout, so `load_dataset(output_dir)` reads the result),
 next to `labeling_state.json`, which records what the shards were computed from. A rerun skips the shards already
 on disk, so an interrupted run resumes without redoing finished shards and without losing or duplicating rows;
-a rerun with other data or settings is refused rather than mixed in.
+a rerun with other data or settings is refused rather than mixed in. Until the state records the run complete, the
+package's loaders and commands refuse the folder (see [`check_label_folder`]); `datasets.load_dataset(output_dir)`
+itself does no such check. Data that already holds labels is relabeled only with `overwrite_labels=True`.
 
 ```python
 from datasets import load_dataset

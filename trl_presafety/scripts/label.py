@@ -3,8 +3,10 @@
 
 The safe model (the LRM with thinking disabled) answers each prompt; the safety decision classifier reads each answer.
 Output: `<output_dir>/data/<split>-NNNNN-of-MMMMM.parquet` shards plus `labeling_state.json`; rerun the same command
-after an interruption and only the missing shards are computed. Load the result with
-`datasets.load_dataset("<output_dir>")` or `trl_presafety.labeling.load_labeled_dataset("<output_dir>")`.
+after an interruption and only the missing shards are computed. Until every shard is done, the other commands
+(`sft`, `dpo`, `eval`, ...) refuse the folder unless `allow_incomplete_labels` is set. Load the result with
+`trl_presafety.labeling.load_labeled_dataset("<output_dir>")` (checked) or `datasets.load_dataset("<output_dir>")`.
+Prompts that already carry labels are relabeled only with `--overwrite_labels`; how many labels changed is printed.
 
 Example (CPU, tiny model and the bundled prompts; about a minute):
 
