@@ -47,6 +47,14 @@ class ForwardsPerStep(TrainerCallback):
         self._last = self.total
 
 
+def assert_head_loss_logged(trainer, steps: int) -> None:
+    """A finite, positive head loss at every logged step (the key alone would pass with no step logged, or NaN/inf)."""
+    losses = [h.get("presafety/loss") for h in trainer.state.log_history if "loss" in h]
+    assert len(losses) == steps and all(loss is not None and math.isfinite(loss) and loss > 0 for loss in losses), (
+        losses
+    )
+
+
 def train_kwargs(tmp_path, name: str, **kwargs) -> dict:
     defaults = dict(
         output_dir=str(tmp_path / name),
@@ -89,7 +97,7 @@ def test_sft_no_extra_forward_pass(tiny_model_dirs, tmp_path, variant):
     assert plain_counter.per_step == our_counter.per_step == [1, 1, 1]
     assert ours._presafety_capture.forward_calls == plain_counter.total
     # The auxiliary loss was on: the head ran inside that one forward
-    assert all("presafety/loss" in h for h in ours.state.log_history if "loss" in h)
+    assert_head_loss_logged(ours, steps=3)
 
 
 def test_dpo_no_extra_forward_pass(tiny_model_dirs, tmp_path):
@@ -113,7 +121,7 @@ def test_dpo_no_extra_forward_pass(tiny_model_dirs, tmp_path):
     # One policy forward per step over [chosen; rejected] in both (the reference model is separate)
     assert plain_counter.per_step == our_counter.per_step == [1, 1, 1]
     assert ours._presafety_capture.forward_calls == plain_counter.total
-    assert all("presafety/loss" in h for h in ours.state.log_history if "loss" in h)
+    assert_head_loss_logged(ours, steps=3)
 
 
 def _check_stats(stats, low: float, high: float):

@@ -38,15 +38,21 @@ def test_weight_schedules():
 def test_metrics_window_and_auroc():
     cb = PreSafetyCallback(threshold=0.5)
     metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+    # Window 1. Micro-batch accuracies 1 and 1/2 (not only all-or-nothing values, which `all()` would also give)
     cb.record(metrics, "train", torch.tensor([0.1, 0.2]), torch.tensor([0.9, 0.4]), torch.tensor([1.0, 0.0]))
-    cb.record(metrics, "train", torch.tensor([0.3]), torch.tensor([0.7]), torch.tensor([0.0]))
+    cb.record(metrics, "train", torch.tensor([0.3, 0.5]), torch.tensor([0.7, 0.6]), torch.tensor([0.0, 1.0]))
     cb.finalize(metrics, "train")
-    assert metrics["train"]["presafety/loss"] == pytest.approx([0.15, 0.3])
-    assert metrics["train"]["presafety/accuracy"] == [1.0, 0.0]
-    # scores 0.9 (pos), 0.4 and 0.7 (neg): the positive outranks both negatives
-    assert metrics["train"]["presafety/auroc"] == [1.0]
+    assert metrics["train"]["presafety/loss"] == pytest.approx([0.15, 0.4])
+    assert metrics["train"]["presafety/accuracy"] == [1.0, 0.5]
+    # Over the window: positives 0.9, 0.6 and negatives 0.4, 0.7; 3 of the 4 (positive, negative) pairs ranked right
+    assert metrics["train"]["presafety/auroc"] == [0.75]
+    # Window 2, soft labels (0.9 -> refuse, 0.2 -> comply), ranked the wrong way: its AUROC is its own, not mixed
+    # with window 1's scores
+    cb.record(metrics, "train", torch.tensor([1.0, 1.0]), torch.tensor([0.2, 0.8]), torch.tensor([0.9, 0.2]))
+    cb.finalize(metrics, "train")
+    assert metrics["train"]["presafety/accuracy"] == [1.0, 0.5, 0.0] and metrics["train"]["presafety/auroc"] == [0.0]
     cb.finalize(metrics, "train")  # an empty window adds nothing
-    assert metrics["train"]["presafety/auroc"] == [1.0]
+    assert len(metrics["train"]["presafety/loss"]) == 3 and metrics["train"]["presafety/auroc"] == [0.0]
 
 
 def test_schedule_drives_the_trainer_and_is_logged(tiny_model_dirs, tmp_path):

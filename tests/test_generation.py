@@ -110,7 +110,9 @@ def test_thinking_on_prompt_leaves_the_block_open(models, style, monkeypatch):
     spy = GenerateSpy(model, monkeypatch)
     generate_responses(model, tokenizer, PROMPTS, thinking=True, max_new_tokens=4, show_progress=False)
     open_id, close_id = tokenizer.convert_tokens_to_ids(["<think>", "</think>"])
-    for row in spy.prompt_rows():
+    rows = spy.prompt_rows()
+    assert len(rows) == len(PROMPTS)  # the checks below run on every prompt, not on none
+    for row in rows:
         assert close_id not in row
         if style == "qwen3":  # the completion opens the block itself
             tail = ids_of(tokenizer, "<|im_start|>assistant\n")
@@ -125,7 +127,12 @@ def test_left_padded_batches_match_one_by_one(models, thinking, monkeypatch):
     model, tokenizer = models["r1"]
     spy = GenerateSpy(model, monkeypatch)
     batched = generate_responses(model, tokenizer, PROMPTS, thinking=thinking, max_new_tokens=12, batch_size=4)
-    single = generate_responses(model, tokenizer, PROMPTS, thinking=thinking, max_new_tokens=12, batch_size=1)
+    # Each prompt generated on its own call: no padding and no reordering, so response i is prompt i's. (A second
+    # call over the whole list with batch_size=1 would sort the prompts the same way and hide a mix-up.)
+    single = [
+        generate_responses(model, tokenizer, [p], thinking=thinking, max_new_tokens=12, show_progress=False)[0]
+        for p in PROMPTS
+    ]
     assert batched == single
     assert len(set(batched)) == len(PROMPTS)  # the outputs really depend on the prompt
     mask = spy.calls[0]["attention_mask"]
@@ -185,7 +192,10 @@ def test_from_texts_continues_prefilled_reasoning(models, monkeypatch):
     text = build_prompt(tokenizer, "How do I bake bread?", thinking=True) + "First, the user wants"
     out = generate_responses_from_texts(model, tokenizer, [text], max_new_tokens=6, show_progress=False)
     assert spy.prompt_rows() == [ids_of(tokenizer, text)]
-    assert len(out) == 1 and isinstance(out[0], str)
+    # Only the continuation comes back: the tokens generated after the prefilled text, decoded
+    prompt_length = spy.calls[0]["input_ids"].shape[1]
+    continuation = spy.calls[0]["out"][0, prompt_length:].tolist()
+    assert out == [decode_generated(tokenizer, continuation)] and out[0]
     assert generate_responses_from_texts(model, tokenizer, [], max_new_tokens=6) == []
 
 

@@ -20,6 +20,7 @@ from trl_presafety.labeling import (
     LABEL_COLUMN,
     PROB_COLUMN,
     RESPONSE_COLUMN,
+    IncompleteLabelsError,
     SafetyDecisionClassifier,
     label_dataset,
     load_labeled_dataset,
@@ -87,7 +88,10 @@ def test_labels_are_read_by_the_trainers(lrm_dir, classifier):
     labeled = label_dataset(prompts_dataset(6), lrm_dir, None, classifier, generation=GENERATION)
     hard = [normalize_label(v, LABEL_COLUMN, i) for i, v in enumerate(labeled[LABEL_COLUMN])]
     soft = [normalize_label(v, PROB_COLUMN, i) for i, v in enumerate(labeled[PROB_COLUMN])]
-    assert all(v in (0.0, 1.0) for v in hard) and all(0.0 <= v <= 1.0 and v != MISSING_LABEL for v in soft)
+    # Read back as written: the hard label is the soft one's decision, the soft one the classifier's probability
+    # (not only "some value in {0, 1}" and "some value in [0, 1]")
+    assert soft == pytest.approx(labeled[PROB_COLUMN], abs=1e-12) and MISSING_LABEL not in soft
+    assert hard == [float(p >= 0.5) for p in soft] and len(set(soft)) == len(soft)
     assert labeled.features[LABEL_COLUMN].dtype == "int64" and labeled.features[PROB_COLUMN].dtype == "float64"
 
 
@@ -368,8 +372,10 @@ def test_label_script_end_to_end(lrm_dir, classifier_dir, tmp_path, capsys):
     label_script.main(args)
     assert "Labeled 7 prompts" in capsys.readouterr().out
     labeled = load_dataset(str(out), split="train")
-    assert len(labeled) == 7 and {LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN} <= set(labeled.column_names)
-    assert labeled["category"] == [json.loads(x)["category"] for x in EVAL_PROMPTS.read_text().splitlines()[:7]]
+    rows = [json.loads(x) for x in EVAL_PROMPTS.read_text().splitlines()[:7]]
+    assert labeled["prompt"] == [r["prompt"] for r in rows] and labeled["category"] == [r["category"] for r in rows]
+    assert labeled[LABEL_COLUMN] == [int(p >= 0.5) for p in labeled[PROB_COLUMN]]  # the recipe's default threshold
+    assert all(isinstance(r, str) for r in labeled[RESPONSE_COLUMN])
 
 
 REQUIRED = ["--dataset_name", "x", "--output_dir", "y", "--classifier_name_or_path", "z"]
@@ -400,3 +406,250 @@ def test_label_script_needs_a_model(classifier_dir, tmp_path):
     with pytest.raises(ValueError, match="`model_name_or_path` is required, got None: pass the safe model"):
         label_script.main(args + ["--output_dir", str(tmp_path)])
     assert not list(tmp_path.iterdir())  # nothing was written
+
+
+# --- an unfinished label folder is refused by every reader -----------------------------------------------------------
+
+RECIPES = Path(__file__).parents[1] / "recipes" / "tiny"
+INCOMPLETE = (
+    r"labeling is incomplete: 2 of 4 shards done \(4 of 8 rows\)\..*trl-presafety label.*allow_incomplete_labels"
+)
+
+
+@pytest.fixture(scope="module")
+def interrupted_labels(lrm_dir, classifier, tmp_path_factory) -> Path:
+    """A label folder whose run stopped after 2 of its 4 shards, as a killed `trl-presafety label` leaves it."""
+    out = tmp_path_factory.mktemp("interrupted") / "labels"
+
+    def stop_after_two(index: int, num_shards: int) -> None:
+        if index == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        label_dataset(
+            prompts_dataset(8), lrm_dir, None, classifier, generation=GENERATION, shard_size=2, output_dir=out,
+            on_shard_end=stop_after_two,
+        )  # fmt: skip
+    assert len(list((out / "data").glob("*.parquet"))) == 2
+    return out
+
+
+def _run_sft(path: str, *extra: str) -> None:
+    from trl_presafety.scripts import sft
+
+    # The dataset is read before any model is loaded: the model path is never opened
+    sft.main(["--config", str(RECIPES / "sft" / "config_presafety.yaml"), "--model_name_or_path", "unused"]
+             + ["--dataset_name", path, "--output_dir", "unused-out", *extra])  # fmt: skip
+
+
+def _run_dpo(path: str, *extra: str) -> None:
+    from trl_presafety.scripts import dpo
+
+    dpo.main(["--config", str(RECIPES / "dpo" / "config_presafety.yaml"), "--model_name_or_path", "unused"]
+             + ["--dataset_name", path, "--output_dir", "unused-out", *extra])  # fmt: skip
+
+
+def _run_grpo(path: str, *extra: str) -> None:
+    from trl_presafety.scripts import grpo
+
+    grpo.main(["--config", str(RECIPES / "grpo" / "config_safety_rl.yaml"), "--model_name_or_path", "unused"]
+              + ["--dataset_name", path, "--output_dir", "unused-out", *extra])  # fmt: skip
+
+
+def _run_alttrain(path: str, *extra: str) -> None:
+    from trl_presafety.scripts import build_alttrain
+
+    build_alttrain.main(["--dataset_name", path, "--output_dir", "unused-out", *extra])
+
+
+def _run_ipo(path: str, *extra: str) -> None:
+    from trl_presafety.scripts import build_ipo_pairs
+
+    build_ipo_pairs.main(["--dataset_name", path, "--output_dir", "unused-out", "--tokenizer_name_or_path", "x",
+                          "--continuation", "supplied", *extra])  # fmt: skip
+
+
+def _run_train_classifier(path: str, *extra: str) -> None:
+    from trl_presafety.scripts import train_classifier
+
+    train_classifier.main(["--dataset_name", path, "--output_dir", "unused-out", *extra])
+
+
+def _run_label(path: str, *extra: str) -> None:
+    label_script.main(["--dataset_name", path, "--output_dir", "unused-out", "--classifier_name_or_path", "x"]
+                      + ["--model_name_or_path", "unused", *extra])  # fmt: skip
+
+
+def _run_eval(path: str, *extra: str) -> None:
+    from trl_presafety.scripts import evaluate
+
+    # A shard of the folder, in the evaluation's internal format (prompt, category)
+    shard = str(next(iter(sorted((Path(path) / "data").glob("*.parquet")))))
+    evaluate.main(["--model_name_or_path", "unused", "--datasets", shard, "--output_dir", "unused-out", *extra])
+
+
+def _run_mixture(path: str, *extra: str) -> None:
+    from trl import DatasetMixtureConfig
+    from trl.scripts.utils import DatasetConfig
+
+    from trl_presafety.scripts.utils import PreSafetyScriptArguments, load_training_datasets
+
+    # A `datasets:` mixture entry reading the shards by a glob of `data_files`
+    mixture = DatasetMixtureConfig(datasets=[DatasetConfig(path="parquet", data_files=f"{path}/data/*.parquet")])
+    load_training_datasets(PreSafetyScriptArguments(dataset_name=None), mixture)
+
+
+COMMANDS = {
+    "sft": _run_sft,
+    "dpo": _run_dpo,
+    "grpo": _run_grpo,
+    "build-alttrain": _run_alttrain,
+    "build-ipo-pairs": _run_ipo,
+    "train-classifier": _run_train_classifier,
+    "label": _run_label,
+    "eval": _run_eval,
+    "mixture": _run_mixture,
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_commands_refuse_an_interrupted_label_folder(interrupted_labels, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(IncompleteLabelsError, match=INCOMPLETE):
+        COMMANDS[command](str(interrupted_labels))
+    assert not (tmp_path / "unused-out").exists()  # refused before anything was written
+
+
+def test_python_loaders_refuse_an_interrupted_label_folder(interrupted_labels, caplog):
+    from trl_presafety.evaluation.data import load_eval_datasets
+    from trl_presafety.labeling import load_prompt_dataset
+
+    shard = str(interrupted_labels / "data" / "train-00001-of-00004.parquet")
+    for load in (
+        lambda **kw: load_labeled_dataset(interrupted_labels, **kw),
+        lambda **kw: load_prompt_dataset(str(interrupted_labels), **kw),
+        lambda **kw: load_prompt_dataset(shard, **kw),
+        lambda **kw: load_eval_datasets([shard], **kw),
+    ):
+        with pytest.raises(IncompleteLabelsError, match=INCOMPLETE):
+            load()
+        caplog.clear()
+        rows = load(allow_incomplete_labels=True)  # on purpose: the finished rows, with a warning
+        assert len(rows) in (2, 4) and "2 of 4 shards done (4 of 8 rows)" in caplog.text
+    assert load_labeled_dataset(interrupted_labels, allow_incomplete_labels=True)["id"] == [0, 1, 2, 3]
+
+
+def test_allow_incomplete_labels_trains_on_the_finished_rows(interrupted_labels, caplog):
+    from trl_presafety.scripts import dpo, grpo, sft
+    from trl_presafety.scripts.utils import load_training_datasets, parse_args_strict
+
+    for module, recipe in ((sft, "sft/config_presafety.yaml"), (dpo, "dpo/config_presafety.yaml")) + (
+        (grpo, "grpo/config_safety_rl.yaml"),
+    ):
+        script_args, _, _, dataset_args = parse_args_strict(
+            module.make_parser(),
+            [
+                "--config",
+                str(RECIPES / recipe),
+                "--dataset_name",
+                str(interrupted_labels),
+                "--allow_incomplete_labels",
+            ],
+        )
+        assert script_args.allow_incomplete_labels is True
+        assert load_training_datasets(script_args, dataset_args)["train"]["id"] == [0, 1, 2, 3]
+    assert "on purpose (allow_incomplete_labels=True): 2 of 4 shards done" in caplog.text
+
+
+def test_a_finished_label_folder_is_read_and_a_damaged_one_refused(interrupted_labels, lrm_dir, classifier, tmp_path):
+    from trl_presafety.labeling import find_label_folder, load_prompt_dataset
+
+    folder = tmp_path / "labels"
+    shutil.copytree(interrupted_labels, folder)
+    label_dataset(
+        prompts_dataset(8), lrm_dir, None, classifier, generation=GENERATION, shard_size=2, output_dir=folder
+    )
+    assert load_labeled_dataset(folder)["id"] == list(range(8))
+    assert load_prompt_dataset(str(folder))["id"] == list(range(8))
+    # Only label folders are checked: a hub id or a plain file is not one
+    assert find_label_folder(folder / "data" / "x.parquet") == folder and find_label_folder(folder / "data") == folder
+    assert find_label_folder("trl-lib/tldr") is None and find_label_folder(EVAL_PROMPTS) is None
+    # A shard removed after the run finished
+    (folder / "data" / "train-00002-of-00004.parquet").unlink()
+    with pytest.raises(IncompleteLabelsError, match=r"finished, but shards are missing.*: 3 of 4 shards"):
+        load_labeled_dataset(folder)
+    # A state file that cannot be read cannot show the labeling finished
+    (folder / "labeling_state.json").write_text("{not json")
+    with pytest.raises(IncompleteLabelsError, match="cannot be read.*JSONDecodeError"):
+        load_prompt_dataset(str(folder))
+
+
+# --- relabeling data that already has labels -------------------------------------------------------------------------
+
+
+def test_existing_labels_are_not_replaced_unless_asked(lrm_dir, classifier, tmp_path, monkeypatch):
+    dataset = prompts_dataset(8)
+    probs = label_dataset(dataset, lrm_dir, None, classifier, generation=GENERATION)[PROB_COLUMN]
+    kwargs = {"generation": GENERATION, "threshold": sorted(probs)[4]}  # half the prompts are refusals
+    new = label_dataset(dataset, lrm_dir, None, classifier, **kwargs)[LABEL_COLUMN]
+    assert 0 < sum(new) < 8  # both decisions occur, so flips both ways can be made
+    ones, zeros = new.index(1), new.index(0)
+    old = list(new)
+    old[ones], old[zeros] = 0, 1  # one label will change to refusal, one to compliance
+    missing = next(i for i in range(8) if i not in (ones, zeros))
+    old[missing] = -100  # a row without a label
+    relabeled = dataset.add_column(LABEL_COLUMN, old)
+
+    calls = []
+    real_generate = pipeline.generate_responses
+    monkeypatch.setattr(pipeline, "generate_responses", lambda *a, **k: calls.append(1) or real_generate(*a, **k))
+    with pytest.raises(ValueError, match=r"already has labels: 7 of 8 rows .*'safety_label'.*overwrite_labels=True"):
+        label_dataset(relabeled, lrm_dir, None, classifier, output_dir=tmp_path / "a", **kwargs)
+    assert calls == []  # refused before any generation
+
+    out = tmp_path / "b"
+    result = label_dataset(relabeled, lrm_dir, None, classifier, output_dir=out, overwrite_labels=True, **kwargs)
+    assert result[LABEL_COLUMN] == new  # replaced by the new labels
+    expected = {
+        "rows_with_labels": 7,
+        "labels_changed": 2,
+        "changed_to_refusal": 1,
+        "changed_to_compliance": 1,
+        "newly_labeled": 1,
+    }
+    assert json.loads((out / "labeling_state.json").read_text())["relabel"] == expected
+    # A column holding no label at all (only -100) has nothing to lose: labeled without the option
+    empty = dataset.add_column(LABEL_COLUMN, [-100] * 8)
+    assert label_dataset(empty, lrm_dir, None, classifier, **kwargs)[LABEL_COLUMN] == new
+
+
+def test_compare_labels_reads_old_labels_as_decisions():
+    from trl_presafety.labeling import compare_labels
+
+    old = [1, 0, 0.8, 0.2, None, float("nan"), -100, "refusal", True]
+    new = [1, 1, 0, 0, 1, 0, 1, 1, 0]
+    assert compare_labels(old, new) == {
+        "rows_with_labels": 6,
+        "labels_changed": 4,  # 0 -> 1, 0.8 -> 0, "refusal" (not a number), True -> 0
+        "changed_to_refusal": 1,
+        "changed_to_compliance": 2,
+        "newly_labeled": 3,
+    }
+    with pytest.raises(ValueError, match="Cannot compare 2 old labels with 1 new"):
+        compare_labels([0, 1], [0])
+
+
+def test_label_script_reports_changed_labels(lrm_dir, classifier_dir, tmp_path, capsys):
+    # The bundled SFT rows already carry `safety_label`: relabeling them needs --overwrite_labels
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in load_tiny_sft_rows(6)))
+    args = ["--model_name_or_path", lrm_dir, "--classifier_name_or_path", classifier_dir, "--dtype", "float32"]
+    args += ["--dataset_name", str(data), "--output_dir", str(tmp_path / "out"), "--max_new_tokens", "6"]
+    args += ["--backend", "transformers"]
+    with pytest.raises(ValueError, match="6 of 6 rows hold a value in \\['safety_label'\\].*--overwrite_labels"):
+        label_script.main(args)
+    label_script.main(args + ["--overwrite_labels"])
+    old = [row["safety_label"] for row in load_tiny_sft_rows(6)]
+    new = load_labeled_dataset(tmp_path / "out")[LABEL_COLUMN]
+    changed = sum(a != b for a, b in zip(old, new, strict=True))
+    assert f"Relabeled: {changed} of the 6 existing labels changed" in capsys.readouterr().out

@@ -67,7 +67,9 @@ def test_sft_main_mixes_recipe_and_command_line(tiny_model_dirs, tmp_path):
 
     steps = [e for e in trainer.state.log_history if "loss" in e and "train_runtime" not in e]
     assert [e["step"] for e in steps] == [1, 2, 3]
-    assert all(0 < e["presafety/loss"] < 5 and 0 <= e["presafety/accuracy"] <= 1 for e in steps)
+    # The head's metrics come from the overridden batch of 4 labeled rows (an accuracy in [0, 1] would pass anything)
+    assert all(0 < e["presafety/loss"] < 5 and (4 * e["presafety/accuracy"]).is_integer() for e in steps)
+    assert [e["presafety/weight"] for e in steps] == [1.0] * 3  # the recipe's presafety_loss_weight
 
     # Saved: model + head + its config + the trainer state with the logged metrics
     assert SafetyHeadConfig.load(output_dir).pooling == "mean"

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..generation import BACKENDS, vllm_engine_kwargs
+from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 from .data import check_dataset_spec, dataset_names
 from .judges import GUARD_FORMATS, JUDGES
 
@@ -108,6 +109,9 @@ class EvalConfig:
         At most this many examples per dataset and category (drawn with `data_seed`), e.g. 250 for WildJailbreak.
     data_seed (`int`, *optional*, defaults to `0`):
         Seed of that subsampling.
+    allow_incomplete_labels (`bool`, *optional*, defaults to `False`):
+        Evaluate on a shard of a label folder (`trl-presafety label` output) whose labeling did not finish; refused by
+        default.
     math_prompt_template (`str`, *optional*, defaults to the DeepSeek-R1 math instruction):
         How a math problem is asked; `{prompt}` is replaced by the problem.
 
@@ -200,6 +204,7 @@ class EvalConfig:
         default=None, metadata={"help": "At most this many examples per dataset and category (e.g. 250)."}
     )
     data_seed: int = field(default=0, metadata={"help": "Seed of the subsampling."})
+    allow_incomplete_labels: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_LABELS_HELP})
     math_prompt_template: str = field(
         default=DEFAULT_MATH_TEMPLATE, metadata={"help": "How a math problem is asked; `{prompt}` is the problem."}
     )

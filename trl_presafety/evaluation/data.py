@@ -561,10 +561,16 @@ def check_dataset_spec(spec: str) -> None:
         raise ValueError(f"Invalid `datasets` entry {spec!r}: local file {path!r} does not exist. {fix}")
 
 
-def load_eval_dataset(spec: str) -> list[dict[str, Any]]:
-    """The examples of one `EvalConfig.datasets` entry, in the internal format."""
+def load_eval_dataset(spec: str, allow_incomplete_labels: bool = False) -> list[dict[str, Any]]:
+    """The examples of one `EvalConfig.datasets` entry, in the internal format.
+
+    A shard of a label folder whose labeling did not finish is refused unless `allow_incomplete_labels=True`.
+    """
+    from ..labeling.state import check_label_folder
+
     check_dataset_spec(spec)
     name, path = parse_dataset_spec(spec)
+    check_label_folder(path, allow_incomplete_labels)
     if name == "file":
         return load_internal_file(path)
     if name in BUNDLED_FILES:
@@ -595,13 +601,18 @@ def subsample(examples: list[dict[str, Any]], max_examples: int | None, seed: in
     return [example for index, example in enumerate(examples) if index in keep]
 
 
-def load_eval_datasets(specs: Sequence[str], max_examples: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
-    """Every example of `specs`, subsampled (a spec's own `@N` wins over `max_examples`), ids unique across datasets."""
+def load_eval_datasets(
+    specs: Sequence[str], max_examples: int | None = None, seed: int = 0, allow_incomplete_labels: bool = False
+) -> list[dict[str, Any]]:
+    """Every example of `specs`, subsampled (a spec's own `@N` wins over `max_examples`), ids unique across datasets.
+
+    A shard of an unfinished label folder is refused unless `allow_incomplete_labels=True`.
+    """
     examples: list[dict[str, Any]] = []
     seen_ids: set[str] = set()
     for spec in specs:
         limit = split_limit(spec)[1] or max_examples
-        for example in subsample(load_eval_dataset(spec), limit, seed):
+        for example in subsample(load_eval_dataset(spec, allow_incomplete_labels), limit, seed):
             if example["id"] in seen_ids:
                 raise DatasetFormatError(
                     f"Example id {example['id']!r} appears twice: the dataset {spec!r} is listed twice or two files "

@@ -713,9 +713,12 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
     from .report import write_report
 
     started = time.time()
+    # The data first: a bad dataset (e.g. an unfinished label folder) stops the run before anything is written
+    examples = load_eval_datasets(
+        config.datasets, config.max_examples, config.data_seed, allow_incomplete_labels=config.allow_incomplete_labels
+    )
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    examples = load_eval_datasets(config.datasets, config.max_examples, config.data_seed)
     if model is not None and config.backend == "vllm":
         raise ValueError(
             "Invalid `backend`: 'vllm' with a model object. vLLM loads the weights itself: pass no model (it loads "

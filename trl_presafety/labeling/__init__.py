@@ -15,21 +15,28 @@ from .pipeline import (
     LABEL_COLUMN,
     PROB_COLUMN,
     RESPONSE_COLUMN,
+    compare_labels,
     label_dataset,
     load_labeled_dataset,
     load_prompt_dataset,
 )
+from .state import IncompleteLabelsError, check_label_folder, find_label_folder, label_folder_status
 
 
 __all__ = [
+    "IncompleteLabelsError",
     "LABEL_COLUMN",
     "PROB_COLUMN",
     "RESPONSE_COLUMN",
     "SafetyDecisionClassifier",
     "answer_text",
+    "check_label_folder",
     "classification_metrics",
+    "compare_labels",
     "default_encoder_path",
+    "find_label_folder",
     "label_dataset",
+    "label_folder_status",
     "load_labeled_dataset",
     "load_prompt_dataset",
     "load_refusal_dataset",

@@ -17,7 +17,9 @@ With `output_dir`, rows are processed in fixed contiguous shards, each written a
 `<output_dir>/data/<split>-NNNNN-of-MMMMM.parquet` (the hub layout, so `load_dataset(output_dir)` reads the result),
 next to `labeling_state.json`, which records what the shards were computed from. A rerun skips the shards already
 on disk, so an interrupted run resumes without redoing finished shards and without losing or duplicating rows;
-a rerun with other data or settings is refused rather than mixed in.
+a rerun with other data or settings is refused rather than mixed in. Until the state records the run complete, the
+package's loaders and commands refuse the folder (see [`check_label_folder`]); `datasets.load_dataset(output_dir)`
+itself does no such check. Data that already holds labels is relabeled only with `overwrite_labels=True`.
 
 ```python
 from datasets import load_dataset
@@ -46,6 +48,7 @@ from ..generation import GenerationArguments, generate_responses, load_causal_lm
 from ..harmfulness import HARMFUL_COLUMN, HOW_TO_ADD_HARMFUL, parse_harmful
 from ..reasoning import build_prompt
 from .classifier import SafetyDecisionClassifier, prompt_text
+from .state import SHARDS_DIR, STATE_FILE, check_label_folder
 
 
 logger = logging.getLogger(__name__)
@@ -54,8 +57,6 @@ LABEL_COLUMN = "safety_label"
 PROB_COLUMN = "safety_label_prob"
 RESPONSE_COLUMN = "safe_response"
 OUTPUT_COLUMNS = (LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN)
-STATE_FILE = "labeling_state.json"
-SHARDS_DIR = "data"
 STATE_VERSION = 1
 # Settings that change the labels: a resumed run must match them (the backend and batch sizes may differ)
 _RESUME_KEYS = (
@@ -118,6 +119,46 @@ def _harmful_sha256(dataset: Dataset) -> str | None:
     return _prompts_sha256(values)
 
 
+def _has_value(value: Any) -> bool:
+    """Whether a cell of a label column holds a label (None, NaN and -100 mean "no label", as for the trainers)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return not (isinstance(value, (int, float)) and not isinstance(value, bool) and value == -100)
+
+
+def _rows_with_labels(dataset: Dataset) -> tuple[list[str], int]:
+    """The label columns `dataset` already has, and how many rows hold a value in at least one of them."""
+    present = [c for c in OUTPUT_COLUMNS if c in dataset.column_names]
+    values = [dataset[c] for c in present]
+    return present, sum(any(_has_value(v) for v in row) for row in zip(*values, strict=True)) if present else 0
+
+
+def compare_labels(old: list[Any], new: list[int]) -> dict[str, int]:
+    """How the new hard labels differ from the old ones, row by row.
+
+    An old label is read as a decision: 1 (refusal) from 0.5 up, so a soft label compares with the new hard one; a
+    missing one (None, NaN, -100) counts as `newly_labeled`; a value that is not a number counts as changed.
+    """
+    if len(old) != len(new):
+        raise ValueError(f"Cannot compare {len(old)} old labels with {len(new)} new ones: the rows must match.")
+    stats = {"rows_with_labels": 0, "labels_changed": 0, "changed_to_refusal": 0, "changed_to_compliance": 0}
+    stats["newly_labeled"] = 0
+    for before, after in zip(old, new, strict=True):
+        if not _has_value(before):
+            stats["newly_labeled"] += 1
+            continue
+        stats["rows_with_labels"] += 1
+        try:
+            decision = int(float(before) >= 0.5)
+        except (TypeError, ValueError):
+            decision = None
+        if decision != after:
+            stats["labels_changed"] += 1
+            if decision is not None:
+                stats["changed_to_refusal" if after == 1 else "changed_to_compliance"] += 1
+    return stats
+
+
 def _source(name_or_path: str) -> str:
     """A local folder as an absolute path (a rerun from another directory must not match another folder), else as is."""
     path = Path(name_or_path)
@@ -178,13 +219,18 @@ def label_dataset(
     classifier_batch_size: int = 64,
     classifier_max_length: int = 256,
     overwrite_output_dir: bool = False,
+    overwrite_labels: bool = False,
     show_progress: bool = True,
     model_init_kwargs: dict[str, Any] | None = None,
     vllm_kwargs: dict[str, Any] | None = None,
     on_shard_end: Callable[[int, int], None] | None = None,
 ) -> Dataset:
     """Labels every prompt with the safe model's decision and returns the dataset with `safety_label`,
-    `safety_label_prob` and `safe_response` added (existing columns of those names are replaced).
+    `safety_label_prob` and `safe_response` added.
+
+    A dataset that already holds labels in columns of those names is refused unless `overwrite_labels=True`; then the
+    new labels replace them, and how many changed is logged and, with `output_dir`, recorded under `relabel` in
+    `labeling_state.json` (see [`compare_labels`]).
 
     Args:
         dataset: the prompts, one per row, in `prompt_column` (strings or chat message lists). Other columns are
@@ -200,6 +246,8 @@ def label_dataset(
         generation: decoding settings (backend, max_new_tokens, sampling...); defaults to greedy. Shard `i` samples
             with seed `generation_seed + i`, so a resumed run gives the same labels as an uninterrupted one.
         overwrite_output_dir: delete existing shards and start over instead of resuming.
+        overwrite_labels: replace the labels the dataset already has in `safety_label` / `safety_label_prob` /
+            `safe_response` (rows with None or -100 hold none). Without it, such a dataset is refused.
         model_init_kwargs: `from_pretrained` kwargs when `model` is a path and the transformers backend loads it.
         vllm_kwargs: extra `vllm.LLM` kwargs (e.g. `dtype`), merged over the ones from `generation`.
         on_shard_end: called as `on_shard_end(shard_index, num_shards)` after each shard is written.
@@ -208,6 +256,16 @@ def label_dataset(
         The labeled dataset, rows in input order.
     """
     _check_dataset(dataset, prompt_column)
+    present, num_labeled = _rows_with_labels(dataset)
+    if num_labeled and not overwrite_labels:
+        raise ValueError(
+            f"The dataset already has labels: {num_labeled} of {len(dataset)} rows hold a value in {present}. "
+            "Labeling would replace them. Set `overwrite_labels=True` (`--overwrite_labels` on the command line) to "
+            "replace them (how many change is reported), or remove those columns first."
+        )
+    # The old decisions, compared with the new ones at the end (a soft label alone is read as a decision too)
+    old_column = next((c for c in (LABEL_COLUMN, PROB_COLUMN) if c in present), None)
+    old_labels = dataset[old_column] if old_column is not None else None
     if shard_size < 1:
         raise ValueError(f"`shard_size` must be >= 1, got {shard_size}.")
     if not 0.0 <= threshold <= 1.0:
@@ -297,15 +355,33 @@ def label_dataset(
     progress.close()
 
     if output_dir is None:
-        return concatenate_datasets(in_memory)
-    labeled = load_labeled_dataset(output_dir, split)
+        labeled = concatenate_datasets(in_memory)
+        _report_relabel(old_labels, labeled)
+        return labeled
+    labeled = _read_shards(output_dir, split)
     if len(labeled) != len(dataset):  # every row exactly once, or something outside this run touched the shards
         raise RuntimeError(
             f"{output_dir} holds {len(labeled)} labeled rows for {len(dataset)} prompts. Rerun with "
             "`overwrite_output_dir=True`."
         )
-    _write_json_atomic(output_dir / STATE_FILE, {**state, "complete": True, **_summary(labeled)})
+    summary = _summary(labeled)
+    relabel = _report_relabel(old_labels, labeled)
+    if relabel is not None:
+        summary["relabel"] = relabel
+    _write_json_atomic(output_dir / STATE_FILE, {**state, "complete": True, **summary})
     return labeled
+
+
+def _report_relabel(old_labels: list[Any] | None, labeled: Dataset) -> dict[str, int] | None:
+    if old_labels is None:
+        return None
+    stats = compare_labels(old_labels, labeled[LABEL_COLUMN])
+    logger.warning(
+        f"Replaced the labels of {stats['rows_with_labels']} rows: {stats['labels_changed']} changed "
+        f"({stats['changed_to_refusal']} to refusal, {stats['changed_to_compliance']} to compliance); "
+        f"{stats['newly_labeled']} rows had no label."
+    )
+    return stats
 
 
 def _summary(labeled: Dataset) -> dict[str, float]:
@@ -316,17 +392,35 @@ def _summary(labeled: Dataset) -> dict[str, float]:
     }
 
 
-def load_labeled_dataset(output_dir: str | Path, split: str = "train") -> Dataset:
-    """The labeled rows written by [`label_dataset`] to `output_dir`, in input order."""
+def load_labeled_dataset(
+    output_dir: str | Path, split: str = "train", *, allow_incomplete_labels: bool = False
+) -> Dataset:
+    """The labeled rows written by [`label_dataset`] to `output_dir`, in input order.
+
+    Raises [`IncompleteLabelsError`] if `labeling_state.json` does not show every shard done (an interrupted run),
+    unless `allow_incomplete_labels=True` (then the finished shards are read, with a warning).
+    """
+    check_label_folder(output_dir, allow_incomplete_labels)
+    return _read_shards(output_dir, split)
+
+
+def _read_shards(output_dir: str | Path, split: str) -> Dataset:
     files = sorted((Path(output_dir) / SHARDS_DIR).glob(f"{split}-[0-9]*-of-[0-9]*.parquet"))
     if not files:
         raise FileNotFoundError(f"No labeled shards for split {split!r} under {Path(output_dir) / SHARDS_DIR}.")
     return Dataset.from_parquet([str(f) for f in files], keep_in_memory=True)
 
 
-def load_prompt_dataset(name: str, config: str | None = None, split: str = "train") -> Dataset:
+def load_prompt_dataset(
+    name: str, config: str | None = None, split: str = "train", *, allow_incomplete_labels: bool = False
+) -> Dataset:
     """Loads prompts from a hub id, a local data file (`.json`, `.jsonl`, `.parquet`, `.csv`; one split), a folder
-    saved with `save_to_disk`, or a local folder of data files."""
+    saved with `save_to_disk`, or a local folder of data files.
+
+    A label folder (or a shard of one) whose labeling did not finish raises [`IncompleteLabelsError`] unless
+    `allow_incomplete_labels=True`.
+    """
+    check_label_folder(name, allow_incomplete_labels)
     path = Path(name)
     if path.is_file():
         builder = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)

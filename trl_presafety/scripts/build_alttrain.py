@@ -26,6 +26,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
+
 
 @dataclass
 class BuildAltTrainArguments:
@@ -37,6 +39,8 @@ class BuildAltTrainArguments:
     output_dir (`str`): Folder written with `train.jsonl`.
     num_harmful (`int`, *optional*, defaults to `900`), num_benign (`int`, *optional*, defaults to `100`): Examples
         sampled per kind (AltTrain uses ~900 + ~100); `-1` takes all.
+    allow_incomplete_labels (`bool`, *optional*, defaults to `False`): Read a label folder whose labeling did not
+        finish (only its finished shards); refused by default.
     """
 
     dataset_name: str | None = field(
@@ -47,6 +51,7 @@ class BuildAltTrainArguments:
     output_dir: str | None = field(default=None, metadata={"help": "Folder for train.jsonl (required)."})
     num_harmful: int = field(default=900, metadata={"help": "Harmful examples to sample; -1 takes all."})
     num_benign: int = field(default=100, metadata={"help": "Benign examples to sample; -1 takes all."})
+    allow_incomplete_labels: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_LABELS_HELP})
 
     def __post_init__(self):
         if not self.dataset_name:
@@ -70,7 +75,12 @@ def build(args: BuildAltTrainArguments, config) -> Path:
     from ..data.alttrain import build_alttrain_dataset
     from ..labeling.pipeline import load_prompt_dataset
 
-    dataset = load_prompt_dataset(args.dataset_name, args.dataset_config, args.dataset_split)
+    dataset = load_prompt_dataset(
+        args.dataset_name,
+        args.dataset_config,
+        args.dataset_split,
+        allow_incomplete_labels=args.allow_incomplete_labels,
+    )
     formatted = build_alttrain_dataset(
         dataset,
         config,

@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..data.step_judges import STEP_JUDGES
+from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 
 
 @dataclass
@@ -55,6 +56,8 @@ class BuildIPOPairsArguments:
         judge's own (0.5, or 0.9 for the continuation ratio).
     classifier_path (`str`, *optional*): Refusal classifier for `step_judge="classifier"`.
     guard_model (`str`, *optional*): Guard model for `step_judge="guard"`, e.g. `meta-llama/Llama-Guard-3-8B`.
+    allow_incomplete_labels (`bool`, *optional*, defaults to `False`): Read a label folder whose labeling did not
+        finish (only its finished shards); refused by default.
     """
 
     dataset_name: str | None = field(
@@ -82,6 +85,7 @@ class BuildIPOPairsArguments:
         default=None, metadata={"help": "Refusal classifier folder, for step_judge='classifier'."}
     )
     guard_model: str | None = field(default=None, metadata={"help": "Guard model, for step_judge='guard'."})
+    allow_incomplete_labels: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_LABELS_HELP})
 
     def __post_init__(self):
         if not self.dataset_name:
@@ -116,7 +120,12 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
     from ..generation import load_causal_lm, resolve_backend
     from ..labeling.pipeline import load_prompt_dataset
 
-    dataset = load_prompt_dataset(args.dataset_name, args.dataset_config, args.dataset_split)
+    dataset = load_prompt_dataset(
+        args.dataset_name,
+        args.dataset_config,
+        args.dataset_split,
+        allow_incomplete_labels=args.allow_incomplete_labels,
+    )
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer_name_or_path or args.model_name_or_path)

@@ -30,9 +30,8 @@ accelerate launch --multi_gpu --num_processes 2 --mixed_precision no \
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import ScriptArguments
-
 from .utils import (
+    PreSafetyScriptArguments,
     apply_model_init_kwargs,
     check_model_name,
     load_training_datasets,
@@ -43,8 +42,9 @@ from .utils import (
 
 
 @dataclass
-class DPOScriptArguments(ScriptArguments):
-    """TRL's `ScriptArguments` plus `chat_template_path`, which `SFTConfig` has and `DPOConfig` lacks.
+class DPOScriptArguments(PreSafetyScriptArguments):
+    """TRL's `ScriptArguments` (with `allow_incomplete_labels`) plus `chat_template_path`, which `SFTConfig` has and
+    `DPOConfig` lacks.
 
     DeepSeek-R1 distills ship a chat template that deletes everything up to `</think>` from assistant turns: DPO
     would then compare the answers only, and the prompt (ending in `<think>\\n`) would not be a prefix of

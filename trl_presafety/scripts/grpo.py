@@ -28,10 +28,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from trl import ScriptArguments
-
 from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name
 from ..rewards import SAFETY_REWARDS
+from .utils import PreSafetyScriptArguments
 
 
 JUDGES = ("cues", "classifier")
@@ -41,9 +40,10 @@ TRL_REWARDS = ("accuracy_reward", "reasoning_accuracy_reward", "think_format_rew
 
 
 @dataclass
-class SafetyGRPOScriptArguments(ScriptArguments):
+class SafetyGRPOScriptArguments(PreSafetyScriptArguments):
     r"""
-    Script arguments of `trl-presafety grpo`: TRL's `ScriptArguments` (data) plus the reward functions and judges.
+    Script arguments of `trl-presafety grpo`: TRL's `ScriptArguments` (data, with `allow_incomplete_labels`) plus the
+    reward functions and judges.
 
     reward_funcs (`list[str]`, *optional*, defaults to the three safety rewards):
         Reward functions, combined with `GRPOConfig.reward_weights` (same order): `reasoning_safety_reward`,

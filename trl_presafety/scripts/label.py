@@ -7,8 +7,10 @@ writes it for a file whose prompts are all harmful (or all benign). Without eith
 
 The safe model (the LRM with thinking disabled) answers each prompt; the safety decision classifier reads each answer.
 Output: `<output_dir>/data/<split>-NNNNN-of-MMMMM.parquet` shards plus `labeling_state.json`; rerun the same command
-after an interruption and only the missing shards are computed. Load the result with
-`datasets.load_dataset("<output_dir>")` or `trl_presafety.labeling.load_labeled_dataset("<output_dir>")`.
+after an interruption and only the missing shards are computed. Until every shard is done, the other commands
+(`sft`, `dpo`, `eval`, ...) refuse the folder unless `allow_incomplete_labels` is set. Load the result with
+`trl_presafety.labeling.load_labeled_dataset("<output_dir>")` (checked) or `datasets.load_dataset("<output_dir>")`.
+Prompts that already carry labels are relabeled only with `--overwrite_labels`; how many labels changed is printed.
 
 Example (CPU, tiny model and the bundled prompts; about a minute):
 
@@ -26,13 +28,16 @@ trl-presafety label --model_name_or_path Qwen/Qwen3-8B --dtype bfloat16 --datase
 ```
 """
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from trl import ModelConfig, TrlParser
 
 from ..generation import GenerationArguments
 from ..harmfulness import HARMFUL_COLUMN
 from ..labeling.pipeline import label_dataset, load_prompt_dataset
+from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, STATE_FILE
 from .utils import make_script_parser, parse_args_strict
 
 
@@ -63,6 +68,11 @@ class LabelScriptArguments:
         Rows per shard: the unit of resumption.
     overwrite_output_dir (`bool`, *optional*, defaults to `False`):
         Delete existing shards and start over instead of resuming.
+    overwrite_labels (`bool`, *optional*, defaults to `False`):
+        Relabel data that already has `safety_label` / `safety_label_prob` / `safe_response` values, replacing them;
+        how many labels changed is printed and recorded in `labeling_state.json`. Without it such data is refused.
+    allow_incomplete_labels (`bool`, *optional*, defaults to `False`):
+        Read prompts from a label folder whose labeling did not finish (only its finished shards).
 
     > Safety decision
 
@@ -102,6 +112,14 @@ class LabelScriptArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Delete existing shards and start over instead of resuming."}
     )
+    overwrite_labels: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the labels the data already has (safety_label, safety_label_prob, safe_response); "
+            "how many changed is reported. Without it such data is refused."
+        },
+    )
+    allow_incomplete_labels: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_LABELS_HELP})
     classifier_name_or_path: str | None = field(
         default=None, metadata={"help": "Trained safety decision classifier (train-classifier output or hub id)."}
     )
@@ -162,7 +180,12 @@ def main(argv: list[str] | None = None) -> None:
             f"`model_name_or_path` is required, got {model_args.model_name_or_path!r}: pass the safe model (the LRM "
             "whose thinking-off answers are labeled), e.g. `--model_name_or_path Qwen/Qwen3-8B`."
         )
-    dataset = load_prompt_dataset(script_args.dataset_name, script_args.dataset_config, script_args.dataset_split)
+    dataset = load_prompt_dataset(
+        script_args.dataset_name,
+        script_args.dataset_config,
+        script_args.dataset_split,
+        allow_incomplete_labels=script_args.allow_incomplete_labels,
+    )
     if script_args.max_samples is not None:
         dataset = dataset.select(range(min(script_args.max_samples, len(dataset))))
     if script_args.harmful is not None:
@@ -190,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         classifier_batch_size=script_args.classifier_batch_size,
         classifier_max_length=script_args.classifier_max_length,
         overwrite_output_dir=script_args.overwrite_output_dir,
+        overwrite_labels=script_args.overwrite_labels,
         model_init_kwargs=model_init_kwargs,
         # vLLM loads the model with the same dtype / revision as transformers would
         vllm_kwargs={k: v for k, v in model_init_kwargs.items() if k in ("dtype", "revision") and v is not None},
@@ -199,6 +223,13 @@ def main(argv: list[str] | None = None) -> None:
         f"Labeled {len(labeled)} prompts: refusal rate {sum(labels) / len(labels):.3f}. "
         f"Shards in {script_args.output_dir}/data (load with datasets.load_dataset({script_args.output_dir!r}))."
     )
+    relabel = json.loads((Path(script_args.output_dir) / STATE_FILE).read_text(encoding="utf-8")).get("relabel")
+    if relabel is not None:
+        print(
+            f"Relabeled: {relabel['labels_changed']} of the {relabel['rows_with_labels']} existing labels changed "
+            f"({relabel['changed_to_refusal']} to refusal, {relabel['changed_to_compliance']} to compliance); "
+            f"{relabel['newly_labeled']} rows had no label. Recorded under `relabel` in {STATE_FILE}."
+        )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 """
 PreSafety SFT: TRL's `trl/scripts/sft.py` with [`PreSafetySFTTrainer`], i.e. SFT plus the pre-CoT safety head
 (https://huggingface.co/papers/2603.17368). Same arguments as `trl sft` (`ScriptArguments`, `ModelConfig` with the
-LoRA/QLoRA flags, the dataset mixture), plus the `presafety_*` fields of [`PreSafetySFTConfig`]; a YAML recipe
-(`--config`) and command-line overrides mix as in TRL.
+LoRA/QLoRA flags, the dataset mixture), plus the `presafety_*` fields of [`PreSafetySFTConfig`] and
+`allow_incomplete_labels`; a YAML recipe (`--config`) and command-line overrides mix as in TRL.
 
 # Full fine-tuning with DeepSpeed ZeRO-3 (8 GPUs)
 ```bash
@@ -33,6 +33,7 @@ accelerate launch --multi_gpu --num_processes 2 --mixed_precision no \
 """
 
 from .utils import (
+    PreSafetyScriptArguments,
     apply_model_init_kwargs,
     check_model_name,
     load_training_datasets,
@@ -44,11 +45,12 @@ from .utils import (
 
 def make_parser():
     """TRL's SFT parser with [`PreSafetySFTConfig`] in place of `SFTConfig`."""
-    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
+    from trl import DatasetMixtureConfig, ModelConfig
 
     from ..trainer import PreSafetySFTConfig
 
-    return make_script_parser("sft", (ScriptArguments, PreSafetySFTConfig, ModelConfig, DatasetMixtureConfig))
+    dataclass_types = (PreSafetyScriptArguments, PreSafetySFTConfig, ModelConfig, DatasetMixtureConfig)
+    return make_script_parser("sft", dataclass_types)
 
 
 def train(script_args, training_args, model_args, dataset_args):

@@ -36,6 +36,7 @@ from trl import TrlParser
 
 from ..labeling.classifier import SafetyDecisionClassifier, default_encoder_path, measure_throughput
 from ..labeling.data import load_refusal_dataset, normalize_classifier_dataset
+from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, check_label_folder
 from .utils import make_script_parser, parse_args_strict
 
 
@@ -77,6 +78,8 @@ class ClassifierScriptArguments:
         Train on the first `max_train_samples` rows only.
     throughput_batch_size (`int`, *optional*, defaults to `64`):
         Batch size of the throughput measurement.
+    allow_incomplete_labels (`bool`, *optional*, defaults to `False`):
+        Read a label folder (`trl-presafety label` output) whose labeling did not finish; refused by default.
     """
 
     model_name_or_path: str | None = field(
@@ -111,6 +114,7 @@ class ClassifierScriptArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N rows only."})
     throughput_batch_size: int = field(default=64, metadata={"help": "Batch size of the throughput measurement."})
+    allow_incomplete_labels: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_LABELS_HELP})
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
@@ -138,7 +142,8 @@ def make_parser() -> TrlParser:
     return make_script_parser("train-classifier", (ClassifierScriptArguments, TrainingArguments))
 
 
-def _load_split(name: str, config: str | None, split: str) -> Dataset:
+def _load_split(name: str, config: str | None, split: str, allow_incomplete_labels: bool = False) -> Dataset:
+    check_label_folder(name, allow_incomplete_labels)
     path = Path(name)
     if path.is_file():
         builder = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix, "json")
@@ -152,11 +157,13 @@ def load_splits(args: ClassifierScriptArguments) -> tuple[Dataset, Dataset]:
         data = load_refusal_dataset()
         train, test = data["train"], data["test"]
     else:
-        train = _load_split(args.dataset_name, args.dataset_config, args.dataset_train_split)
+        allow = args.allow_incomplete_labels
+        train = _load_split(args.dataset_name, args.dataset_config, args.dataset_train_split, allow)
         test = _load_split(
             args.eval_dataset_name or args.dataset_name,
             args.eval_dataset_config or args.dataset_config,
             args.dataset_test_split,
+            allow,
         )
     columns = {"prompt_column": args.prompt_column, "answer_column": args.answer_column}
     train = normalize_classifier_dataset(train, label_column=args.label_column, **columns)

@@ -7,11 +7,30 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trl import ScriptArguments
+
+from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, check_label_folder
+
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreSafetyScriptArguments(ScriptArguments):
+    r"""
+    TRL's `ScriptArguments` (the data of `trl-presafety sft`, `dpo` and `grpo`) plus:
+
+    allow_incomplete_labels (`bool`, *optional*, defaults to `False`):
+        Train on a label folder (`trl-presafety label` output) whose `labeling_state.json` says the labeling did not
+        finish. By default such a folder is refused, since it would train on only its first rows.
+    """
+
+    allow_incomplete_labels: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_LABELS_HELP})
+
 
 # A short usage line: argparse prints it above every error, and the full one lists hundreds of options
 RECIPE_USAGE = "%(prog)s --config RECIPE.yaml [--<field> VALUE ...]"
@@ -211,11 +230,31 @@ def parse_args_strict(parser: Any, argv: Sequence[str] | None = None) -> tuple[A
     return tuple(outputs)
 
 
+def _local_dataset_paths(script_args: Any, dataset_args: Any) -> list[str]:
+    """Every path a script reads data from: `dataset_name`, and each mixture entry's `path`, `data_dir` and
+    `data_files` (a string, a list, or a split -> files mapping)."""
+    paths = [script_args.dataset_name] if script_args.dataset_name else []
+    for entry in dataset_args.datasets or []:
+        paths.append(entry.path)
+        if entry.data_dir:
+            paths.append(str(Path(entry.path) / entry.data_dir))
+        files = entry.data_files
+        for value in files.values() if isinstance(files, dict) else [files]:
+            paths.extend([value] if isinstance(value, str) else list(value or []))
+    return [str(path) for path in paths]
+
+
 def load_training_datasets(script_args: Any, dataset_args: Any) -> Any:
-    """The dataset of a script: a mixture (`datasets:` in the recipe) or `dataset_name`, as TRL's scripts load it."""
+    """The dataset of a script: a mixture (`datasets:` in the recipe) or `dataset_name`, as TRL's scripts load it.
+
+    A label folder whose labeling did not finish is refused (see `trl_presafety.labeling.check_label_folder`) unless
+    `script_args.allow_incomplete_labels` is set.
+    """
     from datasets import load_dataset
     from trl import get_dataset
 
+    for path in _local_dataset_paths(script_args, dataset_args):
+        check_label_folder(path, script_args.allow_incomplete_labels)
     if dataset_args.datasets and script_args.dataset_name:
         _warn(
             "Both `datasets` and `dataset_name` are provided. The `datasets` argument will be used to load the "
