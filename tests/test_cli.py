@@ -27,14 +27,85 @@ EXPECTED_CONFIGS = {
 }
 
 
-def test_usage_lists_the_commands(capsys):
+def test_usage_lists_the_commands_one_line_each(capsys):
     cli.main([])
     usage = capsys.readouterr().out
-    for command in ("sft", "dpo", "label", "train-classifier", "eval"):
-        assert f"  {command}\n" in usage + "\n"
-    assert "--accelerate_config" in usage
+    listing = usage.split("commands:\n", 1)[1].split("\n\n", 1)[0]
+    lines = {line.split()[0]: line for line in listing.splitlines()}
+    assert list(lines) == list(cli.COMMANDS)
+    for command, line in lines.items():
+        assert line.split(None, 1)[1] == cli.COMMANDS_HELP[command][1] and len(line) <= 119
+    assert "--accelerate_config" in usage and "trl-presafety --version" in usage
     with pytest.raises(SystemExit, match="Unknown command 'stf'. Valid commands: sft, dpo"):
         cli.main(["stf"])
+
+
+def test_version(capsys):
+    from trl_presafety import __version__
+
+    for flag in ("--version", "-V"):
+        cli.main([flag])
+        assert capsys.readouterr().out == f"trl-presafety {__version__}\n"
+
+
+# Imported by the child: what `--help`, `--version` and `import trl_presafety` may not pull in (seconds of start-up,
+# and third-party import-time noise such as bitsandbytes' kernel warning)
+HEAVY_MODULES = ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate")
+IMPORTS_PROBE = """
+import contextlib, io, json, sys
+import trl_presafety
+from trl_presafety import cli
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    cli.main(sys.argv[1:])
+loaded = [m for m in {heavy!r} if m in sys.modules]
+print(json.dumps({{"out": out.getvalue(), "loaded": loaded}}))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--version"]])
+def test_help_and_version_import_no_heavy_package(argv):
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS_PROBE.format(heavy=HEAVY_MODULES), *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["loaded"] == [] and report["out"].startswith(("usage:", "trl-presafety "))
+    assert "gemm_4bit_forward" not in result.stderr
+
+
+def test_package_is_lazy_but_complete():
+    import trl_presafety
+
+    assert set(trl_presafety.__all__) <= set(dir(trl_presafety))
+    for name in trl_presafety.__all__:
+        assert getattr(trl_presafety, name).__name__ == name
+    from trl_presafety import PreSafetySFTTrainer
+    from trl_presafety.trainer import PreSafetySFTTrainer as direct
+
+    assert PreSafetySFTTrainer is direct
+    with pytest.raises(AttributeError, match="has no attribute 'PreSafetyTrainer'"):
+        trl_presafety.PreSafetyTrainer  # noqa: B018
+
+
+def test_eval_help_does_not_import_bitsandbytes():
+    """bitsandbytes comes in through peft, which transformers' Trainer imports: commands that train need it, the
+    evaluation's `--help` does not (nor its run, which loads models without the Trainer)."""
+    probe = (
+        "import sys\nfrom trl_presafety import cli\ntry:\n    cli.main(['eval', '--help'])\nexcept SystemExit:\n"
+        "    pass\nprint('bitsandbytes' in sys.modules, 'peft' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert "--model_name_or_path" in result.stdout and result.stdout.splitlines()[-1] == "False False"
+    assert "gemm_4bit_forward" not in result.stderr
 
 
 def test_registry_names_the_scripts():

@@ -6,6 +6,7 @@ per-example crashes, base + adapter, the CLI, and `eval-compare`."""
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -16,10 +17,19 @@ from trl_presafety.evaluation import runner as eval_runner
 from trl_presafety.evaluation.cache import JsonlCache
 from trl_presafety.evaluation.data import load_eval_datasets
 from trl_presafety.evaluation.judges import RegexRefusalJudge
-from trl_presafety.evaluation.runner import VOLATILE_REPORT_KEYS, build_eval_prompt, eval_messages
+from trl_presafety.evaluation.report import build_report_figure, compare_reports, render_comparison
+from trl_presafety.evaluation.runner import (
+    VOLATILE_REPORT_KEYS,
+    build_eval_prompt,
+    compute_figures,
+    eval_messages,
+    summarize,
+)
+from trl_presafety.evaluation.stats import SMALL_N, bootstrap_auroc_interval, wilson_interval
 from trl_presafety.gate import SafetyGate
 from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, load_safety_head, save_safety_head
 from trl_presafety.reasoning import THINK_CLOSE, THINK_OPEN
+from trl_presafety.scripts.utils import record_loss_weight
 from trl_presafety.tiny import build_tiny_tokenizer
 
 from .test_judges import build_scripted_guard
@@ -324,7 +334,21 @@ def test_tiny_model_end_to_end(head_model_dirs, tmp_path):
     # Every figure is the mean of its records (the tiny model's blank answers make most of them 0 or 1: the scripted
     # test below runs the same check on varied values)
     assert_figures_are_record_means(report)
+    for row in report["figures"]:
+        # Every rate has its n (the examples where it is known) and its 95% Wilson interval
+        for key in RATE_KEYS[row["category"]] + ["incomplete_rate", "token_cap_rate"]:
+            n = row[f"{key}_n"]
+            if row[key] is None:
+                assert n == 0 and row[f"{key}_ci"] is None
+                continue
+            assert row[f"{key}_ci"] == pytest.approx(list(wilson_interval(round(row[key] * n), n)))
+            assert row[f"{key}_ci"][0] <= row[key] <= row[f"{key}_ci"][1]
     summary = report["summary"]
+    for figures_of_mode in summary["modes"].values():
+        assert figures_of_mode["harmful_rate_n"] == 5 and figures_of_mode["token_cap_rate_n"] == 12
+        assert figures_of_mode["math_accuracy_ci"] == pytest.approx(
+            list(wilson_interval(round(figures_of_mode["math_accuracy"] * 4), 4))
+        )
 
     # The probe: the head's P(refuse) for every prompt, no token generated
     probe = report["probe"]
@@ -337,6 +361,9 @@ def test_tiny_model_end_to_end(head_model_dirs, tmp_path):
     harmful_ids = [r["id"] for r in report["probe_examples"] if r["category"] == "harmful"]
     labels = [int(i in harmful_ids) for i in scores]
     assert probe["auroc"] == pytest.approx(roc_auc_score(labels, list(scores.values())))
+    # ... with its seeded 95% bootstrap interval; the head's training weight is not recorded in this folder
+    assert probe["auroc_ci"] == pytest.approx(list(bootstrap_auroc_interval(labels, list(scores.values()), seed=0)))
+    assert summary["probe_auroc_ci"] == probe["auroc_ci"] and probe["loss_weight"] is None
     assert probe["mean_p_refuse_harmful"] == pytest.approx(sum(scores[i] for i in harmful_ids) / 5)
     model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
     load_safety_head(model, config.model_name_or_path)
@@ -347,6 +374,7 @@ def test_tiny_model_end_to_end(head_model_dirs, tmp_path):
     assert [scores[e["id"]] for e in examples] == pytest.approx(direct, abs=1e-5)
     markdown = (output / "report.md").read_text()
     assert "| Harmful compliance, answer or CoT (harmful prompts) ↓ |" in markdown and "AUROC" in markdown
+    assert "training weight is not recorded" in markdown and "Small samples" in markdown
 
 
 def test_r1_model_without_head_skips_the_probe(tiny_model_dirs, tmp_path):
@@ -359,6 +387,27 @@ def test_r1_model_without_head_skips_the_probe(tiny_model_dirs, tmp_path):
     # R1 prompts open the think block: the response starts inside the CoT
     assert all(r["prompt_text"].endswith("<think>\n") for r in on)
     assert all(r["reasoning"] is not None for r in on)
+
+
+def test_a_head_trained_with_weight_zero_is_reported_untrained(tiny_model_dirs, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
+    head_config = SafetyHeadConfig(hidden_size=model.config.hidden_size)
+    attach_safety_head(model, head_config, seed=3)
+    model.save_pretrained(tmp_path / "model")
+    AutoTokenizer.from_pretrained(tiny_model_dirs["qwen3"]).save_pretrained(tmp_path / "model")
+    head_config.save(tmp_path / "model")
+    # What `trl-presafety sft` records after saving a run trained with presafety_loss_weight=0 (e.g. AltTrain)
+    record_loss_weight(
+        tmp_path / "model", SimpleNamespace(presafety_loss_weight=0.0, presafety_weight_schedule="constant")
+    )
+    assert SafetyHeadConfig.load(tmp_path / "model").extra["presafety_loss_weight"] == 0.0
+
+    config = small_config(str(tmp_path / "model"), tmp_path / "out", sampling_grid=["greedy"], datasets=["smoke@1"])
+    report = evaluate(config)
+    assert report["probe"]["status"] == "untrained" and "presafety_loss_weight=0" in report["probe"]["reason"]
+    assert "auroc" not in report["probe"] and report["probe_examples"] == []
+    assert report["summary"]["probe_status"] == "untrained" and report["summary"]["probe_auroc"] is None
+    assert "**Untrained head: no AUROC reported.**" in (tmp_path / "out" / "report.md").read_text()
 
 
 # --- exact figures on scripted responses --------------------------------------------------------------------------
@@ -410,6 +459,11 @@ def test_exact_figures_on_scripted_responses(tiny_model_dirs, tmp_path, monkeypa
     assert on["reasoning_harmful_rate"] == 4 / 5 and on["harmful_incomplete_rate"] == 2 / 5
     assert on["benign_compliance_rate"] == 1.0 and on["math_accuracy"] == 3 / 4
     assert on["worst_harmful_rate"] == 4 / 5
+    # Wilson's interval of 4/5: center (0.8 + z²/10) / (1 + z²/5), half-width z·sqrt(0.8·0.2/5 + z²/100) / (1 + z²/5)
+    assert on["harmful_rate_ci"] == pytest.approx([0.3755, 0.9638], abs=1e-4) and on["harmful_rate_n"] == 5
+    assert on["math_accuracy_n"] == 4 and on["benign_compliance_rate_n"] == 3
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| Harmful compliance, answer or CoT (harmful prompts) ↓ | 0.800 [0.376, 0.964] n=5 | 0.200 [" in markdown
     # CoT off: safer (one harmful answer), more over-refusal, no reasoning
     assert off["harmful_rate"] == 1 / 5 and off["refusal_rate"] == 4 / 5 and off["reasoning_harmful_rate"] is None
     assert off["benign_compliance_rate"] == 2 / 3 and off["math_accuracy"] == 0.0
@@ -637,7 +691,11 @@ def test_eval_and_eval_compare_commands(head_model_dirs, tiny_model_dirs, tmp_pa
     assert row["values"] == [before["summary"]["modes"]["on"]["math_accuracy"], 0.75]
     assert row["deltas"][1] == pytest.approx(0.75 - row["values"][0])
     markdown = (tmp_path / "cmp" / "compare.md").read_text()
-    assert "| Figure | Thinking | before | after | Δ after |" in markdown
+    assert "| Figure | Thinking | before | after | Δ after [95% CI] | p after |" in markdown
+    # `before` has no head, `after` one whose training weight is not recorded: said, not hidden
+    probe_row = next(line for line in markdown.splitlines() if line.startswith("| Pre-CoT probe AUROC"))
+    assert "| skipped | " in probe_row and "n=5+7 |" in probe_row
+    assert "training weight of `after`'s head is not recorded" in markdown and "Small samples" in markdown
     assert (tmp_path / "cmp" / "compare.png").stat().st_size > 20_000
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text()) == comparison
 
@@ -657,3 +715,92 @@ def test_eval_and_eval_compare_commands(head_model_dirs, tiny_model_dirs, tmp_pa
     )
     with pytest.raises(ValueError, match=r"Invalid `sampling_grid` entry 'top_p=2'.*top_p=2.0 is outside"):
         evaluate_script.main(["--config", recipe, "--sampling_grid", "greedy", "top_p=2"])
+
+
+# --- comparison: tests, warnings, plots -----------------------------------------------------------------------------
+
+
+def synthetic_report(name: str, harmful: list[bool], probe: dict | None = None, prefix: str = "p") -> dict:
+    """A report on `len(harmful)` harmful prompts (CoT on, greedy) built by the runner's own figure code."""
+    config = small_config("some/model", Path("unused"), sampling_grid=["greedy"], thinking_modes=["on"])
+    records = [
+        {
+            "id": f"{prefix}{i}", "dataset": "smoke", "category": "harmful", "thinking": "on", "decoding": "greedy",
+            "response": "...", "closed": True, "hit_token_cap": False, "num_tokens": 5, "harmful": h,
+            "refusal": not h, "answer_harmful": h, "reasoning_harmful": None, "complied": None, "math": None,
+        }
+        for i, h in enumerate(harmful)
+    ]  # fmt: skip
+    probe = probe or {"status": "skipped", "reason": "probe=False"}
+    figures = compute_figures(records, config)
+    return {
+        "run_name": name, "summary": summarize(figures, probe, config), "figures": figures, "examples": records,
+        "probe": probe, "probe_examples": [], "datasets": ["smoke"], "judge": {"name": "regex"},
+        "config": {"sampling_grid": ["greedy"]},
+    }  # fmt: skip
+
+
+def table_row(markdown: str, label: str) -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {label}"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_compare_marks_a_change_only_beyond_noise():
+    # The issue's case: 5 prompts, all harmful before, none after: -1.000, but the exact McNemar p is 2/2^5 (and 6
+    # rates of each run rest on n = 5)
+    small = compare_reports([synthetic_report("before", [True] * 5), synthetic_report("after", [False] * 5)])
+    row = next(r for r in small["rows"] if r["figure"] == "harmful_rate")
+    assert row["deltas"][1] == -1.0 and row["n"] == [5, 5]
+    assert row["tests"][1]["p_value"] == pytest.approx(0.0625) and row["tests"][1]["significant"] is False
+    markdown = render_comparison(small)
+    cells = table_row(markdown, "Harmful compliance, answer or CoT")
+    assert cells[2:] == ["1.000 [0.566, 1.000] n=5", "0.000 [0.000, 0.434] n=5", cells[4], "0.0625 (McNemar)"]
+    assert cells[4].startswith("-1.000 [") and "✓" not in cells[4] and "✗" not in cells[4]
+    assert f"Small samples: 12 figure(s) rest on n < {SMALL_N} examples (smallest n = 5)" in small["warnings"][0]
+    assert "exact McNemar test" in markdown and "no correction for the number of rows" in markdown
+
+    # 10 of 40 prompts harmful before, none after: p = 2/2^10, marked in the better direction; refusal too
+    large = compare_reports(
+        [synthetic_report("before", [i < 10 for i in range(40)]), synthetic_report("after", [False] * 40)]
+    )
+    markdown = render_comparison(large)
+    cells = table_row(markdown, "Harmful compliance, answer or CoT")
+    assert cells[4].startswith("-0.250 [") and cells[4].endswith("✓") and cells[5] == "0.00195 (McNemar)"
+    assert table_row(markdown, "Refusal rate")[4].endswith("✓") and not large["warnings"]
+    # ... and in the worse direction when the runs are swapped
+    swapped = render_comparison(
+        compare_reports([synthetic_report("a", [False] * 40), synthetic_report("b", [i < 10 for i in range(40)])])
+    )
+    assert table_row(swapped, "Harmful compliance, answer or CoT")[4].endswith("✗")
+
+    # Different prompts: Fisher's exact test, unpaired
+    other = compare_reports([synthetic_report("a", [True] * 5), synthetic_report("b", [False] * 5, prefix="q")])
+    test = next(r for r in other["rows"] if r["figure"] == "harmful_rate")["tests"][1]
+    assert not test["paired"] and test["p_value"] == pytest.approx(2 / 252) and test["significant"]
+    assert table_row(render_comparison(other), "Harmful compliance, answer or CoT")[5] == "0.00794 (Fisher)"
+
+
+def test_compare_reports_an_untrained_probe_and_no_auroc_difference():
+    trained = {"status": "ok", "auroc": 0.9, "auroc_ci": [0.8, 1.0], "n_harmful": 5, "n_benign": 5, "loss_weight": 1.0}
+    untrained = {"status": "untrained", "reason": "presafety_loss_weight=0", "loss_weight": 0.0}
+    comparison = compare_reports(
+        [synthetic_report("alttrain", [True] * 5, untrained), synthetic_report("presafe", [False] * 5, trained)]
+    )
+    row = comparison["rows"][-1]
+    assert row["values"] == [None, 0.9] and row["deltas"] == [None, None] and row["status"] == ["untrained", "ok"]
+    cells = table_row(render_comparison(comparison), "Pre-CoT probe AUROC")
+    assert cells[2:] == ["untrained", "0.900 [0.800, 1.000] n=5+5", "–", "–"]
+    assert any("probe of `alttrain` is untrained (presafety_loss_weight=0)" in w for w in comparison["warnings"])
+
+
+def test_plot_legend_is_off_the_data_and_titles_give_n_and_dataset():
+    reports = [synthetic_report("before", [True] * 5), synthetic_report("after", [i < 2 for i in range(5)])]
+    fig = build_report_figure(reports)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1
+    legend_box = fig.legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not legend_box.overlaps(ax.get_window_extent(renderer))
+        assert "harmful n=5 (smoke)" in ax.get_title()
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["before · CoT on", "after · CoT on"]

@@ -18,26 +18,40 @@ from collections.abc import Callable
 from typing import Any
 
 
-# Subcommand -> module. Each module exposes `main(argv: list[str] | None = None)` and parses its own arguments.
-COMMANDS = {
-    "sft": "trl_presafety.scripts.sft",
-    "dpo": "trl_presafety.scripts.dpo",
-    "grpo": "trl_presafety.scripts.grpo",
-    "label": "trl_presafety.scripts.label",
-    "train-classifier": "trl_presafety.scripts.train_classifier",
-    "eval": "trl_presafety.scripts.evaluate",
-    "eval-compare": "trl_presafety.scripts.eval_compare",
-    "build-ipo-pairs": "trl_presafety.scripts.build_ipo_pairs",
-    "build-alttrain": "trl_presafety.scripts.build_alttrain",
+# Subcommand -> (module, one-line description). Each module exposes `main(argv: list[str] | None = None)` and parses
+# its own arguments. The descriptions live here, not in the modules: `--help` must not import them (torch, trl).
+COMMANDS_HELP = {
+    "sft": ("trl_presafety.scripts.sft", "SFT with the pre-CoT safety head (TRL's `trl sft` plus `presafety_*`)."),
+    "dpo": ("trl_presafety.scripts.dpo", "DPO with the pre-CoT safety head (TRL's `trl dpo` plus `presafety_*`)."),
+    "grpo": ("trl_presafety.scripts.grpo", "GRPO with safety rewards on the reasoning and the answer separately."),
+    "label": ("trl_presafety.scripts.label", "Label prompts with the safe model's decision (`safety_label`)."),
+    "train-classifier": (
+        "trl_presafety.scripts.train_classifier",
+        "Train or evaluate the refusal/compliance classifier that labels answers.",
+    ),
+    "eval": ("trl_presafety.scripts.evaluate", "Evaluate one model: safety CoT on/off, over-refusal, math, probe."),
+    "eval-compare": (
+        "trl_presafety.scripts.eval_compare",
+        "Compare evaluation reports (before/after), with significance tests.",
+    ),
+    "build-ipo-pairs": ("trl_presafety.scripts.build_ipo_pairs", "Build IPO preference pairs from unsafe traces."),
+    "build-alttrain": ("trl_presafety.scripts.build_alttrain", "Build AltTrain SFT data (safety assessment first)."),
 }
+COMMANDS = {name: module for name, (module, _) in COMMANDS_HELP.items()}
 # Training subcommands: their YAML recipes may carry `accelerate launch` options (`num_processes: 8`), as with `trl`
 TRAINING_COMMANDS = ("sft", "dpo", "grpo")
 ACCELERATE_CONFIG_FLAG = "--accelerate_config"
 
 
 def _usage() -> str:
-    lines = ["usage: trl-presafety <command> [--accelerate_config NAME|PATH] [options]", "", "commands:"]
-    lines += [f"  {name}" for name in COMMANDS]
+    lines = [
+        "usage: trl-presafety <command> [--accelerate_config NAME|PATH] [options]",
+        "       trl-presafety --version",
+        "",
+        "commands:",
+    ]
+    width = max(len(name) for name in COMMANDS_HELP)
+    lines += [f"  {name:<{width}}  {description}" for name, (_, description) in COMMANDS_HELP.items()]
     lines += [
         "",
         "Run `trl-presafety <command> --help` for the options of a command. `--accelerate_config` (multi_gpu, zero2,",
@@ -128,6 +142,11 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
         print(_usage())
+        return
+    if argv[0] in {"-V", "--version"}:
+        from . import __version__
+
+        print(f"trl-presafety {__version__}")
         return
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -25,11 +25,14 @@ from .config import DecodingSetting, EvalConfig
 from .data import load_eval_datasets
 from .judges import ClassifierJudge, GuardJudge, Judge, RegexRefusalJudge, Verdict
 from .math_grading import grade_math
+from .stats import BOOTSTRAP_RESAMPLES, auroc, bootstrap_auroc_interval, rate_figures, wilson_interval
 
 
 logger = logging.getLogger(__name__)
 
-REPORT_FORMAT_VERSION = 1
+# 2: every rate has `<rate>_n` and a 95% Wilson interval `<rate>_ci`; the probe has bootstrap intervals and the
+# status "untrained" for a head trained with weight 0
+REPORT_FORMAT_VERSION = 2
 # Keys of a report that legitimately differ between two runs of the same evaluation (wall-clock, cache use)
 VOLATILE_REPORT_KEYS = ("runtime",)
 
@@ -509,33 +512,37 @@ def finish_records(records: list[dict[str, Any]], judgments: JsonlCache, judge_e
             record["harmful"] = False
 
 
+# Per-example outcome behind each rate of a figures row: `<rate>` is its mean over the records where it is known
+RATE_OUTCOMES: dict[str, dict[str, Callable[[dict[str, Any]], bool | None]]] = {
+    "harmful": {
+        "harmful_rate": lambda r: r["harmful"],
+        "refusal_rate": lambda r: r["refusal"],
+        "answer_harmful_rate": lambda r: r["answer_harmful"],
+        "reasoning_harmful_rate": lambda r: r["reasoning_harmful"],
+    },
+    "benign_edgy": {"compliance_rate": lambda r: r["complied"], "refusal_rate": lambda r: r["refusal"]},
+    "math": {"accuracy": lambda r: r["math"]["correct"]},
+}
+COMMON_OUTCOMES: dict[str, Callable[[dict[str, Any]], bool | None]] = {
+    "incomplete_rate": lambda r: not r["closed"],
+    "token_cap_rate": lambda r: r["hit_token_cap"],
+}
+
+
 def group_figures(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The figures of one group of records (same category)."""
+    """The figures of one group of records (same category): each rate with its n and 95% Wilson interval."""
     ok = [r for r in records if r["response"] is not None]
-    figures: dict[str, Any] = {
-        "n": len(records),
-        "n_errors": len(records) - len(ok),
-        "incomplete_rate": _mean([not r["closed"] for r in ok]),
-        "token_cap_rate": _mean([r["hit_token_cap"] for r in ok]),
-        "mean_tokens": _mean([r["num_tokens"] for r in ok]),
-    }
+    figures: dict[str, Any] = {"n": len(records), "n_errors": len(records) - len(ok)}
+    for name, outcome in COMMON_OUTCOMES.items():
+        figures.update(rate_figures(name, [outcome(r) for r in ok]))
+    figures["mean_tokens"] = _mean([r["num_tokens"] for r in ok])
     category = records[0]["category"] if records else None
+    for name, outcome in RATE_OUTCOMES.get(category, {}).items():
+        figures.update(rate_figures(name, [outcome(r) for r in ok]))
     if category == "harmful":
-        figures.update(
-            harmful_rate=_mean([r["harmful"] for r in ok]),
-            refusal_rate=_mean([r["refusal"] for r in ok]),
-            answer_harmful_rate=_mean([r["answer_harmful"] for r in ok]),
-            reasoning_harmful_rate=_mean([r["reasoning_harmful"] for r in ok]),
-            n_unjudged=sum(r["harmful"] is None for r in ok),
-        )
+        figures["n_unjudged"] = sum(r["harmful"] is None for r in ok)
     elif category == "benign_edgy":
-        figures.update(
-            compliance_rate=_mean([r["complied"] for r in ok]),
-            refusal_rate=_mean([r["refusal"] for r in ok]),
-            n_unjudged=sum(r["complied"] is None for r in ok),
-        )
-    elif category == "math":
-        figures.update(accuracy=_mean([r["math"]["correct"] for r in ok]))
+        figures["n_unjudged"] = sum(r["complied"] is None for r in ok)
     return figures
 
 
@@ -567,14 +574,37 @@ def find_figure(figures: list[dict[str, Any]], **match: str) -> dict[str, Any] |
     return None
 
 
+# Summary figure -> (category, rate of its figures row), at the primary decoding over all datasets. A category of
+# None pools every category (the token cap). `worst_harmful_rate` is the harmful rate of the worst decoding setting.
+SUMMARY_SOURCES: dict[str, tuple[str | None, str]] = {
+    "harmful_rate": ("harmful", "harmful_rate"),
+    "refusal_rate": ("harmful", "refusal_rate"),
+    "answer_harmful_rate": ("harmful", "answer_harmful_rate"),
+    "reasoning_harmful_rate": ("harmful", "reasoning_harmful_rate"),
+    "harmful_incomplete_rate": ("harmful", "incomplete_rate"),
+    "benign_compliance_rate": ("benign_edgy", "compliance_rate"),
+    "math_accuracy": ("math", "accuracy"),
+    "token_cap_rate": (None, "token_cap_rate"),
+}
+
+
 def summarize(figures: list[dict[str, Any]], probe: dict[str, Any], config: EvalConfig) -> dict[str, Any]:
-    """The headline figures: per thinking mode, with the primary decoding setting over all datasets."""
+    """The headline figures: per thinking mode, with the primary decoding setting over all datasets; each rate with
+    its n (`<rate>_n`) and 95% Wilson interval (`<rate>_ci`)."""
     primary = config.decoding_settings[0].name
     summary: dict[str, Any] = {"primary_decoding": primary, "modes": {}}
     for mode in config.thinking_modes:
-        harmful = find_figure(figures, thinking=mode, decoding=primary, category="harmful", dataset="all") or {}
-        benign = find_figure(figures, thinking=mode, decoding=primary, category="benign_edgy", dataset="all") or {}
-        maths = find_figure(figures, thinking=mode, decoding=primary, category="math", dataset="all") or {}
+        rows = [r for r in figures if r["thinking"] == mode and r["decoding"] == primary and r["dataset"] == "all"]
+        figures_of_mode: dict[str, Any] = {}
+        for key, (category, source) in SUMMARY_SOURCES.items():
+            pooled = [r for r in rows if category is None or r["category"] == category]
+            # The counts of the pooled rows add up (one row per category)
+            n = sum(r[f"{source}_n"] for r in pooled)
+            k = sum(round(r[source] * r[f"{source}_n"]) for r in pooled if r[source] is not None)
+            interval = wilson_interval(k, n)
+            figures_of_mode.update(
+                {key: k / n if n else None, f"{key}_n": n, f"{key}_ci": list(interval) if interval else None}
+            )
         grid = [
             (row["harmful_rate"], row["decoding"])
             for row in figures
@@ -584,41 +614,41 @@ def summarize(figures: list[dict[str, Any]], probe: dict[str, Any], config: Eval
             and row["harmful_rate"] is not None
         ]
         worst = max(grid) if grid else (None, None)
-        rows = [
-            row
-            for row in figures
-            if row["thinking"] == mode and row["decoding"] == primary and row["dataset"] == "all"
-        ]
-        n_total = sum(row["n"] - row["n_errors"] for row in rows)
-        summary["modes"][mode] = {
-            "harmful_rate": harmful.get("harmful_rate"),
-            "refusal_rate": harmful.get("refusal_rate"),
-            "answer_harmful_rate": harmful.get("answer_harmful_rate"),
-            "reasoning_harmful_rate": harmful.get("reasoning_harmful_rate"),
-            "harmful_incomplete_rate": harmful.get("incomplete_rate"),
-            "benign_compliance_rate": benign.get("compliance_rate"),
-            "math_accuracy": maths.get("accuracy"),
-            "token_cap_rate": (
-                sum((row["token_cap_rate"] or 0.0) * (row["n"] - row["n_errors"]) for row in rows) / n_total
-                if n_total
-                else None
-            ),
-            "worst_harmful_rate": worst[0],
-            "worst_decoding": worst[1],
-        }
+        worst_row = find_figure(figures, thinking=mode, decoding=worst[1], category="harmful", dataset="all") or {}
+        figures_of_mode.update(
+            worst_harmful_rate=worst_row.get("harmful_rate"),
+            worst_harmful_rate_n=worst_row.get("harmful_rate_n", 0),
+            worst_harmful_rate_ci=worst_row.get("harmful_rate_ci"),
+            worst_decoding=worst[1],
+        )
+        summary["modes"][mode] = figures_of_mode
+    summary["probe_status"] = probe.get("status")
     summary["probe_auroc"] = probe.get("auroc")
+    summary["probe_auroc_ci"] = probe.get("auroc_ci")
     return summary
 
 
 # --- the probe -----------------------------------------------------------------------------------------------------
 
 
-def _auroc(labels: list[int], scores: list[float]) -> float | None:
-    if len(set(labels)) < 2:
+def recorded_loss_weight(head_path: str | None) -> float | None:
+    """The auxiliary loss weight the head was trained with, as recorded in `extra.presafety_loss_weight` of its
+    `safety_head_config.json`; `None` when not recorded (a head saved by hand or by an older version)."""
+    if head_path is None:
         return None
-    from sklearn.metrics import roc_auc_score
+    import json
 
-    return float(roc_auc_score(labels, scores))
+    from ..modeling import SAFETY_HEAD_CONFIG_NAME
+
+    config = json.loads((Path(head_path) / SAFETY_HEAD_CONFIG_NAME).read_text(encoding="utf-8"))
+    weight = (config.get("extra") or {}).get("presafety_loss_weight")
+    return None if weight is None else float(weight)
+
+
+def _auroc_figures(name: str, positives: list[float], negatives: list[float], seed: int) -> dict[str, Any]:
+    labels, scores = [1] * len(positives) + [0] * len(negatives), positives + negatives
+    interval = bootstrap_auroc_interval(labels, scores, seed=seed)
+    return {name: auroc(labels, scores), f"{name}_ci": list(interval) if interval else None}
 
 
 def run_probe(
@@ -632,6 +662,16 @@ def run_probe(
         return {"status": "skipped", "reason": "probe=False"}, []
     if model is None:
         return {"status": "skipped", "reason": "no model in memory"}, []
+    loss_weight = recorded_loss_weight(head_path)
+    if loss_weight == 0:
+        # No gradient ever reached the head: its scores are those of its random init, an AUROC would mean nothing
+        return {
+            "status": "untrained",
+            "reason": f"presafety_loss_weight=0 in {head_path}/safety_head_config.json: the head was never trained. "
+            "Fit a probe on the hidden states afterwards if a comparison needs one.",
+            "head_path": head_path,
+            "loss_weight": 0.0,
+        }, []
     if get_safety_head(model) is None:
         if head_path is None:
             return {
@@ -657,12 +697,17 @@ def run_probe(
     figures = {
         "status": "ok",
         "head_path": head_path,
+        # None: not recorded in safety_head_config.json (the figures then cannot tell a trained head from a random one)
+        "loss_weight": loss_weight,
         "n_harmful": len(harmful),
         "n_benign": len(benign),
-        "auroc": _auroc([1] * len(harmful) + [0] * len(benign), harmful + benign),
-        "auroc_benign_edgy": _auroc([1] * len(harmful) + [0] * len(edgy), harmful + edgy),
-        "auroc_math": _auroc([1] * len(harmful) + [0] * len(maths), harmful + maths),
-        "accuracy": _mean(correct),
+        "n_benign_edgy": len(edgy),
+        "n_math": len(maths),
+        **_auroc_figures("auroc", harmful, benign, config.seed),
+        **_auroc_figures("auroc_benign_edgy", harmful, edgy, config.seed),
+        **_auroc_figures("auroc_math", harmful, maths, config.seed),
+        "bootstrap": {"resamples": BOOTSTRAP_RESAMPLES, "seed": config.seed, "stratified": True},
+        **rate_figures("accuracy", correct),
         "threshold": config.probe_threshold,
         "mean_p_refuse_harmful": _mean(harmful),
         "mean_p_refuse_benign_edgy": _mean(edgy),

@@ -23,6 +23,8 @@ trl-presafety eval-compare runs/base/eval/report.json runs/presafety-sft/eval/re
 """
 
 from ..evaluation import EvalConfig, evaluate
+from ..evaluation.report import fmt_interval, fmt_rate, small_samples
+from ..evaluation.stats import SMALL_N
 from .utils import make_script_parser, parse_args_strict
 
 
@@ -36,17 +38,27 @@ def main(argv: list[str] | None = None) -> dict:
     (config,) = parse_args_strict(make_parser(), argv)
     report = evaluate(config)
     summary = report["summary"]
-    print(f"Evaluation of {report['run_name']} ({summary['primary_decoding']} decoding):")
+    print(f"Evaluation of {report['run_name']} ({summary['primary_decoding']} decoding; rate [95% interval] n):")
     for mode, figures in summary["modes"].items():
         shown = ", ".join(
-            f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
-            for key, value in figures.items()
-            if key
-            in {"harmful_rate", "refusal_rate", "reasoning_harmful_rate", "benign_compliance_rate", "math_accuracy"}
+            f"{key}={fmt_rate(figures, key)}"
+            for key in (
+                "harmful_rate",
+                "refusal_rate",
+                "reasoning_harmful_rate",
+                "benign_compliance_rate",
+                "math_accuracy",
+            )
         )
         print(f"  thinking {mode}: {shown}")
-    if summary.get("probe_auroc") is not None:
-        print(f"  pre-CoT probe AUROC: {summary['probe_auroc']:.3f}")
+    probe = report["probe"]
+    if probe.get("status") == "ok" and probe.get("auroc") is not None:
+        print(f"  pre-CoT probe AUROC: {probe['auroc']:.3f} {fmt_interval(probe.get('auroc_ci'))}")
+    elif probe.get("status") == "untrained":
+        print("  pre-CoT probe: untrained head (presafety_loss_weight=0), no AUROC")
+    small = small_samples(report)
+    if small:
+        print(f"  warning: n < {SMALL_N} for {len(small)} figure(s) (smallest n = {min(n for *_, n in small)})")
     if report["errors"]:
         print(f"  {len(report['errors'])} example(s) failed; see `errors` in the report")
     print(f"Report: {config.output_dir}/report.json, report.md" + (", report.png" if config.plot else ""))
