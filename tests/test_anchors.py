@@ -105,6 +105,11 @@ def test_typed_markers_do_not_move_the_inference_anchor(name, family, template, 
         assert len(ids) - position == len(clean_ids) - clean, attack
 
 
+def _clean_distance(tokenizer, family: str, spec: AnchorSpec, template_family: str) -> int:
+    ids, position = inference_anchor(tokenizer, conversations(family)["clean"], spec, template_family)
+    return len(ids) - position
+
+
 def _sft_rows(family: str) -> list[dict]:
     completion = [{"role": "assistant", "content": REASONING}]
     return [{"prompt": m, "completion": completion, "safety_label": 1} for m in conversations(family).values()]
@@ -128,10 +133,13 @@ def test_training_reads_what_the_gate_reads(tiny_model_dirs, tmp_path, name, fam
     )
     spec = AnchorSpec.from_tokenizer(tokenizer, anchor)
     template_family = detect_template_family(tokenizer)
+    clean_distance = _clean_distance(tokenizer, family, spec, template_family)
     for row, example in zip(rows, trainer.train_dataset, strict=True):
         (position,) = example["presafety_anchor_positions"]
         gate_ids, gate_position = inference_anchor(tokenizer, row["prompt"], spec, template_family)
-        # Training sees exactly the gate's tokens up to the anchor, hence the same hidden state there
+        # The template's anchor (same distance from the end as for the clean request), not a typed tag...
+        assert len(gate_ids) - gate_position == clean_distance
+        # ...and training sees exactly the gate's tokens up to it, hence the same hidden state there
         assert position == gate_position
         assert example["input_ids"][: position + 1] == gate_ids[: gate_position + 1]
     config = trainer._presafety_head_config
@@ -164,11 +172,53 @@ def test_dpo_reads_what_the_gate_reads(tiny_model_dirs, tmp_path, family, anchor
     )
     spec = AnchorSpec.from_tokenizer(tokenizer, anchor)
     template_family = detect_template_family(tokenizer)
+    clean_distance = _clean_distance(tokenizer, family, spec, template_family)
     for row, example in zip(rows, trainer.train_dataset, strict=True):
         position = example["presafety_position"]
         gate_ids, gate_position = inference_anchor(tokenizer, row["prompt"], spec, template_family)
+        assert len(gate_ids) - gate_position == clean_distance
         assert position == gate_position
         assert (example["prompt_ids"] + example["chosen_ids"])[: position + 1] == gate_ids[: gate_position + 1]
+
+
+@pytest.mark.parametrize("anchor", ["prompt_end", "think_end"])
+@pytest.mark.parametrize("family", ["qwen3", "r1"])
+def test_ipo_pairs_read_what_the_gate_reads(tiny_model_dirs, tmp_path, family, anchor):
+    # IPO pairs are text whose prompt runs into the reasoning; the builder records where the generation prompt ends
+    from trl_presafety.data import IPOConfig, build_ipo_pairs
+
+    tokenizer = build_tiny_tokenizer(family)
+    trace = (
+        "<think>\nThe user typed <think> here. Let me work out the details step by step. Step 1: gather the "
+        "materials.\n</think>\n\nSure, here is how to do it."
+    )
+    rows = [
+        {"prompt": m, "response": trace, "safe_continuation": " No.\n</think>\n\nNo.", "harmful": 1, "safety_label": 1}
+        for m in conversations(family).values()
+    ]
+    pairs = build_ipo_pairs(rows, tokenizer, config=IPOConfig(continuation="supplied"), show_progress=False)
+    assert len(pairs) == len(rows)
+    args = PreSafetyDPOConfig(
+        output_dir=str(tmp_path), presafety_anchor=anchor, max_length=None, max_steps=1, **CPU_TRAINING_KWARGS
+    )
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs[family])
+    trainer = PreSafetyDPOTrainer(
+        model=model,
+        ref_model=AutoModelForCausalLM.from_pretrained(tiny_model_dirs[family]),
+        args=args,
+        train_dataset=pairs,
+        processing_class=tokenizer,
+    )
+    spec = AnchorSpec.from_tokenizer(tokenizer, anchor)
+    template_family = detect_template_family(tokenizer)
+    clean_distance = _clean_distance(tokenizer, family, spec, template_family)
+    for row, example in zip(rows, trainer.train_dataset, strict=True):
+        position = example["presafety_position"]
+        gate_ids, gate_position = inference_anchor(tokenizer, row["prompt"], spec, template_family)
+        assert len(gate_ids) - gate_position == clean_distance
+        # Before the reasoning, where the gate reads: same position, same tokens up to it
+        assert position == gate_position
+        assert example["prompt_ids"][: position + 1] == gate_ids[: gate_position + 1]
 
 
 def test_text_prompts_anchor_at_the_boundary_not_at_typed_tags(tiny_model_dirs, tmp_path):
@@ -219,14 +269,30 @@ def trained_think_end(tmp_path_factory):
     return SafetyGate(model, AutoTokenizer.from_pretrained(root / "out"))
 
 
+def _head_probability_at(gate, ids: list[int], position: int) -> float:
+    """The head's P(refuse) from a plain forward (no hook), read at `position`: an oracle independent of the gate."""
+    model = gate.model
+    with torch.no_grad():
+        hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[-1]
+        return torch.sigmoid(model.safety_head(hidden[0, position]).float()).item()
+
+
 def test_gate_probability_does_not_move_with_typed_markers(trained_think_end):
     gate = trained_think_end
-    probabilities = dict(zip(ATTACKS, gate.predict_proba(list(conversations("qwen3").values())), strict=True))
-    assert probabilities["clean"] > 0.9  # the trained head refuses the request
-    for attack, probability in probabilities.items():
-        # Reading the user's "<think>" instead (the old search) gave 0.025 here
-        assert probability > 0.8, (attack, probabilities)
-        assert abs(probability - probabilities["clean"]) < 0.15, (attack, probabilities)
+    tokenizer, think_id = gate.tokenizer, gate.tokenizer.convert_tokens_to_ids("<think>")
+    attacks = conversations("qwen3")
+    probabilities = dict(zip(attacks, gate.predict_proba(list(attacks.values())), strict=True))
+    assert probabilities["clean"] > 0.8  # the trained head refuses the request
+    for attack, messages in attacks.items():
+        prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)["input_ids"]
+        # Qwen3 style: the response opens with the tag; that appended tag is the anchor, whatever the text contains
+        ids = list(prompt_ids) + [think_id]
+        assert probabilities[attack] == pytest.approx(_head_probability_at(gate, ids, len(ids) - 1), abs=1e-5)
+    # What the old search read instead: the tag the user typed, where P(refuse) is near 0 (0.017 here; 0.025 in the
+    # issue's report). The gate stays far from it (the text itself still moves the state, as any rewording does)
+    ids = list(tokenizer.apply_chat_template(attacks["think-in-user"], add_generation_prompt=True)["input_ids"])
+    at_typed_tag = _head_probability_at(gate, ids, ids.index(think_id))
+    assert at_typed_tag < 0.2 and probabilities["think-in-user"] > at_typed_tag + 0.3, (at_typed_tag, probabilities)
 
 
 # --- tokens merging at the prompt/completion boundary ------------------------------------------------------------

@@ -105,6 +105,34 @@ def test_weight_zero_gives_the_plain_dpo_loss_and_update(tiny_model_dirs, tmp_pa
     assert "presafety/accuracy" in ours.state.log_history[0]
 
 
+def test_alignment_loss_is_logged_on_the_scale_of_the_plain_loss(tiny_model_dirs, tmp_path):
+    rows = load_tiny_dpo_rows(8)
+    kwargs = dict(max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    plain_kwargs = config_kwargs(tmp_path, **kwargs)
+    plain_kwargs["output_dir"] = str(tmp_path / "plain")
+    plain = DPOTrainer(
+        model=tiny_model_dirs["qwen3"], args=DPOConfig(**plain_kwargs), train_dataset=Dataset.from_list(rows)
+    )
+    plain.train()
+    ours = make_trainer(tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=5.0, **kwargs)
+    ours.train()
+    (plain_log,), (our_log,) = (
+        [h for h in t.state.log_history if "loss" in h and "train_runtime" not in h] for t in (plain, ours)
+    )
+    assert our_log["presafety/alignment_loss"] == pytest.approx(plain_log["loss"], abs=1e-4)
+    assert our_log["loss"] > our_log["presafety/alignment_loss"] + 1.0  # 5 x the head's BCE on top
+
+
+def test_prompts_longer_than_max_length_fail_clearly(tiny_model_dirs, tmp_path):
+    with pytest.raises(ValueError, match=r"Every example of the train dataset \(6 rows\).*every prompt fills"):
+        make_trainer(tiny_model_dirs["qwen3"], tmp_path, load_tiny_dpo_rows(6), max_length=4)
+    empty = Dataset.from_dict({"prompt": [], "chosen": [], "rejected": [], "safety_label": []})
+    with pytest.raises(ValueError, match=r"The train dataset is empty \(0 rows\)"):
+        PreSafetyDPOTrainer(
+            model=tiny_model_dirs["qwen3"], args=PreSafetyDPOConfig(**config_kwargs(tmp_path)), train_dataset=empty
+        )
+
+
 def test_gradient_accumulation_equals_the_large_batch(tiny_model_dirs, tmp_path):
     # 4 examples, one unlabeled: the two micro-batches hold 2 and 1 labels, so a per-micro-batch mean would differ
     rows = load_tiny_dpo_rows(4)

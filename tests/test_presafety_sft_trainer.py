@@ -241,6 +241,33 @@ def test_weight_zero_gives_the_plain_sft_loss_and_update(tiny_model_dirs, tmp_pa
     assert "presafety/loss" in ours.state.log_history[0]
 
 
+def test_alignment_loss_is_logged_on_the_scale_of_the_plain_loss(tiny_model_dirs, tmp_path):
+    # Same model, batch and first step: the alignment part of our loss is the plain SFTTrainer's loss (with GA, too)
+    rows = load_tiny_sft_rows(8)
+    kwargs = dict(max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    plain = _train_plain(tiny_model_dirs["qwen3"], tmp_path, rows, **kwargs)
+    plain.train()
+    ours = make_trainer(tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=5.0, **kwargs)
+    ours.train()
+    (plain_log,), (our_log,) = (
+        [h for h in t.state.log_history if "loss" in h and "train_runtime" not in h] for t in (plain, ours)
+    )
+    assert our_log["presafety/alignment_loss"] == pytest.approx(plain_log["loss"], abs=1e-4)
+    # The logged loss adds the weighted head loss on top
+    assert our_log["loss"] == pytest.approx(
+        our_log["presafety/alignment_loss"] + 5.0 * our_log["presafety/loss"], abs=2e-3
+    )
+
+
+def test_empty_or_fully_truncated_datasets_fail_clearly(tiny_model_dirs, tmp_path):
+    empty = Dataset.from_dict({"prompt": [], "completion": [], "safety_label": []})
+    with pytest.raises(ValueError, match=r"The train dataset is empty \(0 rows\)"):
+        PreSafetySFTTrainer(model=tiny_model_dirs["qwen3"], args=make_config(tmp_path), train_dataset=empty)
+    # keep_start truncation that leaves no completion token in any example
+    with pytest.raises(ValueError, match=r"Every example of the train dataset \(6 rows\) was removed.*max_length=4"):
+        make_trainer(tiny_model_dirs["qwen3"], tmp_path, load_tiny_sft_rows(6), max_length=4)
+
+
 def test_gradient_accumulation_equals_the_large_batch(tiny_model_dirs, tmp_path):
     # 4 examples, one unlabeled: the two micro-batches hold 2 and 1 labels, so a per-micro-batch mean would differ
     rows = load_tiny_sft_rows(4)

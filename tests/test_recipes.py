@@ -264,6 +264,36 @@ def test_wrong_presafety_value_fails_naming_it(key, value, expected, tmp_path):
     assert f"recipe {path}" in str(info.value), "the message names the recipe file"
 
 
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("presafety_loss_weight", ".nan", r"Invalid `presafety_loss_weight`: nan. Use a finite weight >= 0"),
+        ("presafety_loss_weight", ".inf", r"Invalid `presafety_loss_weight`: inf. Use a finite weight >= 0"),
+        (
+            "presafety_loss_weight",
+            "[1.0, 2.0]",
+            r"Invalid `presafety_loss_weight` in recipe .*: \[1.0, 2.0\] \(list\)",
+        ),
+        ("presafety_threshold", "{a: 1}", r"Invalid `presafety_threshold` in recipe .*\(dict\). It takes a number"),
+        ("learning_rate", "[1.0e-5]", r"Invalid `learning_rate` in recipe .*\(list\). It takes a number"),
+        ("presafety_anchor", "[think_end]", r"Invalid `presafety_anchor` in recipe .*\(list\). It takes a string"),
+    ],
+)
+def test_non_finite_and_list_values_fail_at_parse_time(key, value, expected, tmp_path):
+    # YAML values reach the dataclasses unconverted: a list or a NaN used to pass parsing (and fail, or train, later)
+    path = _recipe_with(tmp_path, TINY_SFT, {key: value})
+    with pytest.raises(ValueError, match=expected):
+        parse_args_strict(importlib.import_module("trl_presafety.scripts.sft").make_parser(), ["--config", str(path)])
+
+
+def test_non_finite_weight_fails_in_python_too(tmp_path):
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="Invalid `presafety_loss_weight`"):
+            PreSafetySFTConfig(output_dir=str(tmp_path), presafety_loss_weight=value, use_cpu=True, bf16=False)
+    with pytest.raises(ValueError, match=r"Invalid `presafety_loss_weight` in the config: \[1.0\] \(list\)"):
+        PreSafetyDPOConfig(output_dir=str(tmp_path), presafety_loss_weight=[1.0], use_cpu=True, bf16=False)
+
+
 def test_wrong_presafety_type_fails_naming_it(tmp_path, capsys):
     path = _recipe_with(tmp_path, TINY_SFT, {"presafety_loss_weight": "heavy"})
     with pytest.raises(SystemExit) as info:

@@ -1,32 +1,37 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """trl-presafety: pre-CoT safety decision training for large reasoning models, as a plugin for TRL."""
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 
 __version__ = "0.1.0.dev0"
 
-# Public name -> the submodule defining it, imported on first access (PEP 562). Importing the package (and so
-# `trl-presafety --help` / `--version`) then costs no torch/transformers/trl import (seconds) and none of their
-# import-time warnings; `from trl_presafety import PreSafetySFTTrainer` works as before.
-_LAZY_IMPORTS = {
-    "PreSafetyCallback": "callbacks",
-    "SafetyGate": "gate",
-    "SafetyHead": "modeling",
-    "SafetyHeadConfig": "modeling",
-    "attach_safety_head": "modeling",
-    "gather_anchor_states": "modeling",
-    "get_safety_head": "modeling",
-    "load_safety_head": "modeling",
-    "presafety_loss": "modeling",
-    "DataCollatorForPreSafetyLanguageModeling": "trainer",
-    "DataCollatorForPreSafetyPreference": "trainer",
-    "PreSafetyArguments": "trainer",
-    "PreSafetyDPOConfig": "trainer",
-    "PreSafetyDPOTrainer": "trainer",
-    "PreSafetySFTConfig": "trainer",
-    "PreSafetySFTTrainer": "trainer",
+# Public names, by the submodule defining them; imported on first access (see `_lazy.py`), so that importing the
+# package (and `trl-presafety --help` / `--version`) costs no torch/transformers/trl import
+_EXPORTS = {
+    "callbacks": ["PreSafetyCallback"],
+    "gate": ["SafetyGate"],
+    "modeling": [
+        "SafetyHead",
+        "SafetyHeadConfig",
+        "attach_safety_head",
+        "gather_anchor_states",
+        "get_safety_head",
+        "load_safety_head",
+        "presafety_loss",
+        "save_safety_head",
+    ],
+    "trainer": [
+        "DataCollatorForPreSafetyLanguageModeling",
+        "DataCollatorForPreSafetyPreference",
+        "PreSafetyArguments",
+        "PreSafetyDPOConfig",
+        "PreSafetyDPOTrainer",
+        "PreSafetySFTConfig",
+        "PreSafetySFTTrainer",
+    ],
 }
 
 __all__ = [
@@ -46,6 +51,7 @@ __all__ = [
     "get_safety_head",
     "load_safety_head",
     "presafety_loss",
+    "save_safety_head",
 ]
 
 if TYPE_CHECKING:  # static analyzers and IDEs see the real names
@@ -59,6 +65,7 @@ if TYPE_CHECKING:  # static analyzers and IDEs see the real names
         get_safety_head,
         load_safety_head,
         presafety_loss,
+        save_safety_head,
     )
     from .trainer import (
         DataCollatorForPreSafetyLanguageModeling,
@@ -71,13 +78,4 @@ if TYPE_CHECKING:  # static analyzers and IDEs see the real names
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY_IMPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_LAZY_IMPORTS[name]}", __name__), name)
-    globals()[name] = value  # cached: later accesses are plain attribute lookups
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -35,6 +35,10 @@ MISSING_POSITION = -1
 THINK_IN_PROMPT = "think_in_prompt"
 THINK_IN_RESPONSE = "think_in_response"
 TEMPLATE_FAMILIES = (THINK_IN_PROMPT, THINK_IN_RESPONSE)
+# Dataset column: the character offset into a text prompt where the template's generation prompt ends and the model's
+# own output begins. IPO pairs carry part of the reasoning in their prompt; the anchor is located relative to this
+# offset (written by the code that rendered the template), not to the end of the prompt
+RESPONSE_START_COLUMN = "presafety_response_start"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from ..anchors import RESPONSE_START_COLUMN
 from ..harmfulness import (
     DECISION_COLUMNS,
     HARMFUL_COLUMN,
@@ -248,6 +249,7 @@ class _Work:
     body: str  # the original response after the think tag
     steps: list[Step]
     decision: dict[str, Any]  # the safe model's decision columns of the row, carried into the pair for the head
+    response_start: int  # character offset in `start` where the template's generation prompt ends
     cut: int = 0  # character offset in `body` where the completions start
     step: int = -1
     chosen_head: str = ""  # fixed part of the chosen completion (whitespace + trigger [+ kept generated text])
@@ -348,6 +350,8 @@ class IPOPairBuilder:
             bos, start = _split_auto_bos(
                 self.tokenizer, reasoning_start_text(self.tokenizer, row[cfg.prompt_column], self.chat_template_kwargs)
             )
+            # Where the template's generation prompt ends in the pair's prompt: the pre-CoT anchor is located there
+            generation = build_prompt(self.tokenizer, row[cfg.prompt_column], True, self.chat_template_kwargs)
             works.append(
                 _Work(
                     index=index,
@@ -355,6 +359,7 @@ class IPOPairBuilder:
                     user_prompt=row[cfg.prompt_column],
                     start=start,
                     bos=bos,
+                    response_start=len(generation) - len(bos),
                     body=body,
                     steps=split_steps(reasoning.rstrip(), cfg.step_split),
                     decision={c: row.get(c) for c in self._decision_columns},
@@ -512,6 +517,7 @@ class IPOPairBuilder:
             "rejected": rejected,
             "harmful": int(work.kind == "harmful"),
             **work.decision,
+            RESPONSE_START_COLUMN: work.response_start,
             "ipo_kind": work.kind,
             "ipo_step": work.step,
             "ipo_num_steps": len(work.steps),

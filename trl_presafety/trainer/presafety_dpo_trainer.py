@@ -14,6 +14,7 @@ from trl.trainer.utils import global_then_local_main_first
 from ..anchors import (
     MISSING_LABEL,
     MISSING_POSITION,
+    RESPONSE_START_COLUMN,
     AnchorSpec,
     Boundary,
     common_prefix_length,
@@ -23,7 +24,6 @@ from ..anchors import (
 )
 from .presafety_dpo_config import PreSafetyDPOConfig
 from .presafety_mixin import MERGE_REASON, PRESAFETY_BATCH_KEYS, PreSafetyTrainerMixin
-from .presafety_sft_trainer import RESPONSE_START_COLUMN
 
 
 POSITION_COLUMN = "presafety_position"

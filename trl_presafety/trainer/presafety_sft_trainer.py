@@ -16,6 +16,7 @@ from trl.trainer.utils import global_then_local_main_first
 from ..anchors import (
     MISSING_LABEL,
     MISSING_POSITION,
+    RESPONSE_START_COLUMN,
     AnchorSpec,
     Boundary,
     common_prefix_length,
@@ -40,9 +41,6 @@ POSITIONS_COLUMN = "presafety_anchor_positions"
 ANCHOR_LABELS_COLUMN = "presafety_anchor_labels"
 # Outcome of the anchor search per example, for the missing-anchor report
 _OK, _UNLABELED, _NO_ANCHOR, _TRUNCATED, _DROPPED, _MERGED = 0, 1, 2, 3, 4, 5
-# Character offset into a text prompt where the model's own output begins (IPO pairs carry part of the reasoning in
-# their prompt): the anchor is located relative to it, not to the end of the prompt
-RESPONSE_START_COLUMN = "presafety_response_start"
 
 
 @dataclass
