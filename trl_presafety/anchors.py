@@ -7,7 +7,8 @@ token ids and a [`Boundary`]: where the model's own output starts (`response_sta
 template's generation prompt starts (`generation_start`). Only the tokens between those two, and the first tokens of
 the response, are written by the template or the model.
 
-Anchor kinds (see `../shared/METHOD.md`), each one function in [`ANCHOR_KINDS`]:
+Anchor kinds (https://huggingface.co/papers/2603.17368 reads the last position before the CoT), each one function in
+[`ANCHOR_KINDS`]:
 
 - `"prompt_end"`: the last token of the generation prompt, i.e. the position that predicts the first response token.
   With an R1-style template (generation prompt ending in `<think>\\n`) it is the `\\n` after the tag; with a

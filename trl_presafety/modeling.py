@@ -369,6 +369,7 @@ def read_safety_head_state(directory: str | os.PathLike) -> dict[str, torch.Tens
 
 
 def _strip_head_prefix(key: str) -> str:
+    # Layout of trl-presafety < 0.1 (the head inside the weights, in `modules_to_save` under PEFT):
     # "base_model.model.safety_head.modules_to_save.default.proj.weight" -> "proj.weight"
     key = key.split(f"{SAFETY_HEAD_ATTR}.", 1)[1]
     for marker in ("modules_to_save.", "original_module."):

@@ -9,7 +9,7 @@ def load_model_like_trl(model_id: str, args: Any, quantization_config: Any = Non
     """Loads `model_id` exactly as TRL's SFT/DPO trainers do when given a model name.
 
     The PreSafety trainers load the model themselves so that the safety head can be attached before TRL wraps the
-    model with PEFT (the head then goes into `modules_to_save`).
+    model (PEFT, DeepSpeed); the head is trained beside the adapter and saved in its own file.
     """
     # PEFT initializes adapters randomly: TRL seeds before creating the model, so do we
     set_seed(args.seed)
