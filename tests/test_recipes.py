@@ -133,6 +133,21 @@ def test_each_method_reads_the_signal_it_was_designed_for(recipe):
         assert parsed[1].presafety_label_column in DECISION_COLUMNS
 
 
+@pytest.mark.parametrize("recipe", [r for r in RECIPE_FILES if script_for(r) in TRAINING_SCRIPTS or "/grpo/" in r])
+def test_logging_settings(recipe):
+    """The tiny (CPU) recipes show progress bars and log to no tracker; the real-model ones log to a tracker, which
+    parsing does not need installed. Either choice is commented in the recipe."""
+    path = RECIPES_DIR / recipe
+    training_args = parse_recipe(path)[1]
+    if recipe.startswith("tiny/"):
+        assert training_args.disable_tqdm is False and training_args.report_to == []
+    else:
+        assert training_args.report_to == ["trackio"] and training_args.project == "trl-presafety"
+        assert training_args.disable_tqdm is not True
+    line = re.search(r"^report_to:.*$", path.read_text(), flags=re.MULTILINE).group(0)
+    assert re.search(r"\s#\s*\S", line), f"recipes/{recipe}: `report_to` needs a comment: {line!r}"
+
+
 PRESAFETY_RECIPES = [r for r in RECIPE_FILES if r.endswith("config_presafety.yaml")]
 
 
