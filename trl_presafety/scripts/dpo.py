@@ -38,6 +38,7 @@ from .utils import (
     make_script_parser,
     parse_args_strict,
     train_and_save,
+    training_data_names,
 )
 
 
@@ -113,9 +114,10 @@ def train(script_args, training_args, model_args, dataset_args):
         trainer.model._ddp_params_and_buffers_to_ignore = [
             name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
         ]
-    train_and_save(trainer, training_args, train_dataset)
+    data_names = training_data_names(script_args, dataset_args)
+    train_and_save(trainer, training_args, train_dataset, data_names)
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        trainer.push_to_hub(dataset_name=data_names)
         trainer.accelerator.print(f"🤗 Model pushed to the Hub in https://huggingface.co/{trainer.hub_model_id}.")
     return trainer
 

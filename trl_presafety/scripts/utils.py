@@ -293,11 +293,26 @@ def check_model_name(model_args: Any) -> str:
     return model_args.model_name_or_path
 
 
-def train_and_save(trainer: Any, training_args: Any, train_dataset: Any) -> None:
+def training_data_names(script_args: Any, dataset_args: Any) -> list[str]:
+    """What the model card names as the training data: `dataset_name`, or each mixture entry (its files when it is
+    read with a file builder such as `json`)."""
+    if not dataset_args.datasets:
+        return [script_args.dataset_name] if script_args.dataset_name else []
+    names = []
+    for entry in dataset_args.datasets:
+        files = entry.data_files
+        values = list(files.values()) if isinstance(files, dict) else [files]
+        flat = [str(f) for value in values for f in ([value] if isinstance(value, str) else list(value or []))]
+        names.extend(flat or [entry.path])
+    return names
+
+
+def train_and_save(trainer: Any, training_args: Any, train_dataset: Any, data_names: list[str] | None = None) -> None:
     """Trains, saves the model (with the head) and the trainer state, and logs the final metrics.
 
     `trainer_state.json` (with the `presafety/*` metrics of every logging step) is saved next to the model, as
-    open-r1's scripts do, so a run can be inspected without a tracker.
+    open-r1's scripts do, so a run can be inspected without a tracker. The model card (`README.md`, written by
+    `save_model`) names the training data `data_names`.
     """
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = dict(train_result.metrics)
@@ -309,6 +324,8 @@ def train_and_save(trainer: Any, training_args: Any, train_dataset: Any) -> None
     trainer.accelerator.print("✅ Training completed.")
 
     trainer.save_model(training_args.output_dir)
+    if data_names:  # `save_model` does not know where the data came from: write the card again, naming it
+        trainer.create_model_card(dataset_name=data_names)
     if training_args.should_save:
         record_loss_weight(training_args.output_dir, training_args)
     trainer.accelerator.print(f"💾 Model and safety head saved to {training_args.output_dir}.")
