@@ -148,6 +148,25 @@ def test_logging_settings(recipe):
     assert re.search(r"\s#\s*\S", line), f"recipes/{recipe}: `report_to` needs a comment: {line!r}"
 
 
+@pytest.mark.skipif(importlib.util.find_spec("trackio") is not None, reason="needs trackio not to be installed")
+@pytest.mark.parametrize("script", ["sft", "dpo", "grpo"])
+def test_missing_tracker_fails_before_anything_loads(script):
+    """A real-model recipe as shipped (`report_to: trackio`) without the tracker installed: the command names it and
+    the fix before reading data or loading the 8B model (transformers would fail only once the trainer is built)."""
+    module = importlib.import_module(f"trl_presafety.scripts.{script}")
+    recipe = (
+        RECIPES_DIR / "Qwen3-8B" / script / ("config_safety_rl.yaml" if script == "grpo" else "config_presafety.yaml")
+    )
+    message = r"Invalid `report_to`: \['trackio'\], but trackio is not installed.*\[tracking\].*`--report_to none`"
+    environ = dict(os.environ)
+    try:
+        with pytest.raises(ValueError, match=message):
+            module.main(["--config", str(recipe), "--use_cpu", "true", "--dataset_name", "no/such-dataset"])
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+
+
 PRESAFETY_RECIPES = [r for r in RECIPE_FILES if r.endswith("config_presafety.yaml")]
 
 

@@ -34,6 +34,7 @@ from .utils import (
     PreSafetyScriptArguments,
     apply_model_init_kwargs,
     check_model_name,
+    check_trackers,
     load_training_datasets,
     make_script_parser,
     parse_args_strict,
@@ -81,6 +82,7 @@ def train(script_args, training_args, model_args, dataset_args):
     from ..trainer import PreSafetyDPOTrainer
 
     model_name = check_model_name(model_args)
+    check_trackers(training_args)
     apply_model_init_kwargs(model_args, training_args)
     dataset = load_training_datasets(script_args, dataset_args)
     train_dataset = dataset[script_args.dataset_train_split]

@@ -287,6 +287,32 @@ def apply_model_init_kwargs(model_args: Any, training_args: Any) -> None:
     training_args.model_init_kwargs = model_init_kwargs
 
 
+# `report_to` value -> what installs it, for the trackers the recipes and the README name
+TRACKER_INSTALL = {
+    "trackio": "pip install trl-presafety[tracking]",
+    "tensorboard": "pip install tensorboard",
+    "wandb": "pip install wandb",
+}
+
+
+def check_trackers(training_args: Any) -> None:
+    """Fails before the model loads when `report_to` names a tracker that is not installed (transformers would fail
+    only when the trainer is built, after loading the model)."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    available = set(get_available_reporting_integrations())
+    missing = [
+        name for name in training_args.report_to or [] if name in INTEGRATION_TO_CALLBACK and name not in available
+    ]
+    if missing:
+        installs = "; ".join(TRACKER_INSTALL.get(name, f"install {name}") for name in missing)
+        raise ValueError(
+            f"Invalid `report_to`: {training_args.report_to}, but {', '.join(missing)} is not installed. Install it "
+            f"({installs}), or log without a tracker with `--report_to none`."
+        )
+
+
 def check_model_name(model_args: Any) -> str:
     if not model_args.model_name_or_path:
         raise ValueError("No model: set `model_name_or_path` in the recipe or on the command line.")
