@@ -16,7 +16,7 @@ it, or a class asked for is missing, the command stops and gives the counts that
 # holds). Without the counts, the defaults (900 + 100) would take all 40 harmful and 100 benign rows: the command stops.
 ```bash
 trl-presafety build-alttrain --dataset_name trl_presafety/data/tiny/sft --num_harmful 40 --num_benign 5 \
-    --output_dir runs/tiny-alttrain
+    --output_dir runs/tiny-alttrain-data
 ```
 
 # The paper's scale, from a safety SFT set with reasoning traces
