@@ -588,11 +588,12 @@ def test_build_ipo_pairs_cli_with_a_guard_step_judge(tmp_path):
 
     def run(verdict: str, *extra: str) -> tuple[dict, list[dict]]:
         guard = build_scripted_guard(tmp_path / verdict.strip(), verdict)  # says `verdict` to every prompt
+        # Some verdicts drop every harmful pair on purpose: write them anyway (`--allow_empty_class`)
         output_dir = tmp_path / f"pairs-{verdict.strip()}"
         stats = main(
             ["--dataset_name", str(TINY_DATA_DIR / "ipo" / "traces"), "--max_samples", "6",
              "--tokenizer_name_or_path", guard, "--continuation", "supplied", "--step_judge", "guard",
-             "--guard_model", guard, "--output_dir", str(output_dir), *extra]
+             "--guard_model", guard, "--output_dir", str(output_dir), "--allow_empty_class", *extra]
         )  # fmt: skip
         lines = (output_dir / "train.jsonl").read_text(encoding="utf-8").splitlines()
         return stats, [json.loads(line) for line in lines]

@@ -133,6 +133,40 @@ def test_each_method_reads_the_signal_it_was_designed_for(recipe):
         assert parsed[1].presafety_label_column in DECISION_COLUMNS
 
 
+@pytest.mark.parametrize("recipe", [r for r in RECIPE_FILES if script_for(r) in TRAINING_SCRIPTS or "/grpo/" in r])
+def test_logging_settings(recipe):
+    """The tiny (CPU) recipes show progress bars and log to no tracker; the real-model ones log to a tracker, which
+    parsing does not need installed. Either choice is commented in the recipe."""
+    path = RECIPES_DIR / recipe
+    training_args = parse_recipe(path)[1]
+    if recipe.startswith("tiny/"):
+        assert training_args.disable_tqdm is False and training_args.report_to == []
+    else:
+        assert training_args.report_to == ["trackio"] and training_args.project == "trl-presafety"
+        assert training_args.disable_tqdm is not True
+    line = re.search(r"^report_to:.*$", path.read_text(), flags=re.MULTILINE).group(0)
+    assert re.search(r"\s#\s*\S", line), f"recipes/{recipe}: `report_to` needs a comment: {line!r}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trackio") is not None, reason="needs trackio not to be installed")
+@pytest.mark.parametrize("script", ["sft", "dpo", "grpo"])
+def test_missing_tracker_fails_before_anything_loads(script):
+    """A real-model recipe as shipped (`report_to: trackio`) without the tracker installed: the command names it and
+    the fix before reading data or loading the 8B model (transformers would fail only once the trainer is built)."""
+    module = importlib.import_module(f"trl_presafety.scripts.{script}")
+    recipe = (
+        RECIPES_DIR / "Qwen3-8B" / script / ("config_safety_rl.yaml" if script == "grpo" else "config_presafety.yaml")
+    )
+    message = r"Invalid `report_to`: \['trackio'\], but trackio is not installed.*\[tracking\].*`--report_to none`"
+    environ = dict(os.environ)
+    try:
+        with pytest.raises(ValueError, match=message):
+            module.main(["--config", str(recipe), "--use_cpu", "true", "--dataset_name", "no/such-dataset"])
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
+
+
 PRESAFETY_RECIPES = [r for r in RECIPE_FILES if r.endswith("config_presafety.yaml")]
 
 

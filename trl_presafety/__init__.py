@@ -4,9 +4,13 @@
 from typing import TYPE_CHECKING
 
 from ._lazy import lazy_exports
+from ._logging import quiet_optional_kernel_warning
 
 
 __version__ = "0.1.0.dev0"
+
+# Before anything imports transformers' Trainer (and through peft, bitsandbytes): see `_logging.py`
+quiet_optional_kernel_warning()
 
 # Public names, by the submodule defining them; imported on first access (see `_lazy.py`), so that importing the
 # package (and `trl-presafety --help` / `--version`) costs no torch/transformers/trl import

@@ -25,6 +25,7 @@ from typing import Any
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from ..build_checks import check_class_balance, ratio_preserving_counts
 from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name, parse_harmful
 from ..reasoning import THINK_CLOSE, THINK_OPEN, split_reasoning
 from .step_judges import STEP_SPLITS, AnswerJudge, RefusalCueJudge, split_steps
@@ -46,6 +47,8 @@ DEFAULT_REFUSAL = "I'm sorry, but I can't help with that, because it could cause
 HARMFUL_ANSWER_POLICIES = ("auto", "original", "refusal")
 ASSESSMENT_SELECTIONS = ("cycle", "random", "first")
 MISSING_HARMFUL_POLICIES = ("error", "skip")
+# AltTrain's harmful:benign mix (~900 + ~100), the reference ratio when all examples of a class are taken
+ALTTRAIN_RATIO = {"harmful": 9, "benign": 1}
 
 
 @dataclass
@@ -254,6 +257,44 @@ def format_alttrain_example(
     return output
 
 
+def _check_selection(
+    counts: dict[str, int],
+    available: dict[str, int],
+    num_harmful: int | None,
+    num_benign: int | None,
+    allow_empty_class: bool,
+    allow_inverted_ratio: bool,
+) -> None:
+    """Stops (or warns) when the sample lost a class it asked for or inverted the requested ratio."""
+    if num_harmful is not None and num_benign is not None:
+        expected, reference = {"harmful": num_harmful, "benign": num_benign}, "the requested counts"
+    else:  # all of a class: AltTrain's own ratio is the reference (a class asked 0 times is not expected)
+        wanted = {"harmful": num_harmful, "benign": num_benign}
+        expected = {name: 0 if wanted[name] == 0 else ratio for name, ratio in ALTTRAIN_RATIO.items()}
+        reference = "AltTrain's ~9:1"
+    keep = ratio_preserving_counts(available, expected)
+    if all(keep.values()):
+        cause = (
+            f"The data has {available['harmful']} harmful and {available['benign']} benign rows; "
+            f"`num_harmful={keep['harmful']}, num_benign={keep['benign']}` (`--num_harmful {keep['harmful']} "
+            f"--num_benign {keep['benign']}`) keeps the ratio."
+        )
+    else:
+        cause = (
+            f"The data has {available['harmful']} harmful and {available['benign']} benign rows: add rows of the "
+            "missing class, or ask for none of it (`num_harmful=0` / `num_benign=0`)."
+        )
+    check_class_balance(
+        counts,
+        expected,
+        what="AltTrain examples",
+        reference=reference,
+        cause=cause,
+        allow_empty_class=allow_empty_class,
+        allow_inverted_ratio=allow_inverted_ratio,
+    )
+
+
 def build_alttrain_dataset(
     dataset: Dataset | Sequence[dict[str, Any]],
     config: AltTrainConfig | None = None,
@@ -261,9 +302,18 @@ def build_alttrain_dataset(
     num_benign: int | None = 100,
     refusal_judge: AnswerJudge | None = None,
     show_progress: bool = True,
+    allow_empty_class: bool = False,
+    allow_inverted_ratio: bool = False,
 ) -> Dataset:
     """Selects up to `num_harmful` harmful and `num_benign` benign examples (seeded sample; `None` takes all) and
-    rewrites them with [`format_alttrain_example`]; the result is shuffled. AltTrain trains on ~900 + ~100."""
+    rewrites them with [`format_alttrain_example`]; the result is shuffled. AltTrain trains on ~900 + ~100.
+
+    The selection keeps the requested harmful:benign ratio or stops: when the data has fewer examples of a class than
+    asked, taking all of them can invert it (the defaults, 900 + 100, on data with 40 harmful and 100 benign rows
+    would give 40 + 100), and the error gives the counts that keep it. With `None` for either count, the reference is
+    AltTrain's 9:1. A class asked for (`None` or > 0) that the data lacks stops too. `allow_inverted_ratio=True` /
+    `allow_empty_class=True` go on with a warning instead.
+    """
     config = config or AltTrainConfig()
     rng = random.Random(config.seed)
     rows = list(dataset)
@@ -279,7 +329,7 @@ def build_alttrain_dataset(
                 continue
             format_alttrain_example(row, config, index)  # raises with the row's index and the fix
         (harmful if value else benign).append(index)
-    selected = []
+    selected, counts = [], {}
     for name, indices, wanted in (("harmful", harmful, num_harmful), ("benign", benign, num_benign)):
         if wanted is not None and wanted < 0:
             raise ValueError(f"Invalid `num_{name}`: {wanted}. Use a count >= 0, or None for all.")
@@ -287,6 +337,9 @@ def build_alttrain_dataset(
             logger.warning(f"Asked for {wanted} {name} examples but the data has {len(indices)}; using all of them.")
         chosen = indices if wanted is None or wanted >= len(indices) else sorted(rng.sample(indices, wanted))
         selected.extend(chosen)
+        counts[name] = len(chosen)
+    available = {"harmful": len(harmful), "benign": len(benign)}
+    _check_selection(counts, available, num_harmful, num_benign, allow_empty_class, allow_inverted_ratio)
     rng.shuffle(selected)
     formatted = [
         format_alttrain_example(rows[i], config, i, refusal_judge=refusal_judge, rng=rng)

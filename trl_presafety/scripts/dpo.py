@@ -34,10 +34,12 @@ from .utils import (
     PreSafetyScriptArguments,
     apply_model_init_kwargs,
     check_model_name,
+    check_trackers,
     load_training_datasets,
     make_script_parser,
     parse_args_strict,
     train_and_save,
+    training_data_names,
 )
 
 
@@ -80,6 +82,7 @@ def train(script_args, training_args, model_args, dataset_args):
     from ..trainer import PreSafetyDPOTrainer
 
     model_name = check_model_name(model_args)
+    check_trackers(training_args)
     apply_model_init_kwargs(model_args, training_args)
     dataset = load_training_datasets(script_args, dataset_args)
     train_dataset = dataset[script_args.dataset_train_split]
@@ -113,9 +116,10 @@ def train(script_args, training_args, model_args, dataset_args):
         trainer.model._ddp_params_and_buffers_to_ignore = [
             name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
         ]
-    train_and_save(trainer, training_args, train_dataset)
+    data_names = training_data_names(script_args, dataset_args)
+    train_and_save(trainer, training_args, train_dataset, data_names)
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        trainer.push_to_hub(dataset_name=data_names)
         trainer.accelerator.print(f"🤗 Model pushed to the Hub in https://huggingface.co/{trainer.hub_model_id}.")
     return trainer
 

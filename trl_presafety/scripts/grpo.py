@@ -255,9 +255,10 @@ def train(script_args, training_args, model_args, dataset_args):
     from transformers import AutoTokenizer
     from trl import GRPOTrainer, get_peft_config, get_quantization_config
 
-    from .utils import apply_model_init_kwargs, check_model_name, load_training_datasets
+    from .utils import apply_model_init_kwargs, check_model_name, check_trackers, load_training_datasets
 
     model_name = check_model_name(model_args)
+    check_trackers(training_args)
     apply_model_init_kwargs(model_args, training_args)
     dataset = load_training_datasets(script_args, dataset_args)
     train_dataset = dataset[script_args.dataset_train_split]

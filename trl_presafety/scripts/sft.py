@@ -36,10 +36,12 @@ from .utils import (
     PreSafetyScriptArguments,
     apply_model_init_kwargs,
     check_model_name,
+    check_trackers,
     load_training_datasets,
     make_script_parser,
     parse_args_strict,
     train_and_save,
+    training_data_names,
 )
 
 
@@ -63,6 +65,7 @@ def train(script_args, training_args, model_args, dataset_args):
     from ..trainer import PreSafetySFTTrainer
 
     model_name = check_model_name(model_args)
+    check_trackers(training_args)
     apply_model_init_kwargs(model_args, training_args)
     dataset = load_training_datasets(script_args, dataset_args)
     train_dataset = dataset[script_args.dataset_train_split]
@@ -75,9 +78,10 @@ def train(script_args, training_args, model_args, dataset_args):
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
-    train_and_save(trainer, training_args, train_dataset)
+    data_names = training_data_names(script_args, dataset_args)
+    train_and_save(trainer, training_args, train_dataset, data_names)
     if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        trainer.push_to_hub(dataset_name=data_names)
         trainer.accelerator.print(f"🤗 Model pushed to the Hub in https://huggingface.co/{trainer.hub_model_id}.")
     return trainer
 

@@ -287,17 +287,58 @@ def apply_model_init_kwargs(model_args: Any, training_args: Any) -> None:
     training_args.model_init_kwargs = model_init_kwargs
 
 
+# `report_to` value -> what installs it, for the trackers the recipes and the README name
+TRACKER_INSTALL = {
+    "trackio": "pip install trl-presafety[tracking]",
+    "tensorboard": "pip install tensorboard",
+    "wandb": "pip install wandb",
+}
+
+
+def check_trackers(training_args: Any) -> None:
+    """Fails before the model loads when `report_to` names a tracker that is not installed (transformers would fail
+    only when the trainer is built, after loading the model)."""
+    from transformers.integrations import get_available_reporting_integrations
+    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+
+    available = set(get_available_reporting_integrations())
+    missing = [
+        name for name in training_args.report_to or [] if name in INTEGRATION_TO_CALLBACK and name not in available
+    ]
+    if missing:
+        installs = "; ".join(TRACKER_INSTALL.get(name, f"install {name}") for name in missing)
+        raise ValueError(
+            f"Invalid `report_to`: {training_args.report_to}, but {', '.join(missing)} is not installed. Install it "
+            f"({installs}), or log without a tracker with `--report_to none`."
+        )
+
+
 def check_model_name(model_args: Any) -> str:
     if not model_args.model_name_or_path:
         raise ValueError("No model: set `model_name_or_path` in the recipe or on the command line.")
     return model_args.model_name_or_path
 
 
-def train_and_save(trainer: Any, training_args: Any, train_dataset: Any) -> None:
+def training_data_names(script_args: Any, dataset_args: Any) -> list[str]:
+    """What the model card names as the training data: `dataset_name`, or each mixture entry (its files when it is
+    read with a file builder such as `json`)."""
+    if not dataset_args.datasets:
+        return [script_args.dataset_name] if script_args.dataset_name else []
+    names = []
+    for entry in dataset_args.datasets:
+        files = entry.data_files
+        values = list(files.values()) if isinstance(files, dict) else [files]
+        flat = [str(f) for value in values for f in ([value] if isinstance(value, str) else list(value or []))]
+        names.extend(flat or [entry.path])
+    return names
+
+
+def train_and_save(trainer: Any, training_args: Any, train_dataset: Any, data_names: list[str] | None = None) -> None:
     """Trains, saves the model (with the head) and the trainer state, and logs the final metrics.
 
     `trainer_state.json` (with the `presafety/*` metrics of every logging step) is saved next to the model, as
-    open-r1's scripts do, so a run can be inspected without a tracker.
+    open-r1's scripts do, so a run can be inspected without a tracker. The model card (`README.md`, written by
+    `save_model`) names the training data `data_names`.
     """
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = dict(train_result.metrics)
@@ -309,6 +350,8 @@ def train_and_save(trainer: Any, training_args: Any, train_dataset: Any) -> None
     trainer.accelerator.print("✅ Training completed.")
 
     trainer.save_model(training_args.output_dir)
+    if data_names:  # `save_model` does not know where the data came from: write the card again, naming it
+        trainer.create_model_card(dataset_name=data_names)
     if training_args.should_save:
         record_loss_weight(training_args.output_dir, training_args)
     trainer.accelerator.print(f"💾 Model and safety head saved to {training_args.output_dir}.")

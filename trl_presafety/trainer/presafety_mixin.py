@@ -4,16 +4,21 @@ normalization that makes gradient accumulation exact, and the metrics."""
 
 import copy
 import dataclasses
+import os
+import shutil
 from typing import Any
 
 import torch
 from accelerate.logging import get_logger
+from accelerate.utils import is_peft_model
 from torch import nn
 from transformers import TrainingArguments
+from transformers.trainer_utils import HubStrategy
 
 from ..anchors import MISSING_LABEL, AnchorSpec, describe_indices, detect_template_family, normalize_label
 from ..callbacks import PreSafetyCallback
 from ..modeling import (
+    SAFETY_HEAD_CONFIG_NAME,
     SAFETY_HEAD_WEIGHTS_NAME,
     AnchorCapture,
     SafetyHeadConfig,
@@ -343,6 +348,89 @@ class PreSafetyTrainerMixin:
             )
             return
         save_safety_head(output_dir, head_state, self._presafety_head_config)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        # Checkpoints (`_save_checkpoint`, whose card TRL writes) and `push_to_hub` (which writes it after saving) are
+        # internal calls; every other save gets its card beside the weights and the head
+        if not _internal_call:
+            self.create_model_card(output_dir=output_dir)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
+        tags: str | list[str] | None = None,
+        output_dir: str | None = None,
+    ) -> None:
+        """Writes the model card (`README.md`): TRL's card, completed with the PreSafety parts.
+
+        TRL's card (metadata, tags, tracker links, framework versions, citations) is kept; the opening sentence names
+        the base model and the data even when they are local folders (TRL writes `[None]`), the quick start shows the
+        saved layout and how to load the head (`load_safety_head`, `SafetyGate`), and a `## PreSafety` section lists
+        the `presafety_*` settings, the head's config and the final `presafety/*` metrics.
+
+        Args:
+            model_name (`str`, *optional*): Name of the model; defaults to the Hub repository's or the folder's name.
+            dataset_name (`str` or `list[str]`, *optional*): Hub id(s) or local path(s) of the training data. Only Hub
+                ids go into the card's metadata.
+            tags (`str` or `list[str]`, *optional*): Tags added to the trainer's.
+            output_dir (`str`, *optional*): Folder the card is written to; defaults to `args.output_dir`.
+        """
+        from huggingface_hub import ModelCard
+        from trl.trainer.utils import get_config_model_id
+
+        from .model_card import complete_model_card, final_presafety_metrics, is_local, presafety_section, quick_start
+
+        folder = output_dir if output_dir is not None else self.args.output_dir
+        if model_name is None:
+            model_name = (self.args.hub_model_id or os.path.abspath(folder)).rstrip("/").split("/")[-1]
+        names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name or [])
+        hub_datasets = [name for name in names if not is_local(name)]
+        # TRL writes the card into `args.output_dir`: point it at `folder` for the call
+        saved_output_dir = self.args.output_dir
+        self.args.output_dir = folder
+        try:
+            super().create_model_card(model_name=model_name, tags=tags)  # the data are named below
+        finally:
+            self.args.output_dir = saved_output_dir
+        if not self.is_world_process_zero():
+            return
+        path = os.path.join(folder, "README.md")
+        card = ModelCard.load(path)
+        card.data.datasets = hub_datasets or None
+        base_model = get_config_model_id(self.model.config) or None
+        settings = {
+            f.name: getattr(self.args, f.name)
+            for f in dataclasses.fields(self.args)
+            if f.name.startswith("presafety_")
+        }
+        head_config = dataclasses.asdict(self._presafety_head_config)
+        card.text = complete_model_card(
+            card.text,
+            base_model=base_model,
+            dataset_name=names,
+            quick_start_text=quick_start(folder, self.hub_model_id, base_model, is_peft_model(self.model)),
+            section=presafety_section(
+                self._name, settings, head_config, final_presafety_metrics(self.state.log_history)
+            ),
+        )
+        card.save(path)
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # Before uploading `output_dir`, the Trainer copies a fixed list of weight files into it from the checkpoint;
+        # the head's files are not on that list, so the push would carry a stale head or none. Copy them when the
+        # push goes ahead (the Trainer's own conditions).
+        push = (
+            self.is_world_process_zero()
+            and self.args.hub_strategy != HubStrategy.END
+            and (self.args.hub_always_push or self.push_in_progress is None or self.push_in_progress.is_done())
+        )
+        if push:
+            for name in (SAFETY_HEAD_WEIGHTS_NAME, SAFETY_HEAD_CONFIG_NAME):
+                if os.path.isfile(os.path.join(checkpoint_folder, name)):
+                    shutil.copy(os.path.join(checkpoint_folder, name), os.path.join(self.args.output_dir, name))
+        super()._push_from_checkpoint(checkpoint_folder)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         # The checkpoint's weights are those of the plain model: load them without the head, then the head's own file
