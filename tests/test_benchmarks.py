@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from datasets import Dataset
 from transformers import TrainerCallback
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
-from trl_presafety import PreSafetyDPOConfig, PreSafetyDPOTrainer, PreSafetySFTConfig, PreSafetySFTTrainer
+from trl_presafety import PreSafetySFTTrainer
 
-from .testing_utils import CPU_TRAINING_KWARGS, load_tiny_dpo_rows, load_tiny_sft_rows
+from .testing_utils import build_trainer, load_tiny_rows
 
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -55,72 +54,31 @@ def assert_head_loss_logged(trainer, steps: int) -> None:
     )
 
 
-def train_kwargs(tmp_path, name: str, **kwargs) -> dict:
-    defaults = dict(
-        output_dir=str(tmp_path / name),
-        per_device_train_batch_size=4,
-        max_steps=3,
-        learning_rate=1e-2,
-        logging_steps=1,
-        gradient_checkpointing=False,
-        max_length=256,
-        seed=0,
-        **CPU_TRAINING_KWARGS,
-    )
-    defaults.update(kwargs)
-    return defaults
-
-
 @pytest.mark.parametrize(
-    "variant",
-    [{}, {"packing": True, "max_length": 300}, {"gradient_checkpointing": True}],
-    ids=["padded", "packed", "gradient_checkpointing"],
+    "kind,variant",
+    [
+        ("sft", {}),
+        ("sft", {"packing": True, "max_length": 300}),
+        ("sft", {"gradient_checkpointing": True}),
+        ("dpo", {}),
+    ],
+    ids=["sft-padded", "sft-packed", "sft-gradient_checkpointing", "dpo-padded"],
 )
-def test_sft_no_extra_forward_pass(tiny_model_dirs, tmp_path, variant):
-    rows = load_tiny_sft_rows(16)
-    plain = SFTTrainer(
-        model=tiny_model_dirs["qwen3"],
-        args=SFTConfig(**train_kwargs(tmp_path, "plain", **variant)),
-        train_dataset=Dataset.from_list(rows),
-    )
+def test_no_extra_forward_pass(tiny_model_dirs, tmp_path, kind, variant):
+    rows = load_tiny_rows(kind, 16 if kind == "sft" else 12)
+    plain = build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, rows, plain=True, **variant)
     plain_counter = ForwardsPerStep(plain.model)
     plain.add_callback(plain_counter)
     plain.train()
-    ours = PreSafetySFTTrainer(
-        model=tiny_model_dirs["qwen3"],
-        args=PreSafetySFTConfig(**train_kwargs(tmp_path, "ours", presafety_loss_weight=1.0, **variant)),
-        train_dataset=Dataset.from_list(rows),
-    )
+    ours = build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=1.0, **variant)
     our_counter = ForwardsPerStep(ours.model)
     ours.add_callback(our_counter)
     ours.train()
+    # One backbone forward per step in both (DPO: one policy forward over [chosen; rejected], the reference model is
+    # separate)
     assert plain_counter.per_step == our_counter.per_step == [1, 1, 1]
     assert ours._presafety_capture.forward_calls == plain_counter.total
     # The auxiliary loss was on: the head ran inside that one forward
-    assert_head_loss_logged(ours, steps=3)
-
-
-def test_dpo_no_extra_forward_pass(tiny_model_dirs, tmp_path):
-    rows = load_tiny_dpo_rows(12)
-    plain = DPOTrainer(
-        model=tiny_model_dirs["qwen3"],
-        args=DPOConfig(**train_kwargs(tmp_path, "plain")),
-        train_dataset=Dataset.from_list(rows),
-    )
-    plain_counter = ForwardsPerStep(plain.model)
-    plain.add_callback(plain_counter)
-    plain.train()
-    ours = PreSafetyDPOTrainer(
-        model=tiny_model_dirs["qwen3"],
-        args=PreSafetyDPOConfig(**train_kwargs(tmp_path, "ours", presafety_loss_weight=1.0)),
-        train_dataset=Dataset.from_list(rows),
-    )
-    our_counter = ForwardsPerStep(ours.model)
-    ours.add_callback(our_counter)
-    ours.train()
-    # One policy forward per step over [chosen; rejected] in both (the reference model is separate)
-    assert plain_counter.per_step == our_counter.per_step == [1, 1, 1]
-    assert ours._presafety_capture.forward_calls == plain_counter.total
     assert_head_loss_logged(ours, steps=3)
 
 

@@ -43,6 +43,19 @@ STYLES = {
 }
 
 
+def load_tiny_rows(kind: str, n: int | None = None) -> list[dict]:
+    """The first `n` rows (all by default) of the bundled tiny set `kind`, a folder of `TINY_DATA_DIR`: `"sft"`
+    (conversational prompt-completion with `safety_label`), `"dpo"` (prompt/chosen/rejected), `"eval"`, `"rl"`, ..."""
+    import json
+
+    path = TINY_DATA_DIR / kind / "train.jsonl"
+    if not path.is_file():
+        kinds = sorted(p.parent.name for p in TINY_DATA_DIR.glob("*/train.jsonl"))
+        raise ValueError(f"No bundled tiny set {kind!r} ({path} does not exist). Choose one of {kinds}.")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return rows[:n] if n is not None else rows
+
+
 def chat_template(style: str) -> str:
     """The Jinja chat template of a template family (`"qwen3"` or `"r1"`)."""
     if style not in STYLES:
