@@ -1,9 +1,10 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """Safety rewards for TRL's `GRPOTrainer`: RL whose reward reaches the reasoning, not only the answer.
 
-Seed 002 ("Beyond SFT: Reinforcement Learning for Safer Large Reasoning Models") reports that RL with safety rewards
-suppresses unsafe exploratory reasoning while keeping reflection and reasoning accuracy. Its abstract does not give
-the rewards, so these are designed so that the reasoning trace and the answer are scored *separately*:
+"Beyond SFT: Reinforcement Learning for Safer Large Reasoning Models" (https://huggingface.co/papers/2512.01848)
+reports that RL with safety rewards suppresses unsafe exploratory reasoning while keeping reflection and reasoning
+accuracy. Its abstract does not give the rewards, so these are designed so that the reasoning trace and the answer are
+scored *separately*:
 
 - [`ReasoningSafetyReward`] (`reasoning_safety_reward`): on harmful prompts, +1 when no step of the chain-of-thought
   is a compliance step (step judge of `trl_presafety.data.step_judges`), -1 otherwise: unsafe content inside the CoT is
@@ -16,7 +17,8 @@ the rewards, so these are designed so that the reasoning trace and the answer ar
   (refuse or not) and the pre-CoT head's P(refuse) for the prompt (`SafetyGate`), in [-1, 1].
 
 Each is a picklable callable with the signature TRL passes to reward functions (`prompts`, `completions`, dataset
-columns such as `harmful` and `solution` as keyword arguments); combine them with `GRPOConfig.reward_weights`.
+columns such as `harmful` and `solution` as keyword arguments); combine them with `GRPOConfig.reward_weights`. By
+name, [`build_reward_func`] builds them (and TRL's own) from `REWARD_FUNCS_REGISTRY`, as `trl-presafety grpo` does.
 Harmful or benign is the harmfulness of the prompt (`harmful`, from its source), never the safe model's decision
 (`safety_label`): on a harmful prompt the safe model answered, refusing is still what is rewarded. Data with only
 `safety_label` is refused with an error. Rows whose harmfulness is empty (`None`) get `None` from the safety rewards,
@@ -388,7 +390,7 @@ def safety_reward_funcs(
     harmful_column: str = HARMFUL_COLUMN,
     solution_column: str = "solution",
 ) -> list[Callable[..., list[float | None]]]:
-    """The three rewards of seed 002's design (reasoning safety, answer safety, math correctness), sharing judges."""
+    """The three rewards of the "Beyond SFT" design (reasoning and answer safety, math accuracy), sharing judges."""
     options = RewardOptions(
         step_judge=step_judge,
         refusal_judge=refusal_judge,

@@ -1,9 +1,9 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """
 Safety RL with GRPO: TRL's `trl/scripts/grpo.py` with the safety rewards of `trl_presafety.rewards`, which score the
-reasoning trace and the final answer separately (seed 002, "Beyond SFT: Reinforcement Learning for Safer Large
-Reasoning Models"), plus math correctness on benign prompts and, optionally, the pre-CoT head's decision as a shaping
-term (`presafety_gate_reward` with `presafety_gate_model`).
+reasoning trace and the final answer separately ("Beyond SFT: Reinforcement Learning for Safer Large Reasoning Models",
+https://huggingface.co/papers/2512.01848), plus math correctness on benign prompts and, optionally, the pre-CoT head's
+decision as a shaping term (`presafety_gate_reward` with `presafety_gate_model`).
 
 The data needs a conversational (or text) `prompt`, a `harmful` column (the prompt's harmfulness from its source: 1
 harmful, 0 benign; not `safety_label`, the safe model's decision) and a `solution` column (reference answer of math
