@@ -4,22 +4,23 @@
 TRL's training loop waits for each backward to finish (`logging_nan_inf_filter` tests the loss), so fetching and
 collating the next batch is on the critical path of every step: what this script measures is paid per step on a GPU.
 
-    python benchmarks/collate.py --layout padded --seq-len 2048 --batch-size 4
+    python -m benchmarks.collate --layout padded --seq-len 2048 --batch-size 4
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if not __package__:  # started by its path (`python benchmarks/collate.py`)
+    from _script import run_as_module
 
-from overhead import build_model, build_trainer, synth_rows, training_kwargs  # noqa: E402
+    run_as_module(__file__)
+
+from .utils import build_model, build_trainer, synth_rows, training_kwargs  # noqa: E402
 
 
 def measure(layout: str, seq_len: int, batch_size: int, steps: int, passes: int) -> dict[str, float]:

@@ -16,7 +16,7 @@ adds on top of TRL's own:
 Not covered: the head's backward (device work in the autograd engine) and fetching the extra dataset columns
 (`collate.py` measures fetch + collate against plain TRL); `overhead.py` measures the whole step against plain TRL.
 
-    python benchmarks/host.py --trainer sft --seq-len 2048 --batch-size 4 --steps 30
+    python -m benchmarks.host --trainer sft --seq-len 2048 --batch-size 4 --steps 30
 """
 
 from __future__ import annotations
@@ -34,9 +34,13 @@ from pathlib import Path
 from typing import Any
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+if not __package__:  # started by its path (`python benchmarks/host.py`, as older results record it)
+    from _script import run_as_module
 
-from overhead import (  # noqa: E402
+    run_as_module(__file__)
+
+from .utils import (  # noqa: E402
+    RESULTS_DIR,
     SIZES,
     build_model,
     build_trainer,
@@ -47,7 +51,6 @@ from overhead import (  # noqa: E402
 )
 
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTS = ("collate", "compute_loss", "hook", "get_batch_samples", "finalize")
 
 
@@ -219,7 +222,7 @@ def measure(
         "median_step_ms": statistics.median(step_times) * 1000,
         "machine": machine_info(device),
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python benchmarks/host.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.host " + " ".join(sys.argv[1:]),
     }
 
 

@@ -9,11 +9,11 @@
   cannot travel).
 - Generation: prompts and generated tokens per second of `generate_responses(..., thinking=False)` (the safe model's
   answers) per backend: `transformers` everywhere, `vllm` when it is installed and a GPU is present. The model is a
-  random-init Qwen3 of a `benchmarks/overhead.py` size; random weights rarely emit the end token, so most answers run
+  random-init Qwen3 of a `benchmarks.utils.SIZES` shape; random weights rarely emit the end token, so most answers run
   to `max_new_tokens`, which makes the figure an upper bound of the decode work per prompt.
 
-    python benchmarks/labeling.py                                   # CPU: results/labeling_cpu.json
-    python benchmarks/labeling.py --device cuda --tag h100 --gen-sizes 0.6b --batch-sizes 1,8,32,64,128
+    python -m benchmarks.labeling                                   # CPU: results/labeling_cpu.json
+    python -m benchmarks.labeling --device cuda --tag h100 --gen-sizes 0.6b --batch-sizes 1,8,32,64,128
 
 Each call writes `benchmarks/results/labeling_<tag>.json` and regenerates the labeling tables of
 `benchmarks/RESULTS.md` from every `labeling_*.json`.
@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import os
 import shlex
-import statistics
 import sys
 import tempfile
 import time
@@ -34,13 +33,16 @@ from pathlib import Path
 from typing import Any
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `overhead` (shared helpers), also when imported by tests
+if not __package__:  # started by its path (`python benchmarks/labeling.py`, as older results record it)
+    from _script import run_as_module
 
-from overhead import RESULTS_DIR, build_model, describe_machine, machine_info, write_generated_section  # noqa: E402
+    run_as_module(__file__)
+
+from .report import LABELING_MARKS, render_labeling_tables, write_generated_section  # noqa: E402
+from .stats import min_median_max  # noqa: E402
+from .utils import RESULTS_DIR, build_model, machine_info  # noqa: E402
 
 
-BEGIN_MARK = "<!-- BEGIN GENERATED: benchmarks/labeling.py -->"
-END_MARK = "<!-- END GENERATED: benchmarks/labeling.py -->"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
 
@@ -117,7 +119,7 @@ def bench_classifier(args: argparse.Namespace) -> list[dict[str, Any]]:
                             classifier, prompts, answers, batch_size, max_length=length, min_answers=min_answers
                         )["answers_per_second"]
                     )
-                stats = {"min": min(figures), "median": statistics.median(figures), "max": max(figures)}
+                stats = min_median_max(figures)
                 row = {
                     "classifier": description,
                     "dtype": dtype,
@@ -143,10 +145,10 @@ def bench_generation(args: argparse.Namespace) -> list[dict[str, Any]]:
     import torch
 
     from trl_presafety.generation import generate_responses, is_vllm_available
-    from trl_presafety.tiny import build_tiny_tokenizer
+    from trl_presafety.tiny import build_tiny_tokenizer, load_tiny_rows
 
     tokenizer = build_tiny_tokenizer("qwen3")
-    base = [json.loads(line) for line in open(_tiny_sft_file())]
+    base = load_tiny_rows("sft")
     cuda = args.device.startswith("cuda")
     backends = ["transformers"] + (["vllm"] if cuda and is_vllm_available() else [])
     rows = []
@@ -194,16 +196,8 @@ def bench_generation(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "batch_size": batch_size,
                     "max_new_tokens": args.max_new_tokens,
                     "num_prompts": n,
-                    "prompts_per_second": {
-                        "min": min(prompts_s),
-                        "median": statistics.median(prompts_s),
-                        "max": max(prompts_s),
-                    },
-                    "tokens_per_second": {
-                        "min": min(tokens_s),
-                        "median": statistics.median(tokens_s),
-                        "max": max(tokens_s),
-                    },
+                    "prompts_per_second": min_median_max(prompts_s),
+                    "tokens_per_second": min_median_max(tokens_s),
                 }
                 rows.append(row)
                 print(
@@ -233,54 +227,6 @@ def _count_generated_tokens(model: Any, pad_token_id: int) -> list[int]:
     return counter
 
 
-def _tiny_sft_file() -> Path:
-    from trl_presafety.tiny import TINY_DATA_DIR
-
-    return TINY_DATA_DIR / "sft" / "train.jsonl"
-
-
-def _mmm(stats: dict[str, float], digits: int = 1) -> str:
-    return f"**{stats['median']:.{digits}f}** ({stats['min']:.{digits}f}-{stats['max']:.{digits}f})"
-
-
-def render_tables(results: list[dict[str, Any]]) -> str:
-    lines = []
-    for result in sorted(results, key=lambda r: r["tag"]):
-        lines.append(f"### `{result['tag']}`: {describe_machine(result['machine'], training=False)}")
-        lines.append("")
-        lines.append(f"Command: `{result['command']}`, {result['date'][:10]}.")
-        lines.append("")
-        if result.get("note"):
-            lines.append(f"Note: {result['note']}")
-            lines.append("")
-        if result["classifier"]:
-            lines.append(
-                "| classifier | max length | inputs | batch | answers/s, median (min-max) over "
-                f"{result['repeats']} repeats |"
-            )
-            lines.append("|---|---|---|---|---|")
-            for row in result["classifier"]:
-                lines.append(
-                    f"| {row['classifier']} | {row['max_length']} | {row['lengths']} | {row['batch_size']} | "
-                    f"{_mmm(row['answers_per_second'])} |"
-                )
-            lines.append("")
-        if result["generation"]:
-            lines.append(
-                "| safe-answer generation (thinking off) | backend | batch | max new tokens | prompts/s | "
-                "generated tokens/s |"
-            )
-            lines.append("|---|---|---|---|---|---|")
-            for row in result["generation"]:
-                lines.append(
-                    f"| random-init Qwen3 `{row['size']}` | {row['backend']} | {row['batch_size']} | "
-                    f"{row['max_new_tokens']} | {_mmm(row['prompts_per_second'], 2)} | "
-                    f"{_mmm(row['tokens_per_second'])} |"
-                )
-            lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Throughput of the safety decision classifier and of safe-answer generation.",
@@ -292,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-sizes", type=_csv_ints, default=[1, 8, 32, 64], help="Classifier batch sizes.")
     parser.add_argument("--max-lengths", type=_csv_ints, default=[128, 256, 512], help="Classifier max lengths.")
     parser.add_argument("--min-answers", type=int, default=64, help="Answers timed per figure (at least 2 batches).")
-    parser.add_argument("--gen-sizes", type=_csv, default=["tiny"], help="Generation model sizes (overhead.py).")
+    parser.add_argument("--gen-sizes", type=_csv, default=["tiny"], help="Generation model sizes (utils.SIZES).")
     parser.add_argument("--gen-batch-sizes", type=_csv_ints, default=[1, 8], help="Prompts per generate call.")
     parser.add_argument("--gen-batches", type=int, default=2, help="Generate calls timed per figure.")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="Generated tokens per answer (cap).")
@@ -320,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "tag": tag,
         "machine": machine_info(args.device),
-        "command": "python benchmarks/labeling.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
+        "command": "python -m benchmarks.labeling " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:])),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "repeats": args.repeats,
         "classifier": [] if "classifier" in args.skip else bench_classifier(args),
@@ -336,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def report(results_dir: Path = RESULTS_DIR) -> None:
     """Regenerates the labeling tables of RESULTS.md from every `labeling_*.json`."""
     results = [json.loads(p.read_text()) for p in sorted(results_dir.glob("labeling_*.json"))]
-    write_generated_section(render_tables(results), BEGIN_MARK, END_MARK)
+    write_generated_section(render_labeling_tables(results), LABELING_MARKS)
 
 
 if __name__ == "__main__":

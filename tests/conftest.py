@@ -4,8 +4,12 @@ import os
 import pytest
 import torch
 
-from .testing_utils import require_torch_accelerator  # noqa: F401  (sets the offline environment first)
 
+# The tests never reach the Hub. Set once, here: pytest loads this file before any test module, so it comes before the
+# first import of huggingface_hub and datasets (which read it at import), and the processes that tests start inherit it
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
 
 torch.set_num_threads(1)
 
@@ -31,10 +35,3 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, str]:
         build_tiny_model(style=style, hidden_size=16, num_attention_heads=2, num_key_value_heads=1, output_dir=path)
         dirs[style] = str(path)
     return dirs
-
-
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("WANDB_DISABLED", "true")

@@ -13,11 +13,8 @@ import torch
 from datasets import Dataset
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from trl_presafety import (
-    PreSafetyDPOConfig,
-    PreSafetyDPOTrainer,
     PreSafetySFTConfig,
     PreSafetySFTTrainer,
     SafetyGate,
@@ -28,23 +25,24 @@ from trl_presafety import (
 from trl_presafety.modeling import SAFETY_HEAD_CONFIG_NAME, SAFETY_HEAD_WEIGHTS_NAME
 from trl_presafety.tiny import build_tiny_model
 
-from .testing_utils import config_kwargs, load_tiny_dpo_rows, load_tiny_sft_rows, params_snapshot, safetensors_keys
+from .testing_utils import (
+    config_kwargs,
+    load_tiny_rows,
+    load_tiny_sft_rows,
+    params_snapshot,
+    safetensors_keys,
+    trainer_classes,
+)
 
 
 LORA = dict(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
-TRAINERS = {
-    ("sft", "plain"): (SFTConfig, SFTTrainer),
-    ("sft", "presafety"): (PreSafetySFTConfig, PreSafetySFTTrainer),
-    ("dpo", "plain"): (DPOConfig, DPOTrainer),
-    ("dpo", "presafety"): (PreSafetyDPOConfig, PreSafetyDPOTrainer),
-}
 
 
 def train(kind: str, flavour: str, model_dir: str, root, peft: bool = False, **kwargs):
     from peft import LoraConfig
 
-    config_cls, trainer_cls = TRAINERS[kind, flavour]
-    rows = load_tiny_sft_rows(8) if kind == "sft" else load_tiny_dpo_rows(8)
+    config_cls, trainer_cls = trainer_classes(kind, plain=flavour == "plain")
+    rows = load_tiny_rows(kind, 8)
     defaults = dict(max_steps=2, save_strategy="steps", save_steps=2)
     trainer = trainer_cls(
         model=model_dir,

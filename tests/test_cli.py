@@ -115,13 +115,14 @@ def test_registry_names_the_scripts():
 
 
 def test_packaged_accelerate_configs_are_the_repository_ones():
-    """`pip install` ships `trl_presafety/accelerate_configs/`; `accelerate_configs/` is what the docs launch."""
+    """`pip install` ships `trl_presafety/accelerate_configs/`; `accelerate_configs/` is what the docs launch. One copy:
+    the package folder is a relative link to the repository's, whose files wheels and sdists carry."""
     from accelerate.commands.config.config_args import load_config_from_file
 
-    packaged = {p.name: p.read_bytes() for p in ACCELERATE_CONFIGS_DIR.glob("*.yaml")}
-    repository = {p.name: p.read_bytes() for p in (REPO_ROOT / "accelerate_configs").glob("*.yaml")}
-    assert packaged == repository
-    assert set(packaged) == {f"{name}.yaml" for name in EXPECTED_CONFIGS}
+    assert ACCELERATE_CONFIGS_DIR.is_symlink() and os.readlink(ACCELERATE_CONFIGS_DIR) == "../accelerate_configs"
+    assert ACCELERATE_CONFIGS_DIR.resolve() == (REPO_ROOT / "accelerate_configs").resolve()
+    packaged = {p.name for p in ACCELERATE_CONFIGS_DIR.glob("*.yaml")}
+    assert packaged == {f"{name}.yaml" for name in EXPECTED_CONFIGS}
     for name, (distributed_type, zero_stage) in EXPECTED_CONFIGS.items():
         config = load_config_from_file(str(ACCELERATE_CONFIGS_DIR / f"{name}.yaml"))
         assert config.distributed_type.value == distributed_type

@@ -3,27 +3,10 @@ import pytest
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import DPOConfig, DPOTrainer
 
 from trl_presafety import PreSafetyDPOConfig, PreSafetyDPOTrainer, get_safety_head, load_safety_head
 
-from .testing_utils import CPU_TRAINING_KWARGS, load_tiny_dpo_rows, params_snapshot
-
-
-def config_kwargs(tmp_path, **kwargs) -> dict:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=4,
-        max_steps=3,
-        learning_rate=1e-2,
-        logging_steps=1,
-        gradient_checkpointing=False,
-        max_length=256,
-        seed=0,
-        **CPU_TRAINING_KWARGS,
-    )
-    defaults.update(kwargs)
-    return defaults
+from .testing_utils import config_kwargs, head_probs, load_tiny_dpo_rows, params_snapshot
 
 
 def make_trainer(model, tmp_path, rows, **kwargs) -> PreSafetyDPOTrainer:
@@ -36,20 +19,6 @@ def make_trainer(model, tmp_path, rows, **kwargs) -> PreSafetyDPOTrainer:
         train_dataset=Dataset.from_list(rows),
         peft_config=peft_config,
     )
-
-
-def head_probs(trainer, batch) -> torch.Tensor:
-    trainer.model.eval()
-    scores, targets = trainer.presafety_callback._scores["eval"]
-    scores.clear()
-    targets.clear()
-    with torch.no_grad():
-        trainer.compute_loss(trainer.model, dict(batch))
-    probs = torch.cat(scores)
-    scores.clear()
-    targets.clear()
-    trainer._metrics["eval"].clear()
-    return probs
 
 
 def hidden_at_anchors(model, batch) -> torch.Tensor:
@@ -79,90 +48,6 @@ def test_chosen_and_rejected_share_the_anchor(tiny_model_dirs, tmp_path, style, 
     rows_, cols = index.unbind(1)
     want = torch.sigmoid(get_safety_head(trainer.model)(hidden[rows_, cols]).float())
     torch.testing.assert_close(head_probs(trainer, batch), want, atol=1e-5, rtol=1e-5)
-
-
-def test_weight_zero_gives_the_plain_dpo_loss_and_update(tiny_model_dirs, tmp_path):
-    rows = load_tiny_dpo_rows(12)
-    plain_kwargs = config_kwargs(tmp_path)
-    plain_kwargs["output_dir"] = str(tmp_path / "plain")
-    plain = DPOTrainer(
-        model=tiny_model_dirs["qwen3"], args=DPOConfig(**plain_kwargs), train_dataset=Dataset.from_list(rows)
-    )
-    plain_calls = []
-    plain.model.get_decoder().register_forward_hook(lambda *a: plain_calls.append(1))
-    plain.train()
-    ours = make_trainer(tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=0.0)
-    ours.train()
-    assert [h["loss"] for h in ours.state.log_history if "loss" in h] == [
-        h["loss"] for h in plain.state.log_history if "loss" in h
-    ]
-    plain_params = dict(plain.model.named_parameters())
-    for name, param in ours.model.named_parameters():
-        if not name.startswith("safety_head"):
-            assert torch.equal(param, plain_params[name]), name
-    # The reference model is separate: one policy backbone forward per step in both trainers
-    assert ours._presafety_capture.forward_calls == len(plain_calls) == 3
-    assert "presafety/accuracy" in ours.state.log_history[0]
-
-
-def test_alignment_loss_is_logged_on_the_scale_of_the_plain_loss(tiny_model_dirs, tmp_path):
-    rows = load_tiny_dpo_rows(8)
-    kwargs = dict(max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=2)
-    plain_kwargs = config_kwargs(tmp_path, **kwargs)
-    plain_kwargs["output_dir"] = str(tmp_path / "plain")
-    plain = DPOTrainer(
-        model=tiny_model_dirs["qwen3"], args=DPOConfig(**plain_kwargs), train_dataset=Dataset.from_list(rows)
-    )
-    plain.train()
-    ours = make_trainer(tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=5.0, **kwargs)
-    ours.train()
-    (plain_log,), (our_log,) = (
-        [h for h in t.state.log_history if "loss" in h and "train_runtime" not in h] for t in (plain, ours)
-    )
-    assert our_log["presafety/alignment_loss"] == pytest.approx(plain_log["loss"], abs=1e-4)
-    assert our_log["loss"] > our_log["presafety/alignment_loss"] + 1.0  # 5 x the head's BCE on top
-
-
-def test_prompts_longer_than_max_length_fail_clearly(tiny_model_dirs, tmp_path):
-    with pytest.raises(ValueError, match=r"Every example of the train dataset \(6 rows\).*every prompt fills"):
-        make_trainer(tiny_model_dirs["qwen3"], tmp_path, load_tiny_dpo_rows(6), max_length=4)
-    empty = Dataset.from_dict({"prompt": [], "chosen": [], "rejected": [], "safety_label": []})
-    with pytest.raises(ValueError, match=r"The train dataset is empty \(0 rows\)"):
-        PreSafetyDPOTrainer(
-            model=tiny_model_dirs["qwen3"], args=PreSafetyDPOConfig(**config_kwargs(tmp_path)), train_dataset=empty
-        )
-
-
-def test_gradient_accumulation_equals_the_large_batch(tiny_model_dirs, tmp_path):
-    # 4 examples, one unlabeled: the two micro-batches hold 2 and 1 labels, so a per-micro-batch mean would differ
-    rows = load_tiny_dpo_rows(4)
-    rows[0] = dict(rows[0], safety_label=None)
-    big = make_trainer(
-        tiny_model_dirs["qwen3"],
-        tmp_path,
-        rows,
-        per_device_train_batch_size=4,
-        max_steps=1,
-        presafety_loss_weight=5.0,
-        optim="sgd",
-        learning_rate=1.0,  # SGD: the update is the gradient (Adam's first step would be its sign)
-    )
-    big.train()
-    acc = make_trainer(
-        tiny_model_dirs["qwen3"],
-        tmp_path,
-        rows,
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=2,
-        max_steps=1,
-        presafety_loss_weight=5.0,
-        optim="sgd",
-        learning_rate=1.0,
-    )
-    acc.train()
-    acc_params = dict(acc.model.named_parameters())
-    for name, param in big.model.named_parameters():
-        torch.testing.assert_close(param, acc_params[name], atol=2e-6, rtol=1e-5, msg=name)
 
 
 def test_explicit_ref_model_and_aux_gradient(tiny_model_dirs, tmp_path):

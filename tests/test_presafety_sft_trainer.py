@@ -5,7 +5,7 @@ import pytest
 import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from trl import SFTConfig, SFTTrainer
+from trl import SFTConfig
 
 from trl_presafety import (
     PreSafetySFTConfig,
@@ -16,23 +16,7 @@ from trl_presafety import (
 )
 from trl_presafety.anchors import MISSING_LABEL
 
-from .testing_utils import CPU_TRAINING_KWARGS, load_tiny_sft_rows, params_snapshot, to_messages, to_standard
-
-
-def config_kwargs(tmp_path, **kwargs) -> dict:
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=4,
-        max_steps=3,
-        learning_rate=1e-2,
-        logging_steps=1,
-        gradient_checkpointing=False,
-        max_length=256,
-        seed=0,
-        **CPU_TRAINING_KWARGS,
-    )
-    defaults.update(kwargs)
-    return defaults
+from .testing_utils import config_kwargs, head_probs, load_tiny_sft_rows, params_snapshot, to_messages, to_standard
 
 
 def make_config(tmp_path, **kwargs) -> PreSafetySFTConfig:
@@ -58,21 +42,6 @@ def dataset_prompts(trainer, rows, tokenizer, n) -> list:
         ids = trainer.train_dataset[i]["input_ids"]
         prompts.append(next(p for key, p in by_ids.items() if tuple(ids[: len(key)]) == key))
     return prompts
-
-
-def head_probs(trainer, batch) -> torch.Tensor:
-    """The head's P(refuse) at the anchors of `batch`, computed from `compute_loss` (the hooked training path)."""
-    trainer.model.eval()
-    scores, targets = trainer.presafety_callback._scores["eval"]
-    scores.clear()
-    targets.clear()
-    with torch.no_grad():
-        trainer.compute_loss(trainer.model, dict(batch))
-    probs = torch.cat(scores)
-    scores.clear()
-    targets.clear()
-    trainer._metrics["eval"].clear()
-    return probs
 
 
 def reference_probs(trainer, batch) -> torch.Tensor:
@@ -211,96 +180,7 @@ def test_truncation_cuts_anchor_or_completion(tiny_model_dirs, tmp_path, caplog)
 
 
 # --- training invariants ---------------------------------------------------------------------------------------------
-def _train_plain(model_dir, tmp_path, rows, **kwargs):
-    kwargs = config_kwargs(tmp_path, **kwargs)
-    kwargs["output_dir"] = str(tmp_path / "plain")
-    trainer = SFTTrainer(model=model_dir, args=SFTConfig(**kwargs), train_dataset=Dataset.from_list(rows))
-    return trainer
-
-
-@pytest.mark.parametrize("variant", [{}, {"packing": True, "max_length": 300}])
-def test_weight_zero_gives_the_plain_sft_loss_and_update(tiny_model_dirs, tmp_path, variant):
-    rows = load_tiny_sft_rows(16)
-    plain = _train_plain(tiny_model_dirs["qwen3"], tmp_path, rows, **variant)
-    plain_calls = []
-    plain.model.get_decoder().register_forward_hook(lambda *a: plain_calls.append(1))
-    plain.train()
-    ours = make_trainer(tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=0.0, **variant)
-    ours.train()
-    plain_losses = [h["loss"] for h in plain.state.log_history if "loss" in h]
-    our_losses = [h["loss"] for h in ours.state.log_history if "loss" in h]
-    assert our_losses == plain_losses
-    plain_params = dict(plain.model.named_parameters())
-    for name, param in ours.model.named_parameters():
-        if name.startswith("safety_head"):
-            continue
-        assert torch.equal(param, plain_params[name]), name
-    # No extra forward pass: one backbone forward per micro-batch, as in the plain trainer
-    assert ours._presafety_capture.forward_calls == len(plain_calls) == 3
-    # The head still ran, as a probe
-    assert "presafety/loss" in ours.state.log_history[0]
-
-
-def test_alignment_loss_is_logged_on_the_scale_of_the_plain_loss(tiny_model_dirs, tmp_path):
-    # Same model, batch and first step: the alignment part of our loss is the plain SFTTrainer's loss (with GA, too)
-    rows = load_tiny_sft_rows(8)
-    kwargs = dict(max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=2)
-    plain = _train_plain(tiny_model_dirs["qwen3"], tmp_path, rows, **kwargs)
-    plain.train()
-    ours = make_trainer(tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=5.0, **kwargs)
-    ours.train()
-    (plain_log,), (our_log,) = (
-        [h for h in t.state.log_history if "loss" in h and "train_runtime" not in h] for t in (plain, ours)
-    )
-    assert our_log["presafety/alignment_loss"] == pytest.approx(plain_log["loss"], abs=1e-4)
-    # The logged loss adds the weighted head loss on top
-    assert our_log["loss"] == pytest.approx(
-        our_log["presafety/alignment_loss"] + 5.0 * our_log["presafety/loss"], abs=2e-3
-    )
-
-
-def test_empty_or_fully_truncated_datasets_fail_clearly(tiny_model_dirs, tmp_path):
-    empty = Dataset.from_dict({"prompt": [], "completion": [], "safety_label": []})
-    with pytest.raises(ValueError, match=r"The train dataset is empty \(0 rows\)"):
-        PreSafetySFTTrainer(model=tiny_model_dirs["qwen3"], args=make_config(tmp_path), train_dataset=empty)
-    # keep_start truncation that leaves no completion token in any example
-    with pytest.raises(ValueError, match=r"Every example of the train dataset \(6 rows\) was removed.*max_length=4"):
-        make_trainer(tiny_model_dirs["qwen3"], tmp_path, load_tiny_sft_rows(6), max_length=4)
-
-
-def test_gradient_accumulation_equals_the_large_batch(tiny_model_dirs, tmp_path):
-    # 4 examples, one unlabeled: the two micro-batches hold 2 and 1 labels, so a per-micro-batch mean would differ
-    rows = load_tiny_sft_rows(4)
-    rows[0] = dict(rows[0], safety_label=None)
-    big = make_trainer(
-        tiny_model_dirs["qwen3"],
-        tmp_path,
-        rows,
-        per_device_train_batch_size=4,
-        max_steps=1,
-        presafety_loss_weight=5.0,
-        optim="sgd",
-        learning_rate=1.0,  # SGD: the update is the gradient (Adam's first step would be its sign)
-    )
-    big.train()
-    acc = make_trainer(
-        tiny_model_dirs["qwen3"],
-        tmp_path,
-        rows,
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=2,
-        max_steps=1,
-        presafety_loss_weight=5.0,
-        optim="sgd",
-        learning_rate=1.0,
-    )
-    acc.train()
-    acc_params = dict(acc.model.named_parameters())
-    for name, param in big.model.named_parameters():
-        torch.testing.assert_close(param, acc_params[name], atol=2e-6, rtol=1e-5, msg=name)
-    assert big.state.log_history[0]["loss"] == pytest.approx(acc.state.log_history[0]["loss"], rel=1e-5)
-
-
+# (weight 0, alignment loss, gradient accumulation and empty data, shared with DPO: `test_presafety_trainers.py`)
 def test_aux_loss_reaches_the_backbone_and_trains_the_head(tiny_model_dirs, tmp_path):
     rows = load_tiny_sft_rows(8)
     runs = {}

@@ -11,11 +11,16 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_presafety.rewards import (
+    REWARD_FUNCS_REGISTRY,
+    SAFETY_REWARDS,
+    TRL_REWARDS,
     AnswerSafetyReward,
     MathAccuracyReward,
     PreSafetyGateReward,
     ReasoningSafetyReward,
+    RewardOptions,
     answer_safety_reward,
+    build_reward_func,
     math_accuracy_reward,
     reasoning_safety_reward,
     safety_reward_funcs,
@@ -160,6 +165,48 @@ def test_reward_options_and_errors():
         assert clone(prompts=prompts, completions=completions, **columns) == func(
             prompts=prompts, completions=completions, **columns
         )
+
+
+def test_rewards_are_built_by_name_from_one_registry():
+    """`trl-presafety grpo` and `safety_reward_funcs` build the rewards the same way: by name, from shared options."""
+    from trl.rewards import think_format_reward
+
+    from trl_presafety.scripts.grpo import SafetyGRPOScriptArguments
+
+    assert list(REWARD_FUNCS_REGISTRY) == list(SAFETY_REWARDS + TRL_REWARDS)
+    options = RewardOptions(
+        think_in_prompt=True,
+        harmful_column="is_harmful",
+        reasoning_reward_scope="all",
+        incomplete_reward=-0.5,
+        judge_threshold=0.7,
+        max_completion_length=64,
+    )
+    reasoning = build_reward_func("reasoning_safety_reward", options)
+    assert (reasoning.apply_to, reasoning.harmful_column, reasoning.think_in_prompt) == ("all", "is_harmful", True)
+    answer = build_reward_func("answer_safety_reward", options)
+    assert (answer.incomplete, answer.threshold, answer.harmful_column) == (-0.5, 0.7, "is_harmful")
+    assert [type(f).__name__ for f in safety_reward_funcs()] == [
+        "ReasoningSafetyReward",
+        "AnswerSafetyReward",
+        "MathAccuracyReward",
+    ]
+    assert build_reward_func("think_format_reward") is think_format_reward
+    # TRL's soft overlong punishment, its cache a quarter of the completion length: 0 up to 48 tokens, -1 past 64
+    overlong = build_reward_func("get_soft_overlong_punishment", options)
+    assert overlong(completion_ids=[[1] * 48, [1] * 56, [1] * 65]) == [0.0, -0.5, -1.0]
+    with pytest.raises(
+        ValueError, match=r"Unknown reward function 'nope'. Choose one of \['reasoning_safety_reward', "
+    ):
+        build_reward_func("nope")
+    with pytest.raises(ValueError, match=r"`presafety_gate_reward` needs `gate`"):
+        build_reward_func("presafety_gate_reward")
+    with pytest.raises(ValueError, match=r"`get_soft_overlong_punishment` needs `max_completion_length`"):
+        build_reward_func("get_soft_overlong_punishment")
+    with pytest.raises(
+        ValueError, match=r"Invalid `reward_funcs`: \['nope'\]. Choose from \['reasoning_safety_reward'"
+    ):
+        SafetyGRPOScriptArguments(dataset_name="unused", reward_funcs=["nope"])
 
 
 def test_rewards_read_harmfulness_not_the_decision():

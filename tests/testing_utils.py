@@ -1,14 +1,14 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Helpers shared by the tests: markers, small CPU trainer configs, the bundled tiny data, and the SFT and DPO trainers
+(plain TRL or PreSafety) built the same way. The offline environment is set once, in `conftest.py`."""
+
 import importlib.util
-import os
 
 import pytest
 import torch
 
+from trl_presafety.tiny import load_tiny_rows
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 require_torch_accelerator = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA accelerator")
 require_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed")
@@ -27,21 +27,12 @@ CPU_TRAINING_KWARGS = {
 
 def load_tiny_sft_rows(n: int | None = None) -> list[dict]:
     """Rows of the bundled tiny SFT set (conversational prompt-completion with `safety_label`)."""
-    import json
-
-    from trl_presafety.tiny import TINY_DATA_DIR
-
-    rows = [json.loads(line) for line in (TINY_DATA_DIR / "sft" / "train.jsonl").read_text().splitlines()]
-    return rows[:n] if n is not None else rows
+    return load_tiny_rows("sft", n)
 
 
 def load_tiny_dpo_rows(n: int | None = None) -> list[dict]:
-    import json
-
-    from trl_presafety.tiny import TINY_DATA_DIR
-
-    rows = [json.loads(line) for line in (TINY_DATA_DIR / "dpo" / "train.jsonl").read_text().splitlines()]
-    return rows[:n] if n is not None else rows
+    """Rows of the bundled tiny DPO set (conversational prompt/chosen/rejected with `safety_label`)."""
+    return load_tiny_rows("dpo", n)
 
 
 def to_messages(rows: list[dict]) -> list[dict]:
@@ -78,6 +69,47 @@ def config_kwargs(tmp_path, **kwargs) -> dict:
     )
     defaults.update(kwargs)
     return defaults
+
+
+def trainer_classes(kind: str, plain: bool = False) -> tuple[type, type]:
+    """(config class, trainer class) of `kind` ("sft" or "dpo"): plain TRL's, or the PreSafety ones."""
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    from trl_presafety import PreSafetyDPOConfig, PreSafetyDPOTrainer, PreSafetySFTConfig, PreSafetySFTTrainer
+
+    return {
+        ("sft", True): (SFTConfig, SFTTrainer),
+        ("sft", False): (PreSafetySFTConfig, PreSafetySFTTrainer),
+        ("dpo", True): (DPOConfig, DPOTrainer),
+        ("dpo", False): (PreSafetyDPOConfig, PreSafetyDPOTrainer),
+    }[kind, plain]
+
+
+def build_trainer(kind: str, model, tmp_path, rows: list[dict], plain: bool = False, **kwargs):
+    """A `kind` trainer on `rows` with `config_kwargs(tmp_path, **kwargs)`; a plain TRL one writes to `tmp_path/plain`,
+    so that it can sit beside a PreSafety one built on the same `tmp_path`."""
+    from datasets import Dataset
+
+    config_cls, trainer_cls = trainer_classes(kind, plain)
+    args = config_kwargs(tmp_path, **kwargs)
+    if plain:
+        args["output_dir"] = str(tmp_path / "plain")
+    return trainer_cls(model=model, args=config_cls(**args), train_dataset=Dataset.from_list(rows))
+
+
+def head_probs(trainer, batch) -> torch.Tensor:
+    """The head's P(refuse) at the anchors of `batch`, computed from `compute_loss` (the hooked training path)."""
+    trainer.model.eval()
+    scores, targets = trainer.presafety_callback._scores["eval"]
+    scores.clear()
+    targets.clear()
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, dict(batch))
+    probs = torch.cat(scores)
+    scores.clear()
+    targets.clear()
+    trainer._metrics["eval"].clear()
+    return probs
 
 
 def safetensors_keys(folder) -> set[str]:

@@ -1,9 +1,10 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """Safety rewards for TRL's `GRPOTrainer`: RL whose reward reaches the reasoning, not only the answer.
 
-Seed 002 ("Beyond SFT: Reinforcement Learning for Safer Large Reasoning Models") reports that RL with safety rewards
-suppresses unsafe exploratory reasoning while keeping reflection and reasoning accuracy. Its abstract does not give
-the rewards, so these are designed so that the reasoning trace and the answer are scored *separately*:
+"Beyond SFT: Reinforcement Learning for Safer Large Reasoning Models" (https://huggingface.co/papers/2512.01848)
+reports that RL with safety rewards suppresses unsafe exploratory reasoning while keeping reflection and reasoning
+accuracy. Its abstract does not give the rewards, so these are designed so that the reasoning trace and the answer are
+scored *separately*:
 
 - [`ReasoningSafetyReward`] (`reasoning_safety_reward`): on harmful prompts, +1 when no step of the chain-of-thought
   is a compliance step (step judge of `trl_presafety.data.step_judges`), -1 otherwise: unsafe content inside the CoT is
@@ -16,7 +17,8 @@ the rewards, so these are designed so that the reasoning trace and the answer ar
   (refuse or not) and the pre-CoT head's P(refuse) for the prompt (`SafetyGate`), in [-1, 1].
 
 Each is a picklable callable with the signature TRL passes to reward functions (`prompts`, `completions`, dataset
-columns such as `harmful` and `solution` as keyword arguments); combine them with `GRPOConfig.reward_weights`.
+columns such as `harmful` and `solution` as keyword arguments); combine them with `GRPOConfig.reward_weights`. By
+name, [`build_reward_func`] builds them (and TRL's own) from `REWARD_FUNCS_REGISTRY`, as `trl-presafety grpo` does.
 Harmful or benign is the harmfulness of the prompt (`harmful`, from its source), never the safe model's decision
 (`safety_label`): on a harmful prompt the safe model answered, refusing is still what is rewarded. Data with only
 `safety_label` is refused with an error. Rows whose harmfulness is empty (`None`) get `None` from the safety rewards,
@@ -24,6 +26,8 @@ which GRPO skips.
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from .data.step_judges import AnswerJudge, CueStepJudge, RefusalCueJudge, StepJudge, split_steps
@@ -306,7 +310,77 @@ reasoning_safety_reward = ReasoningSafetyReward()
 answer_safety_reward = AnswerSafetyReward()
 math_accuracy_reward = MathAccuracyReward()
 
+
+@dataclass
+class RewardOptions:
+    """What the reward functions built by name share: the judges, the template's think layout, the dataset columns
+    and the settings of `trl-presafety grpo` (the fields of the same names of its script arguments)."""
+
+    step_judge: StepJudge | None = None
+    refusal_judge: AnswerJudge | None = None
+    think_in_prompt: bool = False
+    harmful_column: str = HARMFUL_COLUMN
+    solution_column: str = "solution"
+    reasoning_reward_scope: str = "harmful"
+    incomplete_reward: float = -1.0
+    judge_threshold: float = 0.5
+    gate: Any = None
+    max_completion_length: int | None = None
+
+
+def _gate_reward(options: RewardOptions) -> PreSafetyGateReward:
+    if options.gate is None:
+        raise ValueError(
+            "`presafety_gate_reward` needs `gate`: a `SafetyGate` on a model trained with a PreSafety trainer."
+        )
+    return PreSafetyGateReward(
+        options.gate, options.refusal_judge, threshold=options.judge_threshold, think_in_prompt=options.think_in_prompt
+    )
+
+
+def _trl_reward(options: RewardOptions, name: str) -> Callable[..., Any]:
+    """TRL's reward function `name`; the soft overlong punishment is sized by `max_completion_length` (cache 1/4)."""
+    import trl.rewards
+
+    if name != "get_soft_overlong_punishment":
+        return getattr(trl.rewards, name)
+    if options.max_completion_length is None:
+        raise ValueError("`get_soft_overlong_punishment` needs `max_completion_length` (the GRPOConfig's).")
+    max_len = options.max_completion_length
+    return trl.rewards.get_soft_overlong_punishment(max_completion_len=max_len, soft_punish_cache=max_len // 4)
+
+
+TRL_REWARDS = ("accuracy_reward", "reasoning_accuracy_reward", "think_format_reward", "get_soft_overlong_punishment")
+# Reward functions by name, as `reward_funcs_registry` in TRL's `trl/scripts/grpo.py`, each built from the shared
+# [`RewardOptions`]: `trl-presafety grpo` builds its `reward_funcs` here
+REWARD_FUNCS_REGISTRY: dict[str, Callable[[RewardOptions], Callable[..., Any]]] = {
+    "reasoning_safety_reward": lambda o: ReasoningSafetyReward(
+        o.step_judge,
+        apply_to=o.reasoning_reward_scope,
+        harmful_column=o.harmful_column,
+        think_in_prompt=o.think_in_prompt,
+    ),
+    "answer_safety_reward": lambda o: AnswerSafetyReward(
+        o.refusal_judge,
+        incomplete=o.incomplete_reward,
+        threshold=o.judge_threshold,
+        harmful_column=o.harmful_column,
+        think_in_prompt=o.think_in_prompt,
+    ),
+    "math_accuracy_reward": lambda o: MathAccuracyReward(
+        o.solution_column, harmful_column=o.harmful_column, think_in_prompt=o.think_in_prompt
+    ),
+    "presafety_gate_reward": _gate_reward,
+    **{name: partial(_trl_reward, name=name) for name in TRL_REWARDS},
+}
 SAFETY_REWARDS = ("reasoning_safety_reward", "answer_safety_reward", "math_accuracy_reward", "presafety_gate_reward")
+
+
+def build_reward_func(name: str, options: RewardOptions | None = None) -> Callable[..., Any]:
+    """The reward function `name` of [`REWARD_FUNCS_REGISTRY`], built with `options` (defaults when `None`)."""
+    if name not in REWARD_FUNCS_REGISTRY:
+        raise ValueError(f"Unknown reward function {name!r}. Choose one of {list(REWARD_FUNCS_REGISTRY)}.")
+    return REWARD_FUNCS_REGISTRY[name](options or RewardOptions())
 
 
 def safety_reward_funcs(
@@ -316,9 +390,12 @@ def safety_reward_funcs(
     harmful_column: str = HARMFUL_COLUMN,
     solution_column: str = "solution",
 ) -> list[Callable[..., list[float | None]]]:
-    """The three rewards of seed 002's design (reasoning safety, answer safety, math correctness), sharing judges."""
-    return [
-        ReasoningSafetyReward(step_judge, harmful_column=harmful_column, think_in_prompt=think_in_prompt),
-        AnswerSafetyReward(refusal_judge, harmful_column=harmful_column, think_in_prompt=think_in_prompt),
-        MathAccuracyReward(solution_column, harmful_column=harmful_column, think_in_prompt=think_in_prompt),
-    ]
+    """The three rewards of the "Beyond SFT" design (reasoning and answer safety, math accuracy), sharing judges."""
+    options = RewardOptions(
+        step_judge=step_judge,
+        refusal_judge=refusal_judge,
+        think_in_prompt=think_in_prompt,
+        harmful_column=harmful_column,
+        solution_column=solution_column,
+    )
+    return [build_reward_func(name, options) for name in SAFETY_REWARDS[:3]]

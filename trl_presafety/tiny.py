@@ -12,6 +12,7 @@ The model is a random-init `Qwen3ForCausalLM` built from a config and saved with
 test loads it with the real `from_pretrained`.
 
     python -m trl_presafety.tiny --output_dir runs/tiny-qwen3 --style qwen3
+    python -m trl_presafety.tiny --retrain_tokenizer  # rewrites assets/tiny_tokenizer from the bundled data
 """
 
 import argparse
@@ -43,6 +44,19 @@ STYLES = {
 }
 
 
+def load_tiny_rows(kind: str, n: int | None = None) -> list[dict]:
+    """The first `n` rows (all by default) of the bundled tiny set `kind`, a folder of `TINY_DATA_DIR`: `"sft"`
+    (conversational prompt-completion with `safety_label`), `"dpo"` (prompt/chosen/rejected), `"eval"`, `"rl"`, ..."""
+    import json
+
+    path = TINY_DATA_DIR / kind / "train.jsonl"
+    if not path.is_file():
+        kinds = sorted(p.parent.name for p in TINY_DATA_DIR.glob("*/train.jsonl"))
+        raise ValueError(f"No bundled tiny set {kind!r} ({path} does not exist). Choose one of {kinds}.")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return rows[:n] if n is not None else rows
+
+
 def chat_template(style: str) -> str:
     """The Jinja chat template of a template family (`"qwen3"` or `"r1"`)."""
     if style not in STYLES:
@@ -51,7 +65,8 @@ def chat_template(style: str) -> str:
 
 
 def train_tiny_tokenizer(vocab_size: int = 1024, output_file: str | Path = TOKENIZER_FILE) -> Path:
-    """(Re)trains the bundled byte-level BPE on the bundled data. The result is committed; tests only load it."""
+    """(Re)trains the bundled byte-level BPE on the bundled data (`--retrain_tokenizer`). The result is committed and
+    shipped; retraining reproduces it byte for byte, which the tests check, so the asset always has its recipe."""
     import json
 
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -143,12 +158,25 @@ def build_tiny_model(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build a tiny random-init reasoning model with think tags.")
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir", help="Where the model and tokenizer are saved (required to build a model).")
     parser.add_argument("--style", default="qwen3", choices=sorted(STYLES))
     parser.add_argument("--hidden_size", type=int, default=32)
     parser.add_argument("--num_hidden_layers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--retrain_tokenizer",
+        nargs="?",
+        const=str(TOKENIZER_FILE),
+        metavar="FILE",
+        help="Instead of building a model, retrain the tiny tokenizer on the bundled data into FILE (default: the "
+        "shipped asset, which it reproduces byte for byte).",
+    )
     args = parser.parse_args(argv)
+    if args.retrain_tokenizer is not None:
+        print(f"Saved the tiny tokenizer to {train_tiny_tokenizer(output_file=args.retrain_tokenizer)}")
+        return
+    if args.output_dir is None:
+        parser.error("the following arguments are required: --output_dir")
     build_tiny_model(
         style=args.style,
         hidden_size=args.hidden_size,

@@ -1,9 +1,9 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """
 Safety RL with GRPO: TRL's `trl/scripts/grpo.py` with the safety rewards of `trl_presafety.rewards`, which score the
-reasoning trace and the final answer separately (seed 002, "Beyond SFT: Reinforcement Learning for Safer Large
-Reasoning Models"), plus math correctness on benign prompts and, optionally, the pre-CoT head's decision as a shaping
-term (`presafety_gate_reward` with `presafety_gate_model`).
+reasoning trace and the final answer separately ("Beyond SFT: Reinforcement Learning for Safer Large Reasoning Models",
+https://huggingface.co/papers/2512.01848), plus math correctness on benign prompts and, optionally, the pre-CoT head's
+decision as a shaping term (`presafety_gate_reward` with `presafety_gate_model`).
 
 The data needs a conversational (or text) `prompt`, a `harmful` column (the prompt's harmfulness from its source: 1
 harmful, 0 benign; not `safety_label`, the safe model's decision) and a `solution` column (reference answer of math
@@ -29,14 +29,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name
-from ..rewards import SAFETY_REWARDS
+from ..rewards import REWARD_FUNCS_REGISTRY, RewardOptions, build_reward_func
 from .utils import PreSafetyScriptArguments
 
 
 JUDGES = ("cues", "classifier")
 # The rewards that read the prompts' harmfulness (`math_accuracy_reward` reads it only when present)
 HARMFUL_REWARDS = ("reasoning_safety_reward", "answer_safety_reward")
-TRL_REWARDS = ("accuracy_reward", "reasoning_accuracy_reward", "think_format_reward", "get_soft_overlong_punishment")
 
 
 @dataclass
@@ -81,7 +80,7 @@ class SafetyGRPOScriptArguments(PreSafetyScriptArguments):
         default_factory=lambda: ["reasoning_safety_reward", "answer_safety_reward", "math_accuracy_reward"],
         metadata={
             "help": "Reward functions (weights in reward_weights): "
-            f"{', '.join(SAFETY_REWARDS + TRL_REWARDS)}, or a dotted import path."
+            f"{', '.join(REWARD_FUNCS_REGISTRY)}, or a dotted import path."
         },
     )
     reward_model_name_or_path: str | None = field(
@@ -144,10 +143,10 @@ class SafetyGRPOScriptArguments(PreSafetyScriptArguments):
                 "Invalid `presafety_gate_model`: None, but `reward_funcs` has 'presafety_gate_reward'. Set it to a "
                 "model trained with `trl-presafety sft`/`dpo` (its folder holds the safety head), or drop the reward."
             )
-        unknown = [f for f in self.reward_funcs if f not in SAFETY_REWARDS + TRL_REWARDS and "." not in f]
+        unknown = [f for f in self.reward_funcs if f not in REWARD_FUNCS_REGISTRY and "." not in f]
         if unknown:
             raise ValueError(
-                f"Invalid `reward_funcs`: {unknown}. Choose from {list(SAFETY_REWARDS + TRL_REWARDS)}, or give a dotted "
+                f"Invalid `reward_funcs`: {unknown}. Choose from {list(REWARD_FUNCS_REGISTRY)}, or give a dotted "
                 "import path (e.g. 'my_lib.rewards.my_reward')."
             )
 
@@ -171,15 +170,7 @@ def detect_think_in_prompt(tokenizer: Any, chat_template_kwargs: dict[str, Any] 
 
 def build_reward_funcs(script_args: SafetyGRPOScriptArguments, training_args: Any, tokenizer: Any) -> list[Any]:
     """The reward functions named in `script_args.reward_funcs`, sharing judges and the template's think layout."""
-    from trl.rewards import (
-        accuracy_reward,
-        get_soft_overlong_punishment,
-        reasoning_accuracy_reward,
-        think_format_reward,
-    )
-
     from ..data.step_judges import ClassifierStepJudge, CueStepJudge, RefusalCueJudge
-    from ..rewards import AnswerSafetyReward, MathAccuracyReward, PreSafetyGateReward, ReasoningSafetyReward
 
     think_in_prompt = script_args.think_in_prompt
     if think_in_prompt is None:
@@ -195,40 +186,23 @@ def build_reward_funcs(script_args: SafetyGRPOScriptArguments, training_args: An
         else CueStepJudge()
     )
     refusal_judge = classifier if script_args.answer_judge == "classifier" else RefusalCueJudge()
-    common = {"harmful_column": script_args.harmful_column, "think_in_prompt": think_in_prompt}
+    gate = load_gate(script_args.presafety_gate_model) if "presafety_gate_reward" in script_args.reward_funcs else None
+    options = RewardOptions(
+        step_judge=step_judge,
+        refusal_judge=refusal_judge,
+        think_in_prompt=think_in_prompt,
+        harmful_column=script_args.harmful_column,
+        solution_column=script_args.solution_column,
+        reasoning_reward_scope=script_args.reasoning_reward_scope,
+        incomplete_reward=script_args.incomplete_reward,
+        judge_threshold=script_args.judge_threshold,
+        gate=gate,
+        max_completion_length=training_args.max_completion_length,
+    )
     funcs = []
     for name in script_args.reward_funcs:
-        if name == "reasoning_safety_reward":
-            funcs.append(ReasoningSafetyReward(step_judge, apply_to=script_args.reasoning_reward_scope, **common))
-        elif name == "answer_safety_reward":
-            funcs.append(
-                AnswerSafetyReward(
-                    refusal_judge,
-                    incomplete=script_args.incomplete_reward,
-                    threshold=script_args.judge_threshold,
-                    **common,
-                )
-            )
-        elif name == "math_accuracy_reward":
-            funcs.append(MathAccuracyReward(script_args.solution_column, **common))
-        elif name == "presafety_gate_reward":
-            funcs.append(
-                PreSafetyGateReward(
-                    load_gate(script_args.presafety_gate_model),
-                    refusal_judge,
-                    threshold=script_args.judge_threshold,
-                    think_in_prompt=think_in_prompt,
-                )
-            )
-        elif name == "accuracy_reward":
-            funcs.append(accuracy_reward)
-        elif name == "reasoning_accuracy_reward":
-            funcs.append(reasoning_accuracy_reward)
-        elif name == "think_format_reward":
-            funcs.append(think_format_reward)
-        elif name == "get_soft_overlong_punishment":
-            max_len = training_args.max_completion_length
-            funcs.append(get_soft_overlong_punishment(max_completion_len=max_len, soft_punish_cache=max_len // 4))
+        if name in REWARD_FUNCS_REGISTRY:
+            funcs.append(build_reward_func(name, options))
         else:  # dotted import path, as in TRL's script
             module_path, func_name = name.rsplit(".", 1)
             sys.path.insert(0, os.getcwd())

@@ -54,8 +54,9 @@ def _warn(message: str) -> None:
         logger.warning(message)
 
 
-# Shipped inside the package (pyproject `package-data`), so `--accelerate_config zero3` works after `pip install`;
-# `accelerate_configs/` at the repository root holds identical copies for `accelerate launch --config_file`.
+# Shipped inside the package (pyproject `package-data`), so `--accelerate_config zero3` works after `pip install`. In the
+# repository the folder is a link to `accelerate_configs/` at the root (what `accelerate launch --config_file` reads in
+# the docs): one copy, which wheels and sdists carry as files.
 ACCELERATE_CONFIGS_DIR = Path(__file__).resolve().parent.parent / "accelerate_configs"
 ACCELERATE_CONFIG_ALIASES = {
     "multi_gpu": "multi_gpu",

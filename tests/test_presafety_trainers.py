@@ -1,0 +1,105 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Invariants that both PreSafety trainers keep against plain TRL, tested the same way for SFT and DPO: weight 0 is the
+plain trainer, the alignment loss is the plain loss, gradient accumulation is the large batch, bad data fails clearly."""
+
+import pytest
+import torch
+from datasets import Dataset
+
+from .testing_utils import build_trainer, config_kwargs, load_tiny_rows, trainer_classes
+
+
+@pytest.mark.parametrize(
+    "kind,variant",
+    [("sft", {}), ("sft", {"packing": True, "max_length": 300}), ("dpo", {})],
+    ids=["sft", "sft-packed", "dpo"],
+)
+def test_weight_zero_gives_the_plain_loss_and_update(tiny_model_dirs, tmp_path, kind, variant):
+    rows = load_tiny_rows(kind, 16 if kind == "sft" else 12)
+    plain = build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, rows, plain=True, **variant)
+    plain_calls = []
+    plain.model.get_decoder().register_forward_hook(lambda *a: plain_calls.append(1))
+    plain.train()
+    ours = build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=0.0, **variant)
+    ours.train()
+    plain_losses = [h["loss"] for h in plain.state.log_history if "loss" in h]
+    our_losses = [h["loss"] for h in ours.state.log_history if "loss" in h]
+    assert our_losses == plain_losses
+    plain_params = dict(plain.model.named_parameters())
+    for name, param in ours.model.named_parameters():
+        if name.startswith("safety_head"):
+            continue
+        assert torch.equal(param, plain_params[name]), name
+    # No extra forward pass: one backbone forward per micro-batch, as in the plain trainer (DPO: one policy forward
+    # over [chosen; rejected], the reference model is separate)
+    assert ours._presafety_capture.forward_calls == len(plain_calls) == 3
+    # The head still ran, as a probe
+    assert "presafety/loss" in ours.state.log_history[0] and "presafety/accuracy" in ours.state.log_history[0]
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_alignment_loss_is_logged_on_the_scale_of_the_plain_loss(tiny_model_dirs, tmp_path, kind):
+    # Same model, batch and first step: the alignment part of our loss is the plain trainer's loss (with GA, too)
+    rows = load_tiny_rows(kind, 8)
+    kwargs = dict(max_steps=1, per_device_train_batch_size=2, gradient_accumulation_steps=2)
+    plain = build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, rows, plain=True, **kwargs)
+    plain.train()
+    ours = build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=5.0, **kwargs)
+    ours.train()
+    (plain_log,), (our_log,) = (
+        [h for h in t.state.log_history if "loss" in h and "train_runtime" not in h] for t in (plain, ours)
+    )
+    assert our_log["presafety/alignment_loss"] == pytest.approx(plain_log["loss"], abs=1e-4)
+    # The logged loss adds the weighted head loss on top
+    assert our_log["loss"] == pytest.approx(
+        our_log["presafety/alignment_loss"] + 5.0 * our_log["presafety/loss"], abs=2e-3
+    )
+    assert our_log["loss"] > our_log["presafety/alignment_loss"] + 1.0  # 5 x the head's BCE on top
+
+
+@pytest.mark.parametrize(
+    "kind,columns,truncated",
+    [
+        ("sft", ["prompt", "completion"], r"Every example of the train dataset \(6 rows\) was removed.*max_length=4"),
+        (
+            "dpo",
+            ["prompt", "chosen", "rejected"],
+            r"Every example of the train dataset \(6 rows\).*every prompt fills",
+        ),
+    ],
+    ids=["sft", "dpo"],
+)
+def test_empty_or_fully_truncated_datasets_fail_clearly(tiny_model_dirs, tmp_path, kind, columns, truncated):
+    config_cls, trainer_cls = trainer_classes(kind)
+    empty = Dataset.from_dict({column: [] for column in columns + ["safety_label"]})
+    with pytest.raises(ValueError, match=r"The train dataset is empty \(0 rows\)"):
+        trainer_cls(model=tiny_model_dirs["qwen3"], args=config_cls(**config_kwargs(tmp_path)), train_dataset=empty)
+    # A max_length that leaves no completion token in any example (SFT: keep_start truncation; DPO: every prompt
+    # fills it)
+    with pytest.raises(ValueError, match=truncated):
+        build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, load_tiny_rows(kind, 6), max_length=4)
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_gradient_accumulation_equals_the_large_batch(tiny_model_dirs, tmp_path, kind):
+    # 4 examples, one unlabeled: the two micro-batches hold 2 and 1 labels, so a per-micro-batch mean would differ
+    rows = load_tiny_rows(kind, 4)
+    rows[0] = dict(rows[0], safety_label=None)
+    # SGD: the update is the gradient (Adam's first step would be its sign)
+    common = dict(max_steps=1, presafety_loss_weight=5.0, optim="sgd", learning_rate=1.0)
+    big = build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, rows, per_device_train_batch_size=4, **common)
+    big.train()
+    acc = build_trainer(
+        kind,
+        tiny_model_dirs["qwen3"],
+        tmp_path,
+        rows,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        **common,
+    )
+    acc.train()
+    acc_params = dict(acc.model.named_parameters())
+    for name, param in big.model.named_parameters():
+        torch.testing.assert_close(param, acc_params[name], atol=2e-6, rtol=1e-5, msg=name)
+    assert big.state.log_history[0]["loss"] == pytest.approx(acc.state.log_history[0]["loss"], rel=1e-5)
