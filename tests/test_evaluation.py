@@ -497,7 +497,7 @@ def test_guard_judge_built_from_the_config(tiny_model_dirs, tmp_path, monkeypatc
         "model": guard,
         "format": "llama_guard",
         "max_tokens": 512,
-        "refusal_fallback": {"name": "regex", "window": 600, "extra_patterns": []},
+        "refusal_fallback": {"name": "cues", "window": 600, "extra_patterns": []},
     }
     assert report["errors"] == []
     on, off = report["summary"]["modes"]["on"], report["summary"]["modes"]["off"]

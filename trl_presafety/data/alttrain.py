@@ -26,8 +26,8 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name, parse_harmful
+from ..judges import STEP_SPLITS, AnswerJudge, RefusalCueJudge, split_steps
 from ..reasoning import THINK_CLOSE, THINK_OPEN, split_reasoning
-from .step_judges import STEP_SPLITS, AnswerJudge, RefusalCueJudge, split_steps
 
 
 logger = logging.getLogger(__name__)

@@ -40,8 +40,8 @@ from ..harmfulness import (
     check_harmful_column_name,
     parse_harmful,
 )
-from ..reasoning import THINK_CLOSE, THINK_OPEN, build_prompt
-from .step_judges import STEP_SPLITS, AnswerJudge, CueStepJudge, RefusalCueJudge, Step, StepJudge, split_steps
+from ..judges import STEP_SPLITS, AnswerJudge, CueStepJudge, RefusalCueJudge, Step, StepJudge, split_steps
+from ..reasoning import THINK_CLOSE, THINK_OPEN, build_prompt, reasoning_start_text
 
 
 logger = logging.getLogger(__name__)
@@ -182,20 +182,6 @@ class IPOConfig:
         if self.max_interventions < 1:
             fail("max_interventions", self.max_interventions, "Use at least 1 round.")
         check_harmful_column_name(self.harmful_column, "harmful_column")
-
-
-def reasoning_start_text(
-    tokenizer: PreTrainedTokenizerBase,
-    prompt: str | Sequence[dict[str, Any]],
-    chat_template_kwargs: dict[str, Any] | None = None,
-    think_open: str = THINK_OPEN,
-) -> str:
-    """The text after which the reasoning starts: the thinking generation prompt, plus the opening think tag when the
-    template leaves it to the completion (Qwen3 style). R1-style templates already end with `<think>\\n`."""
-    text = build_prompt(tokenizer, prompt, thinking=True, chat_template_kwargs=chat_template_kwargs)
-    if text.rstrip().endswith(think_open):
-        return text
-    return text + think_open + "\n"
 
 
 def _split_auto_bos(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[str, str]:

@@ -10,6 +10,15 @@ print(report["summary"])
 ```
 """
 
+from ..judges import (
+    ClassifierJudge,
+    GuardJudge,
+    Judge,
+    RegexRefusalJudge,
+    Verdict,
+    parse_llama_guard,
+    parse_wildguard,
+)
 from .config import DecodingSetting, EvalConfig, parse_decoding_setting
 from .data import (
     CATEGORIES,
@@ -19,15 +28,6 @@ from .data import (
     adapt_rows,
     load_eval_dataset,
     load_eval_datasets,
-)
-from .judges import (
-    ClassifierJudge,
-    GuardJudge,
-    Judge,
-    RegexRefusalJudge,
-    Verdict,
-    parse_llama_guard,
-    parse_wildguard,
 )
 from .math_grading import grade_math
 from .report import compare_reports, load_report, plot_reports, render_comparison, render_markdown, write_report

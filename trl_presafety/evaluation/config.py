@@ -4,9 +4,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..generation import BACKENDS, vllm_engine_kwargs
+from ..judges import GUARD_FORMATS, JUDGES
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 from .data import check_dataset_spec, dataset_names
-from .judges import GUARD_FORMATS, JUDGES
 
 
 THINKING_MODES = ("on", "off")

@@ -19,11 +19,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..judges import ClassifierJudge, GuardJudge, Judge, RegexRefusalJudge, Verdict
 from ..reasoning import THINK_CLOSE, THINK_OPEN, build_prompt, split_reasoning
 from .cache import JsonlCache, stable_hash
 from .config import DecodingSetting, EvalConfig
 from .data import load_eval_datasets
-from .judges import ClassifierJudge, GuardJudge, Judge, RegexRefusalJudge, Verdict
 from .math_grading import grade_math
 from .stats import BOOTSTRAP_RESAMPLES, auroc, bootstrap_auroc_interval, rate_figures, wilson_interval
 

@@ -31,7 +31,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..data.step_judges import STEP_JUDGES
+from ..judges import STEP_JUDGES
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 
 
@@ -51,7 +51,7 @@ class BuildIPOPairsArguments:
     tokenizer_name_or_path (`str`, *optional*): Tokenizer (chat template) the pairs are rendered with; defaults to
         `model_name_or_path`. Enough on its own with `continuation="supplied"`.
     step_judge (`str`, *optional*, defaults to `"cues"`): `"cues"`, `"classifier"`, `"guard"` or
-        `"continuation_ratio"` (see `trl_presafety.data.step_judges`).
+        `"continuation_ratio"` (see `trl_presafety.judges`).
     step_judge_threshold (`float`, *optional*): Score from which a step is the compliance step; defaults to the
         judge's own (0.5, or 0.9 for the continuation ratio).
     classifier_path (`str`, *optional*): Refusal classifier for `step_judge="classifier"`.
@@ -116,8 +116,8 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
     from transformers import AutoTokenizer
 
     from ..data.ipo import IPOPairBuilder
-    from ..data.step_judges import build_step_judge
     from ..generation import load_causal_lm, resolve_backend
+    from ..judges import build_step_judge
     from ..labeling.pipeline import load_prompt_dataset
 
     dataset = load_prompt_dataset(

@@ -178,7 +178,7 @@ def build_reward_funcs(script_args: SafetyGRPOScriptArguments, training_args: An
         think_format_reward,
     )
 
-    from ..data.step_judges import ClassifierStepJudge, CueStepJudge, RefusalCueJudge
+    from ..judges import ClassifierStepJudge, CueStepJudge, RefusalCueJudge
     from ..rewards import AnswerSafetyReward, MathAccuracyReward, PreSafetyGateReward, ReasoningSafetyReward
 
     think_in_prompt = script_args.think_in_prompt
