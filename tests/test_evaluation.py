@@ -16,7 +16,6 @@ from trl_presafety.evaluation import EvalConfig, evaluate, grade_math, parse_dec
 from trl_presafety.evaluation import runner as eval_runner
 from trl_presafety.evaluation.cache import JsonlCache
 from trl_presafety.evaluation.data import load_eval_datasets
-from trl_presafety.evaluation.judges import RegexRefusalJudge
 from trl_presafety.evaluation.report import build_report_figure, compare_reports, render_comparison
 from trl_presafety.evaluation.runner import (
     VOLATILE_REPORT_KEYS,
@@ -27,6 +26,7 @@ from trl_presafety.evaluation.runner import (
 )
 from trl_presafety.evaluation.stats import SMALL_N, bootstrap_auroc_interval, wilson_interval
 from trl_presafety.gate import SafetyGate
+from trl_presafety.judges import RefusalCueJudge
 from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, load_safety_head, save_safety_head
 from trl_presafety.reasoning import THINK_CLOSE, THINK_OPEN
 from trl_presafety.scripts.utils import record_loss_weight
@@ -161,7 +161,7 @@ def head_model_dirs(tiny_model_dirs, tmp_path_factory) -> dict[str, str]:
     "overrides, message",
     [
         ({"datasets": ["strongrejct"]}, r"`datasets` entry 'strongrejct'.*did you mean 'strongreject'"),
-        ({"judge": "llamaguard"}, r"Invalid `judge`: 'llamaguard'. Choose one of \['regex', 'classifier', 'guard'\]"),
+        ({"judge": "llamaguard"}, r"Invalid `judge`: 'llamaguard'. Choose one of \['cues', 'classifier', 'guard'\]"),
         ({"judge": "guard"}, r"Invalid `judge_model_name_or_path`: None. judge='guard' needs a guard model"),
         ({"sampling_grid": ["temperature=0.7,top_p=1.5"]}, r"top_p=1.5 is outside \(0, 1\]"),
         ({"sampling_grid": ["temp=0.7"]}, r"'temp=0.7' is not key=value with a known key"),
@@ -503,7 +503,7 @@ def test_guard_judge_built_from_the_config(tiny_model_dirs, tmp_path, monkeypatc
     on, off = report["summary"]["modes"]["on"], report["summary"]["modes"]["off"]
     assert on["harmful_rate"] == off["harmful_rate"] == on["reasoning_harmful_rate"] == rate
     assert on["answer_harmful_rate"] == 3 / 5 * rate  # two traces hit the cap: no answer for the guard to read
-    # Llama Guard says nothing about refusal: the regex fallback gives the same refusals as the regex judge
+    # Llama Guard says nothing about refusal: the cue fallback gives the same refusals as the cues judge
     assert (on["refusal_rate"], off["refusal_rate"], off["benign_compliance_rate"]) == (1 / 5, 4 / 5, 2 / 3)
     record = next(r for r in report["examples"] if "phishing" in r["prompt"] and r["thinking"] == "on")
     assert record["answer_verdict"]["raw"] == record["reasoning_verdict"]["raw"] == verdict
@@ -554,7 +554,7 @@ def test_resume_after_an_interruption_while_judging(tiny_model_dirs, tmp_path, m
 
     uninterrupted = evaluate(config("a"))
     total = len(JsonlCache(tmp_path / "a" / "cache" / "judgments.jsonl"))
-    real = RegexRefusalJudge._judge
+    real = RefusalCueJudge._judge
     judged: list[str] = []
 
     def interrupted(self, prompts, texts, kind):
@@ -563,7 +563,7 @@ def test_resume_after_an_interruption_while_judging(tiny_model_dirs, tmp_path, m
         judged.extend(texts)
         return real(self, prompts, texts, kind)
 
-    monkeypatch.setattr(RegexRefusalJudge, "_judge", interrupted)
+    monkeypatch.setattr(RefusalCueJudge, "_judge", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate(config("b"))
     cached = len(JsonlCache(tmp_path / "b" / "cache" / "judgments.jsonl"))
@@ -574,7 +574,7 @@ def test_resume_after_an_interruption_while_judging(tiny_model_dirs, tmp_path, m
         return real(self, prompts, texts, kind)
 
     judged.clear()
-    monkeypatch.setattr(RegexRefusalJudge, "_judge", counting)
+    monkeypatch.setattr(RefusalCueJudge, "_judge", counting)
     resumed = evaluate(config("b"))
     # Only what the interrupted run had not judged is judged again; the report equals the uninterrupted one
     assert len(judged) == total - cached and resumed["runtime"]["generations_new"] == 0
@@ -607,14 +607,14 @@ def test_a_crash_in_one_example_is_recorded_not_fatal(tiny_model_dirs, tmp_path,
 
 def test_a_judge_crash_is_recorded_not_fatal(tiny_model_dirs, tmp_path, monkeypatch):
     monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
-    real = RegexRefusalJudge._judge
+    real = RefusalCueJudge._judge
 
     def flaky(self, prompts, texts, kind):
         if any("phishing" in t for t in texts):
             raise ValueError("judge out of memory")
         return real(self, prompts, texts, kind)
 
-    monkeypatch.setattr(RegexRefusalJudge, "_judge", flaky)
+    monkeypatch.setattr(RefusalCueJudge, "_judge", flaky)
     report = evaluate(small_config(tiny_model_dirs["qwen3"], tmp_path, sampling_grid=["greedy"], max_new_tokens=64))
     record = next(r for r in report["examples"] if "phishing" in r["prompt"] and r["thinking"] == "off")
     assert record["answer_verdict"]["error"].startswith("ValueError: judge out of memory")
@@ -710,7 +710,7 @@ def test_eval_and_eval_compare_commands(head_model_dirs, tiny_model_dirs, tmp_pa
     with pytest.raises(SystemExit):
         evaluate_script.main(["--config", recipe, "--judge", "gpt4"])
     assert (
-        "argument --judge: invalid choice: 'gpt4' (choose from 'regex', 'classifier', 'guard')"
+        "argument --judge: invalid choice: 'gpt4' (choose from 'cues', 'classifier', 'guard', 'regex')"
         in capsys.readouterr().err
     )
     with pytest.raises(ValueError, match=r"Invalid `sampling_grid` entry 'top_p=2'.*top_p=2.0 is outside"):

@@ -39,6 +39,8 @@ from .reasoning import THINK_CLOSE, THINK_OPEN, build_prompt
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "transformers", "vllm")
+# Weights dtypes a model can be loaded in (`from_pretrained(dtype=...)`)
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 Prompt = str | list[dict[str, str]]
 
 

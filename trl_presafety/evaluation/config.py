@@ -3,14 +3,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..generation import BACKENDS, vllm_engine_kwargs
-from ..judges import GUARD_FORMATS, JUDGES
+from ..generation import BACKENDS, DTYPES, vllm_engine_kwargs
+from ..judges import GUARD_FORMATS, JUDGE_ALIASES, JUDGES, resolve_judge_name
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 from .data import check_dataset_spec, dataset_names
 
 
 THINKING_MODES = ("on", "off")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 GRID_SCOPES = ("harmful", "all")
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")
 DEFAULT_MATH_TEMPLATE = "{prompt}\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -144,9 +143,9 @@ class EvalConfig:
 
     > Parameters that control the judge
 
-    judge (`str`, *optional*, defaults to `"regex"`):
-        `"regex"` (refusal phrases), `"classifier"` (the repo's `SafetyDecisionClassifier`) or `"guard"` (a guard model,
-        Llama-Guard or WildGuard style).
+    judge (`str`, *optional*, defaults to `"cues"`):
+        `"cues"` (refusal phrases; `"regex"`, its former name, still works), `"classifier"` (the repo's
+        `SafetyDecisionClassifier`) or `"guard"` (a guard model, Llama-Guard or WildGuard style).
     judge_model_name_or_path (`str`, *optional*):
         The classifier folder (judge="classifier") or the guard model (judge="guard").
     guard_format (`str`, *optional*, defaults to `"auto"`):
@@ -232,7 +231,11 @@ class EvalConfig:
     vllm_max_model_len: int | None = field(
         default=None, metadata={"help": "Context length vLLM reserves KV cache for; defaults to the model's."}
     )
-    judge: str = field(default="regex", metadata={"help": "Judge of refusal / harm.", "choices": list(JUDGES)})
+    judge: str = field(
+        default="cues",
+        # The former names stay accepted on the command line (with a deprecation warning)
+        metadata={"help": "Judge of refusal / harm.", "choices": list(JUDGES) + list(JUDGE_ALIASES)},
+    )
     judge_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Classifier folder (judge=classifier) or guard model (judge=guard)."}
     )
@@ -276,11 +279,11 @@ class EvalConfig:
             self.sampling_grid = [self.sampling_grid]
         if self.model_name_or_path is None or not str(self.model_name_or_path).strip():
             fail("model_name_or_path", self.model_name_or_path, "Set the model to evaluate (a Hub id or a folder).")
+        self.judge = resolve_judge_name(self.judge, "judge", JUDGES)
         for name, allowed in {
             "dtype": DTYPES,
             "grid_scope": GRID_SCOPES,
             "backend": BACKENDS,
-            "judge": JUDGES,
             "guard_format": GUARD_FORMATS,
             "judge_backend": BACKENDS,
         }.items():
@@ -326,7 +329,7 @@ class EvalConfig:
             fail(
                 "judge_model_name_or_path",
                 self.judge_model_name_or_path,
-                f"judge={self.judge!r} needs {what}; set it, or use judge='regex'.",
+                f"judge={self.judge!r} needs {what}; set it, or use judge='cues'.",
             )
         if isinstance(self.chat_template_kwargs, str):
             try:

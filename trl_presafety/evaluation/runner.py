@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..judges import ClassifierJudge, GuardJudge, Judge, RegexRefusalJudge, Verdict
+from ..judges import Judge, JudgeArguments, Verdict, build_answer_judge
 from ..reasoning import THINK_CLOSE, THINK_OPEN, build_prompt, split_reasoning
 from .cache import JsonlCache, stable_hash
 from .config import DecodingSetting, EvalConfig
@@ -300,48 +300,23 @@ def generate_all(
 
 
 def build_judge(config: EvalConfig) -> Judge:
-    """The judge named by `config.judge`."""
-    if config.judge == "regex":
-        return RegexRefusalJudge()
-    if config.judge == "classifier":
-        return ClassifierJudge(
-            config.judge_model_name_or_path,
-            threshold=config.judge_threshold,
-            batch_size=config.judge_batch_size,
-            max_tokens=config.judge_max_tokens,
-        )
-    from transformers import AutoTokenizer
-
-    from ..generation import resolve_backend
-
-    guard_path = config.judge_model_name_or_path
-    backend = resolve_backend(config.judge_backend, guard_path)
-    guard_tokenizer = AutoTokenizer.from_pretrained(guard_path, trust_remote_code=config.trust_remote_code)
-    if guard_tokenizer.pad_token is None:
-        guard_tokenizer.pad_token = guard_tokenizer.eos_token
-    guard_model: Any = guard_path
-    if backend == "transformers":
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        dtype = config.dtype if config.dtype == "auto" else getattr(torch, config.dtype)
-        guard_model = AutoModelForCausalLM.from_pretrained(
-            guard_path, dtype=dtype, trust_remote_code=config.trust_remote_code
-        )
-        if torch.cuda.is_available():
-            guard_model = guard_model.to("cuda")
-        guard_model.eval()
-    return GuardJudge(
-        guard_model,
-        guard_tokenizer,
+    """The judge named by `config.judge`, from the judges' registry (a guard model loaded like any causal LM)."""
+    path = config.judge_model_name_or_path
+    args = JudgeArguments(
+        answer_judge=config.judge,
+        classifier_path=path if config.judge == "classifier" else None,
+        guard_model=path if config.judge == "guard" else None,
         guard_format=config.guard_format,
-        max_tokens=config.judge_max_tokens,
-        backend=backend,
-        batch_size=config.judge_batch_size,
-        refusal_fallback=RegexRefusalJudge(),
-        name_or_path=guard_path,
-        # The policy's context length does not apply to the guard
-        vllm_kwargs={k: v for k, v in config.vllm_kwargs().items() if k != "max_model_len"},
+        judge_threshold=config.judge_threshold,
+        judge_max_tokens=config.judge_max_tokens,
+        judge_batch_size=config.judge_batch_size,
+        judge_backend=config.judge_backend,
+        judge_dtype=config.dtype,
+        judge_trust_remote_code=config.trust_remote_code,
+    )
+    # The policy's context length does not apply to the guard
+    return build_answer_judge(
+        args, vllm_kwargs={k: v for k, v in config.vllm_kwargs().items() if k != "max_model_len"}
     )
 
 

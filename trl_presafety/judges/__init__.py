@@ -9,7 +9,9 @@ rewards.
 
 One vocabulary names them: `cues` (regular expressions), `classifier` (the repository's refusal classifier), `guard` (a
 guard model), and for steps also `continuation_ratio` (IPO's sampled continuations). The step judges reuse the answer
-judges: the refusal cues, the classifier's P(refusal), the guard's prompt and parser.
+judges: the refusal cues, the classifier's P(refusal), the guard's prompt and parser. [`build_judges`] builds an answer
+judge and a step judge by name from one [`JudgeArguments`]; the evaluation, `build-ipo-pairs` and `grpo` build theirs
+through it.
 """
 
 from .base import AnswerJudge, Judge, StepJudge, Verdict
@@ -34,18 +36,34 @@ from .guard import (
     parse_llama_guard,
     parse_wildguard,
 )
-from .registry import JUDGES, STEP_JUDGES, build_step_judge
+from .registry import (
+    ANSWER_JUDGE_BUILDERS,
+    ANSWER_JUDGES,
+    JUDGE_ALIASES,
+    JUDGES,
+    STEP_JUDGE_BUILDERS,
+    STEP_JUDGES,
+    JudgeArguments,
+    build_answer_judge,
+    build_judges,
+    build_step_judge,
+    resolve_judge_name,
+)
 from .steps import STEP_SPLITS, Step, prefix_text, split_steps, user_text
 
 
 __all__ = [
+    "ANSWER_JUDGES",
+    "ANSWER_JUDGE_BUILDERS",
     "COMPLIANCE_CUES",
     "GUARD_FORMATS",
     "JUDGES",
+    "JUDGE_ALIASES",
     "REASONING_REFUSAL_PATTERNS",
     "REFUSAL_CUES",
     "REFUSAL_PATTERNS",
     "STEP_JUDGES",
+    "STEP_JUDGE_BUILDERS",
     "STEP_SPLITS",
     "AnswerJudge",
     "ClassifierJudge",
@@ -55,11 +73,14 @@ __all__ = [
     "GuardJudge",
     "GuardStepJudge",
     "Judge",
+    "JudgeArguments",
     "RefusalCueJudge",
     "RegexRefusalJudge",
     "Step",
     "StepJudge",
     "Verdict",
+    "build_answer_judge",
+    "build_judges",
     "build_step_judge",
     "detect_guard_format",
     "guard_prompt",
@@ -67,6 +88,7 @@ __all__ = [
     "parse_llama_guard",
     "parse_wildguard",
     "prefix_text",
+    "resolve_judge_name",
     "split_steps",
     "user_text",
 ]

@@ -117,7 +117,7 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
 
     from ..data.ipo import IPOPairBuilder
     from ..generation import load_causal_lm, resolve_backend
-    from ..judges import build_step_judge
+    from ..judges import JudgeArguments, build_judges
     from ..labeling.pipeline import load_prompt_dataset
 
     dataset = load_prompt_dataset(
@@ -150,16 +150,21 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
             "batch_size": generation_args.generation_batch_size,
             "seed": generation_args.generation_seed,
         }
-    judge = build_step_judge(
-        args.step_judge,
+    judge_args = JudgeArguments(
+        step_judge=args.step_judge,
         classifier_path=args.classifier_path,
         guard_model=args.guard_model,
-        model=model,
-        tokenizer=tokenizer,
-        threshold=args.step_judge_threshold,
-        **judge_kwargs,
+        step_judge_threshold=args.step_judge_threshold,
     )
-    builder = IPOPairBuilder(tokenizer, ipo_config, judge, model=model, generation_kwargs=generation_kwargs)
+    answer_judge, step_judge = build_judges(judge_args, model=model, tokenizer=tokenizer, **judge_kwargs)
+    builder = IPOPairBuilder(
+        tokenizer,
+        ipo_config,
+        step_judge,
+        model=model,
+        answer_judge=answer_judge,
+        generation_kwargs=generation_kwargs,
+    )
     pairs = builder.build(dataset)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from ..rewards import SAFETY_REWARDS
 from .utils import PreSafetyScriptArguments
 
 
+# Of the judges' vocabulary (`trl_presafety.judges`): a guard model generating at every GRPO step is not offered
 JUDGES = ("cues", "classifier")
 # The rewards that read the prompts' harmfulness (`math_accuracy_reward` reads it only when present)
 HARMFUL_REWARDS = ("reasoning_safety_reward", "answer_safety_reward")
@@ -61,7 +62,7 @@ class SafetyGRPOScriptArguments(PreSafetyScriptArguments):
         Judge of compliance steps in the CoT: `"cues"` (regexes) or `"classifier"` (refusal classifier on each
         reasoning prefix).
     answer_judge (`str`, *optional*, defaults to `"cues"`):
-        Judge of refusals in the answer: `"cues"` (the evaluation's regex refusal judge) or `"classifier"`.
+        Judge of refusals in the answer: `"cues"` (refusal cues, as the evaluation's `cues` judge) or `"classifier"`.
     classifier_path (`str`, *optional*):
         Refusal classifier (`trl-presafety train-classifier` output) for the `"classifier"` judges.
     judge_threshold (`float`, *optional*, defaults to `0.5`):
@@ -178,23 +179,22 @@ def build_reward_funcs(script_args: SafetyGRPOScriptArguments, training_args: An
         think_format_reward,
     )
 
-    from ..judges import ClassifierStepJudge, CueStepJudge, RefusalCueJudge
+    from ..judges import JudgeArguments, build_judges
     from ..rewards import AnswerSafetyReward, MathAccuracyReward, PreSafetyGateReward, ReasoningSafetyReward
 
     think_in_prompt = script_args.think_in_prompt
     if think_in_prompt is None:
         think_in_prompt = detect_think_in_prompt(tokenizer, training_args.chat_template_kwargs)
-    classifier = None
-    if script_args.classifier_path:
-        from ..labeling.classifier import SafetyDecisionClassifier
-
-        classifier = SafetyDecisionClassifier.from_pretrained(script_args.classifier_path)
-    step_judge = (
-        ClassifierStepJudge(classifier, context="prefix", threshold=script_args.judge_threshold)
-        if script_args.reasoning_judge == "classifier"
-        else CueStepJudge()
+    # One classifier load for both judges; on a reasoning prefix, the classifier reads the steps in their context
+    judge_args = JudgeArguments(
+        answer_judge=script_args.answer_judge,
+        step_judge=script_args.reasoning_judge,
+        classifier_path=script_args.classifier_path,
+        judge_threshold=script_args.judge_threshold,
+        step_judge_threshold=script_args.judge_threshold,
+        step_context="prefix",
     )
-    refusal_judge = classifier if script_args.answer_judge == "classifier" else RefusalCueJudge()
+    refusal_judge, step_judge = build_judges(judge_args)
     common = {"harmful_column": script_args.harmful_column, "think_in_prompt": think_in_prompt}
     funcs = []
     for name in script_args.reward_funcs:
