@@ -6,6 +6,7 @@ from typing import Any
 from ..generation import BACKENDS, DTYPES, vllm_engine_kwargs
 from ..judges import GUARD_FORMATS, JUDGE_ALIASES, JUDGES, resolve_judge_name
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
+from ..validation import check_choice, check_range, fail
 from .data import check_dataset_spec, dataset_names
 
 
@@ -259,9 +260,6 @@ class EvalConfig:
     plot: bool = field(default=True, metadata={"help": "Write report.png."})
 
     def __post_init__(self):
-        def fail(name: str, value: Any, fix: str):
-            raise ValueError(f"Invalid `{name}`: {value!r}. {fix}")
-
         # `--adapter_path none` (or an empty value) on the command line clears a path the recipe sets
         for name in ("adapter_path", "safety_head_path", "chat_template_path", "judge_model_name_or_path", "run_name"):
             value = getattr(self, name)
@@ -287,8 +285,7 @@ class EvalConfig:
             "guard_format": GUARD_FORMATS,
             "judge_backend": BACKENDS,
         }.items():
-            if getattr(self, name) not in allowed:
-                fail(name, getattr(self, name), f"Choose one of {list(allowed)}.")
+            check_choice(name, getattr(self, name), allowed)
         if not self.datasets:
             fail("datasets", self.datasets, f"List at least one dataset, e.g. {dataset_names()[:3]}.")
         for spec in self.datasets:
@@ -302,19 +299,25 @@ class EvalConfig:
         names = [s.name for s in settings]
         if len(set(names)) != len(names):
             fail("sampling_grid", self.sampling_grid, f"Two entries are the same setting ({names}); list each once.")
-        if self.max_examples is not None and self.max_examples < 1:
-            fail("max_examples", self.max_examples, "Use a positive number, or leave it unset for every example.")
+        if self.max_examples is not None:
+            check_range(
+                "max_examples", self.max_examples, 1, fix="Use a positive number, or leave it unset for every example."
+            )
         if "{prompt}" not in self.math_prompt_template:
             fail("math_prompt_template", self.math_prompt_template, "Put `{prompt}` where the problem goes.")
         for name in ("max_new_tokens", "batch_size", "save_every", "judge_max_tokens", "judge_batch_size"):
-            if getattr(self, name) < 1:
-                fail(name, getattr(self, name), "Use a positive integer.")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            fail(
-                "vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, "Use a fraction in (0, 1], e.g. 0.9."
-            )
-        if self.vllm_tensor_parallel_size < 1:
-            fail("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, "Use the number of GPUs, >= 1.")
+            check_range(name, getattr(self, name), 1, fix="Use a positive integer.")
+        check_range(
+            "vllm_gpu_memory_utilization",
+            self.vllm_gpu_memory_utilization,
+            0,
+            1,
+            False,
+            fix="Use a fraction in (0, 1], e.g. 0.9.",
+        )
+        check_range(
+            "vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, 1, fix="Use the number of GPUs, >= 1."
+        )
         if self.vllm_max_model_len is not None and self.vllm_max_model_len <= self.max_new_tokens:
             fail(
                 "vllm_max_model_len",
@@ -322,8 +325,7 @@ class EvalConfig:
                 f"It must exceed max_new_tokens={self.max_new_tokens} (prompt + generation); raise it or unset it.",
             )
         for name in ("judge_threshold", "probe_threshold"):
-            if not 0 < getattr(self, name) < 1:
-                fail(name, getattr(self, name), "Use a probability in (0, 1).")
+            check_range(name, getattr(self, name), 0, 1, False, False, "Use a probability in (0, 1).")
         if self.judge in {"classifier", "guard"} and not self.judge_model_name_or_path:
             what = "a `SafetyDecisionClassifier` folder" if self.judge == "classifier" else "a guard model"
             fail(

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name
 from ..rewards import SAFETY_REWARDS
+from ..validation import check_choice, check_range
 from .utils import PreSafetyScriptArguments
 
 
@@ -129,11 +130,9 @@ class SafetyGRPOScriptArguments(PreSafetyScriptArguments):
             ("answer_judge", self.answer_judge, JUDGES),
             ("reasoning_reward_scope", self.reasoning_reward_scope, ("harmful", "all")),
         ):
-            if value not in allowed:
-                raise ValueError(f"Invalid `{name}`: {value!r}. Choose one of {list(allowed)}.")
+            check_choice(name, value, allowed)
         check_harmful_column_name(self.harmful_column, "harmful_column")
-        if not 0.0 < self.judge_threshold < 1.0:
-            raise ValueError(f"Invalid `judge_threshold`: {self.judge_threshold}. Use a probability in (0, 1).")
+        check_range("judge_threshold", self.judge_threshold, 0, 1, False, False, "Use a probability in (0, 1).")
         uses_classifier = "classifier" in (self.reasoning_judge, self.answer_judge)
         if uses_classifier and not self.classifier_path:
             raise ValueError(
