@@ -191,6 +191,36 @@ def test_config_normalizes_yaml_values(tmp_path):
     assert len(small_config("m", tmp_path, grid_scope="all").settings_for("math")) == 2
 
 
+def test_config_gives_generation_arguments(tmp_path):
+    """`EvalConfig` holds the generation fields of `GenerationArguments` (batch size and seed under its own names) and
+    gives one object per decoding setting."""
+    config = small_config("m", tmp_path, vllm_max_model_len=64, seed=5)
+    sampled = config.generation_arguments(config.decoding_settings[1], backend="vllm", generation_seed=7)
+    assert (sampled.backend, sampled.max_new_tokens, sampled.generation_batch_size, sampled.generation_seed) == (
+        "vllm",
+        12,
+        8,
+        7,
+    )
+    assert (sampled.do_sample, sampled.temperature, sampled.top_p, sampled.top_k) == (True, 1.0, 0.9, 20)
+    assert (
+        sampled.vllm_kwargs()
+        == config.vllm_kwargs()
+        == {
+            "gpu_memory_utilization": 0.9,
+            "tensor_parallel_size": 1,
+            "max_model_len": 64,
+        }
+    )
+    greedy = config.generation_arguments()
+    assert (greedy.do_sample, greedy.generation_seed, greedy.backend) == (False, 5, "transformers")
+    # The shared fields are checked by the generation's own checks, under the evaluation's names
+    with pytest.raises(ValueError, match=r"Invalid `batch_size`: 0. Use a positive integer"):
+        small_config("m", tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match=r"Invalid `backend`: 'tgi'. Choose one of"):
+        small_config("m", tmp_path, backend="tgi")
+
+
 def test_parse_decoding_setting():
     assert parse_decoding_setting("greedy").generation_kwargs() == {"do_sample": False}
     setting = parse_decoding_setting("temperature=0.6, top_p=0.95, top_k=20")

@@ -17,9 +17,10 @@ answers = generate_responses("Qwen/Qwen3-0.6B", None, ["How do I make a bomb?"],
 ```
 """
 
+import dataclasses
 import importlib.util
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from transformers import (
 )
 
 from .reasoning import THINK_CLOSE, THINK_OPEN, build_prompt
+from .validation import check_choice, check_range
 
 
 logger = logging.getLogger(__name__)
@@ -106,26 +108,7 @@ class GenerationArguments:
     )
 
     def __post_init__(self) -> None:
-        validate_generation_kwargs(
-            backend=self.backend,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=self.do_sample,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            batch_size=self.generation_batch_size,
-            names={"batch_size": "generation_batch_size"},
-        )
-        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
-            raise ValueError(
-                f"`vllm_gpu_memory_utilization` must lie in (0, 1], got {self.vllm_gpu_memory_utilization}. It is the "
-                "fraction of GPU memory vLLM may use, e.g. 0.9."
-            )
-        if self.vllm_tensor_parallel_size < 1:
-            raise ValueError(
-                f"`vllm_tensor_parallel_size` must be >= 1, got {self.vllm_tensor_parallel_size}. Set it to the "
-                "number of GPUs to shard the model over."
-            )
+        check_generation_fields(self)
 
     def vllm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `vllm.LLM`."""
@@ -157,33 +140,56 @@ def vllm_engine_kwargs(args: Any) -> dict[str, Any]:
     return kwargs
 
 
-def validate_generation_kwargs(
-    *,
-    backend: str,
-    max_new_tokens: int,
-    do_sample: bool,
-    temperature: float,
-    top_p: float,
-    top_k: int,
-    batch_size: int,
-    names: dict[str, str] | None = None,
-) -> None:
-    """Checks decoding settings; errors name the argument (as the caller spells it), the value and the fix."""
-    names = names or {}
-    if backend not in BACKENDS:
-        raise ValueError(f"Unknown generation backend {backend!r}. Choose one of {list(BACKENDS)}.")
-    if max_new_tokens < 1:
-        raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens}.")
-    if batch_size < 1:
-        raise ValueError(f"`{names.get('batch_size', 'batch_size')}` must be >= 1, got {batch_size}.")
-    if do_sample and temperature <= 0:
-        raise ValueError(
-            f"`temperature` must be > 0 when sampling, got {temperature}. Use `do_sample=False` for greedy decoding."
+def check_generation_fields(args: Any, names: Mapping[str, str] | None = None) -> None:
+    """Checks the generation fields of `args`: a [`GenerationArguments`], or a config that holds some of its fields
+    (`EvalConfig`, whose sampling comes from its grid). `names` maps a field to the caller's name for it; a field the
+    caller does not have is not checked. Each error names the field as the caller spells it, the value and the fix."""
+    names = dict(names or {})
+
+    def value(field_name: str) -> Any:
+        return getattr(args, names.get(field_name, field_name), None)
+
+    def check(field_name: str, *bounds: Any, fix: str) -> None:
+        if value(field_name) is not None:
+            check_range(names.get(field_name, field_name), value(field_name), *bounds, fix=fix)
+
+    check_choice(names.get("backend", "backend"), value("backend"), BACKENDS)
+    check("max_new_tokens", 1, fix="Use a positive integer.")
+    check("generation_batch_size", 1, fix="Use a positive integer.")
+    if value("do_sample"):
+        check("temperature", 0, None, False, fix="Use a temperature > 0 when sampling, or do_sample=False for greedy.")
+    check("top_p", 0, 1, False, fix="Use a value in (0, 1]; 1.0 disables nucleus sampling.")
+    check("top_k", 0, fix="Use an integer >= 0; 0 disables top-k sampling.")
+    check("vllm_gpu_memory_utilization", 0, 1, False, fix="Use a fraction in (0, 1], e.g. 0.9.")
+    check("vllm_tensor_parallel_size", 1, fix="Use the number of GPUs, >= 1.")
+
+
+# The keyword arguments of `generate_responses(_from_texts)`, and the field of `GenerationArguments` each one sets
+GENERATION_KEYWORDS = {
+    "backend": "backend",
+    "max_new_tokens": "max_new_tokens",
+    "do_sample": "do_sample",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "batch_size": "generation_batch_size",
+    "seed": "generation_seed",
+}
+
+
+def as_generation_arguments(generation: GenerationArguments | None = None, **settings: Any) -> GenerationArguments:
+    """One [`GenerationArguments`]: `generation` (defaults: `GenerationArguments()`) with single settings given by
+    their keyword names (`batch_size`, `seed`, `do_sample`, ...) over it, checked once."""
+    unknown = sorted(set(settings) - set(GENERATION_KEYWORDS))
+    if unknown:
+        raise TypeError(
+            f"Unknown generation setting(s) {unknown}. Use {sorted(GENERATION_KEYWORDS)}, or pass a "
+            "`GenerationArguments` as `generation`."
         )
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"`top_p` must lie in (0, 1], got {top_p}. Use 1.0 to disable nucleus sampling.")
-    if top_k < 0:
-        raise ValueError(f"`top_k` must be >= 0, got {top_k}. Use 0 to disable top-k sampling.")
+    generation = generation if generation is not None else GenerationArguments()
+    if not settings:
+        return generation
+    return dataclasses.replace(generation, **{GENERATION_KEYWORDS[key]: value for key, value in settings.items()})
 
 
 def is_vllm_available() -> bool:
@@ -273,18 +279,12 @@ def generate_responses(
     prompts: Sequence[Prompt],
     *,
     thinking: bool,
-    backend: str = "auto",
-    max_new_tokens: int = 512,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    batch_size: int = 8,
-    seed: int = 0,
+    generation: GenerationArguments | None = None,
     chat_template_kwargs: dict[str, Any] | None = None,
     show_progress: bool = True,
     model_init_kwargs: dict[str, Any] | None = None,
     vllm_kwargs: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> list[str]:
     """Generates one response per prompt, with thinking on or off.
 
@@ -294,15 +294,20 @@ def generate_responses(
         prompts: user messages (strings) or chat message lists.
         thinking: `False` generates with thinking disabled (`reasoning.build_prompt`: the template's
             `enable_thinking=False` switch where it has one, otherwise an empty, closed think block is prefilled).
-        backend: `"auto"`, `"vllm"` or `"transformers"` (see the module docstring).
+        generation: the decoding settings (backend, `max_new_tokens`, sampling, batch size, seed, vLLM engine);
+            `GenerationArguments()` by default.
         model_init_kwargs: `from_pretrained` kwargs when `model` is a path and the transformers backend loads it.
-        vllm_kwargs: extra `vllm.LLM` kwargs (`gpu_memory_utilization`, `tensor_parallel_size`, `max_model_len`...).
+        vllm_kwargs: `vllm.LLM` kwargs (`gpu_memory_utilization`, `tensor_parallel_size`, `max_model_len`...);
+            default: those of `generation`.
+        **settings: single settings over `generation`, by keyword: `backend`, `max_new_tokens`, `do_sample`,
+            `temperature`, `top_p`, `top_k`, `batch_size`, `seed`.
 
     Returns:
         The generated text only, in prompt order, with special tokens removed except the think tags. With thinking
         on and an R1-style template, the response starts inside the think block (the prompt opened it), so it holds
         `</think>` but not `<think>`: `reasoning.split_reasoning` handles both forms.
     """
+    generation = as_generation_arguments(generation, **settings)
     tokenizer = _load_tokenizer(model, tokenizer)
     # Build every prompt before loading anything, so a tokenizer without a chat template fails fast
     texts = [build_prompt(tokenizer, p, thinking, chat_template_kwargs) for p in prompts]
@@ -310,14 +315,7 @@ def generate_responses(
         model,
         tokenizer,
         texts,
-        backend=backend,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        batch_size=batch_size,
-        seed=seed,
+        generation=generation,
         show_progress=show_progress,
         model_init_kwargs=model_init_kwargs,
         vllm_kwargs=vllm_kwargs,
@@ -329,18 +327,12 @@ def generate_responses_from_texts(
     tokenizer: PreTrainedTokenizerBase | None,
     texts: Sequence[str],
     *,
-    backend: str = "auto",
-    max_new_tokens: int = 512,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    batch_size: int = 8,
-    seed: int = 0,
+    generation: GenerationArguments | None = None,
     num_return_sequences: int = 1,
     show_progress: bool = True,
     model_init_kwargs: dict[str, Any] | None = None,
     vllm_kwargs: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> list[str]:
     """Like [`generate_responses`], but continues already-built prompt texts (chat template applied, possibly with a
     prefilled partial reasoning trace, as IPO's continuations need). Texts are tokenized without adding special
@@ -350,18 +342,10 @@ def generate_responses_from_texts(
     of text `i` at `[i * k, (i + 1) * k)`). They are drawn so that they differ: one vLLM request with `n=k` (vLLM
     seeds its k children `seed + j`), or transformers' `num_return_sequences` from one RNG stream. Repeating a text k
     times with one seed would not do: on vLLM identical prompt and seed give identical samples."""
-    validate_generation_kwargs(
-        backend=backend,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        batch_size=batch_size,
-    )
+    generation = as_generation_arguments(generation, **settings)
     if num_return_sequences < 1:
         raise ValueError(f"`num_return_sequences` must be >= 1, got {num_return_sequences}.")
-    if num_return_sequences > 1 and not do_sample:
+    if num_return_sequences > 1 and not generation.do_sample:
         raise ValueError(
             f"`num_return_sequences={num_return_sequences}` with greedy decoding gives {num_return_sequences} identical "
             "copies. Set `do_sample=True` to draw different samples, or ask for 1."
@@ -371,34 +355,21 @@ def generate_responses_from_texts(
         return []
     tokenizer = _load_tokenizer(model, tokenizer)
     prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    sampling = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "top_k": top_k}
-    if resolve_backend(backend, model) == "vllm":
+    if resolve_backend(generation.backend, model) == "vllm":
+        engine_kwargs = generation.vllm_kwargs() if vllm_kwargs is None else vllm_kwargs
         return _generate_vllm(
-            model,
-            tokenizer,
-            prompt_ids,
-            max_new_tokens,
-            sampling,
-            seed,
-            show_progress,
-            vllm_kwargs or {},
-            num_return_sequences,
+            model, tokenizer, prompt_ids, generation, show_progress, engine_kwargs, num_return_sequences
         )
     if isinstance(model, str):
         model = load_causal_lm(model, model_init_kwargs)
-    return _generate_transformers(
-        model, tokenizer, prompt_ids, max_new_tokens, sampling, batch_size, seed, show_progress, num_return_sequences
-    )
+    return _generate_transformers(model, tokenizer, prompt_ids, generation, show_progress, num_return_sequences)
 
 
 def _generate_transformers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompt_ids: list[list[int]],
-    max_new_tokens: int,
-    sampling: dict[str, Any],
-    batch_size: int,
-    seed: int,
+    generation: GenerationArguments,
     show_progress: bool,
     num_return_sequences: int = 1,
 ) -> list[str]:
@@ -406,16 +377,16 @@ def _generate_transformers(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     # A fresh config: the model's own defaults (e.g. Qwen3's sampling temperature) must not leak into greedy decoding
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=sampling["do_sample"],
+        max_new_tokens=generation.max_new_tokens,
+        do_sample=generation.do_sample,
         eos_token_id=eos_ids,
         num_return_sequences=num_return_sequences,
     )
     config.pad_token_id = pad_id
-    if sampling["do_sample"]:
-        config.temperature = sampling["temperature"]
-        config.top_p = sampling["top_p"]
-        config.top_k = sampling["top_k"]  # 0 disables top-k in transformers too
+    if generation.do_sample:
+        config.temperature = generation.temperature
+        config.top_p = generation.top_p
+        config.top_k = generation.top_k  # 0 disables top-k in transformers too
     # Longest first: less padding per batch, and an out-of-memory error shows up on the first batch
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
     k = num_return_sequences
@@ -426,9 +397,9 @@ def _generate_transformers(
     progress = tqdm(total=len(prompt_ids), desc="Generating", unit="prompt", disable=not show_progress)
     # A private RNG state: sampling is reproducible from `seed` and the caller's RNG is left untouched
     with torch.random.fork_rng(devices=devices), torch.inference_mode():
-        torch.manual_seed(seed)
-        for start in range(0, len(order), batch_size):
-            indices = order[start : start + batch_size]
+        torch.manual_seed(generation.generation_seed)
+        for start in range(0, len(order), generation.generation_batch_size):
+            indices = order[start : start + generation.generation_batch_size]
             batch = tokenizer.pad(
                 {"input_ids": [prompt_ids[i] for i in indices]},
                 padding=True,
@@ -469,23 +440,22 @@ def _generate_vllm(
     model_id: str,
     tokenizer: PreTrainedTokenizerBase,
     prompt_ids: list[list[int]],
-    max_new_tokens: int,
-    sampling: dict[str, Any],
-    seed: int,
+    generation: GenerationArguments,
     show_progress: bool,
     vllm_kwargs: dict[str, Any],
     num_return_sequences: int = 1,
 ) -> list[str]:
     from vllm import SamplingParams
 
+    seed = generation.generation_seed
     llm = _get_vllm_engine(model_id, seed, vllm_kwargs)
-    greedy = not sampling["do_sample"]
+    greedy = not generation.do_sample
     params = SamplingParams(
         n=num_return_sequences,  # one request, k children seeded seed + j: k different samples
-        max_tokens=max_new_tokens,
-        temperature=0.0 if greedy else sampling["temperature"],
-        top_p=1.0 if greedy else sampling["top_p"],
-        top_k=-1 if greedy or not sampling["top_k"] else sampling["top_k"],  # -1 disables top-k in every version
+        max_tokens=generation.max_new_tokens,
+        temperature=0.0 if greedy else generation.temperature,
+        top_p=1.0 if greedy else generation.top_p,
+        top_k=-1 if greedy or not generation.top_k else generation.top_k,  # -1 disables top-k in every version
         seed=seed,
         stop_token_ids=_eos_token_ids(None, tokenizer),
     )

@@ -3,7 +3,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..generation import BACKENDS, DTYPES, vllm_engine_kwargs
+from ..generation import BACKENDS, DTYPES, GenerationArguments, check_generation_fields, vllm_engine_kwargs
 from ..judges import GUARD_FORMATS, JUDGE_ALIASES, JUDGES, resolve_judge_name
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 from ..validation import check_choice, check_range, fail
@@ -13,6 +13,17 @@ from .data import check_dataset_spec, dataset_names
 THINKING_MODES = ("on", "off")
 GRID_SCOPES = ("harmful", "all")
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")
+# The fields of `GenerationArguments` that `EvalConfig` holds, and its names for them (the command-line options of
+# `trl-presafety eval`); the sampling fields come from `sampling_grid`
+GENERATION_FIELD_NAMES = {
+    "backend": "backend",
+    "max_new_tokens": "max_new_tokens",
+    "generation_batch_size": "batch_size",
+    "generation_seed": "seed",
+    "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
+    "vllm_tensor_parallel_size": "vllm_tensor_parallel_size",
+    "vllm_max_model_len": "vllm_max_model_len",
+}
 DEFAULT_MATH_TEMPLATE = "{prompt}\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -281,7 +292,6 @@ class EvalConfig:
         for name, allowed in {
             "dtype": DTYPES,
             "grid_scope": GRID_SCOPES,
-            "backend": BACKENDS,
             "guard_format": GUARD_FORMATS,
             "judge_backend": BACKENDS,
         }.items():
@@ -305,19 +315,11 @@ class EvalConfig:
             )
         if "{prompt}" not in self.math_prompt_template:
             fail("math_prompt_template", self.math_prompt_template, "Put `{prompt}` where the problem goes.")
-        for name in ("max_new_tokens", "batch_size", "save_every", "judge_max_tokens", "judge_batch_size"):
+        # The generation fields are those of `GenerationArguments` (batch size and seed under shorter names), checked
+        # by the same function; the sampling comes from the grid
+        check_generation_fields(self, GENERATION_FIELD_NAMES)
+        for name in ("save_every", "judge_max_tokens", "judge_batch_size"):
             check_range(name, getattr(self, name), 1, fix="Use a positive integer.")
-        check_range(
-            "vllm_gpu_memory_utilization",
-            self.vllm_gpu_memory_utilization,
-            0,
-            1,
-            False,
-            fix="Use a fraction in (0, 1], e.g. 0.9.",
-        )
-        check_range(
-            "vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, 1, fix="Use the number of GPUs, >= 1."
-        )
         if self.vllm_max_model_len is not None and self.vllm_max_model_len <= self.max_new_tokens:
             fail(
                 "vllm_max_model_len",
@@ -350,6 +352,13 @@ class EvalConfig:
     def vllm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `vllm.LLM`."""
         return vllm_engine_kwargs(self)
+
+    def generation_arguments(self, setting: DecodingSetting | None = None, **overrides: Any) -> GenerationArguments:
+        """The [`GenerationArguments`] of this evaluation at decoding `setting` (default: the primary one), with
+        `overrides` of its fields (e.g. the resolved `backend`, a chunk's `generation_seed`)."""
+        setting = setting or self.decoding_settings[0]
+        values = {field: getattr(self, name) for field, name in GENERATION_FIELD_NAMES.items()}
+        return GenerationArguments(**{**values, **setting.generation_kwargs(), **overrides})
 
     @property
     def decoding_settings(self) -> list[DecodingSetting]:

@@ -182,18 +182,8 @@ def _generate_texts(
 ) -> list[str]:
     from ..generation import generate_responses_from_texts
 
-    return generate_responses_from_texts(
-        model,
-        tokenizer,
-        texts,
-        backend=backend,
-        max_new_tokens=config.max_new_tokens,
-        batch_size=config.batch_size,
-        seed=seed,
-        show_progress=False,
-        vllm_kwargs=config.vllm_kwargs(),
-        **setting.generation_kwargs(),
-    )
+    generation = config.generation_arguments(setting, backend=backend, generation_seed=seed)
+    return generate_responses_from_texts(model, tokenizer, texts, generation=generation, show_progress=False)
 
 
 def build_work_items(

@@ -204,16 +204,17 @@ class GuardJudge(Judge):
     def _generate(self, texts: list[str]) -> list[str]:
         if self.generate_fn is not None:
             return list(self.generate_fn(texts))
-        from ..generation import generate_responses_from_texts
+        from ..generation import GenerationArguments, generate_responses_from_texts
 
+        # Greedy: a verdict is read, not sampled
+        generation = GenerationArguments(
+            backend=self.backend, max_new_tokens=self.max_new_tokens, generation_batch_size=self.batch_size
+        )
         return generate_responses_from_texts(
             self.model,
             self.tokenizer,
             texts,
-            backend=self.backend,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=False,
-            batch_size=self.batch_size,
+            generation=generation,
             show_progress=False,
             vllm_kwargs=self.vllm_kwargs,
         )
