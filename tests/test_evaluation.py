@@ -13,17 +13,13 @@ from sklearn.metrics import roc_auc_score
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_presafety.evaluation import EvalConfig, evaluate, grade_math, parse_decoding_setting, split_generated
-from trl_presafety.evaluation import runner as eval_runner
+from trl_presafety.evaluation import loop as eval_loop
 from trl_presafety.evaluation.cache import JsonlCache
 from trl_presafety.evaluation.data import load_eval_datasets
+from trl_presafety.evaluation.evaluator import VOLATILE_REPORT_KEYS
+from trl_presafety.evaluation.metrics import compute_figures, summarize
+from trl_presafety.evaluation.prompts import build_eval_prompt, eval_messages
 from trl_presafety.evaluation.report import build_report_figure, compare_reports, render_comparison
-from trl_presafety.evaluation.runner import (
-    VOLATILE_REPORT_KEYS,
-    build_eval_prompt,
-    compute_figures,
-    eval_messages,
-    summarize,
-)
 from trl_presafety.evaluation.stats import SMALL_N, bootstrap_auroc_interval, wilson_interval
 from trl_presafety.gate import SafetyGate
 from trl_presafety.judges import RefusalCueJudge
@@ -468,7 +464,7 @@ OFF = {  # thinking off: the answer only
 }
 
 
-def scripted_generate(model, tokenizer, texts, setting, config, seed, backend):
+def scripted_generate(model, tokenizer, texts, generation):
     outputs = []
     for text in texts:
         key = next(k for k in ON if k in text)
@@ -481,7 +477,7 @@ def scripted_generate(model, tokenizer, texts, setting, config, seed, backend):
 
 
 def test_exact_figures_on_scripted_responses(tiny_model_dirs, tmp_path, monkeypatch):
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
     report = evaluate(small_config(tiny_model_dirs["qwen3"], tmp_path, max_new_tokens=64))
     on, off = report["summary"]["modes"]["on"], report["summary"]["modes"]["off"]
     # CoT on: 2 harmful answers, 2 unsafe traces cut by the cap, 1 refusal with a safe trace
@@ -511,7 +507,7 @@ def test_guard_judge_built_from_the_config(tiny_model_dirs, tmp_path, monkeypatc
     """judge='guard': the guard is loaded from `judge_model_name_or_path`, prompted with its chat template and
     generated with transformers; its verdicts on answers and, separately, on traces make the harm figures."""
     guard = build_scripted_guard(tmp_path / "guard", verdict)  # answers every prompt with `verdict`
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
     config = small_config(
         tiny_model_dirs["qwen3"],
         tmp_path / "out",
@@ -548,7 +544,7 @@ def test_resume_after_interruption_gives_the_same_report(head_model_dirs, tmp_pa
     uninterrupted = evaluate(small_config(model_dir, tmp_path / "a"))
     assert uninterrupted["runtime"]["generations_new"] == 34
 
-    real = eval_runner._generate_texts
+    real = eval_loop.generate_texts
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -557,13 +553,13 @@ def test_resume_after_interruption_gives_the_same_report(head_model_dirs, tmp_pa
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(eval_runner, "_generate_texts", interrupted)
+    monkeypatch.setattr(eval_loop, "generate_texts", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate(small_config(model_dir, tmp_path / "b"))
     assert len(JsonlCache(tmp_path / "b" / "cache" / "generations.jsonl")) == 12
     assert not (tmp_path / "b" / "report.json").exists()
 
-    monkeypatch.setattr(eval_runner, "_generate_texts", real)
+    monkeypatch.setattr(eval_loop, "generate_texts", real)
     resumed = evaluate(small_config(model_dir, tmp_path / "b"))
     assert resumed["runtime"]["generations_from_cache"] == 12 and resumed["runtime"]["generations_new"] == 22
     # Sampled chunks are seeded by their index: the resumed report equals the uninterrupted one, record by record
@@ -575,7 +571,7 @@ def test_resume_after_interruption_gives_the_same_report(head_model_dirs, tmp_pa
 
 
 def test_resume_after_an_interruption_while_judging(tiny_model_dirs, tmp_path, monkeypatch):
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
 
     def config(name: str) -> EvalConfig:
         return small_config(
@@ -617,7 +613,7 @@ def test_a_crash_in_one_example_is_recorded_not_fatal(tiny_model_dirs, tmp_path,
             raise RuntimeError("CUDA error: device-side assert triggered")
         return scripted_generate(model, tokenizer, texts, *args)
 
-    monkeypatch.setattr(eval_runner, "_generate_texts", flaky)
+    monkeypatch.setattr(eval_loop, "generate_texts", flaky)
     config = small_config(tiny_model_dirs["qwen3"], tmp_path, max_new_tokens=64)
     report = evaluate(config)
     failed = [r for r in report["examples"] if r["error"]]
@@ -629,14 +625,14 @@ def test_a_crash_in_one_example_is_recorded_not_fatal(tiny_model_dirs, tmp_path,
     assert "## Errors (4)" in (tmp_path / "report.md").read_text()
 
     # The rerun retries only the failed example
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
     rerun = evaluate(config)
     assert rerun["errors"] == [] and rerun["runtime"]["generations_new"] == 4
     assert rerun["summary"]["modes"]["on"]["harmful_rate"] == 4 / 5
 
 
 def test_a_judge_crash_is_recorded_not_fatal(tiny_model_dirs, tmp_path, monkeypatch):
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
     real = RefusalCueJudge._judge
 
     def flaky(self, prompts, texts, kind):
@@ -704,7 +700,7 @@ def test_eval_and_eval_compare_commands(head_model_dirs, tiny_model_dirs, tmp_pa
         ["--config", recipe, "--model_name_or_path", tiny_model_dirs["qwen3"], "--output_dir", str(tmp_path / "before"),
          "--max_new_tokens", "8", "--run_name", "before"]
     )  # fmt: skip
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
     after = evaluate_script.main(
         ["--config", recipe, "--model_name_or_path", head_model_dirs["qwen3"], "--output_dir", str(tmp_path / "after"),
          "--run_name", "after", "--max_new_tokens", "64"]

@@ -145,7 +145,7 @@ def test_guard_is_loaded_like_any_causal_lm(tmp_path, monkeypatch):
     """The guard of `trl-presafety eval` comes from `generation.load_causal_lm`, with the evaluation's dtype."""
     from trl_presafety import generation
     from trl_presafety.evaluation import EvalConfig
-    from trl_presafety.evaluation.runner import build_judge
+    from trl_presafety.evaluation.models import build_judge
 
     path = build_scripted_guard(tmp_path / "guard", " unsafe")
     real, loaded = generation.load_causal_lm, []

@@ -17,7 +17,7 @@ from trl_presafety.evaluation.judges import (
     parse_llama_guard,
     parse_wildguard,
 )
-from trl_presafety.evaluation.runner import split_generated
+from trl_presafety.evaluation.prompts import split_generated
 from trl_presafety.reasoning import build_prompt
 from trl_presafety.tiny import build_tiny_tokenizer
 
