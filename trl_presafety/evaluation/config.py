@@ -3,7 +3,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..generation import BACKENDS, DTYPES, GenerationArguments, check_generation_fields, vllm_engine_kwargs
+from ..generation_arguments import BACKENDS, DTYPES, GenerationArguments, check_generation_fields, vllm_engine_kwargs
 from ..judges import GUARD_FORMATS, JUDGE_ALIASES, JUDGES, resolve_judge_name
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 from ..validation import check_choice, check_range, fail

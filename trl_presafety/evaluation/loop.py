@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..generation import GenerationArguments
+from ..generation_arguments import GenerationArguments
 from ..judges import Judge
 from .cache import JsonlCache
 from .config import DecodingSetting, EvalConfig

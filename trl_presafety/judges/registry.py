@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..generation import BACKENDS, DTYPES
+from ..generation_arguments import BACKENDS, DTYPES
 from ..validation import check_choice, check_range, fail
 from .base import Judge, StepJudge
 from .classifier import STEP_CONTEXTS, ClassifierJudge, ClassifierStepJudge
