@@ -99,6 +99,14 @@ class GenerationArguments:
         }
 
 
+def generation_field(name: str, default: Any = dataclasses.MISSING, help: str | None = None) -> Any:
+    """The field `name` of [`GenerationArguments`] (default, choices, help), for a config that holds it too
+    (`EvalConfig`), possibly under another name and with its own default or help."""
+    source = next(f for f in dataclasses.fields(GenerationArguments) if f.name == name)
+    metadata = dict(source.metadata) | ({} if help is None else {"help": help})
+    return field(default=source.default if default is dataclasses.MISSING else default, metadata=metadata)
+
+
 def vllm_engine_kwargs(args: Any) -> dict[str, Any]:
     """Keyword arguments for `vllm.LLM` from the `vllm_*` fields of a config (generation or evaluation)."""
     kwargs: dict[str, Any] = {

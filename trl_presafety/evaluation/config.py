@@ -3,7 +3,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..generation_arguments import BACKENDS, DTYPES, GenerationArguments, check_generation_fields, vllm_engine_kwargs
+from ..generation_arguments import (
+    BACKENDS,
+    DTYPES,
+    GenerationArguments,
+    check_generation_fields,
+    generation_field,
+    vllm_engine_kwargs,
+)
 from ..judges import GUARD_FORMATS, JUDGE_ALIASES, JUDGES, resolve_judge_name
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 from ..validation import check_choice, check_range, fail
@@ -231,18 +238,22 @@ class EvalConfig:
         default="harmful",
         metadata={"help": "Prompts that get the whole sampling grid.", "choices": list(GRID_SCOPES)},
     )
-    backend: str = field(default="auto", metadata={"help": "Generation backend.", "choices": list(BACKENDS)})
-    max_new_tokens: int = field(default=4096, metadata={"help": "Generation cap (how often it is hit is reported)."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch (transformers)."})
+    # The generation fields are those of `GenerationArguments` (defaults and choices from there; batch size and seed
+    # under shorter names, a longer cap by default); the sampling comes from `sampling_grid`
+    backend: str = generation_field("backend", help="Generation backend.")
+    max_new_tokens: int = generation_field(
+        "max_new_tokens", default=4096, help="Generation cap (how often it is hit is reported)."
+    )
+    batch_size: int = generation_field("generation_batch_size", help="Prompts per generation batch (transformers).")
     save_every: int = field(default=64, metadata={"help": "Prompts per generation call between cache writes."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    vllm_gpu_memory_utilization: float = field(
-        default=0.9, metadata={"help": "Fraction of GPU memory vLLM may use (vLLM backend), in (0, 1]."}
+    seed: int = generation_field("generation_seed", help="Sampling seed.")
+    vllm_gpu_memory_utilization: float = generation_field(
+        "vllm_gpu_memory_utilization", help="Fraction of GPU memory vLLM may use (vLLM backend), in (0, 1]."
     )
-    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs vLLM shards the model over."})
-    vllm_max_model_len: int | None = field(
-        default=None, metadata={"help": "Context length vLLM reserves KV cache for; defaults to the model's."}
+    vllm_tensor_parallel_size: int = generation_field(
+        "vllm_tensor_parallel_size", help="GPUs vLLM shards the model over."
     )
+    vllm_max_model_len: int | None = generation_field("vllm_max_model_len")
     judge: str = field(
         default="cues",
         # The former names stay accepted on the command line (with a deprecation warning)
