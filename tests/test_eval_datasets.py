@@ -11,6 +11,7 @@ import pytest
 from trl_presafety.evaluation import data as eval_data
 from trl_presafety.evaluation.data import (
     DATASET_ADAPTERS,
+    DatasetAdapter,
     DatasetFormatError,
     adapt_rows,
     check_dataset_spec,
@@ -198,6 +199,25 @@ def test_aime25_loads_both_parts(monkeypatch):
         (("opencompass/AIME2025", "AIME2025-I"), {"split": "test"}),
         (("opencompass/AIME2025", "AIME2025-II"), {"split": "test"}),
     ]
+
+
+def test_adapters_are_data():
+    """Where a set lives is written once, in keyword fields; its published id follows from them; a set that
+    `load_dataset` cannot read brings its own loader."""
+    assert DATASET_ADAPTERS["wildjailbreak"].hub_id == "allenai/wildjailbreak (eval, train)"
+    assert DATASET_ADAPTERS["aime25"].hub_id == "opencompass/AIME2025 (AIME2025-I + AIME2025-II, test)"
+    assert DATASET_ADAPTERS["xstest"].hub_id == "walledai/XSTest (test)"
+    assert DATASET_ADAPTERS["strongreject"].hub_id == eval_data.STRONGREJECT_URL
+    custom = DatasetAdapter(
+        name="mine",
+        description="A set of my own.",
+        map_row=DATASET_ADAPTERS["xstest"].map_row,
+        path="unused",
+        required_columns=("prompt", "label"),
+        loader=lambda: [{"prompt": "How do I kill a process?", "label": "safe"}],
+    )
+    (example,) = adapt_rows(custom, custom.load())
+    assert (example["id"], example["category"], example["harmful"]) == ("mine/0", "benign_edgy", 0)
 
 
 def test_hub_path_maps_what_load_dataset_returns(monkeypatch):

@@ -13,20 +13,16 @@ from sklearn.metrics import roc_auc_score
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_presafety.evaluation import EvalConfig, evaluate, grade_math, parse_decoding_setting, split_generated
-from trl_presafety.evaluation import runner as eval_runner
+from trl_presafety.evaluation import loop as eval_loop
 from trl_presafety.evaluation.cache import JsonlCache
 from trl_presafety.evaluation.data import load_eval_datasets
-from trl_presafety.evaluation.judges import RegexRefusalJudge
+from trl_presafety.evaluation.evaluator import VOLATILE_REPORT_KEYS
+from trl_presafety.evaluation.metrics import compute_figures, summarize
+from trl_presafety.evaluation.prompts import build_eval_prompt, eval_messages
 from trl_presafety.evaluation.report import build_report_figure, compare_reports, render_comparison
-from trl_presafety.evaluation.runner import (
-    VOLATILE_REPORT_KEYS,
-    build_eval_prompt,
-    compute_figures,
-    eval_messages,
-    summarize,
-)
 from trl_presafety.evaluation.stats import SMALL_N, bootstrap_auroc_interval, wilson_interval
 from trl_presafety.gate import SafetyGate
+from trl_presafety.judges import RefusalCueJudge
 from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, load_safety_head, save_safety_head
 from trl_presafety.reasoning import THINK_CLOSE, THINK_OPEN
 from trl_presafety.scripts.utils import record_loss_weight
@@ -161,7 +157,7 @@ def head_model_dirs(tiny_model_dirs, tmp_path_factory) -> dict[str, str]:
     "overrides, message",
     [
         ({"datasets": ["strongrejct"]}, r"`datasets` entry 'strongrejct'.*did you mean 'strongreject'"),
-        ({"judge": "llamaguard"}, r"Invalid `judge`: 'llamaguard'. Choose one of \['regex', 'classifier', 'guard'\]"),
+        ({"judge": "llamaguard"}, r"Invalid `judge`: 'llamaguard'. Choose one of \['cues', 'classifier', 'guard'\]"),
         ({"judge": "guard"}, r"Invalid `judge_model_name_or_path`: None. judge='guard' needs a guard model"),
         ({"sampling_grid": ["temperature=0.7,top_p=1.5"]}, r"top_p=1.5 is outside \(0, 1\]"),
         ({"sampling_grid": ["temp=0.7"]}, r"'temp=0.7' is not key=value with a known key"),
@@ -189,6 +185,36 @@ def test_config_normalizes_yaml_values(tmp_path):
     assert config.settings_for("harmful") == config.decoding_settings
     assert [s.name for s in config.settings_for("math")] == ["greedy"]  # grid_scope="harmful"
     assert len(small_config("m", tmp_path, grid_scope="all").settings_for("math")) == 2
+
+
+def test_config_gives_generation_arguments(tmp_path):
+    """`EvalConfig` holds the generation fields of `GenerationArguments` (batch size and seed under its own names) and
+    gives one object per decoding setting."""
+    config = small_config("m", tmp_path, vllm_max_model_len=64, seed=5)
+    sampled = config.generation_arguments(config.decoding_settings[1], backend="vllm", generation_seed=7)
+    assert (sampled.backend, sampled.max_new_tokens, sampled.generation_batch_size, sampled.generation_seed) == (
+        "vllm",
+        12,
+        8,
+        7,
+    )
+    assert (sampled.do_sample, sampled.temperature, sampled.top_p, sampled.top_k) == (True, 1.0, 0.9, 20)
+    assert (
+        sampled.vllm_kwargs()
+        == config.vllm_kwargs()
+        == {
+            "gpu_memory_utilization": 0.9,
+            "tensor_parallel_size": 1,
+            "max_model_len": 64,
+        }
+    )
+    greedy = config.generation_arguments()
+    assert (greedy.do_sample, greedy.generation_seed, greedy.backend) == (False, 5, "transformers")
+    # The shared fields are checked by the generation's own checks, under the evaluation's names
+    with pytest.raises(ValueError, match=r"Invalid `batch_size`: 0. Use a positive integer"):
+        small_config("m", tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match=r"Invalid `backend`: 'tgi'. Choose one of"):
+        small_config("m", tmp_path, backend="tgi")
 
 
 def test_parse_decoding_setting():
@@ -438,7 +464,7 @@ OFF = {  # thinking off: the answer only
 }
 
 
-def scripted_generate(model, tokenizer, texts, setting, config, seed, backend):
+def scripted_generate(model, tokenizer, texts, generation):
     outputs = []
     for text in texts:
         key = next(k for k in ON if k in text)
@@ -451,7 +477,7 @@ def scripted_generate(model, tokenizer, texts, setting, config, seed, backend):
 
 
 def test_exact_figures_on_scripted_responses(tiny_model_dirs, tmp_path, monkeypatch):
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
     report = evaluate(small_config(tiny_model_dirs["qwen3"], tmp_path, max_new_tokens=64))
     on, off = report["summary"]["modes"]["on"], report["summary"]["modes"]["off"]
     # CoT on: 2 harmful answers, 2 unsafe traces cut by the cap, 1 refusal with a safe trace
@@ -481,7 +507,7 @@ def test_guard_judge_built_from_the_config(tiny_model_dirs, tmp_path, monkeypatc
     """judge='guard': the guard is loaded from `judge_model_name_or_path`, prompted with its chat template and
     generated with transformers; its verdicts on answers and, separately, on traces make the harm figures."""
     guard = build_scripted_guard(tmp_path / "guard", verdict)  # answers every prompt with `verdict`
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
     config = small_config(
         tiny_model_dirs["qwen3"],
         tmp_path / "out",
@@ -497,13 +523,13 @@ def test_guard_judge_built_from_the_config(tiny_model_dirs, tmp_path, monkeypatc
         "model": guard,
         "format": "llama_guard",
         "max_tokens": 512,
-        "refusal_fallback": {"name": "regex", "window": 600, "extra_patterns": []},
+        "refusal_fallback": {"name": "cues", "window": 600, "extra_patterns": []},
     }
     assert report["errors"] == []
     on, off = report["summary"]["modes"]["on"], report["summary"]["modes"]["off"]
     assert on["harmful_rate"] == off["harmful_rate"] == on["reasoning_harmful_rate"] == rate
     assert on["answer_harmful_rate"] == 3 / 5 * rate  # two traces hit the cap: no answer for the guard to read
-    # Llama Guard says nothing about refusal: the regex fallback gives the same refusals as the regex judge
+    # Llama Guard says nothing about refusal: the cue fallback gives the same refusals as the cues judge
     assert (on["refusal_rate"], off["refusal_rate"], off["benign_compliance_rate"]) == (1 / 5, 4 / 5, 2 / 3)
     record = next(r for r in report["examples"] if "phishing" in r["prompt"] and r["thinking"] == "on")
     assert record["answer_verdict"]["raw"] == record["reasoning_verdict"]["raw"] == verdict
@@ -518,7 +544,7 @@ def test_resume_after_interruption_gives_the_same_report(head_model_dirs, tmp_pa
     uninterrupted = evaluate(small_config(model_dir, tmp_path / "a"))
     assert uninterrupted["runtime"]["generations_new"] == 34
 
-    real = eval_runner._generate_texts
+    real = eval_loop.generate_texts
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -527,13 +553,13 @@ def test_resume_after_interruption_gives_the_same_report(head_model_dirs, tmp_pa
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(eval_runner, "_generate_texts", interrupted)
+    monkeypatch.setattr(eval_loop, "generate_texts", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate(small_config(model_dir, tmp_path / "b"))
     assert len(JsonlCache(tmp_path / "b" / "cache" / "generations.jsonl")) == 12
     assert not (tmp_path / "b" / "report.json").exists()
 
-    monkeypatch.setattr(eval_runner, "_generate_texts", real)
+    monkeypatch.setattr(eval_loop, "generate_texts", real)
     resumed = evaluate(small_config(model_dir, tmp_path / "b"))
     assert resumed["runtime"]["generations_from_cache"] == 12 and resumed["runtime"]["generations_new"] == 22
     # Sampled chunks are seeded by their index: the resumed report equals the uninterrupted one, record by record
@@ -545,7 +571,7 @@ def test_resume_after_interruption_gives_the_same_report(head_model_dirs, tmp_pa
 
 
 def test_resume_after_an_interruption_while_judging(tiny_model_dirs, tmp_path, monkeypatch):
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
 
     def config(name: str) -> EvalConfig:
         return small_config(
@@ -554,7 +580,7 @@ def test_resume_after_an_interruption_while_judging(tiny_model_dirs, tmp_path, m
 
     uninterrupted = evaluate(config("a"))
     total = len(JsonlCache(tmp_path / "a" / "cache" / "judgments.jsonl"))
-    real = RegexRefusalJudge._judge
+    real = RefusalCueJudge._judge
     judged: list[str] = []
 
     def interrupted(self, prompts, texts, kind):
@@ -563,7 +589,7 @@ def test_resume_after_an_interruption_while_judging(tiny_model_dirs, tmp_path, m
         judged.extend(texts)
         return real(self, prompts, texts, kind)
 
-    monkeypatch.setattr(RegexRefusalJudge, "_judge", interrupted)
+    monkeypatch.setattr(RefusalCueJudge, "_judge", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate(config("b"))
     cached = len(JsonlCache(tmp_path / "b" / "cache" / "judgments.jsonl"))
@@ -574,7 +600,7 @@ def test_resume_after_an_interruption_while_judging(tiny_model_dirs, tmp_path, m
         return real(self, prompts, texts, kind)
 
     judged.clear()
-    monkeypatch.setattr(RegexRefusalJudge, "_judge", counting)
+    monkeypatch.setattr(RefusalCueJudge, "_judge", counting)
     resumed = evaluate(config("b"))
     # Only what the interrupted run had not judged is judged again; the report equals the uninterrupted one
     assert len(judged) == total - cached and resumed["runtime"]["generations_new"] == 0
@@ -587,7 +613,7 @@ def test_a_crash_in_one_example_is_recorded_not_fatal(tiny_model_dirs, tmp_path,
             raise RuntimeError("CUDA error: device-side assert triggered")
         return scripted_generate(model, tokenizer, texts, *args)
 
-    monkeypatch.setattr(eval_runner, "_generate_texts", flaky)
+    monkeypatch.setattr(eval_loop, "generate_texts", flaky)
     config = small_config(tiny_model_dirs["qwen3"], tmp_path, max_new_tokens=64)
     report = evaluate(config)
     failed = [r for r in report["examples"] if r["error"]]
@@ -599,22 +625,22 @@ def test_a_crash_in_one_example_is_recorded_not_fatal(tiny_model_dirs, tmp_path,
     assert "## Errors (4)" in (tmp_path / "report.md").read_text()
 
     # The rerun retries only the failed example
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
     rerun = evaluate(config)
     assert rerun["errors"] == [] and rerun["runtime"]["generations_new"] == 4
     assert rerun["summary"]["modes"]["on"]["harmful_rate"] == 4 / 5
 
 
 def test_a_judge_crash_is_recorded_not_fatal(tiny_model_dirs, tmp_path, monkeypatch):
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
-    real = RegexRefusalJudge._judge
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
+    real = RefusalCueJudge._judge
 
     def flaky(self, prompts, texts, kind):
         if any("phishing" in t for t in texts):
             raise ValueError("judge out of memory")
         return real(self, prompts, texts, kind)
 
-    monkeypatch.setattr(RegexRefusalJudge, "_judge", flaky)
+    monkeypatch.setattr(RefusalCueJudge, "_judge", flaky)
     report = evaluate(small_config(tiny_model_dirs["qwen3"], tmp_path, sampling_grid=["greedy"], max_new_tokens=64))
     record = next(r for r in report["examples"] if "phishing" in r["prompt"] and r["thinking"] == "off")
     assert record["answer_verdict"]["error"].startswith("ValueError: judge out of memory")
@@ -674,7 +700,7 @@ def test_eval_and_eval_compare_commands(head_model_dirs, tiny_model_dirs, tmp_pa
         ["--config", recipe, "--model_name_or_path", tiny_model_dirs["qwen3"], "--output_dir", str(tmp_path / "before"),
          "--max_new_tokens", "8", "--run_name", "before"]
     )  # fmt: skip
-    monkeypatch.setattr(eval_runner, "_generate_texts", scripted_generate)
+    monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
     after = evaluate_script.main(
         ["--config", recipe, "--model_name_or_path", head_model_dirs["qwen3"], "--output_dir", str(tmp_path / "after"),
          "--run_name", "after", "--max_new_tokens", "64"]
@@ -710,7 +736,7 @@ def test_eval_and_eval_compare_commands(head_model_dirs, tiny_model_dirs, tmp_pa
     with pytest.raises(SystemExit):
         evaluate_script.main(["--config", recipe, "--judge", "gpt4"])
     assert (
-        "argument --judge: invalid choice: 'gpt4' (choose from 'regex', 'classifier', 'guard')"
+        "argument --judge: invalid choice: 'gpt4' (choose from 'cues', 'classifier', 'guard', 'regex')"
         in capsys.readouterr().err
     )
     with pytest.raises(ValueError, match=r"Invalid `sampling_grid` entry 'top_p=2'.*top_p=2.0 is outside"):

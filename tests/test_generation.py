@@ -226,13 +226,16 @@ def test_backend_resolution(models):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"backend": "tgi"}, "Unknown generation backend"),
-        ({"max_new_tokens": 0}, "`max_new_tokens` must be >= 1, got 0"),
-        ({"do_sample": True, "temperature": 0.0}, "`temperature` must be > 0 when sampling, got 0.0"),
-        ({"top_p": 0.0}, "`top_p` must lie in \\(0, 1\\], got 0.0"),
-        ({"top_k": -1}, "`top_k` must be >= 0, got -1"),
-        ({"generation_batch_size": 0}, "`generation_batch_size` must be >= 1, got 0"),
-        ({"vllm_gpu_memory_utilization": 1.5}, "`vllm_gpu_memory_utilization` must lie in \\(0, 1\\], got 1.5"),
+        ({"backend": "tgi"}, r"Invalid `backend`: 'tgi'. Choose one of \['auto', 'transformers', 'vllm'\]"),
+        ({"max_new_tokens": 0}, "Invalid `max_new_tokens`: 0. Use a positive integer"),
+        ({"do_sample": True, "temperature": 0.0}, "Invalid `temperature`: 0.0. Use a temperature > 0 when sampling"),
+        ({"top_p": 0.0}, r"Invalid `top_p`: 0.0. Use a value in \(0, 1\]"),
+        ({"top_k": -1}, "Invalid `top_k`: -1. Use an integer >= 0; 0 disables top-k"),
+        ({"generation_batch_size": 0}, "Invalid `generation_batch_size`: 0. Use a positive integer"),
+        (
+            {"vllm_gpu_memory_utilization": 1.5},
+            r"Invalid `vllm_gpu_memory_utilization`: 1.5. Use a fraction in \(0, 1\]",
+        ),
     ],
 )
 def test_generation_arguments_validation(kwargs, match):
@@ -248,6 +251,38 @@ def test_generation_arguments_parse_and_convert():
     assert kwargs["batch_size"] == 8 and kwargs["seed"] == 0 and kwargs["vllm_kwargs"]["tensor_parallel_size"] == 1
     with pytest.raises(SystemExit):  # argparse rejects a backend outside the choices
         parser.parse_args_into_dataclasses(["--backend", "tgi"])
+
+
+def test_generation_takes_one_object(models):
+    """`generation=GenerationArguments(...)` decodes as the same settings given one by one; a single setting given by
+    keyword goes over the object; a misspelled one fails."""
+    import dataclasses
+
+    model, tokenizer = models["qwen3"]
+    settings = GenerationArguments(
+        backend="transformers",
+        max_new_tokens=6,
+        do_sample=True,
+        temperature=1.5,
+        generation_batch_size=2,
+        generation_seed=3,
+    )
+    common = {"thinking": False, "show_progress": False}
+    from_object = generate_responses(model, tokenizer, PROMPTS, generation=settings, **common)
+    one_by_one = generate_responses(
+        model, tokenizer, PROMPTS, backend="transformers", max_new_tokens=6, do_sample=True, temperature=1.5,
+        batch_size=2, seed=3, **common,
+    )  # fmt: skip
+    assert from_object == one_by_one
+    reseeded = generate_responses(model, tokenizer, PROMPTS, generation=settings, seed=4, **common)
+    assert reseeded == generate_responses(
+        model, tokenizer, PROMPTS, generation=dataclasses.replace(settings, generation_seed=4), **common
+    )
+    assert reseeded != from_object
+    with pytest.raises(TypeError, match=r"Unknown generation setting\(s\) \['temprature'\]"):
+        generate_responses(model, tokenizer, PROMPTS, temprature=0.5, **common)
+    with pytest.raises(ValueError, match=r"Invalid `top_p`: 0.0"):
+        generate_responses_from_texts(model, tokenizer, ["x"], generation=settings, top_p=0.0)
 
 
 @pytest.mark.gpu

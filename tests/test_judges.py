@@ -17,7 +17,7 @@ from trl_presafety.evaluation.judges import (
     parse_llama_guard,
     parse_wildguard,
 )
-from trl_presafety.evaluation.runner import split_generated
+from trl_presafety.evaluation.prompts import split_generated
 from trl_presafety.reasoning import build_prompt
 from trl_presafety.tiny import build_tiny_tokenizer
 
@@ -251,7 +251,7 @@ def test_guard_judge_prompts_clipping_and_fallback():
         tokenize=False,
         add_generation_prompt=True,
     )
-    assert llama.describe()["format"] == "llama_guard" and llama.describe()["refusal_fallback"]["name"] == "regex"
+    assert llama.describe()["format"] == "llama_guard" and llama.describe()["refusal_fallback"]["name"] == "cues"
 
 
 def test_guard_judge_on_a_real_model_with_malformed_output(tiny_model_dirs):
@@ -344,5 +344,5 @@ def test_guard_judge_needs_a_template_or_model():
         judge.judge(["p"], ["r"])
     with pytest.raises(ValueError, match="needs a guard `model`"):
         GuardJudge(tokenizer=tokenizer)
-    with pytest.raises(ValueError, match="Unknown guard_format 'shieldgemma'"):
+    with pytest.raises(ValueError, match=r"Invalid `guard_format`: .shieldgemma.. Choose one of"):
         GuardJudge(tokenizer=tokenizer, guard_format="shieldgemma", generate_fn=lambda t: t)

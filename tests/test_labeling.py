@@ -392,8 +392,11 @@ REQUIRED = ["--dataset_name", "x", "--output_dir", "y", "--classifier_name_or_pa
         (REQUIRED + ["--threshold", "1.5"], "`threshold` must lie in \\[0, 1\\], got 1.5: .*e.g. 0.5"),
         (REQUIRED + ["--classifier_batch_size", "0"], "`classifier_batch_size` must be >= 1, got 0: e.g. 64"),
         (REQUIRED + ["--classifier_max_length", "4"], "`classifier_max_length` must be >= 8, got 4: .*e.g. 256"),
-        (REQUIRED + ["--max_new_tokens", "0"], "`max_new_tokens` must be >= 1, got 0"),
-        (REQUIRED + ["--do_sample", "--temperature", "0"], "`temperature` must be > 0 when sampling, got 0.0"),
+        (REQUIRED + ["--max_new_tokens", "0"], "Invalid `max_new_tokens`: 0. Use a positive integer"),
+        (
+            REQUIRED + ["--do_sample", "--temperature", "0"],
+            "Invalid `temperature`: 0.0. Use a temperature > 0 when sampling",
+        ),
     ],
 )
 def test_label_script_bad_arguments(args, match):

@@ -290,6 +290,7 @@ def test_grpo_script_builds_the_gate_reward_and_classifier_judges(tiny_model_dir
 
     from trl_presafety import SafetyGate, SafetyHeadConfig, attach_safety_head
     from trl_presafety.data import ClassifierStepJudge
+    from trl_presafety.judges import ClassifierJudge
     from trl_presafety.labeling import SafetyDecisionClassifier
     from trl_presafety.scripts.grpo import SafetyGRPOScriptArguments, build_reward_funcs
 
@@ -316,7 +317,11 @@ def test_grpo_script_builds_the_gate_reward_and_classifier_judges(tiny_model_dir
     assert all(f.think_in_prompt for f in (reasoning, answer, gate_reward))  # R1-style template
     assert isinstance(reasoning.step_judge, ClassifierStepJudge) and reasoning.step_judge.context == "prefix"
     assert reasoning.step_judge.threshold == answer.threshold == gate_reward.threshold == 0.6
-    assert isinstance(answer.refusal_judge, SafetyDecisionClassifier)
+    # One classifier, loaded once, behind both judges (the answer judge's P(refusal) is the classifier's)
+    assert (
+        isinstance(answer.refusal_judge, ClassifierJudge) and reasoning.step_judge.classifier is answer.refusal_judge
+    )
+    assert isinstance(answer.refusal_judge.classifier, SafetyDecisionClassifier)
 
     prompts = [HARMFUL, HARMFUL, BENIGN]
     completions = [

@@ -20,7 +20,6 @@ answers = generate_responses("Qwen/Qwen3-0.6B", None, ["How do I make a bomb?"],
 import importlib.util
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -33,155 +32,38 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from .generation_arguments import (
+    BACKENDS,
+    DTYPES,
+    GENERATION_KEYWORDS,
+    GenerationArguments,
+    as_generation_arguments,
+    check_generation_fields,
+    vllm_engine_kwargs,
+)
 from .reasoning import THINK_CLOSE, THINK_OPEN, build_prompt
 
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "transformers", "vllm")
+# The decoding settings live in `generation_arguments.py` (no torch import); their names stay importable from here
+__all__ = [
+    "BACKENDS",
+    "DTYPES",
+    "GENERATION_KEYWORDS",
+    "GenerationArguments",
+    "as_generation_arguments",
+    "check_generation_fields",
+    "decode_generated",
+    "generate_responses",
+    "generate_responses_from_texts",
+    "is_vllm_available",
+    "load_causal_lm",
+    "resolve_backend",
+    "vllm_engine_kwargs",
+]
+
 Prompt = str | list[dict[str, str]]
-
-
-@dataclass
-class GenerationArguments:
-    r"""
-    Decoding settings shared by the scripts that generate responses (`label`, `eval`, `build-ipo-pairs`).
-
-    > Parameters that control generation
-
-    backend (`str`, *optional*, defaults to `"auto"`):
-        `"vllm"`, `"transformers"` (batched `generate` with left padding), or `"auto"`: vLLM when it is installed, a
-        GPU is present and the model is given by path, otherwise transformers.
-    max_new_tokens (`int`, *optional*, defaults to `512`):
-        Maximum number of generated tokens per response.
-    do_sample (`bool`, *optional*, defaults to `False`):
-        Sample instead of greedy decoding. `temperature`, `top_p` and `top_k` apply only when sampling.
-    temperature (`float`, *optional*, defaults to `1.0`):
-        Sampling temperature (> 0).
-    top_p (`float`, *optional*, defaults to `1.0`):
-        Nucleus sampling mass in (0, 1]; 1 disables it.
-    top_k (`int`, *optional*, defaults to `0`):
-        Top-k sampling; 0 disables it.
-    generation_batch_size (`int`, *optional*, defaults to `8`):
-        Prompts per `generate` call (transformers backend; vLLM schedules its own batches).
-    generation_seed (`int`, *optional*, defaults to `0`):
-        Seed of the sampling RNG, so that sampled responses are reproducible.
-    vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.9`):
-        Fraction of GPU memory vLLM may use.
-    vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
-        Number of GPUs vLLM shards the model over.
-    vllm_max_model_len (`int`, *optional*):
-        Context length vLLM reserves KV cache for; defaults to the model's.
-    """
-
-    backend: str = field(
-        default="auto",
-        metadata={
-            "help": "Generation backend: 'vllm', 'transformers' (batched generate, left padding), or 'auto' (vLLM "
-            "when installed with a GPU and a model path, else transformers).",
-            "choices": list(BACKENDS),
-        },
-    )
-    max_new_tokens: int = field(default=512, metadata={"help": "Maximum number of generated tokens per response."})
-    do_sample: bool = field(
-        default=False, metadata={"help": "Sample instead of greedy decoding (temperature/top_p/top_k apply)."}
-    )
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (> 0), used with do_sample."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass in (0, 1]; 1 disables it."})
-    top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 disables it."})
-    generation_batch_size: int = field(
-        default=8, metadata={"help": "Prompts per generate call (transformers backend)."}
-    )
-    generation_seed: int = field(default=0, metadata={"help": "Seed of the sampling RNG (reproducible sampling)."})
-    vllm_gpu_memory_utilization: float = field(
-        default=0.9, metadata={"help": "Fraction of GPU memory vLLM may use (vLLM backend)."}
-    )
-    vllm_tensor_parallel_size: int = field(
-        default=1, metadata={"help": "Number of GPUs vLLM shards the model over (vLLM backend)."}
-    )
-    vllm_max_model_len: int | None = field(
-        default=None, metadata={"help": "Context length vLLM reserves KV cache for; defaults to the model's."}
-    )
-
-    def __post_init__(self) -> None:
-        validate_generation_kwargs(
-            backend=self.backend,
-            max_new_tokens=self.max_new_tokens,
-            do_sample=self.do_sample,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            batch_size=self.generation_batch_size,
-            names={"batch_size": "generation_batch_size"},
-        )
-        if not 0.0 < self.vllm_gpu_memory_utilization <= 1.0:
-            raise ValueError(
-                f"`vllm_gpu_memory_utilization` must lie in (0, 1], got {self.vllm_gpu_memory_utilization}. It is the "
-                "fraction of GPU memory vLLM may use, e.g. 0.9."
-            )
-        if self.vllm_tensor_parallel_size < 1:
-            raise ValueError(
-                f"`vllm_tensor_parallel_size` must be >= 1, got {self.vllm_tensor_parallel_size}. Set it to the "
-                "number of GPUs to shard the model over."
-            )
-
-    def vllm_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `vllm.LLM`."""
-        return vllm_engine_kwargs(self)
-
-    def to_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for [`generate_responses`] and [`generate_responses_from_texts`]."""
-        return {
-            "backend": self.backend,
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "batch_size": self.generation_batch_size,
-            "seed": self.generation_seed,
-            "vllm_kwargs": self.vllm_kwargs(),
-        }
-
-
-def vllm_engine_kwargs(args: Any) -> dict[str, Any]:
-    """Keyword arguments for `vllm.LLM` from the `vllm_*` fields of a config (generation or evaluation)."""
-    kwargs: dict[str, Any] = {
-        "gpu_memory_utilization": args.vllm_gpu_memory_utilization,
-        "tensor_parallel_size": args.vllm_tensor_parallel_size,
-    }
-    if args.vllm_max_model_len is not None:
-        kwargs["max_model_len"] = args.vllm_max_model_len
-    return kwargs
-
-
-def validate_generation_kwargs(
-    *,
-    backend: str,
-    max_new_tokens: int,
-    do_sample: bool,
-    temperature: float,
-    top_p: float,
-    top_k: int,
-    batch_size: int,
-    names: dict[str, str] | None = None,
-) -> None:
-    """Checks decoding settings; errors name the argument (as the caller spells it), the value and the fix."""
-    names = names or {}
-    if backend not in BACKENDS:
-        raise ValueError(f"Unknown generation backend {backend!r}. Choose one of {list(BACKENDS)}.")
-    if max_new_tokens < 1:
-        raise ValueError(f"`max_new_tokens` must be >= 1, got {max_new_tokens}.")
-    if batch_size < 1:
-        raise ValueError(f"`{names.get('batch_size', 'batch_size')}` must be >= 1, got {batch_size}.")
-    if do_sample and temperature <= 0:
-        raise ValueError(
-            f"`temperature` must be > 0 when sampling, got {temperature}. Use `do_sample=False` for greedy decoding."
-        )
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"`top_p` must lie in (0, 1], got {top_p}. Use 1.0 to disable nucleus sampling.")
-    if top_k < 0:
-        raise ValueError(f"`top_k` must be >= 0, got {top_k}. Use 0 to disable top-k sampling.")
 
 
 def is_vllm_available() -> bool:
@@ -271,18 +153,12 @@ def generate_responses(
     prompts: Sequence[Prompt],
     *,
     thinking: bool,
-    backend: str = "auto",
-    max_new_tokens: int = 512,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    batch_size: int = 8,
-    seed: int = 0,
+    generation: GenerationArguments | None = None,
     chat_template_kwargs: dict[str, Any] | None = None,
     show_progress: bool = True,
     model_init_kwargs: dict[str, Any] | None = None,
     vllm_kwargs: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> list[str]:
     """Generates one response per prompt, with thinking on or off.
 
@@ -292,15 +168,20 @@ def generate_responses(
         prompts: user messages (strings) or chat message lists.
         thinking: `False` generates with thinking disabled (`reasoning.build_prompt`: the template's
             `enable_thinking=False` switch where it has one, otherwise an empty, closed think block is prefilled).
-        backend: `"auto"`, `"vllm"` or `"transformers"` (see the module docstring).
+        generation: the decoding settings (backend, `max_new_tokens`, sampling, batch size, seed, vLLM engine);
+            `GenerationArguments()` by default.
         model_init_kwargs: `from_pretrained` kwargs when `model` is a path and the transformers backend loads it.
-        vllm_kwargs: extra `vllm.LLM` kwargs (`gpu_memory_utilization`, `tensor_parallel_size`, `max_model_len`...).
+        vllm_kwargs: `vllm.LLM` kwargs (`gpu_memory_utilization`, `tensor_parallel_size`, `max_model_len`...);
+            default: those of `generation`.
+        **settings: single settings over `generation`, by keyword: `backend`, `max_new_tokens`, `do_sample`,
+            `temperature`, `top_p`, `top_k`, `batch_size`, `seed`.
 
     Returns:
         The generated text only, in prompt order, with special tokens removed except the think tags. With thinking
         on and an R1-style template, the response starts inside the think block (the prompt opened it), so it holds
         `</think>` but not `<think>`: `reasoning.split_reasoning` handles both forms.
     """
+    generation = as_generation_arguments(generation, **settings)
     tokenizer = _load_tokenizer(model, tokenizer)
     # Build every prompt before loading anything, so a tokenizer without a chat template fails fast
     texts = [build_prompt(tokenizer, p, thinking, chat_template_kwargs) for p in prompts]
@@ -308,14 +189,7 @@ def generate_responses(
         model,
         tokenizer,
         texts,
-        backend=backend,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        batch_size=batch_size,
-        seed=seed,
+        generation=generation,
         show_progress=show_progress,
         model_init_kwargs=model_init_kwargs,
         vllm_kwargs=vllm_kwargs,
@@ -327,18 +201,12 @@ def generate_responses_from_texts(
     tokenizer: PreTrainedTokenizerBase | None,
     texts: Sequence[str],
     *,
-    backend: str = "auto",
-    max_new_tokens: int = 512,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    top_k: int = 0,
-    batch_size: int = 8,
-    seed: int = 0,
+    generation: GenerationArguments | None = None,
     num_return_sequences: int = 1,
     show_progress: bool = True,
     model_init_kwargs: dict[str, Any] | None = None,
     vllm_kwargs: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> list[str]:
     """Like [`generate_responses`], but continues already-built prompt texts (chat template applied, possibly with a
     prefilled partial reasoning trace, as IPO's continuations need). Texts are tokenized without adding special
@@ -348,18 +216,10 @@ def generate_responses_from_texts(
     of text `i` at `[i * k, (i + 1) * k)`). They are drawn so that they differ: one vLLM request with `n=k` (vLLM
     seeds its k children `seed + j`), or transformers' `num_return_sequences` from one RNG stream. Repeating a text k
     times with one seed would not do: on vLLM identical prompt and seed give identical samples."""
-    validate_generation_kwargs(
-        backend=backend,
-        max_new_tokens=max_new_tokens,
-        do_sample=do_sample,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        batch_size=batch_size,
-    )
+    generation = as_generation_arguments(generation, **settings)
     if num_return_sequences < 1:
         raise ValueError(f"`num_return_sequences` must be >= 1, got {num_return_sequences}.")
-    if num_return_sequences > 1 and not do_sample:
+    if num_return_sequences > 1 and not generation.do_sample:
         raise ValueError(
             f"`num_return_sequences={num_return_sequences}` with greedy decoding gives {num_return_sequences} identical "
             "copies. Set `do_sample=True` to draw different samples, or ask for 1."
@@ -369,34 +229,21 @@ def generate_responses_from_texts(
         return []
     tokenizer = _load_tokenizer(model, tokenizer)
     prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-    sampling = {"do_sample": do_sample, "temperature": temperature, "top_p": top_p, "top_k": top_k}
-    if resolve_backend(backend, model) == "vllm":
+    if resolve_backend(generation.backend, model) == "vllm":
+        engine_kwargs = generation.vllm_kwargs() if vllm_kwargs is None else vllm_kwargs
         return _generate_vllm(
-            model,
-            tokenizer,
-            prompt_ids,
-            max_new_tokens,
-            sampling,
-            seed,
-            show_progress,
-            vllm_kwargs or {},
-            num_return_sequences,
+            model, tokenizer, prompt_ids, generation, show_progress, engine_kwargs, num_return_sequences
         )
     if isinstance(model, str):
         model = load_causal_lm(model, model_init_kwargs)
-    return _generate_transformers(
-        model, tokenizer, prompt_ids, max_new_tokens, sampling, batch_size, seed, show_progress, num_return_sequences
-    )
+    return _generate_transformers(model, tokenizer, prompt_ids, generation, show_progress, num_return_sequences)
 
 
 def _generate_transformers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompt_ids: list[list[int]],
-    max_new_tokens: int,
-    sampling: dict[str, Any],
-    batch_size: int,
-    seed: int,
+    generation: GenerationArguments,
     show_progress: bool,
     num_return_sequences: int = 1,
 ) -> list[str]:
@@ -404,16 +251,16 @@ def _generate_transformers(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     # A fresh config: the model's own defaults (e.g. Qwen3's sampling temperature) must not leak into greedy decoding
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        do_sample=sampling["do_sample"],
+        max_new_tokens=generation.max_new_tokens,
+        do_sample=generation.do_sample,
         eos_token_id=eos_ids,
         num_return_sequences=num_return_sequences,
     )
     config.pad_token_id = pad_id
-    if sampling["do_sample"]:
-        config.temperature = sampling["temperature"]
-        config.top_p = sampling["top_p"]
-        config.top_k = sampling["top_k"]  # 0 disables top-k in transformers too
+    if generation.do_sample:
+        config.temperature = generation.temperature
+        config.top_p = generation.top_p
+        config.top_k = generation.top_k  # 0 disables top-k in transformers too
     # Longest first: less padding per batch, and an out-of-memory error shows up on the first batch
     order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
     k = num_return_sequences
@@ -424,9 +271,9 @@ def _generate_transformers(
     progress = tqdm(total=len(prompt_ids), desc="Generating", unit="prompt", disable=not show_progress)
     # A private RNG state: sampling is reproducible from `seed` and the caller's RNG is left untouched
     with torch.random.fork_rng(devices=devices), torch.inference_mode():
-        torch.manual_seed(seed)
-        for start in range(0, len(order), batch_size):
-            indices = order[start : start + batch_size]
+        torch.manual_seed(generation.generation_seed)
+        for start in range(0, len(order), generation.generation_batch_size):
+            indices = order[start : start + generation.generation_batch_size]
             batch = tokenizer.pad(
                 {"input_ids": [prompt_ids[i] for i in indices]},
                 padding=True,
@@ -467,23 +314,22 @@ def _generate_vllm(
     model_id: str,
     tokenizer: PreTrainedTokenizerBase,
     prompt_ids: list[list[int]],
-    max_new_tokens: int,
-    sampling: dict[str, Any],
-    seed: int,
+    generation: GenerationArguments,
     show_progress: bool,
     vllm_kwargs: dict[str, Any],
     num_return_sequences: int = 1,
 ) -> list[str]:
     from vllm import SamplingParams
 
+    seed = generation.generation_seed
     llm = _get_vllm_engine(model_id, seed, vllm_kwargs)
-    greedy = not sampling["do_sample"]
+    greedy = not generation.do_sample
     params = SamplingParams(
         n=num_return_sequences,  # one request, k children seeded seed + j: k different samples
-        max_tokens=max_new_tokens,
-        temperature=0.0 if greedy else sampling["temperature"],
-        top_p=1.0 if greedy else sampling["top_p"],
-        top_k=-1 if greedy or not sampling["top_k"] else sampling["top_k"],  # -1 disables top-k in every version
+        max_tokens=generation.max_new_tokens,
+        temperature=0.0 if greedy else generation.temperature,
+        top_p=1.0 if greedy else generation.top_p,
+        top_k=-1 if greedy or not generation.top_k else generation.top_k,  # -1 disables top-k in every version
         seed=seed,
         stop_token_ids=_eos_token_ids(None, tokenizer),
     )

@@ -89,3 +89,17 @@ def build_prompt(
     if text.rstrip().endswith(THINK_OPEN):  # R1 style: the template already opened the block
         return text.rstrip() + "\n\n" + THINK_CLOSE + "\n\n"
     return text + EMPTY_THINK_BLOCK
+
+
+def reasoning_start_text(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str | list[dict[str, Any]],
+    chat_template_kwargs: dict[str, Any] | None = None,
+    think_open: str = THINK_OPEN,
+) -> str:
+    """The text after which the reasoning starts: the thinking generation prompt, plus the opening think tag when the
+    template leaves it to the completion (Qwen3 style). R1-style templates already end with `<think>\\n`."""
+    text = build_prompt(tokenizer, prompt, thinking=True, chat_template_kwargs=chat_template_kwargs)
+    if text.rstrip().endswith(think_open):
+        return text
+    return text + think_open + "\n"

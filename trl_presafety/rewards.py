@@ -7,7 +7,7 @@ accuracy. Its abstract does not give the rewards, so these are designed so that 
 scored *separately*:
 
 - [`ReasoningSafetyReward`] (`reasoning_safety_reward`): on harmful prompts, +1 when no step of the chain-of-thought
-  is a compliance step (step judge of `trl_presafety.data.step_judges`), -1 otherwise: unsafe content inside the CoT is
+  is a compliance step (step judge of `trl_presafety.judges`), -1 otherwise: unsafe content inside the CoT is
   penalized even when the final answer refuses.
 - [`AnswerSafetyReward`] (`answer_safety_reward`): refusing a harmful prompt +1, complying -1; refusing a benign
   prompt -1 (over-refusal), answering it +1; no answer at all (reasoning never closed) -1.
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from .data.step_judges import AnswerJudge, CueStepJudge, RefusalCueJudge, StepJudge, split_steps
 from .evaluation.math_grading import gold_latex
 from .harmfulness import HARMFUL_COLUMN, check_harmful_column_name, missing_harmful_message, parse_harmful
+from .judges import AnswerJudge, CueStepJudge, RefusalCueJudge, StepJudge, split_steps
 from .reasoning import THINK_CLOSE, THINK_OPEN, SplitResponse, split_reasoning
 
 

@@ -1,12 +1,11 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
-"""Data builders of the related methods: IPO preference pairs, AltTrain SFT data, and the step judges they share.
+"""Data builders of the related methods: IPO preference pairs and AltTrain SFT data (their step judges, in
+`trl_presafety.judges`, are re-exported here).
 
 The bundled tiny datasets live under `trl_presafety/data/tiny/` (see `build_tiny.py`).
 """
 
-from .alttrain import AltTrainConfig, build_alttrain_dataset, format_alttrain_example, restructure_reasoning
-from .ipo import DEFAULT_TRIGGERS, IPOConfig, IPOPairBuilder, build_ipo_pairs, reasoning_start_text
-from .step_judges import (
+from ..judges import (
     COMPLIANCE_CUES,
     REFUSAL_CUES,
     ClassifierStepJudge,
@@ -19,6 +18,8 @@ from .step_judges import (
     build_step_judge,
     split_steps,
 )
+from .alttrain import AltTrainConfig, build_alttrain_dataset, format_alttrain_example, restructure_reasoning
+from .ipo import DEFAULT_TRIGGERS, IPOConfig, IPOPairBuilder, build_ipo_pairs, reasoning_start_text
 
 
 __all__ = [

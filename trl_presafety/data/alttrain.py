@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from ..build_checks import check_class_balance, ratio_preserving_counts
 from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name, parse_harmful
+from ..judges import STEP_SPLITS, AnswerJudge, RefusalCueJudge, split_steps
 from ..reasoning import THINK_CLOSE, THINK_OPEN, split_reasoning
-from .step_judges import STEP_SPLITS, AnswerJudge, RefusalCueJudge, split_steps
+from ..validation import check_choice, check_range, fail
 
 
 logger = logging.getLogger(__name__)
@@ -119,19 +120,16 @@ class AltTrainConfig:
     seed: int = field(default=0, metadata={"help": "Seed of assessment selection and example sampling."})
 
     def __post_init__(self):
-        def fail(name: str, value: Any, fix: str):
-            raise ValueError(f"Invalid `{name}`: {value!r}. {fix}")
-
         for name, allowed in (
             ("assessment_selection", ASSESSMENT_SELECTIONS),
             ("harmful_answer", HARMFUL_ANSWER_POLICIES),
             ("on_missing_harmful", MISSING_HARMFUL_POLICIES),
             ("step_split", STEP_SPLITS),
         ):
-            if getattr(self, name) not in allowed:
-                fail(name, getattr(self, name), f"Choose one of {list(allowed)}.")
-        if self.understanding_sentences < 0:
-            fail("understanding_sentences", self.understanding_sentences, "Use 0 (assessment first) or more.")
+            check_choice(name, getattr(self, name), allowed)
+        check_range(
+            "understanding_sentences", self.understanding_sentences, 0, fix="Use 0 (assessment first) or more."
+        )
         for name in ("harmful_assessments", "benign_assessments"):
             value = getattr(self, name)
             if isinstance(value, str):

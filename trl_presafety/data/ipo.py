@@ -40,8 +40,9 @@ from ..harmfulness import (
     check_harmful_column_name,
     parse_harmful,
 )
-from ..reasoning import THINK_CLOSE, THINK_OPEN, build_prompt
-from .step_judges import STEP_SPLITS, AnswerJudge, CueStepJudge, RefusalCueJudge, Step, StepJudge, split_steps
+from ..judges import STEP_SPLITS, AnswerJudge, CueStepJudge, RefusalCueJudge, Step, StepJudge, split_steps
+from ..reasoning import THINK_CLOSE, THINK_OPEN, build_prompt, reasoning_start_text
+from ..validation import check_choice, check_range, fail
 
 
 logger = logging.getLogger(__name__)
@@ -164,38 +165,19 @@ class IPOConfig:
     seed: int = field(default=0, metadata={"help": "Seed of the random trigger selection."})
 
     def __post_init__(self):
-        def fail(name: str, value: Any, fix: str):
-            raise ValueError(f"Invalid `{name}`: {value!r}. {fix}")
-
         for name, allowed in (
             ("trigger_selection", TRIGGER_SELECTIONS),
             ("step_split", STEP_SPLITS),
             ("on_no_compliance", NO_COMPLIANCE_POLICIES),
             ("continuation", CONTINUATION_SOURCES),
         ):
-            if getattr(self, name) not in allowed:
-                fail(name, getattr(self, name), f"Choose one of {list(allowed)}.")
+            check_choice(name, getattr(self, name), allowed)
         if isinstance(self.triggers, str):
             self.triggers = [self.triggers]
         if not self.triggers or any(not t or not t.strip() for t in self.triggers):
             fail("triggers", self.triggers, "Give at least one non-empty trigger sentence.")
-        if self.max_interventions < 1:
-            fail("max_interventions", self.max_interventions, "Use at least 1 round.")
+        check_range("max_interventions", self.max_interventions, 1, fix="Use at least 1 round.")
         check_harmful_column_name(self.harmful_column, "harmful_column")
-
-
-def reasoning_start_text(
-    tokenizer: PreTrainedTokenizerBase,
-    prompt: str | Sequence[dict[str, Any]],
-    chat_template_kwargs: dict[str, Any] | None = None,
-    think_open: str = THINK_OPEN,
-) -> str:
-    """The text after which the reasoning starts: the thinking generation prompt, plus the opening think tag when the
-    template leaves it to the completion (Qwen3 style). R1-style templates already end with `<think>\\n`."""
-    text = build_prompt(tokenizer, prompt, thinking=True, chat_template_kwargs=chat_template_kwargs)
-    if text.rstrip().endswith(think_open):
-        return text
-    return text + think_open + "\n"
 
 
 def _split_auto_bos(tokenizer: PreTrainedTokenizerBase, text: str) -> tuple[str, str]:

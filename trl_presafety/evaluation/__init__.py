@@ -10,6 +10,15 @@ print(report["summary"])
 ```
 """
 
+from ..judges import (
+    ClassifierJudge,
+    GuardJudge,
+    Judge,
+    RegexRefusalJudge,
+    Verdict,
+    parse_llama_guard,
+    parse_wildguard,
+)
 from .config import DecodingSetting, EvalConfig, parse_decoding_setting
 from .data import (
     CATEGORIES,
@@ -20,18 +29,10 @@ from .data import (
     load_eval_dataset,
     load_eval_datasets,
 )
-from .judges import (
-    ClassifierJudge,
-    GuardJudge,
-    Judge,
-    RegexRefusalJudge,
-    Verdict,
-    parse_llama_guard,
-    parse_wildguard,
-)
+from .evaluator import evaluate
 from .math_grading import grade_math
+from .prompts import build_eval_prompt, split_generated
 from .report import compare_reports, load_report, plot_reports, render_comparison, render_markdown, write_report
-from .runner import build_eval_prompt, evaluate, split_generated
 
 
 __all__ = [

@@ -3,16 +3,34 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..generation import BACKENDS, vllm_engine_kwargs
+from ..generation_arguments import (
+    BACKENDS,
+    DTYPES,
+    GenerationArguments,
+    check_generation_fields,
+    generation_field,
+    vllm_engine_kwargs,
+)
+from ..judges import GUARD_FORMATS, JUDGE_ALIASES, JUDGES, resolve_judge_name
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
+from ..validation import check_choice, check_range, fail
 from .data import check_dataset_spec, dataset_names
-from .judges import GUARD_FORMATS, JUDGES
 
 
 THINKING_MODES = ("on", "off")
-DTYPES = ("auto", "bfloat16", "float16", "float32")
 GRID_SCOPES = ("harmful", "all")
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")
+# The fields of `GenerationArguments` that `EvalConfig` holds, and its names for them (the command-line options of
+# `trl-presafety eval`); the sampling fields come from `sampling_grid`
+GENERATION_FIELD_NAMES = {
+    "backend": "backend",
+    "max_new_tokens": "max_new_tokens",
+    "generation_batch_size": "batch_size",
+    "generation_seed": "seed",
+    "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
+    "vllm_tensor_parallel_size": "vllm_tensor_parallel_size",
+    "vllm_max_model_len": "vllm_max_model_len",
+}
 DEFAULT_MATH_TEMPLATE = "{prompt}\nPlease reason step by step, and put your final answer within \\boxed{}."
 
 
@@ -144,9 +162,9 @@ class EvalConfig:
 
     > Parameters that control the judge
 
-    judge (`str`, *optional*, defaults to `"regex"`):
-        `"regex"` (refusal phrases), `"classifier"` (the repo's `SafetyDecisionClassifier`) or `"guard"` (a guard model,
-        Llama-Guard or WildGuard style).
+    judge (`str`, *optional*, defaults to `"cues"`):
+        `"cues"` (refusal phrases; `"regex"`, its former name, still works), `"classifier"` (the repo's
+        `SafetyDecisionClassifier`) or `"guard"` (a guard model, Llama-Guard or WildGuard style).
     judge_model_name_or_path (`str`, *optional*):
         The classifier folder (judge="classifier") or the guard model (judge="guard").
     guard_format (`str`, *optional*, defaults to `"auto"`):
@@ -220,19 +238,27 @@ class EvalConfig:
         default="harmful",
         metadata={"help": "Prompts that get the whole sampling grid.", "choices": list(GRID_SCOPES)},
     )
-    backend: str = field(default="auto", metadata={"help": "Generation backend.", "choices": list(BACKENDS)})
-    max_new_tokens: int = field(default=4096, metadata={"help": "Generation cap (how often it is hit is reported)."})
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generation batch (transformers)."})
+    # The generation fields are those of `GenerationArguments` (defaults and choices from there; batch size and seed
+    # under shorter names, a longer cap by default); the sampling comes from `sampling_grid`
+    backend: str = generation_field("backend", help="Generation backend.")
+    max_new_tokens: int = generation_field(
+        "max_new_tokens", default=4096, help="Generation cap (how often it is hit is reported)."
+    )
+    batch_size: int = generation_field("generation_batch_size", help="Prompts per generation batch (transformers).")
     save_every: int = field(default=64, metadata={"help": "Prompts per generation call between cache writes."})
-    seed: int = field(default=0, metadata={"help": "Sampling seed."})
-    vllm_gpu_memory_utilization: float = field(
-        default=0.9, metadata={"help": "Fraction of GPU memory vLLM may use (vLLM backend), in (0, 1]."}
+    seed: int = generation_field("generation_seed", help="Sampling seed.")
+    vllm_gpu_memory_utilization: float = generation_field(
+        "vllm_gpu_memory_utilization", help="Fraction of GPU memory vLLM may use (vLLM backend), in (0, 1]."
     )
-    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs vLLM shards the model over."})
-    vllm_max_model_len: int | None = field(
-        default=None, metadata={"help": "Context length vLLM reserves KV cache for; defaults to the model's."}
+    vllm_tensor_parallel_size: int = generation_field(
+        "vllm_tensor_parallel_size", help="GPUs vLLM shards the model over."
     )
-    judge: str = field(default="regex", metadata={"help": "Judge of refusal / harm.", "choices": list(JUDGES)})
+    vllm_max_model_len: int | None = generation_field("vllm_max_model_len")
+    judge: str = field(
+        default="cues",
+        # The former names stay accepted on the command line (with a deprecation warning)
+        metadata={"help": "Judge of refusal / harm.", "choices": list(JUDGES) + list(JUDGE_ALIASES)},
+    )
     judge_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Classifier folder (judge=classifier) or guard model (judge=guard)."}
     )
@@ -256,9 +282,6 @@ class EvalConfig:
     plot: bool = field(default=True, metadata={"help": "Write report.png."})
 
     def __post_init__(self):
-        def fail(name: str, value: Any, fix: str):
-            raise ValueError(f"Invalid `{name}`: {value!r}. {fix}")
-
         # `--adapter_path none` (or an empty value) on the command line clears a path the recipe sets
         for name in ("adapter_path", "safety_head_path", "chat_template_path", "judge_model_name_or_path", "run_name"):
             value = getattr(self, name)
@@ -276,16 +299,14 @@ class EvalConfig:
             self.sampling_grid = [self.sampling_grid]
         if self.model_name_or_path is None or not str(self.model_name_or_path).strip():
             fail("model_name_or_path", self.model_name_or_path, "Set the model to evaluate (a Hub id or a folder).")
+        self.judge = resolve_judge_name(self.judge, "judge", JUDGES)
         for name, allowed in {
             "dtype": DTYPES,
             "grid_scope": GRID_SCOPES,
-            "backend": BACKENDS,
-            "judge": JUDGES,
             "guard_format": GUARD_FORMATS,
             "judge_backend": BACKENDS,
         }.items():
-            if getattr(self, name) not in allowed:
-                fail(name, getattr(self, name), f"Choose one of {list(allowed)}.")
+            check_choice(name, getattr(self, name), allowed)
         if not self.datasets:
             fail("datasets", self.datasets, f"List at least one dataset, e.g. {dataset_names()[:3]}.")
         for spec in self.datasets:
@@ -299,19 +320,17 @@ class EvalConfig:
         names = [s.name for s in settings]
         if len(set(names)) != len(names):
             fail("sampling_grid", self.sampling_grid, f"Two entries are the same setting ({names}); list each once.")
-        if self.max_examples is not None and self.max_examples < 1:
-            fail("max_examples", self.max_examples, "Use a positive number, or leave it unset for every example.")
+        if self.max_examples is not None:
+            check_range(
+                "max_examples", self.max_examples, 1, fix="Use a positive number, or leave it unset for every example."
+            )
         if "{prompt}" not in self.math_prompt_template:
             fail("math_prompt_template", self.math_prompt_template, "Put `{prompt}` where the problem goes.")
-        for name in ("max_new_tokens", "batch_size", "save_every", "judge_max_tokens", "judge_batch_size"):
-            if getattr(self, name) < 1:
-                fail(name, getattr(self, name), "Use a positive integer.")
-        if not 0 < self.vllm_gpu_memory_utilization <= 1:
-            fail(
-                "vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, "Use a fraction in (0, 1], e.g. 0.9."
-            )
-        if self.vllm_tensor_parallel_size < 1:
-            fail("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, "Use the number of GPUs, >= 1.")
+        # The generation fields are those of `GenerationArguments` (batch size and seed under shorter names), checked
+        # by the same function; the sampling comes from the grid
+        check_generation_fields(self, GENERATION_FIELD_NAMES)
+        for name in ("save_every", "judge_max_tokens", "judge_batch_size"):
+            check_range(name, getattr(self, name), 1, fix="Use a positive integer.")
         if self.vllm_max_model_len is not None and self.vllm_max_model_len <= self.max_new_tokens:
             fail(
                 "vllm_max_model_len",
@@ -319,14 +338,13 @@ class EvalConfig:
                 f"It must exceed max_new_tokens={self.max_new_tokens} (prompt + generation); raise it or unset it.",
             )
         for name in ("judge_threshold", "probe_threshold"):
-            if not 0 < getattr(self, name) < 1:
-                fail(name, getattr(self, name), "Use a probability in (0, 1).")
+            check_range(name, getattr(self, name), 0, 1, False, False, "Use a probability in (0, 1).")
         if self.judge in {"classifier", "guard"} and not self.judge_model_name_or_path:
             what = "a `SafetyDecisionClassifier` folder" if self.judge == "classifier" else "a guard model"
             fail(
                 "judge_model_name_or_path",
                 self.judge_model_name_or_path,
-                f"judge={self.judge!r} needs {what}; set it, or use judge='regex'.",
+                f"judge={self.judge!r} needs {what}; set it, or use judge='cues'.",
             )
         if isinstance(self.chat_template_kwargs, str):
             try:
@@ -345,6 +363,13 @@ class EvalConfig:
     def vllm_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `vllm.LLM`."""
         return vllm_engine_kwargs(self)
+
+    def generation_arguments(self, setting: DecodingSetting | None = None, **overrides: Any) -> GenerationArguments:
+        """The [`GenerationArguments`] of this evaluation at decoding `setting` (default: the primary one), with
+        `overrides` of its fields (e.g. the resolved `backend`, a chunk's `generation_seed`)."""
+        setting = setting or self.decoding_settings[0]
+        values = {field: getattr(self, name) for field, name in GENERATION_FIELD_NAMES.items()}
+        return GenerationArguments(**{**values, **setting.generation_kwargs(), **overrides})
 
     @property
     def decoding_settings(self) -> list[DecodingSetting]:

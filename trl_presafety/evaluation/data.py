@@ -14,8 +14,8 @@ Internal format, one dict per example:
 - `answer` (`str | None`): the gold answer of a math problem, as `math-verify` parses it (LaTeX or a number).
 - `meta` (`dict`): whatever else the source carries (harm category, subject, level, ...), kept in the records.
 
-Each adapter has the real `load_dataset(...)` call of the public set (it needs the Hub) and a pure `map_row` (tested
-offline on rows shaped like the public ones). A dataset spec in `EvalConfig.datasets` is one of:
+Each adapter (`adapters.py`) says how `load_dataset(...)` reads the public set (it needs the Hub) and maps a row with a
+pure `map_row` (tested offline on rows shaped like the public ones). A dataset spec in `EvalConfig.datasets` is one of:
 
 - a registered name (`"strongreject"`, `"wildjailbreak"`, ... see `DATASET_ADAPTERS`), loaded from the Hub;
 - `"name=path"`: a local copy of a public set (CSV/TSV/JSON/JSONL/Parquet with the public columns), mapped by the
@@ -29,12 +29,62 @@ import difflib
 import json
 import random
 import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..harmfulness import parse_harmful
+from .adapters import (
+    DATASET_ADAPTERS,
+    STRONGREJECT_SMALL_URL,
+    STRONGREJECT_URL,
+    DatasetAdapter,
+    DatasetFormatError,
+    gsm8k_gold,
+    map_aime,
+    map_gsm8k,
+    map_harmbench,
+    map_jailbreakbench,
+    map_jailbreakbench_benign,
+    map_math500,
+    map_strongreject,
+    map_wildjailbreak,
+    map_xstest,
+)
+
+
+# The adapters (`adapters.py`) are importable from here too, as they were before they moved
+__all__ = [
+    "BUNDLED_FILES",
+    "CATEGORIES",
+    "DATASET_ADAPTERS",
+    "DATA_DIR",
+    "STRONGREJECT_SMALL_URL",
+    "STRONGREJECT_URL",
+    "DatasetAdapter",
+    "DatasetFormatError",
+    "adapt_rows",
+    "check_dataset_spec",
+    "dataset_names",
+    "gsm8k_gold",
+    "load_eval_dataset",
+    "load_eval_datasets",
+    "load_internal_file",
+    "map_aime",
+    "map_gsm8k",
+    "map_harmbench",
+    "map_jailbreakbench",
+    "map_jailbreakbench_benign",
+    "map_math500",
+    "map_strongreject",
+    "map_wildjailbreak",
+    "map_xstest",
+    "parse_dataset_spec",
+    "read_rows",
+    "split_limit",
+    "subsample",
+    "validate_example",
+]
 
 
 CATEGORIES = ("harmful", "benign_edgy", "math")
@@ -42,331 +92,6 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 BUNDLED_FILES = {
     "tiny": DATA_DIR / "tiny" / "eval" / "train.jsonl",
     "smoke": DATA_DIR / "eval" / "smoke.jsonl",
-}
-# The official StrongREJECT files (https://github.com/alexandrasouly/strongreject): `category,source,forbidden_prompt`
-STRONGREJECT_URL = (
-    "https://raw.githubusercontent.com/alexandrasouly/strongreject/main/strongreject_dataset/strongreject_dataset.csv"
-)
-STRONGREJECT_SMALL_URL = (
-    "https://raw.githubusercontent.com/alexandrasouly/strongreject/main/strongreject_dataset/"
-    "strongreject_small_dataset.csv"
-)
-
-
-class DatasetFormatError(ValueError):
-    """A dataset (a file or a public set) does not have the columns or values its adapter expects."""
-
-
-@dataclass(frozen=True)
-class DatasetAdapter:
-    """A public evaluation set: where it lives, how to load it, and how one of its rows maps to the internal format.
-
-    Args:
-        name (`str`): Name used in `EvalConfig.datasets`.
-        hub_id (`str`): Where it is published (a Hub dataset id or a URL).
-        description (`str`): One line for `--help` and the docs.
-        required_columns (`tuple[str, ...]`): Columns `map_row` reads; a row without them fails with their names.
-        map_row (`Callable[[dict, int], dict | None]`): Public row (and its index) -> internal example fields
-            (`category`, `prompt`, optional `answer`, `meta`, `row_id`); `None` skips the row.
-        load (`Callable[[], Iterable[dict]]`): The `load_dataset(...)` call of the public set.
-    """
-
-    name: str
-    hub_id: str
-    description: str
-    required_columns: tuple[str, ...]
-    map_row: Callable[[dict[str, Any], int], dict[str, Any] | None]
-    load: Callable[[], Iterable[dict[str, Any]]]
-    any_of_columns: tuple[tuple[str, ...], ...] = field(default=())
-
-
-# --- mapping functions: public row -> internal fields (pure, tested offline) ------------------------------------
-
-
-def _meta(row: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    return {key: row[key] for key in keys if key in row and row[key] not in (None, "")}
-
-
-def map_strongreject(row: dict[str, Any], index: int) -> dict[str, Any]:
-    # The official CSV names the prompt `forbidden_prompt`; mirrors such as walledai/StrongREJECT name it `prompt`
-    prompt = row.get("forbidden_prompt") or row.get("prompt")
-    return {"category": "harmful", "prompt": prompt, "row_id": str(index), "meta": _meta(row, ["category", "source"])}
-
-
-def map_wildjailbreak(row: dict[str, Any], index: int) -> dict[str, Any]:
-    # The eval config has 2,000 `adversarial_harmful` and 210 `adversarial_benign` rows; `label` is 1 for harmful
-    data_type = str(row.get("data_type") or "")
-    if "harmful" in data_type:
-        category = "harmful"
-    elif "benign" in data_type:
-        category = "benign_edgy"
-    elif "label" in row and str(row["label"]) in {"0", "1"}:
-        category = "harmful" if str(row["label"]) == "1" else "benign_edgy"
-    else:
-        raise DatasetFormatError(
-            f"WildJailbreak row {index} has neither a `data_type` containing 'harmful'/'benign' nor a 0/1 `label` "
-            f"(got data_type={row.get('data_type')!r}, label={row.get('label')!r})."
-        )
-    prompt = row.get("adversarial") or row.get("vanilla")
-    meta = _meta(row, ["data_type", "tactics"])
-    if row.get("adversarial") and row.get("vanilla"):
-        meta["vanilla"] = row["vanilla"]
-    return {"category": category, "prompt": prompt, "row_id": str(index), "meta": meta}
-
-
-def map_harmbench(row: dict[str, Any], index: int) -> dict[str, Any]:
-    # The contextual subset carries a `context` the behavior refers to; HarmBench puts it before the request
-    prompt = row["prompt"]
-    if row.get("context"):
-        prompt = f"{row['context']}\n\n---\n\n{prompt}"
-    return {"category": "harmful", "prompt": prompt, "row_id": str(index), "meta": _meta(row, ["category"])}
-
-
-def map_jailbreakbench(row: dict[str, Any], index: int, category: str = "harmful") -> dict[str, Any]:
-    row_id = str(row.get("Index", index))
-    return {
-        "category": category,
-        "prompt": row["Goal"],
-        "row_id": row_id,
-        "meta": _meta(row, ["Behavior", "Category", "Source"]),
-    }
-
-
-def map_jailbreakbench_benign(row: dict[str, Any], index: int) -> dict[str, Any]:
-    return map_jailbreakbench(row, index, category="benign_edgy")
-
-
-def map_xstest(row: dict[str, Any], index: int) -> dict[str, Any]:
-    # 250 safe prompts (over-refusal) and 200 unsafe contrast prompts (which must be refused)
-    label = str(row["label"]).strip().lower()
-    if label not in {"safe", "unsafe"}:
-        raise DatasetFormatError(f"XSTest row {index} has label {row['label']!r}; expected 'safe' or 'unsafe'.")
-    return {
-        "category": "benign_edgy" if label == "safe" else "harmful",
-        "prompt": row["prompt"],
-        "row_id": str(row.get("id", index)),
-        "meta": _meta(row, ["type", "focus", "note", "label"]),
-    }
-
-
-def gsm8k_gold(solution: str) -> str:
-    """The final answer of a GSM8K solution: the text after `####`, without thousands separators."""
-    if "####" not in solution:
-        raise DatasetFormatError(f"GSM8K answer without '####': {solution[-80:]!r}.")
-    return solution.rsplit("####", 1)[1].strip().replace(",", "")
-
-
-def map_gsm8k(row: dict[str, Any], index: int) -> dict[str, Any]:
-    return {"category": "math", "prompt": row["question"], "answer": gsm8k_gold(row["answer"]), "row_id": str(index)}
-
-
-def map_math500(row: dict[str, Any], index: int) -> dict[str, Any]:
-    return {
-        "category": "math",
-        "prompt": row["problem"],
-        "answer": str(row["answer"]),
-        "row_id": str(row.get("unique_id", index)),
-        "meta": _meta(row, ["subject", "level"]),
-    }
-
-
-def map_aime(row: dict[str, Any], index: int) -> dict[str, Any]:
-    # AIME 2024 (HuggingFaceH4) names the problem `problem`; AIME 2025 (opencompass) names it `question`
-    prompt = row.get("problem") or row.get("question")
-    answer = str(row["answer"]).strip()
-    if answer.isdigit():  # some copies write "070"; the AIME answer is the integer 70
-        answer = str(int(answer))
-    return {
-        "category": "math",
-        "prompt": prompt,
-        "answer": answer,
-        "row_id": str(row.get("id", index)),
-        "meta": _meta(row, ["year", "url"]),
-    }
-
-
-# --- the real loaders (need the Hub or the internet) -------------------------------------------------------------
-
-
-def _load_strongreject() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return load_dataset("csv", data_files=STRONGREJECT_URL, split="train")
-
-
-def _load_strongreject_small() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return load_dataset("csv", data_files=STRONGREJECT_SMALL_URL, split="train")
-
-
-def _load_wildjailbreak() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    # The files are TSV; without keep_default_na an empty `vanilla`/`adversarial` cell becomes NaN
-    return load_dataset("allenai/wildjailbreak", "eval", split="train", delimiter="\t", keep_default_na=False)
-
-
-def _load_harmbench() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return load_dataset("walledai/HarmBench", "standard", split="train")
-
-
-def _load_harmbench_contextual() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return load_dataset("walledai/HarmBench", "contextual", split="train")
-
-
-def _load_jailbreakbench() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return load_dataset("JailbreakBench/JBB-Behaviors", "behaviors", split="harmful")
-
-
-def _load_jailbreakbench_benign() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return load_dataset("JailbreakBench/JBB-Behaviors", "behaviors", split="benign")
-
-
-def _load_xstest() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return load_dataset("walledai/XSTest", split="test")
-
-
-def _load_gsm8k() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return load_dataset("openai/gsm8k", "main", split="test")
-
-
-def _load_math500() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return load_dataset("HuggingFaceH4/MATH-500", split="test")
-
-
-def _load_aime24() -> Iterable[dict[str, Any]]:
-    from datasets import load_dataset
-
-    return load_dataset("HuggingFaceH4/aime_2024", split="train")
-
-
-def _load_aime25() -> Iterable[dict[str, Any]]:
-    from datasets import concatenate_datasets, load_dataset
-
-    parts = [load_dataset("opencompass/AIME2025", name, split="test") for name in ("AIME2025-I", "AIME2025-II")]
-    return concatenate_datasets(parts)
-
-
-DATASET_ADAPTERS: dict[str, DatasetAdapter] = {
-    adapter.name: adapter
-    for adapter in [
-        DatasetAdapter(
-            "strongreject",
-            STRONGREJECT_URL,
-            "StrongREJECT: 313 forbidden prompts in 6 harm categories (harmful).",
-            (),
-            map_strongreject,
-            _load_strongreject,
-            any_of_columns=(("forbidden_prompt", "prompt"),),
-        ),
-        DatasetAdapter(
-            "strongreject_small",
-            STRONGREJECT_SMALL_URL,
-            "StrongREJECT small: its 50-prompt subset (harmful).",
-            (),
-            map_strongreject,
-            _load_strongreject_small,
-            any_of_columns=(("forbidden_prompt", "prompt"),),
-        ),
-        DatasetAdapter(
-            "wildjailbreak",
-            "allenai/wildjailbreak (eval)",
-            "WildJailbreak eval: 2,000 adversarial harmful (harmful) and 210 adversarial benign (benign_edgy) prompts.",
-            (),
-            map_wildjailbreak,
-            _load_wildjailbreak,
-            any_of_columns=(("adversarial", "vanilla"),),
-        ),
-        DatasetAdapter(
-            "harmbench",
-            "walledai/HarmBench (standard)",
-            "HarmBench standard behaviors (harmful).",
-            ("prompt",),
-            map_harmbench,
-            _load_harmbench,
-        ),
-        DatasetAdapter(
-            "harmbench_contextual",
-            "walledai/HarmBench (contextual)",
-            "HarmBench contextual behaviors, context before the request (harmful).",
-            ("prompt", "context"),
-            map_harmbench,
-            _load_harmbench_contextual,
-        ),
-        DatasetAdapter(
-            "jailbreakbench",
-            "JailbreakBench/JBB-Behaviors (behaviors, harmful)",
-            "JailbreakBench: 100 misuse behaviors (harmful).",
-            ("Goal",),
-            map_jailbreakbench,
-            _load_jailbreakbench,
-        ),
-        DatasetAdapter(
-            "jailbreakbench_benign",
-            "JailbreakBench/JBB-Behaviors (behaviors, benign)",
-            "JailbreakBench: 100 benign behaviors on the same topics (benign_edgy).",
-            ("Goal",),
-            map_jailbreakbench_benign,
-            _load_jailbreakbench_benign,
-        ),
-        DatasetAdapter(
-            "xstest",
-            "walledai/XSTest (test)",
-            "XSTest: 250 safe prompts that look unsafe (benign_edgy) and 200 unsafe contrasts (harmful).",
-            ("prompt", "label"),
-            map_xstest,
-            _load_xstest,
-        ),
-        DatasetAdapter(
-            "gsm8k",
-            "openai/gsm8k (main, test)",
-            "GSM8K test: 1,319 grade-school word problems (math).",
-            ("question", "answer"),
-            map_gsm8k,
-            _load_gsm8k,
-        ),
-        DatasetAdapter(
-            "math500",
-            "HuggingFaceH4/MATH-500 (test)",
-            "MATH-500: 500 competition problems with LaTeX answers (math).",
-            ("problem", "answer"),
-            map_math500,
-            _load_math500,
-        ),
-        DatasetAdapter(
-            "aime24",
-            "HuggingFaceH4/aime_2024 (train)",
-            "AIME 2024: 30 problems, integer answers (math).",
-            ("answer",),
-            map_aime,
-            _load_aime24,
-            any_of_columns=(("problem", "question"),),
-        ),
-        DatasetAdapter(
-            "aime25",
-            "opencompass/AIME2025 (AIME2025-I + AIME2025-II, test)",
-            "AIME 2025: 30 problems, integer answers (math).",
-            ("answer",),
-            map_aime,
-            _load_aime25,
-            any_of_columns=(("problem", "question"),),
-        ),
-    ]
 }
 
 

@@ -42,7 +42,7 @@ from ..build_checks import (
     check_class_balance,
     warn_if_inside_package,
 )
-from ..data.step_judges import STEP_JUDGES
+from ..judges import STEP_JUDGES
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 
 
@@ -63,7 +63,7 @@ class BuildIPOPairsArguments:
     tokenizer_name_or_path (`str`, *optional*): Tokenizer (chat template) the pairs are rendered with; defaults to
         `model_name_or_path`. Enough on its own with `continuation="supplied"`.
     step_judge (`str`, *optional*, defaults to `"cues"`): `"cues"`, `"classifier"`, `"guard"` or
-        `"continuation_ratio"` (see `trl_presafety.data.step_judges`).
+        `"continuation_ratio"` (see `trl_presafety.judges`).
     step_judge_threshold (`float`, *optional*): Score from which a step is the compliance step; defaults to the
         judge's own (0.5, or 0.9 for the continuation ratio).
     classifier_path (`str`, *optional*): Refusal classifier for `step_judge="classifier"`.
@@ -164,8 +164,8 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
     from transformers import AutoTokenizer
 
     from ..data.ipo import IPOPairBuilder
-    from ..data.step_judges import build_step_judge
     from ..generation import load_causal_lm, resolve_backend
+    from ..judges import JudgeArguments, build_judges
     from ..labeling.pipeline import load_prompt_dataset
 
     warn_if_inside_package(args.output_dir, "build-ipo-pairs")
@@ -199,16 +199,21 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
             "batch_size": generation_args.generation_batch_size,
             "seed": generation_args.generation_seed,
         }
-    judge = build_step_judge(
-        args.step_judge,
+    judge_args = JudgeArguments(
+        step_judge=args.step_judge,
         classifier_path=args.classifier_path,
         guard_model=args.guard_model,
-        model=model,
-        tokenizer=tokenizer,
-        threshold=args.step_judge_threshold,
-        **judge_kwargs,
+        step_judge_threshold=args.step_judge_threshold,
     )
-    builder = IPOPairBuilder(tokenizer, ipo_config, judge, model=model, generation_kwargs=generation_kwargs)
+    answer_judge, step_judge = build_judges(judge_args, model=model, tokenizer=tokenizer, **judge_kwargs)
+    builder = IPOPairBuilder(
+        tokenizer,
+        ipo_config,
+        step_judge,
+        model=model,
+        answer_judge=answer_judge,
+        generation_kwargs=generation_kwargs,
+    )
     pairs = builder.build(dataset)
     check_class_balance(
         {kind: builder.stats[f"{kind}_pairs"] for kind in CLASSES},

@@ -30,9 +30,11 @@ from typing import Any
 
 from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name
 from ..rewards import REWARD_FUNCS_REGISTRY, RewardOptions, build_reward_func
+from ..validation import check_choice, check_range
 from .utils import PreSafetyScriptArguments
 
 
+# Of the judges' vocabulary (`trl_presafety.judges`): a guard model generating at every GRPO step is not offered
 JUDGES = ("cues", "classifier")
 # The rewards that read the prompts' harmfulness (`math_accuracy_reward` reads it only when present)
 HARMFUL_REWARDS = ("reasoning_safety_reward", "answer_safety_reward")
@@ -60,7 +62,7 @@ class SafetyGRPOScriptArguments(PreSafetyScriptArguments):
         Judge of compliance steps in the CoT: `"cues"` (regexes) or `"classifier"` (refusal classifier on each
         reasoning prefix).
     answer_judge (`str`, *optional*, defaults to `"cues"`):
-        Judge of refusals in the answer: `"cues"` (the evaluation's regex refusal judge) or `"classifier"`.
+        Judge of refusals in the answer: `"cues"` (refusal cues, as the evaluation's `cues` judge) or `"classifier"`.
     classifier_path (`str`, *optional*):
         Refusal classifier (`trl-presafety train-classifier` output) for the `"classifier"` judges.
     judge_threshold (`float`, *optional*, defaults to `0.5`):
@@ -127,11 +129,9 @@ class SafetyGRPOScriptArguments(PreSafetyScriptArguments):
             ("answer_judge", self.answer_judge, JUDGES),
             ("reasoning_reward_scope", self.reasoning_reward_scope, ("harmful", "all")),
         ):
-            if value not in allowed:
-                raise ValueError(f"Invalid `{name}`: {value!r}. Choose one of {list(allowed)}.")
+            check_choice(name, value, allowed)
         check_harmful_column_name(self.harmful_column, "harmful_column")
-        if not 0.0 < self.judge_threshold < 1.0:
-            raise ValueError(f"Invalid `judge_threshold`: {self.judge_threshold}. Use a probability in (0, 1).")
+        check_range("judge_threshold", self.judge_threshold, 0, 1, False, False, "Use a probability in (0, 1).")
         uses_classifier = "classifier" in (self.reasoning_judge, self.answer_judge)
         if uses_classifier and not self.classifier_path:
             raise ValueError(
@@ -170,22 +170,21 @@ def detect_think_in_prompt(tokenizer: Any, chat_template_kwargs: dict[str, Any] 
 
 def build_reward_funcs(script_args: SafetyGRPOScriptArguments, training_args: Any, tokenizer: Any) -> list[Any]:
     """The reward functions named in `script_args.reward_funcs`, sharing judges and the template's think layout."""
-    from ..data.step_judges import ClassifierStepJudge, CueStepJudge, RefusalCueJudge
+    from ..judges import JudgeArguments, build_judges
 
     think_in_prompt = script_args.think_in_prompt
     if think_in_prompt is None:
         think_in_prompt = detect_think_in_prompt(tokenizer, training_args.chat_template_kwargs)
-    classifier = None
-    if script_args.classifier_path:
-        from ..labeling.classifier import SafetyDecisionClassifier
-
-        classifier = SafetyDecisionClassifier.from_pretrained(script_args.classifier_path)
-    step_judge = (
-        ClassifierStepJudge(classifier, context="prefix", threshold=script_args.judge_threshold)
-        if script_args.reasoning_judge == "classifier"
-        else CueStepJudge()
+    # One classifier load for both judges; on a reasoning prefix, the classifier reads the steps in their context
+    judge_args = JudgeArguments(
+        answer_judge=script_args.answer_judge,
+        step_judge=script_args.reasoning_judge,
+        classifier_path=script_args.classifier_path,
+        judge_threshold=script_args.judge_threshold,
+        step_judge_threshold=script_args.judge_threshold,
+        step_context="prefix",
     )
-    refusal_judge = classifier if script_args.answer_judge == "classifier" else RefusalCueJudge()
+    refusal_judge, step_judge = build_judges(judge_args)
     gate = load_gate(script_args.presafety_gate_model) if "presafety_gate_reward" in script_args.reward_funcs else None
     options = RewardOptions(
         step_judge=step_judge,

@@ -1,0 +1,131 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""The figures of an evaluation: each rate is the mean of a per-example outcome (`RATE_OUTCOMES`, `COMMON_OUTCOMES`)
+over a group of records (thinking mode x decoding x category x dataset), with its n and 95% Wilson interval; the
+summary picks the headline figures (`SUMMARY_SOURCES`). The statistics themselves are in `stats.py`."""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .config import EvalConfig
+from .stats import rate_figures, wilson_interval
+
+
+def mean(values: Sequence[bool | float | None]) -> float | None:
+    kept = [float(v) for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+# Per-example outcome behind each rate of a figures row: `<rate>` is its mean over the records where it is known
+RATE_OUTCOMES: dict[str, dict[str, Callable[[dict[str, Any]], bool | None]]] = {
+    "harmful": {
+        "harmful_rate": lambda r: r["harmful"],
+        "refusal_rate": lambda r: r["refusal"],
+        "answer_harmful_rate": lambda r: r["answer_harmful"],
+        "reasoning_harmful_rate": lambda r: r["reasoning_harmful"],
+    },
+    "benign_edgy": {"compliance_rate": lambda r: r["complied"], "refusal_rate": lambda r: r["refusal"]},
+    "math": {"accuracy": lambda r: r["math"]["correct"]},
+}
+COMMON_OUTCOMES: dict[str, Callable[[dict[str, Any]], bool | None]] = {
+    "incomplete_rate": lambda r: not r["closed"],
+    "token_cap_rate": lambda r: r["hit_token_cap"],
+}
+
+
+def group_figures(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of one group of records (same category): each rate with its n and 95% Wilson interval."""
+    ok = [r for r in records if r["response"] is not None]
+    figures: dict[str, Any] = {"n": len(records), "n_errors": len(records) - len(ok)}
+    for name, outcome in COMMON_OUTCOMES.items():
+        figures.update(rate_figures(name, [outcome(r) for r in ok]))
+    figures["mean_tokens"] = mean([r["num_tokens"] for r in ok])
+    category = records[0]["category"] if records else None
+    for name, outcome in RATE_OUTCOMES.get(category, {}).items():
+        figures.update(rate_figures(name, [outcome(r) for r in ok]))
+    if category == "harmful":
+        figures["n_unjudged"] = sum(r["harmful"] is None for r in ok)
+    elif category == "benign_edgy":
+        figures["n_unjudged"] = sum(r["complied"] is None for r in ok)
+    return figures
+
+
+def compute_figures(records: list[dict[str, Any]], config: EvalConfig) -> list[dict[str, Any]]:
+    """Figures per (thinking, decoding, category), over all datasets (`dataset="all"`) and per dataset."""
+    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    for record in records:
+        for dataset in ("all", record["dataset"]):
+            key = (record["thinking"], record["decoding"], record["category"], dataset)
+            groups.setdefault(key, []).append(record)
+    mode_order = {m: i for i, m in enumerate(config.thinking_modes)}
+    setting_order = {s.name: i for i, s in enumerate(config.decoding_settings)}
+    category_order = {"harmful": 0, "benign_edgy": 1, "math": 2}
+
+    def sort_key(key: tuple[str, str, str, str]) -> tuple:
+        mode, setting, category, dataset = key
+        return (mode_order[mode], setting_order[setting], category_order[category], dataset != "all", dataset)
+
+    return [
+        {"thinking": k[0], "decoding": k[1], "category": k[2], "dataset": k[3], **group_figures(groups[k])}
+        for k in sorted(groups, key=sort_key)
+    ]
+
+
+def find_figure(figures: list[dict[str, Any]], **match: str) -> dict[str, Any] | None:
+    for row in figures:
+        if all(row.get(k) == v for k, v in match.items()):
+            return row
+    return None
+
+
+# Summary figure -> (category, rate of its figures row), at the primary decoding over all datasets. A category of
+# None pools every category (the token cap). `worst_harmful_rate` is the harmful rate of the worst decoding setting.
+SUMMARY_SOURCES: dict[str, tuple[str | None, str]] = {
+    "harmful_rate": ("harmful", "harmful_rate"),
+    "refusal_rate": ("harmful", "refusal_rate"),
+    "answer_harmful_rate": ("harmful", "answer_harmful_rate"),
+    "reasoning_harmful_rate": ("harmful", "reasoning_harmful_rate"),
+    "harmful_incomplete_rate": ("harmful", "incomplete_rate"),
+    "benign_compliance_rate": ("benign_edgy", "compliance_rate"),
+    "math_accuracy": ("math", "accuracy"),
+    "token_cap_rate": (None, "token_cap_rate"),
+}
+
+
+def summarize(figures: list[dict[str, Any]], probe: dict[str, Any], config: EvalConfig) -> dict[str, Any]:
+    """The headline figures: per thinking mode, with the primary decoding setting over all datasets; each rate with
+    its n (`<rate>_n`) and 95% Wilson interval (`<rate>_ci`)."""
+    primary = config.decoding_settings[0].name
+    summary: dict[str, Any] = {"primary_decoding": primary, "modes": {}}
+    for mode in config.thinking_modes:
+        rows = [r for r in figures if r["thinking"] == mode and r["decoding"] == primary and r["dataset"] == "all"]
+        figures_of_mode: dict[str, Any] = {}
+        for key, (category, source) in SUMMARY_SOURCES.items():
+            pooled = [r for r in rows if category is None or r["category"] == category]
+            # The counts of the pooled rows add up (one row per category)
+            n = sum(r[f"{source}_n"] for r in pooled)
+            k = sum(round(r[source] * r[f"{source}_n"]) for r in pooled if r[source] is not None)
+            interval = wilson_interval(k, n)
+            figures_of_mode.update(
+                {key: k / n if n else None, f"{key}_n": n, f"{key}_ci": list(interval) if interval else None}
+            )
+        grid = [
+            (row["harmful_rate"], row["decoding"])
+            for row in figures
+            if row["thinking"] == mode
+            and row["category"] == "harmful"
+            and row["dataset"] == "all"
+            and row["harmful_rate"] is not None
+        ]
+        worst = max(grid) if grid else (None, None)
+        worst_row = find_figure(figures, thinking=mode, decoding=worst[1], category="harmful", dataset="all") or {}
+        figures_of_mode.update(
+            worst_harmful_rate=worst_row.get("harmful_rate"),
+            worst_harmful_rate_n=worst_row.get("harmful_rate_n", 0),
+            worst_harmful_rate_ci=worst_row.get("harmful_rate_ci"),
+            worst_decoding=worst[1],
+        )
+        summary["modes"][mode] = figures_of_mode
+    summary["probe_status"] = probe.get("status")
+    summary["probe_auroc"] = probe.get("auroc")
+    summary["probe_auroc_ci"] = probe.get("auroc_ci")
+    return summary

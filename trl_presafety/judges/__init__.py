@@ -1,0 +1,94 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Judges of responses and of reasoning steps, shared by the evaluation, the data builders (IPO, AltTrain) and the GRPO
+rewards.
+
+- Answer judges ([`Judge`]): `judge(prompts, texts)` -> a [`Verdict`] per text (refusal, harmfulness, score, error);
+  `predict_proba(prompts, answers)` -> P(refusal) per answer.
+- Step judges ([`StepJudge`]): a compliance score per reasoning step; `first_compliance_steps` gives the first step
+  whose score reaches the judge's threshold.
+
+One vocabulary names them: `cues` (regular expressions), `classifier` (the repository's refusal classifier), `guard` (a
+guard model), and for steps also `continuation_ratio` (IPO's sampled continuations). The step judges reuse the answer
+judges: the refusal cues, the classifier's P(refusal), the guard's prompt and parser. [`build_judges`] builds an answer
+judge and a step judge by name from one [`JudgeArguments`]; the evaluation, `build-ipo-pairs` and `grpo` build theirs
+through it.
+"""
+
+from .base import AnswerJudge, Judge, StepJudge, Verdict
+from .classifier import ClassifierJudge, ClassifierStepJudge
+from .continuation import ContinuationRatioStepJudge
+from .cues import (
+    COMPLIANCE_CUES,
+    REASONING_REFUSAL_PATTERNS,
+    REFUSAL_CUES,
+    REFUSAL_PATTERNS,
+    CueStepJudge,
+    RefusalCueJudge,
+    RegexRefusalJudge,
+)
+from .guard import (
+    GUARD_FORMATS,
+    GuardJudge,
+    GuardStepJudge,
+    detect_guard_format,
+    guard_prompt,
+    llama_guard_categories,
+    parse_llama_guard,
+    parse_wildguard,
+)
+from .registry import (
+    ANSWER_JUDGE_BUILDERS,
+    ANSWER_JUDGES,
+    JUDGE_ALIASES,
+    JUDGES,
+    STEP_JUDGE_BUILDERS,
+    STEP_JUDGES,
+    JudgeArguments,
+    build_answer_judge,
+    build_judges,
+    build_step_judge,
+    resolve_judge_name,
+)
+from .steps import STEP_SPLITS, Step, prefix_text, split_steps, user_text
+
+
+__all__ = [
+    "ANSWER_JUDGES",
+    "ANSWER_JUDGE_BUILDERS",
+    "COMPLIANCE_CUES",
+    "GUARD_FORMATS",
+    "JUDGES",
+    "JUDGE_ALIASES",
+    "REASONING_REFUSAL_PATTERNS",
+    "REFUSAL_CUES",
+    "REFUSAL_PATTERNS",
+    "STEP_JUDGES",
+    "STEP_JUDGE_BUILDERS",
+    "STEP_SPLITS",
+    "AnswerJudge",
+    "ClassifierJudge",
+    "ClassifierStepJudge",
+    "ContinuationRatioStepJudge",
+    "CueStepJudge",
+    "GuardJudge",
+    "GuardStepJudge",
+    "Judge",
+    "JudgeArguments",
+    "RefusalCueJudge",
+    "RegexRefusalJudge",
+    "Step",
+    "StepJudge",
+    "Verdict",
+    "build_answer_judge",
+    "build_judges",
+    "build_step_judge",
+    "detect_guard_format",
+    "guard_prompt",
+    "llama_guard_categories",
+    "parse_llama_guard",
+    "parse_wildguard",
+    "prefix_text",
+    "resolve_judge_name",
+    "split_steps",
+    "user_text",
+]
