@@ -1,12 +1,12 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """Splits and datasets of the efficacy study, built deterministically from `prompts.py` and the shipped samples.
 
-Splits (disjoint; harmful and templated benign prompts are split by *behaviour*, so that no held-out prompt shares its
-behaviour with a training prompt under another wording):
+Splits (disjoint by prompt; see `build_splits` for how behaviours and wordings are assigned):
 
 - `organism`: what the model organism is trained on (thinking off: refuse harmful / answer benign; thinking on:
   comply with everything, solve math in its reasoning).
 - `safety`: the safety-training set of every arm (a minority of the harmful behaviours, benign-edgy and math prompts).
+- `dev`: for developing the organism and the arms' settings, never the held-out sets.
 - `heldout_harmful`, `heldout_benign`, `heldout_math`: never trained on by anyone; the evaluation sets. The real
   benchmark rows the package ships (StrongREJECT, HarmBench, JailbreakBench, WildJailbreak, XSTest) are all held out.
 
@@ -28,7 +28,7 @@ from . import prompts as P
 
 SPLITS_DIR = Path(__file__).parent / "splits"
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "trl_presafety" / "data" / "eval" / "samples"
-SPLIT_NAMES = ("organism", "safety", "heldout_harmful", "heldout_benign", "heldout_math")
+SPLIT_NAMES = ("organism", "safety", "dev", "heldout_harmful", "heldout_benign", "heldout_math")
 # The eval adapter of each shipped sample file (its rows have the public set's columns)
 REAL_SAMPLES = {
     "strongreject": "strongreject",
@@ -57,9 +57,9 @@ def _fractions(items: list[Any], rng: random.Random, safety: float, heldout: flo
     }
 
 
-def templated_prompts(goal: str, rng: random.Random) -> list[tuple[str, str]]:
-    """One wording per benchmark style for `goal`: [(source style, prompt)], in a seeded order."""
-    wordings = [(style, rng.choice(templates).format(goal=goal)) for style, templates in P.TEMPLATES.items()]
+def all_wordings(goal: str, rng: random.Random) -> list[tuple[str, str]]:
+    """Every template's wording of `goal`: [(benchmark style, prompt)], in a seeded order."""
+    wordings = [(style, t.format(goal=goal)) for style, templates in P.TEMPLATES.items() for t in templates]
     rng.shuffle(wordings)
     return wordings
 
@@ -138,26 +138,37 @@ def build_splits(
     num_math_organism: int = 1200,
     num_math_safety: int = 24,
     num_math_heldout: int = 50,
+    num_math_dev: int = 30,
     safety_fraction: float = 0.15,
     heldout_fraction: float = 0.3,
-    prompts_per_safety_goal: int = 2,
-    prompts_per_heldout_goal: int = 2,
+    organism_wordings: int = 5,
+    eval_wordings: int = 2,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The five disjoint splits. Pure function of its arguments: the committed files are `build_splits()`."""
+    """The disjoint splits. Pure function of its arguments: the committed files are `build_splits()`.
+
+    Every templated behaviour is known to the organism (trained in `organism_wordings` wordings, thinking on and off),
+    as a real LRM knows what it refuses with thinking off. The behaviours are cut into safety (15%), held-out (30%) and
+    the rest; a safety behaviour gets `eval_wordings` *other* wordings in the safety set, a held-out behaviour gets
+    `eval_wordings` other wordings in the held-out set, and one of the rest gets one other wording in `dev`. So no
+    held-out prompt was trained on, and no held-out behaviour is in the safety set: what the safety set teaches has to
+    carry over to behaviours it never showed. The shipped benchmark rows are held out whole (new behaviours and new
+    wordings); the whole-prompt benign-edgy pool is split by prompt.
+    """
     rng = random.Random(seed)
-    parts: dict[str, list[tuple[str, str, str, str]]] = {"organism": [], "safety": [], "heldout": []}
-    # (category, prompt, source, group); harmful and templated benign behaviours are split per harm/edgy type
+    parts: dict[str, list[tuple[str, str, str, str]]] = {"organism": [], "safety": [], "heldout": [], "dev": []}
+    # (category, prompt, source, group); harmful and templated benign behaviours are cut per harm/edgy type
     for category, pools in (("harmful", P.HARMFUL_GOALS), ("benign_edgy", P.BENIGN_GOALS)):
         for kind in sorted(pools):
             cut = _fractions(pools[kind], rng, safety_fraction, heldout_fraction)
             for part, goals in cut.items():
                 for goal in goals:
-                    wordings = templated_prompts(goal, rng)
-                    keep = {"organism": len(wordings), "safety": prompts_per_safety_goal}.get(
-                        part, prompts_per_heldout_goal
-                    )
-                    for style, prompt in wordings[:keep]:
-                        parts[part].append((category, prompt, f"{style}-style", f"{kind}/{goal}"))
+                    wordings = all_wordings(goal, rng)
+                    group = f"{kind}/{goal}"
+                    for style, prompt in wordings[:organism_wordings]:
+                        parts["organism"].append((category, prompt, f"{style}-style", group))
+                    target, count = (part, eval_wordings) if part != "organism" else ("dev", 1)
+                    for style, prompt in wordings[organism_wordings : organism_wordings + count]:
+                        parts[target].append((category, prompt, f"{style}-style", group))
     for kind in sorted(P.EDGY_PROMPTS):
         cut = _fractions(P.EDGY_PROMPTS[kind], rng, safety_fraction, heldout_fraction)
         for part, items in cut.items():
@@ -166,9 +177,8 @@ def build_splits(
         (row["category"], row["prompt"], row["source"], f"real/{row['source']}/{i}")
         for i, row in enumerate(real_sample_rows())
     )
-    # Compositional behaviours for the organism only, minus any close to a safety or held-out behaviour
-    kept_out = [_content_words(g.split("/", 1)[-1]) for part in ("safety", "heldout") for *_, g in parts[part]]
-    kept_out += [_content_words(p) for part in ("safety", "heldout") for _, p, *_ in parts[part]]
+    # Compositional behaviours for the organism only, minus any close to a safety or held-out prompt
+    kept_out = [_content_words(p) for part in ("safety", "heldout") for _, p, *_ in parts[part]]
     harmful, benign, questions = P.compositional_goals()
     for category, goals, count in (
         ("harmful", harmful, num_compositional),
@@ -176,7 +186,7 @@ def build_splits(
     ):
         goals = [g for g in goals if not _near_any(g, kept_out)]
         for goal in rng.sample(goals, min(count, len(goals))):
-            style, prompt = templated_prompts(goal, rng)[0]
+            style, prompt = all_wordings(goal, rng)[0]
             parts["organism"].append((category, prompt, f"{style}-style, compositional", f"compositional/{goal}"))
     parts["organism"].extend(
         ("benign_edgy", q, "xstest-style, compositional", f"compositional/{q}")
@@ -185,9 +195,9 @@ def build_splits(
     )
 
     splits: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLIT_NAMES}
-    for part, name in (("organism", "organism"), ("safety", "safety")):
+    for part in ("organism", "safety", "dev"):
         for category, prompt, source, group in parts[part]:
-            splits[name].append(_row(name, len(splits[name]), category, prompt, source, group))
+            splits[part].append(_row(part, len(splits[part]), category, prompt, source, group))
     for category, prompt, source, group in parts["heldout"]:
         name = "heldout_harmful" if category == "harmful" else "heldout_benign"
         splits[name].append(_row(name, len(splits[name]), category, prompt, source, group))
@@ -197,6 +207,7 @@ def build_splits(
     for name, count in (
         ("heldout_math", num_math_heldout),
         ("safety", num_math_safety),
+        ("dev", num_math_dev),
         ("organism", num_math_organism),
     ):
         added = 0
@@ -223,21 +234,17 @@ def build_splits(
 
 
 def check_disjoint(splits: dict[str, list[dict[str, Any]]]) -> None:
-    """No prompt in two splits, and no behaviour (`group`) shared by a training and a held-out split."""
+    """No prompt in two splits, and no behaviour (`group`) shared by the safety set and the held-out sets."""
     owner: dict[str, str] = {}
     for name, rows in splits.items():
         for row in rows:
             if owner.setdefault(row["prompt"], name) != name:
                 raise ValueError(f"Prompt {row['prompt']!r} is in both {owner[row['prompt']]!r} and {name!r}.")
     groups = {name: {r["group"] for r in rows if r["category"] != "math"} for name, rows in splits.items()}
-    for train in ("organism", "safety"):
-        for held in ("heldout_harmful", "heldout_benign"):
-            shared = groups[train] & groups[held]
-            if shared:
-                raise ValueError(f"Behaviours shared by {train!r} and {held!r}: {sorted(shared)[:5]}")
-    shared = groups["organism"] & groups["safety"]
-    if shared:
-        raise ValueError(f"Behaviours shared by 'organism' and 'safety': {sorted(shared)[:5]}")
+    for held in ("heldout_harmful", "heldout_benign", "dev"):
+        shared = groups["safety"] & groups[held]
+        if shared:
+            raise ValueError(f"Behaviours shared by the safety set and {held!r}: {sorted(shared)[:5]}")
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -22,10 +22,12 @@ with its wall time):
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -39,7 +41,8 @@ from . import data as D
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
-RECIPES = HERE / "recipes"
+# Relative to the repository root when run from there, so that the logged commands read as a user types them
+RECIPES = Path(os.path.relpath(HERE / "recipes")) if Path.cwd() == REPO_ROOT else HERE / "recipes"
 RESULTS_DIR = HERE / "results"
 
 
@@ -94,17 +97,19 @@ METHOD_ARMS = ("e", "f")
 class StudyConfig:
     output_dir: str = "runs/efficacy"
     tag: str = "default"
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    seeds: list[int] = field(default_factory=lambda: list(range(10)))
     arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
-    steps: list[int] = field(default_factory=lambda: [10, 20, 40])  # checkpoints evaluated (equal for every arm)
+    steps: list[int] = field(default_factory=lambda: [20, 40, 80, 160])  # checkpoints evaluated, every arm alike
     primary_step: int = 40  # the step of the headline figures and the decision rule
     eval_sets: str = "heldout"  # "heldout" (the study) or "dev" (tuning: organism-split and safety-split prompts)
     harmful_prompts: str | None = None
     benign_prompts: str | None = None
-    jobs: int = 1
+    jobs: int = 2  # two single-threaded processes use both cores of a 2-core machine
     threads: int = 1
     subprocess: bool = False
     organism_steps: int | None = None
+    learning_rate: float | None = None  # None: the recipes' value (the same for every arm)
+    report_only: bool = False
     organism_overrides: dict[str, Any] | None = None  # settings of organism.MODEL_DEFAULTS / TRAIN_DEFAULTS
     # Sizes for the smoke test (None: the recipes' values)
     smoke: bool = False
@@ -160,11 +165,7 @@ class Layout:
         self.commands = self.root / "commands.sh"
 
     def eval_files(self, eval_sets: str) -> list[Path]:
-        names = (
-            ["heldout_harmful", "heldout_benign", "heldout_math"]
-            if eval_sets == "heldout"
-            else ["dev_organism", "dev_safety"]
-        )
+        names = ["heldout_harmful", "heldout_benign", "heldout_math"] if eval_sets == "heldout" else ["dev"]
         return [self.data / "eval" / f"{name}.jsonl" for name in names]
 
     def arm_dir(self, arm: str, seed: int) -> Path:
@@ -196,8 +197,9 @@ def write_data(config: StudyConfig, layout: Layout) -> dict[str, Any]:
     if config.benign_prompts:
         heldout["heldout_benign"] = D.user_prompts_file(config.benign_prompts, "benign_edgy", "heldout_benign")
     dev = {
-        "dev_organism": D.sample_rows(splits["organism"], 40, seed=1),
-        "dev_safety": splits["safety"],
+        "dev": splits["dev"],
+        # A sample of the organism's own training prompts: the gap on prompts it was trained on
+        "organism_seen": D.sample_rows(splits["organism"], 40, seed=1),
     }
     for name, rows in {**heldout, **dev}.items():
         if config.eval_per_category:
@@ -219,6 +221,25 @@ def build_organism_stage(config: StudyConfig, layout: Layout) -> dict[str, Any]:
     with open(layout.commands, "a", encoding="utf-8") as f:
         f.write(f"python -m benchmarks.efficacy.organism --output_dir {layout.organism}  # {info['seconds']} s\n")
     return info
+
+
+def organism_seen_eval_stage(config: StudyConfig, layout: Layout) -> float:
+    """`trl-presafety eval` of the organism on a sample of its own training prompts (the gap on prompts it saw)."""
+    out = layout.root / "eval" / "organism_seen"
+    if (out / "report.json").is_file():
+        return 0.0
+    argv = [
+        "eval",
+        "--config", str(RECIPES / "eval.yaml"),
+        "--model_name_or_path", str(layout.organism),
+        "--datasets", str(layout.data / "eval" / "organism_seen.jsonl"),
+        "--output_dir", str(out),
+        "--sampling_grid", "greedy",
+        "--run_name", "organism-seen",
+    ]  # fmt: skip
+    if config.max_new_tokens is not None:
+        argv += ["--max_new_tokens", str(config.max_new_tokens)]
+    return run_cli(argv, config, layout.commands)
 
 
 def classifier_stage(config: StudyConfig, layout: Layout) -> float:
@@ -268,8 +289,12 @@ def train_argv(arm: Arm, seed: int, config: StudyConfig, layout: Layout) -> list
         "--seed", str(seed),
         "--max_steps", str(max(config.steps)),
     ]  # fmt: skip
+    if config.learning_rate is not None:
+        argv += ["--learning_rate", str(config.learning_rate)]
+    # A checkpoint at every evaluated step (the recipe's save_steps is right for its own steps only)
+    argv += ["--save_steps", str(math.gcd(*config.steps))]
     if config.smoke:
-        argv += ["--save_steps", str(min(config.steps)), "--logging_steps", "1"]
+        argv += ["--logging_steps", "1"]
     for key, value in arm.overrides:
         argv += [f"--{key}", value]
     return argv
@@ -307,6 +332,10 @@ def run_arm_seed(task: tuple[str, int, StudyConfig]) -> dict[str, Any]:
         final = layout.checkpoint(arm_key, seed, max(config.steps))
         if not (final / "config.json").is_file():
             timings["train"] = run_cli(train_argv(arm, seed, config, layout), config, layout.commands)
+            # Keep the evaluated checkpoints only
+            for path in layout.arm_dir(arm_key, seed).glob("checkpoint-*"):
+                if int(path.name.split("-")[1]) not in config.steps:
+                    shutil.rmtree(path)
     for step in arm_steps(arm_key, config):
         primary = step in (0, config.primary_step)
         report = layout.eval_dir(arm_key, seed, step, config.eval_sets) / "report.json"
@@ -374,6 +403,18 @@ def machine() -> dict[str, Any]:
     }
 
 
+def report_only(config: StudyConfig) -> dict[str, Any]:
+    """Recomputes the figures from the reports already in `output_dir` (after a change of `results.py`), keeping the
+    protocol, machine, date and timings of the run's results file."""
+    from .results import collect_results, write_outputs
+
+    previous = json.loads((RESULTS_DIR / f"efficacy_{config.tag}.json").read_text(encoding="utf-8"))
+    results = {**previous, **collect_results(config, Layout(config))}
+    if config.write_results:
+        write_outputs(results, config)
+    return results
+
+
 def run_study(config: StudyConfig) -> dict[str, Any]:
     """Runs (or resumes) the whole study and returns the results (also written to `results/efficacy_<tag>.json`)."""
     from .results import collect_results, write_outputs
@@ -397,6 +438,7 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     t = time.time()
     data_info = write_data(config, layout)
     organism = build_organism_stage(config, layout)
+    organism_seen_eval_stage(config, layout)
     timings["organism"] = time.time() - t
     t = time.time()
     classifier_stage(config, layout)
@@ -463,6 +505,10 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per process.")
     parser.add_argument("--subprocess", action="store_true", help="Run each command in a fresh process.")
     parser.add_argument("--organism_steps", type=int, default=None)
+    parser.add_argument("--learning_rate", type=float, default=None, help="Overrides the recipes' rate, every arm.")
+    parser.add_argument(
+        "--report_only", action="store_true", help="Recompute the figures from the reports in output_dir; run nothing."
+    )
     args = parser.parse_args(argv)
     arms = args.arms or list(DEFAULT_ARMS)
     if args.methods:
@@ -486,12 +532,14 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
         threads=args.threads,
         subprocess=args.subprocess,
         organism_steps=args.organism_steps,
+        learning_rate=args.learning_rate,
+        report_only=args.report_only,
     )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = parse_args(argv)
-    results = run_study(config)
+    results = report_only(config) if config.report_only else run_study(config)
     from .results import render_summary
 
     print(render_summary(results))
