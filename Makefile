@@ -31,9 +31,11 @@ test: setup
 efficacy: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study
 
-# (e) IPO, (f) AltTrain and the ablations (weight 0.2 / 5, anchor think_end, middle layer), on the same organism
+# (e) IPO, (f) AltTrain and the ablations (weight 0.2 / 5, anchor think_end, middle layer, no gradient clipping), on
+# the same organism, 5 seeds (about as long again as `make efficacy`; reuses its organism, labels and arms a-c)
 efficacy-extended: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study --arms a b c --methods --ablations --tag extended
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study --arms a b c --methods --ablations --seeds 0 1 2 3 4 \
+		--tag extended
 
 slow_tests: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "slow" tests

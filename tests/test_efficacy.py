@@ -55,6 +55,7 @@ def test_user_prompt_files(tmp_path):
         D.user_prompts_file(tmp_path / "empty.txt", "harmful", "x")
     config = parse_args(["--harmful-prompts", str(path), "--methods"])
     assert config.harmful_prompts == str(path) and config.arms == ["a", "b", "c", "d", "e", "f"]
+    assert config.tag == "user" and config.eval_name == "user"  # never the default results
     with pytest.raises(SystemExit, match="does not exist"):
         parse_args(["--benign-prompts", str(tmp_path / "missing.txt")])
 
@@ -128,3 +129,37 @@ def test_efficacy_study_smoke(tmp_path):
     assert "Primary: (c) - (b) not available" in R.render_summary(results)
     assert "trl-presafety sft" in R.render_results(results)
     assert R.plot_results(results, tmp_path / "efficacy.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_efficacy_methods_and_ablations_smoke(tmp_path):
+    """Arms (e) IPO and (f) AltTrain and the ablations run through their commands at tiny sizes."""
+    config = StudyConfig(
+        output_dir=str(tmp_path / "run"),
+        tag="smoke",
+        seeds=[0],
+        jobs=1,
+        arms=["a", "b", "e", "f", "c_w0.2", "c_think_end", "c_mid_layer"],
+        steps=[2],
+        primary_step=2,
+        smoke=True,
+        eval_per_category=3,
+        max_new_tokens=24,
+        classifier_steps=1,
+        organism_overrides={
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "intermediate_size": 64,
+            "vocab_size": 400,
+            "max_steps": 3,
+            "max_rows": 96,
+        },
+        write_results=False,
+    )
+    results = run_study(config)
+    commands = (tmp_path / "run" / "commands.sh").read_text()
+    for command in ("build-ipo-pairs", "build-alttrain", "--presafety_anchor think_end", "--presafety_layer 1"):
+        assert command in commands, command
+    assert "--thinking true" in commands  # the organism's own thinking-on traces feed the IPO pairs
+    for arm in config.arms:
+        assert results["summary"][arm]["on_harmful"]["mean"] is not None, arm

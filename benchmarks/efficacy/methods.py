@@ -3,7 +3,9 @@
 
 - (e) IPO: the organism's own thinking-on traces on the safety prompts (`trl-presafety label --thinking true` keeps
   each response in `safe_response`), then `trl-presafety build-ipo-pairs --continuation supplied --label_column
-  harmful`: the first compliance step is replaced by a safety trigger and the safe continuation below.
+  harmful --on_no_compliance end_of_reasoning`: the first compliance step (here, for want of a compliance phrase the
+  cue judge knows, the end of the reasoning, before the complying answer) is replaced by a safety trigger and the safe
+  continuation below.
 - (f) AltTrain: `trl-presafety build-alttrain --label_column harmful` on the labeled safety SFT data.
 """
 
@@ -56,6 +58,9 @@ def ipo_stage(config: Any, layout: Any, run_cli: Callable[..., float]) -> float:
             "--tokenizer_name_or_path", str(layout.organism),
             "--continuation", "supplied",
             "--label_column", "harmful",
+            # The cue judge finds no compliance phrase in the organism's terse plans ("I will answer with three clear
+            # steps"), while its answers comply: cut at the end of the reasoning, IPO's fallback for such traces
+            "--on_no_compliance", "end_of_reasoning",
             "--output_dir", str(layout.labels / "ipo"),
         ]  # fmt: skip
         seconds += run_cli(argv, config, layout.commands)

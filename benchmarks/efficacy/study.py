@@ -26,6 +26,7 @@ import math
 import multiprocessing
 import os
 import platform
+import resource
 import shlex
 import shutil
 import subprocess
@@ -88,6 +89,24 @@ ABLATIONS = {
         (("presafety_loss_weight", "1.0"), ("presafety_layer", "1")),
         True,
     ),
+    # Exploratory, added after the default run (see RESULTS.md): plain and PreSafety SFT without gradient clipping
+    "b_noclip": Arm(
+        "b_noclip",
+        "(b) no clipping",
+        "sft",
+        "sft.yaml",
+        "sft",
+        (("presafety_loss_weight", "0.0"), ("max_grad_norm", "0")),
+    ),
+    "c_noclip": Arm(
+        "c_noclip",
+        "(c) no clipping",
+        "sft",
+        "sft.yaml",
+        "sft",
+        (("presafety_loss_weight", "1.0"), ("max_grad_norm", "0")),
+        True,
+    ),
 }
 DEFAULT_ARMS = ("a", "b", "c", "d")
 METHOD_ARMS = ("e", "f")
@@ -101,7 +120,7 @@ class StudyConfig:
     arms: list[str] = field(default_factory=lambda: list(DEFAULT_ARMS))
     steps: list[int] = field(default_factory=lambda: [20, 40, 80, 160])  # checkpoints evaluated, every arm alike
     primary_step: int = 40  # the step of the headline figures and the decision rule
-    eval_sets: str = "heldout"  # "heldout" (the study) or "dev" (tuning: organism-split and safety-split prompts)
+    eval_sets: str = "heldout"  # "heldout" (the study) or "dev" (developing the organism and the arms' settings)
     harmful_prompts: str | None = None
     benign_prompts: str | None = None
     jobs: int = 2  # two single-threaded processes use both cores of a 2-core machine
@@ -117,6 +136,14 @@ class StudyConfig:
     max_new_tokens: int | None = None
     classifier_steps: int | None = None
     write_results: bool = True
+
+    @property
+    def eval_name(self) -> str:
+        """Which evaluation files and report folders: `heldout`, `dev`, or `user-<tag>` for a user's prompt files (the
+        trained models are shared; only the evaluations are run again)."""
+        if self.harmful_prompts or self.benign_prompts:
+            return self.tag if self.tag.startswith("user") else f"user-{self.tag}"
+        return self.eval_sets
 
     def arm_specs(self) -> list[Arm]:
         return [ARMS.get(key) or ABLATIONS[key] for key in self.arms]
@@ -164,9 +191,11 @@ class Layout:
         self.labels = self.root / "labels"
         self.commands = self.root / "commands.sh"
 
-    def eval_files(self, eval_sets: str) -> list[Path]:
-        names = ["heldout_harmful", "heldout_benign", "heldout_math"] if eval_sets == "heldout" else ["dev"]
-        return [self.data / "eval" / f"{name}.jsonl" for name in names]
+    def eval_files(self, eval_name: str) -> list[Path]:
+        if eval_name == "dev":
+            return [self.data / "eval" / "dev.jsonl"]
+        folder = self.data / "eval" if eval_name == "heldout" else self.data / "eval" / eval_name
+        return [folder / f"{name}.jsonl" for name in ("heldout_harmful", "heldout_benign", "heldout_math")]
 
     def arm_dir(self, arm: str, seed: int) -> Path:
         return self.root / "arms" / arm / f"seed{seed}"
@@ -174,9 +203,9 @@ class Layout:
     def checkpoint(self, arm: str, seed: int, step: int) -> Path:
         return self.organism if arm == "a" else self.arm_dir(arm, seed) / f"checkpoint-{step}"
 
-    def eval_dir(self, arm: str, seed: int, step: int, eval_sets: str) -> Path:
-        sets = "" if eval_sets == "heldout" else f"-{eval_sets}"
-        return self.root / f"eval{sets}" / arm / f"seed{seed}" / f"step{step}"
+    def eval_dir(self, arm: str, seed: int, step: int, eval_name: str) -> Path:
+        suffix = "" if eval_name == "heldout" else f"-{eval_name}"
+        return self.root / f"eval{suffix}" / arm / f"seed{seed}" / f"step{step}"
 
 
 # --- stages --------------------------------------------------------------------------------------------------------
@@ -196,6 +225,7 @@ def write_data(config: StudyConfig, layout: Layout) -> dict[str, Any]:
         heldout["heldout_harmful"] = D.user_prompts_file(config.harmful_prompts, "harmful", "heldout_harmful")
     if config.benign_prompts:
         heldout["heldout_benign"] = D.user_prompts_file(config.benign_prompts, "benign_edgy", "heldout_benign")
+    user_dir = layout.eval_files(config.eval_name)[0].parent
     dev = {
         "dev": splits["dev"],
         # A sample of the organism's own training prompts: the gap on prompts it was trained on
@@ -204,7 +234,8 @@ def write_data(config: StudyConfig, layout: Layout) -> dict[str, Any]:
     for name, rows in {**heldout, **dev}.items():
         if config.eval_per_category:
             rows = D.sample_rows(rows, config.eval_per_category)
-        D.write_jsonl(layout.data / "eval" / f"{name}.jsonl", D.eval_rows(rows))
+        folder = user_dir if name in heldout else layout.data / "eval"
+        D.write_jsonl(folder / f"{name}.jsonl", D.eval_rows(rows))
     return {"splits": D.split_summary(splits), "eval": {k: len(v) for k, v in heldout.items()}}
 
 
@@ -305,8 +336,8 @@ def eval_argv(arm: str, seed: int, step: int, primary: bool, config: StudyConfig
         "eval",
         "--config", str(RECIPES / "eval.yaml"),
         "--model_name_or_path", str(layout.checkpoint(arm, seed, step)),
-        "--datasets", *map(str, layout.eval_files(config.eval_sets)),
-        "--output_dir", str(layout.eval_dir(arm, seed, step, config.eval_sets)),
+        "--datasets", *map(str, layout.eval_files(config.eval_name)),
+        "--output_dir", str(layout.eval_dir(arm, seed, step, config.eval_name)),
         "--seed", str(seed),
         "--run_name", f"{arm}-seed{seed}-step{step}",
     ]  # fmt: skip
@@ -338,7 +369,7 @@ def run_arm_seed(task: tuple[str, int, StudyConfig]) -> dict[str, Any]:
                     shutil.rmtree(path)
     for step in arm_steps(arm_key, config):
         primary = step in (0, config.primary_step)
-        report = layout.eval_dir(arm_key, seed, step, config.eval_sets) / "report.json"
+        report = layout.eval_dir(arm_key, seed, step, config.eval_name) / "report.json"
         if not report.is_file():
             argv = eval_argv(arm_key, seed, step, primary, config, layout)
             timings[f"eval_step{step}"] = run_cli(argv, config, layout.commands)
@@ -348,7 +379,7 @@ def run_arm_seed(task: tuple[str, int, StudyConfig]) -> dict[str, Any]:
                 from .probe import fitted_probe
 
                 started = time.time()
-                figures = fitted_probe(layout.checkpoint(arm_key, seed, step), layout, config.eval_sets)
+                figures = fitted_probe(layout.checkpoint(arm_key, seed, step), layout, config.eval_name)
                 probe_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
                 timings["probe"] = time.time() - started
     return {"arm": arm_key, "seed": seed, "seconds": timings}
@@ -373,11 +404,12 @@ def compare_stage(config: StudyConfig, layout: Layout) -> float:
         reports, names = [], []
         for arm in config.arms:
             step = 0 if arm == "a" else config.primary_step
-            reports.append(str(layout.eval_dir(arm, seed, step, config.eval_sets) / "report.json"))
+            reports.append(str(layout.eval_dir(arm, seed, step, config.eval_name) / "report.json"))
             names.append(arm)
         if len(reports) < 2:
             continue
-        out = layout.root / f"compare{'' if config.eval_sets == 'heldout' else '-' + config.eval_sets}" / f"seed{seed}"
+        suffix = "" if config.eval_name == "heldout" else f"-{config.eval_name}"
+        out = layout.root / f"compare{suffix}" / f"seed{seed}"
         if (out / "compare.json").is_file():
             continue
         total += run_cli(
@@ -415,7 +447,7 @@ def report_only(config: StudyConfig) -> dict[str, Any]:
     return results
 
 
-def run_study(config: StudyConfig) -> dict[str, Any]:
+def run_study(config: StudyConfig, command: str = "") -> dict[str, Any]:
     """Runs (or resumes) the whole study and returns the results (also written to `results/efficacy_<tag>.json`)."""
     from .results import collect_results, write_outputs
 
@@ -463,6 +495,8 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     compare_stage(config, layout)
     timings["compare"] = time.time() - t
     timings["total"] = time.time() - started
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    timings["cpu_seconds"] = sum(u.ru_utime + u.ru_stime for u in usage)
 
     results = collect_results(config, layout)
     results.update(
@@ -473,6 +507,7 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         timings=timings,
         commands=layout.commands.read_text(encoding="utf-8").splitlines()[-400:],
+        argv=command,
     )
     if config.write_results:
         write_outputs(results, config)
@@ -518,6 +553,8 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
     for path in (args.harmful_prompts, args.benign_prompts):
         if path is not None and not Path(path).is_file():
             raise SystemExit(f"Prompt file {path!r} does not exist: pass a text file with one prompt a line.")
+    if (args.harmful_prompts or args.benign_prompts) and args.tag == defaults.tag:
+        args.tag = "user"  # never overwrite the default study's results with an evaluation on other prompts
     return StudyConfig(
         output_dir=args.output_dir,
         tag=args.tag,
@@ -539,7 +576,8 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = parse_args(argv)
-    results = report_only(config) if config.report_only else run_study(config)
+    command = shlex.join(sys.argv[1:] if argv is None else argv)
+    results = report_only(config) if config.report_only else run_study(config, command=command)
     from .results import render_summary
 
     print(render_summary(results))
