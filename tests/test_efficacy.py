@@ -139,7 +139,7 @@ def test_efficacy_methods_and_ablations_smoke(tmp_path):
         tag="smoke",
         seeds=[0],
         jobs=1,
-        arms=["a", "b", "e", "f", "c_w0.2", "c_think_end", "c_mid_layer"],
+        arms=["a", "e", "f", "c_think_end", "c_mid_layer"],
         steps=[2],
         primary_step=2,
         smoke=True,

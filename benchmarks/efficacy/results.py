@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import random
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -476,7 +477,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     arms = list(results["arms"])
     protocol = results["protocol"]
     n_seeds = len(protocol["seeds"])
-    colors = plt.get_cmap("tab10")
+    colors = plt.get_cmap("tab10" if len(arms) <= 10 else "tab20")
     fig, axes = plt.subplots(2, 4, figsize=(17, 8.5))
     axes = axes.ravel()
     for ax, (key, label, direction) in zip(axes, FIGURES):
@@ -508,7 +509,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel("safety-training step (0 = the organism)")
     ax.set_ylim(0, 1.05)
     ax.set_title("↓ harmful rate, thinking on, by step (dotted: primary step)", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2 if len(arms) > 5 else 1)
     ax = axes[len(FIGURES) + 1]
     for i, arm in enumerate(arms):
         cells = results["differences"].get(arm)
@@ -525,11 +526,11 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     ax.axvline(protocol["primary_step"], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("safety-training step")
     ax.set_title("(arm) - (b) by step, thinking-on harmful rate (< 0: safer)", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2 if len(arms) > 5 else 1)
     fig.suptitle(
         f"Efficacy on the model organism ({protocol['tag']}; evaluation sets: {_eval_sets(protocol).replace('`', '')}): mean and 95% "
         f"t-interval over n = {n_seeds} seed(s) per arm; bars at step {protocol['primary_step']} (a: the organism)\n"
-        + "; ".join(f"{k} = {v.split(') ', 1)[-1]}" for k, v in results["arms"].items()),
+        + textwrap.fill("; ".join(f"{k} = {v.split(') ', 1)[-1]}" for k, v in results["arms"].items()), 200),
         fontsize=9,
     )
     fig.tight_layout()

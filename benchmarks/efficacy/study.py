@@ -10,14 +10,15 @@ with its wall time):
 3. the arms, same data prompts, steps, learning rate and seeds: (a) the organism, (b) plain SFT
    (`presafety_loss_weight 0`), (c) PreSafety SFT, (d) PreSafety DPO; with `--methods`, (e) IPO pairs in DPO
    (`trl-presafety build-ipo-pairs`) and (f) AltTrain data in plain SFT (`trl-presafety build-alttrain`); with
-   `--ablations`, PreSafety SFT with weight 0.2 / 5, anchor `think_end`, a middle layer;
+   `--ablations`, PreSafety SFT with weight 0.2 / 5, anchor `think_end`, a middle layer, and plain / PreSafety SFT
+   without gradient clipping;
 4. `trl-presafety eval` of every arm, seed and checkpoint on the held-out prompts; `trl-presafety eval-compare` per
    seed; a linear probe fitted on the pre-CoT hidden state of every model (`probe.py`);
 5. the figures, per seed and aggregated (`results/efficacy_<tag>.json`), `RESULTS.md` and `efficacy.png`.
 
-    python -m benchmarks.efficacy.study                       # the default study (arms a-d, 5 seeds): `make efficacy`
-    python -m benchmarks.efficacy.study --methods --ablations # also (e), (f) and the ablations
-    python -m benchmarks.efficacy.study --harmful-prompts my_harmful.txt --benign-prompts my_benign.txt --tag mine
+    python -m benchmarks.efficacy.study          # the default study (arms a-d, 10 seeds): `make efficacy`
+    python -m benchmarks.efficacy.study --arms a b c --methods --ablations --seeds 0 1 2 3 4 --tag extended
+    python -m benchmarks.efficacy.study --harmful-prompts my_harmful.txt --benign-prompts my_benign.txt --tag user-mine
 """
 
 import argparse
@@ -42,8 +43,15 @@ from . import data as D
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
-# Relative to the repository root when run from there, so that the logged commands read as a user types them
-RECIPES = Path(os.path.relpath(HERE / "recipes")) if Path.cwd() == REPO_ROOT else HERE / "recipes"
+
+
+def _shown(path: Path) -> Path:
+    """Relative to the repository root when run from there, so that the logged commands read as a user types them."""
+    return Path(os.path.relpath(path)) if Path.cwd() == REPO_ROOT else path
+
+
+RECIPES = _shown(HERE / "recipes")
+CLASSIFIER_RECIPE = _shown(REPO_ROOT / "recipes" / "tiny" / "train_classifier.yaml")
 RESULTS_DIR = HERE / "results"
 
 
@@ -279,7 +287,7 @@ def classifier_stage(config: StudyConfig, layout: Layout) -> float:
     argv = [
         "train-classifier",
         "--config",
-        "recipes/tiny/train_classifier.yaml",
+        str(CLASSIFIER_RECIPE),
         "--output_dir",
         str(layout.classifier),
     ]
