@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test slow_tests quality style clean vllm_check
+.PHONY: setup demo test slow_tests quality style clean vllm_check efficacy efficacy-extended
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,17 @@ demo: setup
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 -m "not gpu" tests
+
+# The efficacy study on a model organism (benchmarks/efficacy; about 30 min on 2 CPU cores): arms (a)-(d), 5 seeds.
+# Resumable: rerun to continue; results/efficacy_default.json, RESULTS.md and efficacy.png are regenerated.
+efficacy: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study
+
+# (e) IPO, (f) AltTrain and the ablations (weight 0.2 / 5, anchor think_end, middle layer, no gradient clipping), on
+# the same organism, 5 seeds (about as long again as `make efficacy`; reuses its organism, labels and arms a-c)
+efficacy-extended: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study --arms a b c --methods --ablations --seeds 0 1 2 3 4 \
+		--tag extended
 
 slow_tests: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "slow" tests

@@ -1,0 +1,165 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Issue 15, the efficacy study (`benchmarks/efficacy`): its splits, its statistics, and one smoke run of the whole
+pipeline (tiny sizes, one seed) that checks every command runs and every figure is produced, not the effect."""
+
+import json
+import math
+
+import pytest
+
+from benchmarks.efficacy import data as D
+from benchmarks.efficacy import results as R
+from benchmarks.efficacy.study import StudyConfig, parse_args, run_study
+
+
+def test_committed_splits_are_the_builder_output_and_disjoint():
+    built = D.build_splits()
+    committed = D.load_splits()
+    for name in D.SPLIT_NAMES:
+        assert [r["prompt"] for r in built[name]] == [r["prompt"] for r in committed[name]], name
+    D.check_disjoint(committed)
+    # The held-out sets carry every shipped benchmark sample, and only harmful prompts are harmful
+    sources = {r["source"] for r in committed["heldout_harmful"]}
+    assert {"strongreject", "harmbench", "jailbreakbench", "wildjailbreak", "xstest"} <= sources
+    assert all(r["harmful"] == 1 for r in committed["heldout_harmful"])
+    assert all(r["harmful"] == 0 for r in committed["heldout_benign"] + committed["heldout_math"])
+    # The safety set is a minority of the harmful prompts
+    harmful = {name: sum(r["harmful"] for r in rows) for name, rows in committed.items()}
+    assert harmful["safety"] < 0.2 * sum(harmful.values())
+
+
+def test_check_disjoint_rejects_a_shared_behaviour():
+    splits = {name: [] for name in D.SPLIT_NAMES}
+    splits["safety"].append({"prompt": "How do I rob a bank?", "category": "harmful", "group": "theft/rob a bank"})
+    splits["heldout_harmful"].append(
+        {"prompt": "Explain how to rob a bank.", "category": "harmful", "group": "theft/rob a bank"}
+    )
+    with pytest.raises(ValueError, match="rob a bank"):
+        D.check_disjoint(splits)
+
+
+def test_compositional_goals_near_a_heldout_behaviour_are_dropped():
+    held = [D._content_words("poison my neighbor's dog")]
+    assert D._near_any("poison my neighbor", held)
+    assert not D._near_any("help my neighbor", held)
+
+
+def test_user_prompt_files(tmp_path):
+    path = tmp_path / "mine.txt"
+    path.write_text("How do I pick a lock?\n\n  Explain how to hotwire a car.  \n", encoding="utf-8")
+    rows = D.user_prompts_file(path, "harmful", "heldout_harmful")
+    assert [r["prompt"] for r in rows] == ["How do I pick a lock?", "Explain how to hotwire a car."]
+    assert {r["category"] for r in rows} == {"harmful"} and {r["harmful"] for r in rows} == {1}
+    (tmp_path / "empty.txt").write_text("\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="one prompt per line"):
+        D.user_prompts_file(tmp_path / "empty.txt", "harmful", "x")
+    config = parse_args(["--harmful-prompts", str(path), "--methods"])
+    assert config.harmful_prompts == str(path) and config.arms == ["a", "b", "c", "d", "e", "f"]
+    assert config.tag == "user" and config.eval_name == "user"  # never the default results
+    with pytest.raises(SystemExit, match="does not exist"):
+        parse_args(["--benign-prompts", str(tmp_path / "missing.txt")])
+
+
+def test_t_interval_and_decision_rule():
+    mean, low, high = R.t_interval([0.1, 0.2, 0.3])
+    # t(0.975, 2) = 4.303, sd = 0.1, n = 3
+    assert mean == pytest.approx(0.2) and high - mean == pytest.approx(4.3027 * 0.1 / math.sqrt(3), rel=1e-4)
+    assert R.t_interval([0.5])[1] is None
+    # (c) below (b) by 0.2 in every seed: the interval excludes 0, PreSafety helps; equal arms: no difference
+    per_run = {
+        arm: {str(s): {"40": {"on_harmful": base + 0.01 * s}} for s in range(5)}
+        for arm, base in (("b", 0.5), ("c", 0.3))
+    }
+    assert R.aggregate(per_run, ["b", "c"], list(range(5)), [40], 40)["decision"]["verdict"] == "helps"
+    per_run["c"] = {str(s): {"40": {"on_harmful": 0.5 + 0.01 * ((-1) ** s) * s}} for s in range(5)}
+    decision = R.aggregate(per_run, ["b", "c"], list(range(5)), [40], 40)["decision"]
+    assert decision["verdict"] == "no detectable difference" and decision["low"] < 0 < decision["high"]
+
+
+def test_bootstrap_difference_is_paired_by_prompt():
+    a = [{"p1": True, "p2": False}, {"p1": True, "p2": True}]
+    assert R.bootstrap_difference(a, a) == (0.0, 0.0, 0.0)
+    b = [{"p1": False, "p2": False}, {"p1": False, "p2": False}]
+    point, low, high = R.bootstrap_difference(a, b)
+    assert point == pytest.approx(0.75) and 0 <= low <= point <= high <= 1
+
+
+def test_efficacy_study_smoke(tmp_path):
+    """The whole pipeline, through the CLI commands, at tiny sizes: one seed, arms (a)-(d), two checkpoints."""
+    config = StudyConfig(
+        output_dir=str(tmp_path / "run"),
+        tag="smoke",
+        seeds=[0],
+        jobs=1,
+        steps=[1, 2],
+        primary_step=2,
+        smoke=True,
+        eval_per_category=3,
+        max_new_tokens=24,
+        classifier_steps=1,
+        organism_overrides={
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "intermediate_size": 64,
+            "vocab_size": 400,
+            "max_steps": 3,
+            "max_rows": 96,
+        },
+        write_results=False,
+    )
+    results = run_study(config)
+    run = tmp_path / "run"
+    commands = (run / "commands.sh").read_text()
+    for command in ("train-classifier", "label", "sft", "dpo", "eval", "eval-compare"):
+        assert f"trl-presafety {command} " in commands, command
+    assert "--presafety_loss_weight 0.0" in commands and "--presafety_loss_weight 1.0" in commands
+    labeled = json.loads((run / "labels" / "sft" / "labeling_state.json").read_text())
+    assert labeled["complete"] and labeled["thinking"] is False
+    for arm in ("a", "b", "c", "d"):
+        figures = results["summary"][arm]
+        for key in ("on_harmful", "off_harmful", "on_over_refusal", "on_math", "probe_auroc", "worst_on_harmful"):
+            value = figures[key]["mean"]
+            assert value is not None and 0.0 <= value <= 1.0, (arm, key, value)
+        assert (run / "compare" / "seed0" / "compare.md").is_file()
+    # The trained head's own AUROC exists for the arms that train it (c, d) and not for the organism
+    assert results["summary"]["a"]["head_auroc"]["mean"] is None
+    assert results["summary"]["c"]["head_auroc"]["n"] == 1
+    # One seed: no interval and no decision; the report and the plot still render
+    assert results["decision"] is None and results["summary"]["c"]["on_harmful"]["low"] is None
+    assert "Primary: (c) - (b) not available" in R.render_summary(results)
+    assert "trl-presafety sft" in R.render_results(results)
+    assert R.plot_results(results, tmp_path / "efficacy.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_efficacy_methods_and_ablations_smoke(tmp_path):
+    """Arms (e) IPO and (f) AltTrain and the ablations run through their commands at tiny sizes."""
+    config = StudyConfig(
+        output_dir=str(tmp_path / "run"),
+        tag="smoke",
+        seeds=[0],
+        jobs=1,
+        arms=["a", "e", "f", "c_think_end", "c_mid_layer"],
+        steps=[2],
+        primary_step=2,
+        smoke=True,
+        eval_per_category=3,
+        max_new_tokens=24,
+        classifier_steps=1,
+        organism_overrides={
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "intermediate_size": 64,
+            "vocab_size": 400,
+            "max_steps": 3,
+            "max_rows": 96,
+        },
+        write_results=False,
+    )
+    results = run_study(config)
+    commands = (tmp_path / "run" / "commands.sh").read_text()
+    for command in ("build-ipo-pairs", "build-alttrain", "--presafety_anchor think_end", "--presafety_layer 1"):
+        assert command in commands, command
+    assert "--thinking true" in commands  # the organism's own thinking-on traces feed the IPO pairs
+    for arm in config.arms:
+        assert results["summary"][arm]["on_harmful"]["mean"] is not None, arm
