@@ -41,11 +41,15 @@ def ipo_stage(config: Any, layout: Any, run_cli: Callable[..., float]) -> float:
         seconds += run_cli(argv, config, layout.commands)
     from trl_presafety.labeling import load_labeled_dataset
 
+    # The head's label is the safe model's decision (the thinking-off labels of the safety set), never the label of
+    # these thinking-on traces (arm e trains with weight 0: the head is a probe there)
+    decisions = {json.dumps(r["prompt"]): r["safety_label"] for r in load_labeled_dataset(layout.labels / "sft")}
     rows = [
         {
             "prompt": row["prompt"],
             "response": row["safe_response"],
             "harmful": row["harmful"],
+            "safety_label": decisions[json.dumps(row["prompt"])],
             "safe_continuation": SAFE_CONTINUATION if row["harmful"] else None,
         }
         for row in load_labeled_dataset(traces)
