@@ -73,8 +73,8 @@ class ClassifierStepJudge(StepJudge):
         context (`str`, *optional*, defaults to `"step"`): `"step"` judges each step alone, `"prefix"` the reasoning up
             to and including it (after the context passed to `score`, when there is one).
         threshold (`float`, *optional*, defaults to `0.5`): Compliance score from which a step is the compliance step.
-        batch_size (`int`, *optional*, defaults to `64`), max_length (`int`, *optional*, defaults to `256`): Passed to
-            `predict_proba`.
+        batch_size (`int`, *optional*, defaults to `64`): Passed to `predict_proba`.
+        max_length (`int`, *optional*, defaults to `256`): Passed to `predict_proba`.
     """
 
     def __init__(

@@ -249,7 +249,8 @@ class GuardStepJudge(StepJudge):
     guard's parser says harmful (Llama Guard answers "safe" or "unsafe\\nS<k>").
 
     Args:
-        model, tokenizer: The guard model and its tokenizer (with the guard's chat template).
+        model: The guard model.
+        tokenizer: Its tokenizer (with the guard's chat template).
         unsafe_pattern (`str`, *optional*): Regex on the verdict meaning "unsafe", instead of the guard's parser.
         max_new_tokens (`int`, *optional*, defaults to `16`): Length of the verdict.
         batch_size (`int`, *optional*, defaults to `8`): Generation batch size.

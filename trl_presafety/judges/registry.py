@@ -190,9 +190,10 @@ class JudgeArguments:
         Texts per batch of the classifier / guard answer judge; the judge's own when unset (64 / 8).
     judge_backend (`str`, *optional*, defaults to `"auto"`):
         Generation backend of the guard answer judge.
-    judge_dtype (`str`, *optional*, defaults to `"auto"`), judge_trust_remote_code (`bool`, *optional*, defaults to
-    `False`):
-        How the guard model is loaded.
+    judge_dtype (`str`, *optional*, defaults to `"auto"`):
+        Weights dtype of the guard model.
+    judge_trust_remote_code (`bool`, *optional*, defaults to `False`):
+        Passed to `from_pretrained` when the guard model is loaded.
     """
 
     answer_judge: str = field(default="cues", metadata={"help": "Judge of answers.", "choices": list(ANSWER_JUDGES)})
@@ -276,7 +277,8 @@ def build_judges(
 
     Args:
         args ([`JudgeArguments`]): Names and sources of the two judges.
-        model, tokenizer (*optional*): The reasoning model and its tokenizer, for `step_judge="continuation_ratio"`.
+        model (*optional*): The reasoning model, for `step_judge="continuation_ratio"`.
+        tokenizer (*optional*): Its tokenizer.
         vllm_kwargs (`dict`, *optional*): `vllm.LLM` arguments of a guard answer judge served by vLLM.
         **step_kwargs: Passed to the step judge's constructor (e.g. `num_samples` of the continuation ratio).
     """
