@@ -169,9 +169,10 @@ def makefile_targets() -> set[str]:
 
 
 def pyproject_extras() -> set[str]:
-    import tomllib
-
-    return set(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    # The keys of pyproject's [project.optional-dependencies] table (tomllib is Python 3.11+; the package runs on 3.10)
+    text = (REPO_ROOT / "pyproject.toml").read_text()
+    table = text.split("[project.optional-dependencies]", 1)[1].split("\n[", 1)[0]
+    return set(re.findall(r"^([A-Za-z0-9_-]+)\s*=", table, flags=re.MULTILINE))
 
 
 def _needs_cpu_flag(parser) -> bool:
