@@ -8,8 +8,9 @@ rewards.
   whose score reaches the judge's threshold.
 
 One vocabulary names them: `cues` (regular expressions), `classifier` (the repository's refusal classifier), `guard` (a
-guard model, in one of the formats of `guard_formats.py`: Llama Guard 3/4, Qwen3Guard, WildGuard), and for steps also `continuation_ratio` (IPO's sampled continuations). The step judges reuse the answer
-judges: the refusal cues, the classifier's P(refusal), the guard's prompt and parser. [`build_judges`] builds an answer
+guard model, in one of the formats of `guard_formats.py`: Llama Guard 3/4, Qwen3Guard, WildGuard), and for steps also
+`continuation_ratio` (IPO's sampled continuations). The step judges reuse the answer judges: the refusal cues, the
+classifier's P(refusal), the guard's prompt and parser. [`build_judges`] builds an answer
 judge and a step judge by name from one [`JudgeArguments`]; the evaluation, `build-ipo-pairs` and `grpo` build theirs
 through it.
 """

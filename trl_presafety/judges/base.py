@@ -37,8 +37,8 @@ class Verdict:
 # The "answer + reasoning" view: the judge reads the trace and the answer as one response, the way STAR-1, SafeChain
 # (`--part response`) and Qwen3Guard's evaluation pass a reasoning model's output to their judges
 def join_reasoning_answer(reasoning: str | None, answer: str, closed: bool = True) -> str:
-    """The reasoning and the answer as one response: `<think>\\n{reasoning}\\n</think>\\n\\n{answer}` (an unclosed trace:
-    `<think>\\n{reasoning}`); the answer alone when there is no reasoning.
+    """The reasoning and the answer as one response: `<think>\\n{reasoning}\\n</think>\\n\\n{answer}` (an unclosed
+    trace: `<think>\\n{reasoning}`); the answer alone when there is no reasoning.
 
     Example:
     ```python

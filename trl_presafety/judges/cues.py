@@ -109,8 +109,8 @@ class RefusalCueJudge(Judge):
     """Refusal = one of `REFUSAL_PATTERNS` in the first `window` characters; harmful = non-empty and not refused.
 
     A reasoning trace (`kind="reasoning"`, or `"answer_reasoning"`: the trace followed by its answer) is searched
-    whole, with the extra deliberation cues of `REASONING_REFUSAL_PATTERNS`. `predict_proba` gives P(refusal) as 1.0 or 0.0, with the interface of
-    `SafetyDecisionClassifier`. An empty answer is not a refusal.
+    whole, with the extra deliberation cues of `REASONING_REFUSAL_PATTERNS`. `predict_proba` gives P(refusal) as 1.0
+    or 0.0, with the interface of `SafetyDecisionClassifier`. An empty answer is not a refusal.
 
     Args:
         patterns (`Sequence[str]`, *optional*): Extra regular expressions that count as refusals.

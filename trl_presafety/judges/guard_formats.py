@@ -8,11 +8,11 @@ response when there is one: prompt moderation or response moderation) and `parse
 
 | format | model | input | verdict |
 |---|---|---|---|
-| `llama_guard` | any Llama Guard 1/2/3 (and look-alikes) | the guard tokenizer's own chat template | `safe` / `unsafe` + codes |
-| `llama_guard_3` | meta-llama/Llama-Guard-3-8B | Meta's reference builder (llama-recipes), built in code | same |
-| `llama_guard_4` | meta-llama/Llama-Guard-4-12B | its chat template, content as typed text parts | same |
-| `qwen3guard` | Qwen/Qwen3Guard-Gen-0.6B/4B/8B | its chat template (the policy is inside it) | `Safety:` / `Categories:` / `Refusal:` |
-| `wildguard` | allenai/wildguard | its instruction format, built in code | three `yes` / `no` / `n/a` lines |
+| `llama_guard` | Llama Guard 1/2/3, look-alikes | the guard's own chat template | `safe` / `unsafe` + codes |
+| `llama_guard_3` | Llama-Guard-3-8B | Meta's reference builder (llama-recipes), in code | same |
+| `llama_guard_4` | Llama-Guard-4-12B | its chat template, typed text parts | same |
+| `qwen3guard` | Qwen3Guard-Gen-0.6B/4B/8B | its chat template (holds the policy) | `Safety:`, `Categories:`, `Refusal:` |
+| `wildguard` | allenai/wildguard | its instruction format, in code | three `yes` / `no` / `n/a` lines |
 
 Where each format comes from (and what could not be checked) is written next to it below and in `docs/judges.md`.
 Malformed output is never read as safe: the verdict has `unparsed=True`, `harmful=None` and the reason in `error`.
