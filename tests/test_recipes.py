@@ -36,6 +36,7 @@ RECIPE_SCRIPTS = [
     ("*/alttrain/build*.yaml", "trl_presafety.scripts.build_alttrain"),
     ("*/ipo/*.yaml", "trl_presafety.scripts.build_ipo_pairs"),
     ("*/build_ipo_pairs*.yaml", "trl_presafety.scripts.build_ipo_pairs"),
+    ("*/build_sft*.yaml", "trl_presafety.scripts.build_sft"),
     ("*/label*.yaml", "trl_presafety.scripts.label"),
     ("*/train_classifier*.yaml", "trl_presafety.scripts.train_classifier"),
     ("*/eval.yaml", "trl_presafety.scripts.evaluate"),
