@@ -326,3 +326,20 @@ def test_sampling_is_required_for_several_draws(tmp_path):
     with pytest.raises(ValueError, match="Invalid `num_samples`: 4 with `do_sample=False`.*do_sample: true"):
         build_sft_script.main(["--model_name_or_path", "m", "--prompts", "tiny", "--output_dir", str(tmp_path)])
     assert not list(tmp_path.iterdir())  # refused before anything was loaded or written
+
+
+@pytest.mark.parametrize("command", ["sft", "dpo"])
+def test_training_on_prompts_only_names_the_missing_columns(command, tiny_model_dirs, tmp_path):
+    # What the README's tables used to suggest: training on a label folder of prompts only. TRL stops with a bare
+    # `KeyError: 'completion'` inside its tokenization; the scripts now stop before building the trainer
+    from trl_presafety.scripts import dpo, sft
+
+    data = tmp_path / "prompts"
+    data.mkdir()
+    (data / "train.jsonl").write_text("\n".join(json.dumps({"prompt": p, "safety_label": i % 2}) for i, p in enumerate("abcd")))
+    recipe = Path(__file__).parents[1] / "recipes" / "tiny" / command / "config_presafety.yaml"
+    module = {"sft": sft, "dpo": dpo}[command]
+    needs = "prompt\\+completion" if command == "sft" else "chosen\\+rejected"
+    with pytest.raises(ValueError, match=rf"cannot train on .*prompts .*needs .*{needs}.*trl-presafety build-sft"):
+        module.main(["--config", str(recipe), "--model_name_or_path", tiny_model_dirs["qwen3"]]
+                    + ["--dataset_name", str(data), "--output_dir", str(tmp_path / "out")])  # fmt: skip
