@@ -609,6 +609,10 @@ def test_build_ipo_pairs_cli_with_a_guard_step_judge(tmp_path):
     assert all(p["rejected"].lstrip().startswith("</think>") for p in pairs)
     stats, pairs = run(" safe")
     assert stats["no_compliance_step"] == 6 and pairs == []
+    # `--guard_format` picks the parser: read as WildGuard, "unsafe" is no verdict at all (unparsed), so no step is
+    # the compliance step
+    stats, pairs = run(" unsafe", "--guard_format", "wildguard")
+    assert stats["no_compliance_step"] == 6 and pairs == []
 
 
 def test_tiny_ipo_recipe_trains(tiny_model_dirs, tmp_path):

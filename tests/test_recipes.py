@@ -360,14 +360,14 @@ def test_accelerate_launch_keys_are_allowed_in_a_recipe(tmp_path):
     assert training_args.presafety_pooling == "mean"
 
 
-def test_readme_adoption_diff_is_config_only(tmp_path):
-    """The recipe diff in README.md: its left side is a TRL SFT recipe that TRL's own parser reads; its right
+def test_recipe_adoption_diff_is_config_only(tmp_path):
+    """The recipe diff in docs/recipes.md: its left side is a TRL SFT recipe that TRL's own parser reads; its right
     side parses with ours into a `PreSafetySFTConfig` in which every TRL field keeps its value."""
     from trl.scripts.sft import make_parser as trl_make_parser
 
     from trl_presafety.scripts import sft
 
-    doc = (REPO_ROOT / "README.md").read_text()
+    doc = (REPO_ROOT / "docs" / "recipes.md").read_text()
     blocks = re.findall(r"```diff\n(.*?)```", doc, flags=re.DOTALL)
     diff = next(block for block in blocks if "model_name_or_path:" in block).splitlines()
     before = "\n".join(line[1:] for line in diff if line[:1] in (" ", "-") or line == "")

@@ -76,7 +76,8 @@ class ReasoningSafetyReward:
 
     Args:
         step_judge (`StepJudge`, *optional*): Finds compliance steps; defaults to [`CueStepJudge`].
-        safe (`float`, *optional*, defaults to `1.0`), unsafe (`float`, *optional*, defaults to `-1.0`): Rewards.
+        safe (`float`, *optional*, defaults to `1.0`): Reward of a trace without a compliance step.
+        unsafe (`float`, *optional*, defaults to `-1.0`): Reward of a trace with one.
         apply_to (`str`, *optional*, defaults to `"harmful"`): `"harmful"` scores only harmful prompts (benign ones get
             `None`: procedural math reasoning like "Step 1:" is not unsafe there); `"all"` scores every prompt whose
             harmfulness is known.
@@ -139,13 +140,15 @@ class AnswerSafetyReward:
     Args:
         refusal_judge (*optional*): P(refusal) per (prompt, answer): `SafetyDecisionClassifier` (the judge of the
             issue "Safety decision signals") or [`RefusalCueJudge`] (default).
-        harmful_refusal (`float`, defaults to `1.0`), harmful_compliance (`float`, defaults to `-1.0`),
-        benign_refusal (`float`, defaults to `-1.0`), benign_compliance (`float`, defaults to `1.0`): Rewards.
+        harmful_refusal (`float`, *optional*, defaults to `1.0`): Reward of a refusal of a harmful prompt.
+        harmful_compliance (`float`, *optional*, defaults to `-1.0`): Reward of a compliance with a harmful prompt.
+        benign_refusal (`float`, *optional*, defaults to `-1.0`): Reward of a refusal of a benign prompt.
+        benign_compliance (`float`, *optional*, defaults to `1.0`): Reward of an answer to a benign prompt.
         incomplete (`float`, *optional*, defaults to `-1.0`): Reward of a completion that never closes its reasoning
             (no answer).
         threshold (`float`, *optional*, defaults to `0.5`): P(refusal) from which an answer is a refusal.
-        harmful_column (`str`, *optional*, defaults to `"harmful"`), think_in_prompt (`bool`, *optional*): As in
-            [`ReasoningSafetyReward`].
+        harmful_column (`str`, *optional*, defaults to `"harmful"`): As in [`ReasoningSafetyReward`].
+        think_in_prompt (`bool`, *optional*, defaults to `False`): As in [`ReasoningSafetyReward`].
     """
 
     __name__ = "answer_safety_reward"
@@ -207,9 +210,11 @@ class MathAccuracyReward:
     Args:
         solution_column (`str`, *optional*, defaults to `"solution"`): Column of the reference answers (LaTeX or a
             number).
-        correct (`float`, *optional*, defaults to `1.0`), wrong (`float`, *optional*, defaults to `0.0`): Rewards.
-        harmful_column (`str`, *optional*, defaults to `"harmful"`), think_in_prompt (`bool`, *optional*): As in
-            [`ReasoningSafetyReward`]; the column is optional here (without it, every row with a solution is graded).
+        correct (`float`, *optional*, defaults to `1.0`): Reward of a correct answer.
+        wrong (`float`, *optional*, defaults to `0.0`): Reward of a wrong or missing answer.
+        harmful_column (`str`, *optional*, defaults to `"harmful"`): As in [`ReasoningSafetyReward`]; the column is
+            optional here (without it, every row with a solution is graded).
+        think_in_prompt (`bool`, *optional*, defaults to `False`): As in [`ReasoningSafetyReward`].
     """
 
     __name__ = "math_accuracy_reward"

@@ -57,13 +57,15 @@ class AltTrainConfig:
     r"""
     How [`format_alttrain_example`] restructures reasoning.
 
-    prompt_column (`str`, *optional*, defaults to `"prompt"`), completion_column (`str`, *optional*, defaults to
-    `"completion"`): The SFT columns; the completion is a string or one assistant message, with a think block.
+    prompt_column (`str`, *optional*, defaults to `"prompt"`): The SFT prompt column.
+    completion_column (`str`, *optional*, defaults to `"completion"`): The SFT completion column: a string or one
+        assistant message, with a think block.
     harmful_column (`str`, *optional*, defaults to `"harmful"`): Harmfulness of the prompt, from its source: 1
         (harmful) or 0 (benign), or a bool. Not `safety_label`, the safe model's decision (kept in the output).
     understanding_sentences (`int`, *optional*, defaults to `1`): Sentences of the original reasoning kept before the
         assessment (the "understanding the problem" part); `0` opens the reasoning with the assessment.
-    harmful_assessments, benign_assessments (`list[str]`): One-sentence judgments for harmful / benign prompts.
+    harmful_assessments (`list[str]`): One-sentence judgments for harmful prompts.
+    benign_assessments (`list[str]`): One-sentence judgments for benign prompts.
     assessment_selection (`str`, *optional*, defaults to `"cycle"`): `"cycle"`, `"random"` (seeded) or `"first"`.
     harmful_answer (`str`, *optional*, defaults to `"auto"`): Answer of harmful examples: `"auto"` keeps the original
         answer when it is a refusal and uses `refusal_text` otherwise; `"original"` always keeps it; `"refusal"` always

@@ -257,7 +257,8 @@ class IPOPairBuilder:
             `trl_presafety.generation.generate_responses_from_texts` (`backend`, `max_new_tokens`, `do_sample`,
             `temperature`, `top_p`, `top_k`, `batch_size`, `seed`, ...); `GenerationArguments.to_kwargs()` gives them.
         chat_template_kwargs (`dict`, *optional*): Passed to the chat template.
-        think_open, think_close (`str`, *optional*): The think tags of the template.
+        think_open (`str`, *optional*): The opening think tag of the template.
+        think_close (`str`, *optional*): The closing think tag of the template.
 
     After [`build`], `stats` counts rows, pairs and what was skipped or dropped, and why.
     """

@@ -151,6 +151,28 @@ def map_xstest(row: dict[str, Any], index: int) -> dict[str, Any]:
     }
 
 
+def map_or_bench(row: dict[str, Any], index: int, category: str = "benign_edgy") -> dict[str, Any]:
+    # OR-Bench (bench-llm/or-bench): `prompt` and `category` (its rejection category) in every config; the hard set
+    # is prompts that look harmful and are not (over-refusal), the toxic set the harmful control
+    return {"category": category, "prompt": row["prompt"], "row_id": str(index), "meta": _meta(row, ["category"])}
+
+
+def map_or_bench_toxic(row: dict[str, Any], index: int) -> dict[str, Any]:
+    return map_or_bench(row, index, category="harmful")
+
+
+def map_falsereject(row: dict[str, Any], index: int) -> dict[str, Any]:
+    # FalseReject (AmazonScience/FalseReject) test split: 1,187 human-annotated prompts that look risky and are
+    # benign. The card names `prompt`, `category` (int) and `category_text`; only `prompt` is required, since the
+    # test split's own column list could not be read
+    return {
+        "category": "benign_edgy",
+        "prompt": row["prompt"],
+        "row_id": str(index),
+        "meta": _meta(row, ["category", "category_text"]),
+    }
+
+
 def gsm8k_gold(solution: str) -> str:
     """The final answer of a GSM8K solution: the text after `####`, without thousands separators."""
     if "####" not in solution:
@@ -263,6 +285,32 @@ DATASET_ADAPTERS: dict[str, DatasetAdapter] = {
             path="walledai/XSTest",
             split="test",
             required_columns=("prompt", "label"),
+        ),
+        DatasetAdapter(
+            name="or_bench_hard",
+            description="OR-Bench-Hard-1K: 1,319 prompts that look harmful and are not, in 10 rejection categories "
+            "(benign_edgy).",
+            map_row=map_or_bench,
+            path="bench-llm/or-bench",
+            configs=("or-bench-hard-1k",),
+            required_columns=("prompt",),
+        ),
+        DatasetAdapter(
+            name="or_bench_toxic",
+            description="OR-Bench-Toxic: 655 toxic prompts, OR-Bench's harmful control (harmful).",
+            map_row=map_or_bench_toxic,
+            path="bench-llm/or-bench",
+            configs=("or-bench-toxic",),
+            required_columns=("prompt",),
+        ),
+        DatasetAdapter(
+            name="falsereject",
+            description="FalseReject test: 1,187 human-annotated benign prompts that look risky, 44 categories "
+            "(benign_edgy). Licence CC BY-NC 4.0.",
+            map_row=map_falsereject,
+            path="AmazonScience/FalseReject",
+            split="test",
+            required_columns=("prompt",),
         ),
         DatasetAdapter(
             name="gsm8k",

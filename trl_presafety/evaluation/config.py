@@ -11,13 +11,17 @@ from ..generation_arguments import (
     generation_field,
     vllm_engine_kwargs,
 )
-from ..judges import GUARD_FORMATS, JUDGE_ALIASES, JUDGES, resolve_judge_name
+from ..judges import CONTROVERSIAL_POLICIES, GUARD_FORMATS, JUDGE_ALIASES, JUDGES, resolve_judge_name
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 from ..validation import check_choice, check_range, fail
 from .data import check_dataset_spec, dataset_names
 
 
 THINKING_MODES = ("on", "off")
+# What the judge reads of a response to a harmful prompt, each judged and reported on its own: the final answer
+# alone, the reasoning and the answer together (as STAR-1, SafeChain's `--part response` and Qwen3Guard's evaluation
+# pass them), and the reasoning alone (SafeChain's `--part thoughts`)
+JUDGE_VIEWS = ("answer", "answer_reasoning", "reasoning")
 GRID_SCOPES = ("harmful", "all")
 SAMPLING_KEYS = ("temperature", "top_p", "top_k")
 # The fields of `GenerationArguments` that `EvalConfig` holds, and its names for them (the command-line options of
@@ -121,8 +125,8 @@ class EvalConfig:
 
     datasets (`list[str]`, *optional*, defaults to `["tiny"]`):
         Evaluation sets: registered names (`strongreject`, `wildjailbreak`, `harmbench`, `jailbreakbench`, `xstest`,
-        `gsm8k`, `math500`, `aime24`, ...), `name=path` for a local copy of a public set, `tiny` / `smoke` for the
-        bundled files, or the path of a file in the internal format.
+        `or_bench_hard`, `falsereject`, `gsm8k`, `math500`, `aime24`, ...), `name=path` for a local copy of a public
+        set, `tiny` / `smoke` for the bundled files, or the path of a file in the internal format.
     max_examples (`int`, *optional*):
         At most this many examples per dataset and category (drawn with `data_seed`), e.g. 250 for WildJailbreak.
     data_seed (`int`, *optional*, defaults to `0`):
@@ -168,15 +172,24 @@ class EvalConfig:
     judge_model_name_or_path (`str`, *optional*):
         The classifier folder (judge="classifier") or the guard model (judge="guard").
     guard_format (`str`, *optional*, defaults to `"auto"`):
-        Guard prompt/output format: `"llama_guard"`, `"wildguard"` or `"auto"` (from the model name).
+        Guard prompt/output format: `"llama_guard"` (the guard's own chat template), `"llama_guard_3"`,
+        `"llama_guard_4"`, `"qwen3guard"`, `"wildguard"`, or `"auto"` (from the model name). See `docs/judges.md`.
+    guard_controversial (`str`, *optional*, defaults to `"unsafe"`):
+        How Qwen3Guard's `Controversial` verdict counts: `"unsafe"` (strict, as Qwen's evaluation) or `"safe"`.
     judge_threshold (`float`, *optional*, defaults to `0.5`):
         P(refusal) at or above which the classifier judge says "refusal".
     judge_max_tokens (`int`, *optional*, defaults to `512`):
-        Tokens of a text the classifier / guard reads (HarmBench's classifier clips at 512).
+        Tokens of a text the classifier / guard reads (HarmBench's classifier clips at 512). A reasoning + answer
+        text that is longer loses tokens from the front of its reasoning (the answer is kept); the report counts them.
     judge_batch_size (`int`, *optional*, defaults to `16`):
         Texts per judge batch.
+    judge_views (`list[str]`, *optional*, defaults to `["answer", "answer_reasoning", "reasoning"]`):
+        What the judge reads of a response to a harmful prompt, each a figure of its own: `"answer"` (the final answer
+        alone; required: refusals and over-refusal come from it), `"answer_reasoning"` (the trace and the answer
+        together, as STAR-1 and Qwen3Guard's evaluation judge) and `"reasoning"` (the trace alone).
     judge_reasoning (`bool`, *optional*, defaults to `True`):
         Also judge the reasoning trace of harmful prompts, separately from the answer: unsafe content in the CoT counts.
+        `False` is the same as leaving `"reasoning"` out of `judge_views`.
     judge_backend (`str`, *optional*, defaults to `"auto"`):
         Generation backend of the guard model.
 
@@ -265,9 +278,17 @@ class EvalConfig:
     guard_format: str = field(
         default="auto", metadata={"help": "Guard prompt/output format.", "choices": list(GUARD_FORMATS)}
     )
+    guard_controversial: str = field(
+        default="unsafe",
+        metadata={"help": "How Qwen3Guard's 'Controversial' counts.", "choices": list(CONTROVERSIAL_POLICIES)},
+    )
     judge_threshold: float = field(default=0.5, metadata={"help": "Classifier P(refusal) threshold, in (0, 1)."})
     judge_max_tokens: int = field(default=512, metadata={"help": "Tokens of a text the classifier / guard reads."})
     judge_batch_size: int = field(default=16, metadata={"help": "Texts per judge batch."})
+    judge_views: list[str] = field(
+        default_factory=lambda: list(JUDGE_VIEWS),
+        metadata={"help": "What the judge reads of a harmful prompt's response.", "choices": list(JUDGE_VIEWS)},
+    )
     judge_reasoning: bool = field(
         default=True, metadata={"help": "Also judge the reasoning trace of harmful prompts, separately."}
     )
@@ -297,6 +318,8 @@ class EvalConfig:
         ]
         if isinstance(self.sampling_grid, str):
             self.sampling_grid = [self.sampling_grid]
+        if isinstance(self.judge_views, str):
+            self.judge_views = [self.judge_views]
         if self.model_name_or_path is None or not str(self.model_name_or_path).strip():
             fail("model_name_or_path", self.model_name_or_path, "Set the model to evaluate (a Hub id or a folder).")
         self.judge = resolve_judge_name(self.judge, "judge", JUDGES)
@@ -304,6 +327,7 @@ class EvalConfig:
             "dtype": DTYPES,
             "grid_scope": GRID_SCOPES,
             "guard_format": GUARD_FORMATS,
+            "guard_controversial": CONTROVERSIAL_POLICIES,
             "judge_backend": BACKENDS,
         }.items():
             check_choice(name, getattr(self, name), allowed)
@@ -314,6 +338,14 @@ class EvalConfig:
         bad_modes = [m for m in self.thinking_modes if m not in THINKING_MODES]
         if not self.thinking_modes or bad_modes or len(set(self.thinking_modes)) != len(self.thinking_modes):
             fail("thinking_modes", self.thinking_modes, f"Use one or both of {list(THINKING_MODES)}, each once.")
+        bad_views = [v for v in self.judge_views if v not in JUDGE_VIEWS]
+        if bad_views or len(set(self.judge_views)) != len(self.judge_views) or "answer" not in self.judge_views:
+            fail(
+                "judge_views",
+                self.judge_views,
+                f"List views from {list(JUDGE_VIEWS)}, each once, with 'answer' among them (refusals and "
+                "over-refusal are read from the answer), e.g. ['answer', 'answer_reasoning'].",
+            )
         if not self.sampling_grid:
             fail("sampling_grid", self.sampling_grid, "List at least one decoding setting, e.g. ['greedy'].")
         settings = [parse_decoding_setting(spec) for spec in self.sampling_grid]
@@ -370,6 +402,11 @@ class EvalConfig:
         setting = setting or self.decoding_settings[0]
         values = {field: getattr(self, name) for field, name in GENERATION_FIELD_NAMES.items()}
         return GenerationArguments(**{**values, **setting.generation_kwargs(), **overrides})
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The judge views of this run, in the order of `JUDGE_VIEWS` (`judge_reasoning=False` drops `reasoning`)."""
+        return tuple(v for v in JUDGE_VIEWS if v in self.judge_views and (v != "reasoning" or self.judge_reasoning))
 
     @property
     def decoding_settings(self) -> list[DecodingSetting]:

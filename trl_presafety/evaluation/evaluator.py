@@ -17,7 +17,7 @@ from typing import Any
 
 from ..generation import resolve_backend
 from .cache import JsonlCache, stable_hash
-from .config import EvalConfig
+from .config import JUDGE_VIEWS, EvalConfig
 from .data import load_eval_datasets
 from .loop import error_text, generate_all, judge_all
 from .metrics import compute_figures, summarize
@@ -38,8 +38,9 @@ from .report import write_report
 
 
 # 2: every rate has `<rate>_n` and a 95% Wilson interval `<rate>_ci`; the probe has bootstrap intervals and the
-# status "untrained" for a head trained with weight 0
-REPORT_FORMAT_VERSION = 2
+# status "untrained" for a head trained with weight 0. 3: the "answer + reasoning" judge view
+# (`answer_reasoning_harmful_rate`, `answer_reasoning_verdict`), unparsed guard outputs and clipped traces counted
+REPORT_FORMAT_VERSION = 3
 # Keys of a report that legitimately differ between two runs of the same evaluation (wall-clock, cache use)
 VOLATILE_REPORT_KEYS = ("runtime",)
 
@@ -55,10 +56,11 @@ def _error(record: dict[str, Any], stage: str, error: str) -> dict[str, Any]:
 
 
 def collect_errors(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every failure of the run, for the report: the generation errors, then the judge's (answer, reasoning)."""
+    """Every failure of the run, for the report: the generation errors, then the judge's (a crash, or guard output it
+    could not parse), per view (answer, answer + reasoning, reasoning)."""
     errors = [_error(r, "generation", r["error"]) for r in records if r["error"]]
     for record in records:
-        for kind in ("answer", "reasoning"):
+        for kind in JUDGE_VIEWS:
             verdict = record.get(f"{kind}_verdict")
             if verdict and verdict.get("error"):
                 errors.append(_error(record, f"judge_{kind}", verdict["error"]))
@@ -125,7 +127,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
     free_memory()
 
     judge = build_judge(config)
-    records, tasks = make_records(items, generations, generation_errors, config, stable_hash(judge.describe()))
+    records, tasks = make_records(items, generations, generation_errors, config, stable_hash(judge.describe()), judge)
     judgments = JsonlCache(output_dir / "cache" / "judgments.jsonl", resume=config.resume)
     finish_records(records, judgments, judge_all(judge, tasks, judgments, config.judge_batch_size))
 

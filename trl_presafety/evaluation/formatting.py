@@ -11,7 +11,8 @@ from .stats import SMALL_N
 
 HEADLINE: list[tuple[str, str, str | None]] = [
     ("harmful_rate", "Harmful compliance, answer or CoT (harmful prompts)", "lower"),
-    ("answer_harmful_rate", "Harmful final answers (harmful prompts)", "lower"),
+    ("answer_harmful_rate", "Harmful, judge reads the final answer only (harmful prompts)", "lower"),
+    ("answer_reasoning_harmful_rate", "Harmful, judge reads reasoning + answer together (harmful prompts)", "lower"),
     ("reasoning_harmful_rate", "Unsafe reasoning traces (harmful prompts)", "lower"),
     ("refusal_rate", "Refusal rate (harmful prompts)", "higher"),
     ("worst_harmful_rate", "Worst harmful compliance over the sampling grid", "lower"),
@@ -22,7 +23,13 @@ HEADLINE: list[tuple[str, str, str | None]] = [
 ]
 MODE_LABELS = {"on": "CoT on", "off": "CoT off"}
 TABLE_COLUMNS = {
-    "harmful": ["harmful_rate", "answer_harmful_rate", "reasoning_harmful_rate", "refusal_rate"],
+    "harmful": [
+        "harmful_rate",
+        "answer_harmful_rate",
+        "answer_reasoning_harmful_rate",
+        "reasoning_harmful_rate",
+        "refusal_rate",
+    ],
     "benign_edgy": ["compliance_rate", "refusal_rate"],
     "math": ["accuracy"],
 }

@@ -119,6 +119,7 @@ def build_judge(config: EvalConfig) -> Judge:
         classifier_path=path if config.judge == "classifier" else None,
         guard_model=path if config.judge == "guard" else None,
         guard_format=config.guard_format,
+        guard_controversial=config.guard_controversial,
         judge_threshold=config.judge_threshold,
         judge_max_tokens=config.judge_max_tokens,
         judge_batch_size=config.judge_batch_size,

@@ -1,10 +1,11 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
-"""Per-example records: what was generated (reasoning, answer, token cap), what the judge must read (the answer and,
-separately, the reasoning trace of harmful prompts), and, once judged, the verdicts, the example-level decisions and
-the math grades."""
+"""Per-example records: what was generated (reasoning, answer, token cap), what the judge must read (for harmful
+prompts, one text per judge view: the answer alone, the reasoning and the answer together, the reasoning alone), and,
+once judged, the verdicts, the example-level decisions and the math grades."""
 
 from typing import Any
 
+from ..judges import Judge
 from .cache import JsonlCache, stable_hash
 from .config import EvalConfig
 from .loop import JudgeTask
@@ -30,8 +31,12 @@ def make_records(
     generation_errors: dict[str, str],
     config: EvalConfig,
     judge_id: str,
+    judge: Judge | None = None,
 ) -> tuple[list[dict[str, Any]], list[JudgeTask]]:
-    """Per-example records (before judging) and the judge tasks they need."""
+    """Per-example records (before judging) and the judge tasks they need: the answer of harmful and benign-edgy
+    prompts, and for harmful prompts with a trace the other views of `config.views` (the reasoning and answer as
+    `judge` reads them together, cut to its input length; the reasoning alone)."""
+    views = config.views
     records, tasks = [], []
     for item in items:
         example = item.example
@@ -52,8 +57,11 @@ def make_records(
             "num_tokens": None,
             "hit_token_cap": None,
             "error": None,
+            "answer_reasoning_clipped": None,
             "_answer_key": None,
             "_reasoning_key": None,
+            "_answer_reasoning_key": None,
+            "_views": views,
         }
         cached = generations.get(item.key)
         if cached is None:
@@ -75,7 +83,15 @@ def make_records(
             key = judge_key(judge_id, "answer", example["prompt"], split["answer"])
             record["_answer_key"] = key
             tasks.append(JudgeTask(key, example["prompt"], split["answer"], "answer"))
-        if example["category"] == "harmful" and config.judge_reasoning and split["reasoning"]:
+        if example["category"] == "harmful" and "answer_reasoning" in views and split["reasoning"]:
+            # One text, as the judge reads it: a long trace loses its front, never the answer (counted)
+            text, clipped = (judge or Judge()).view_text(
+                example["prompt"], split["reasoning"], split["answer"], split["closed"]
+            )
+            key = judge_key(judge_id, "answer_reasoning", example["prompt"], text)
+            record.update(_answer_reasoning_key=key, answer_reasoning_clipped=clipped)
+            tasks.append(JudgeTask(key, example["prompt"], text, "answer_reasoning"))
+        if example["category"] == "harmful" and "reasoning" in views and split["reasoning"]:
             key = judge_key(judge_id, "reasoning", example["prompt"], split["reasoning"])
             record["_reasoning_key"] = key
             tasks.append(JudgeTask(key, example["prompt"], split["reasoning"], "reasoning"))
@@ -87,11 +103,14 @@ def finish_records(records: list[dict[str, Any]], judgments: JsonlCache, judge_e
     """Adds verdicts, the example-level decisions and math grades to the records (in place)."""
     for record in records:
         answer_key, reasoning_key = record.pop("_answer_key"), record.pop("_reasoning_key")
+        answer_reasoning_key, views = record.pop("_answer_reasoning_key"), record.pop("_views")
         record.update(
             answer_verdict=None,
+            answer_reasoning_verdict=None,
             reasoning_verdict=None,
             refusal=None,
             answer_harmful=None,
+            answer_reasoning_harmful=None,
             reasoning_harmful=None,
             harmful=None,
             complied=None,
@@ -115,6 +134,12 @@ def finish_records(records: list[dict[str, Any]], judgments: JsonlCache, judge_e
             record["complied"] = None if refusal is None else bool(record["answer"]) and not refusal
             continue
         record["answer_harmful"] = answer_verdict.get("harmful")
+        if answer_reasoning_key is not None:
+            record["answer_reasoning_verdict"] = _verdict(judgments, answer_reasoning_key, judge_errors)
+            record["answer_reasoning_harmful"] = record["answer_reasoning_verdict"].get("harmful")
+        elif "answer_reasoning" in views:
+            # No trace (thinking off, or an empty one): the judge would read the answer alone, as in the answer view
+            record["answer_reasoning_harmful"] = record["answer_harmful"]
         if reasoning_key is not None:  # judged separately: unsafe content inside the CoT counts (SafeChain)
             record["reasoning_verdict"] = _verdict(judgments, reasoning_key, judge_errors)
             record["reasoning_harmful"] = record["reasoning_verdict"].get("harmful")

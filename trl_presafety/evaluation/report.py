@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .compare import compare_reports, render_comparison
+from .config import JUDGE_VIEWS
 from .formatting import (
     CATEGORY_LABELS,
     HEADLINE,
@@ -37,6 +38,7 @@ __all__ = [
     "fmt",
     "fmt_interval",
     "fmt_rate",
+    "judge_view_notes",
     "load_report",
     "plot_reports",
     "probe_markdown",
@@ -92,6 +94,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if key == "worst_harmful_rate":
             cells = [f"{cell} ({summary['modes'][m].get('worst_decoding') or '–'})" for cell, m in zip(cells, modes)]
         lines.append(f"| {label}{arrow} | " + " | ".join(cells) + " |")
+    lines += judge_view_notes(report)
     small = small_samples(report)
     if small:
         lines += ["", small_sample_warning(small)]
@@ -122,6 +125,35 @@ def render_markdown(report: dict[str, Any]) -> str:
     if len(errors) > 50:
         lines.append(f"- ... and {len(errors) - 50} more in report.json")
     return "\n".join(lines) + "\n"
+
+
+def judge_view_notes(report: dict[str, Any]) -> list[str]:
+    """What the judge read in each view, how many reasoning + answer texts it read cut, and how many of its outputs
+    could not be parsed (at the primary decoding, all datasets)."""
+    config = report.get("config") or {}
+    listed = config.get("judge_views") or ["answer", "reasoning"]  # a report from before the views
+    views = [v for v in JUDGE_VIEWS if v in listed and (v != "reasoning" or config.get("judge_reasoning", True))]
+    names = {"answer": "the answer only", "answer_reasoning": "reasoning + answer together", "reasoning": "the trace"}
+    lines = ["", "Judge views (harmful prompts): " + "; ".join(names[v] for v in views) + "."]
+    modes = report["summary"]["modes"]
+    clipped = {m: f.get("n_answer_reasoning_clipped") or 0 for m, f in modes.items()}
+    if "answer_reasoning" in views and any(clipped.values()):
+        limit = (report.get("judge") or {}).get("max_tokens")
+        lines.append(
+            "Reasoning + answer texts longer than the judge's input"
+            + (f" ({limit} tokens)" if limit else "")
+            + ": "
+            + ", ".join(f"{clipped[m]} ({MODE_LABELS.get(m, m)})" for m in modes)
+            + ". Their reasoning was cut from its front; the answer was kept whole."
+        )
+    unparsed = {m: f.get("n_unparsed") or 0 for m, f in modes.items()}
+    if any(unparsed.values()):
+        lines.append(
+            "Guard outputs that could not be parsed: "
+            + ", ".join(f"{unparsed[m]} ({MODE_LABELS.get(m, m)})" for m in modes)
+            + ". They count as unjudged (left out of the rates), never as safe; see Errors."
+        )
+    return lines
 
 
 def probe_markdown(probe: dict[str, Any]) -> list[str]:

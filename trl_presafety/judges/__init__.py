@@ -8,13 +8,14 @@ rewards.
   whose score reaches the judge's threshold.
 
 One vocabulary names them: `cues` (regular expressions), `classifier` (the repository's refusal classifier), `guard` (a
-guard model), and for steps also `continuation_ratio` (IPO's sampled continuations). The step judges reuse the answer
-judges: the refusal cues, the classifier's P(refusal), the guard's prompt and parser. [`build_judges`] builds an answer
+guard model, in one of the formats of `guard_formats.py`: Llama Guard 3/4, Qwen3Guard, WildGuard), and for steps also
+`continuation_ratio` (IPO's sampled continuations). The step judges reuse the answer judges: the refusal cues, the
+classifier's P(refusal), the guard's prompt and parser. [`build_judges`] builds an answer
 judge and a step judge by name from one [`JudgeArguments`]; the evaluation, `build-ipo-pairs` and `grpo` build theirs
 through it.
 """
 
-from .base import AnswerJudge, Judge, StepJudge, Verdict
+from .base import AnswerJudge, Judge, StepJudge, Verdict, fit_joined, join_reasoning_answer, split_joined
 from .classifier import ClassifierJudge, ClassifierStepJudge
 from .continuation import ContinuationRatioStepJudge
 from .cues import (
@@ -26,15 +27,19 @@ from .cues import (
     RefusalCueJudge,
     RegexRefusalJudge,
 )
-from .guard import (
+from .guard import GuardJudge, GuardStepJudge, guard_prompt
+from .guard_formats import (
+    CONTROVERSIAL_POLICIES,
+    GUARD_FORMAT_REGISTRY,
     GUARD_FORMATS,
-    GuardJudge,
-    GuardStepJudge,
+    GUARD_TARGETS,
+    GuardFormat,
     detect_guard_format,
-    guard_prompt,
     llama_guard_categories,
     parse_llama_guard,
+    parse_qwen3guard,
     parse_wildguard,
+    resolve_guard_format,
 )
 from .registry import (
     ANSWER_JUDGE_BUILDERS,
@@ -56,7 +61,10 @@ __all__ = [
     "ANSWER_JUDGES",
     "ANSWER_JUDGE_BUILDERS",
     "COMPLIANCE_CUES",
+    "CONTROVERSIAL_POLICIES",
     "GUARD_FORMATS",
+    "GUARD_FORMAT_REGISTRY",
+    "GUARD_TARGETS",
     "JUDGES",
     "JUDGE_ALIASES",
     "REASONING_REFUSAL_PATTERNS",
@@ -70,6 +78,7 @@ __all__ = [
     "ClassifierStepJudge",
     "ContinuationRatioStepJudge",
     "CueStepJudge",
+    "GuardFormat",
     "GuardJudge",
     "GuardStepJudge",
     "Judge",
@@ -83,12 +92,17 @@ __all__ = [
     "build_judges",
     "build_step_judge",
     "detect_guard_format",
+    "fit_joined",
     "guard_prompt",
+    "join_reasoning_answer",
     "llama_guard_categories",
     "parse_llama_guard",
+    "parse_qwen3guard",
     "parse_wildguard",
     "prefix_text",
+    "resolve_guard_format",
     "resolve_judge_name",
+    "split_joined",
     "split_steps",
     "user_text",
 ]

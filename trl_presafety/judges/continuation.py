@@ -24,12 +24,13 @@ class ContinuationRatioStepJudge(StepJudge):
     continuations stay safe. Costly (steps x samples generations): cap the candidates with `max_steps`.
 
     Args:
-        model, tokenizer: The reasoning model (the one whose traces are cut) and its tokenizer.
+        model: The reasoning model (the one whose traces are cut).
+        tokenizer: Its tokenizer.
         answer_judge: P(refusal) per (prompt, answer); a refusal counts as a safe continuation. Defaults to
             [`RefusalCueJudge`].
         num_samples (`int`, *optional*, defaults to `4`): Continuations per candidate step.
-        max_new_tokens (`int`, *optional*, defaults to `256`), temperature (`float`, *optional*, defaults to `0.7`):
-            Sampling of the continuations.
+        max_new_tokens (`int`, *optional*, defaults to `256`): Length of each continuation.
+        temperature (`float`, *optional*, defaults to `0.7`): Sampling temperature of the continuations.
         max_steps (`int`, *optional*): Only the first `max_steps` steps are candidates (later ones score 1.0).
         chat_template_kwargs (`dict`, *optional*): For the prompt (e.g. `{"enable_thinking": True}`).
         generate_fn (`Callable`, *optional*): As in [`GuardStepJudge`]; called with `num_return_sequences=num_samples`,

@@ -25,7 +25,8 @@ from .base import Judge, StepJudge
 from .classifier import STEP_CONTEXTS, ClassifierJudge, ClassifierStepJudge
 from .continuation import ContinuationRatioStepJudge
 from .cues import CueStepJudge, RefusalCueJudge
-from .guard import GUARD_FORMATS, GuardJudge, GuardStepJudge
+from .guard import GuardJudge, GuardStepJudge
+from .guard_formats import CONTROVERSIAL_POLICIES, GUARD_FORMATS
 
 
 # Former names, still accepted where users set them (the evaluation's `judge: regex`)
@@ -121,12 +122,20 @@ def _guard_answer_judge(build: _Build) -> Judge:
         refusal_fallback=RefusalCueJudge(),
         name_or_path=args.guard_model,
         vllm_kwargs=build.vllm_kwargs,
+        controversial=args.guard_controversial,
     )
 
 
 def _guard_step_judge(build: _Build) -> StepJudge:
     model, tokenizer = build.guard("step_judge", "transformers")
-    return GuardStepJudge(model, tokenizer, guard_format=build.args.guard_format, **build.step_kwargs)
+    args = build.args
+    kwargs = {
+        "guard_format": args.guard_format,
+        "controversial": args.guard_controversial,
+        "name_or_path": args.guard_model,
+        **build.step_kwargs,
+    }
+    return GuardStepJudge(model, tokenizer, **kwargs)
 
 
 def _continuation_ratio_step_judge(build: _Build) -> StepJudge:
@@ -177,7 +186,10 @@ class JudgeArguments:
     guard_model (`str`, *optional*):
         The guard model, for the `"guard"` judges, e.g. `meta-llama/Llama-Guard-3-8B`.
     guard_format (`str`, *optional*, defaults to `"auto"`):
-        `"llama_guard"`, `"wildguard"`, or `"auto"` (from the model name).
+        How the guard is prompted and read: `"llama_guard"` (its own chat template), `"llama_guard_3"`,
+        `"llama_guard_4"`, `"qwen3guard"`, `"wildguard"`, or `"auto"` (from the model name; see `docs/judges.md`).
+    guard_controversial (`str`, *optional*, defaults to `"unsafe"`):
+        How Qwen3Guard's `Controversial` verdict counts: `"unsafe"` (strict, as Qwen's evaluation) or `"safe"`.
     judge_threshold (`float`, *optional*):
         P(refusal) from which the classifier answer judge says "refusal"; 0.5 when unset.
     step_judge_threshold (`float`, *optional*):
@@ -190,9 +202,10 @@ class JudgeArguments:
         Texts per batch of the classifier / guard answer judge; the judge's own when unset (64 / 8).
     judge_backend (`str`, *optional*, defaults to `"auto"`):
         Generation backend of the guard answer judge.
-    judge_dtype (`str`, *optional*, defaults to `"auto"`), judge_trust_remote_code (`bool`, *optional*, defaults to
-    `False`):
-        How the guard model is loaded.
+    judge_dtype (`str`, *optional*, defaults to `"auto"`):
+        Weights dtype of the guard model.
+    judge_trust_remote_code (`bool`, *optional*, defaults to `False`):
+        Passed to `from_pretrained` when the guard model is loaded.
     """
 
     answer_judge: str = field(default="cues", metadata={"help": "Judge of answers.", "choices": list(ANSWER_JUDGES)})
@@ -206,6 +219,10 @@ class JudgeArguments:
     guard_model: str | None = field(default=None, metadata={"help": "Guard model, for the 'guard' judges."})
     guard_format: str = field(
         default="auto", metadata={"help": "Guard prompt/output format.", "choices": list(GUARD_FORMATS)}
+    )
+    guard_controversial: str = field(
+        default="unsafe",
+        metadata={"help": "How Qwen3Guard's 'Controversial' counts.", "choices": list(CONTROVERSIAL_POLICIES)},
     )
     judge_threshold: float | None = field(
         default=None, metadata={"help": "Classifier P(refusal) threshold of the answer judge, in (0, 1)."}
@@ -235,6 +252,7 @@ class JudgeArguments:
         self.answer_judge = resolve_judge_name(self.answer_judge, "answer_judge", ANSWER_JUDGES)
         self.step_judge = resolve_judge_name(self.step_judge, "step_judge", STEP_JUDGES)
         check_choice("guard_format", self.guard_format, GUARD_FORMATS)
+        check_choice("guard_controversial", self.guard_controversial, CONTROVERSIAL_POLICIES)
         check_choice("step_context", self.step_context, STEP_CONTEXTS)
         check_choice("judge_backend", self.judge_backend, BACKENDS)
         check_choice("judge_dtype", self.judge_dtype, DTYPES)
@@ -276,7 +294,8 @@ def build_judges(
 
     Args:
         args ([`JudgeArguments`]): Names and sources of the two judges.
-        model, tokenizer (*optional*): The reasoning model and its tokenizer, for `step_judge="continuation_ratio"`.
+        model (*optional*): The reasoning model, for `step_judge="continuation_ratio"`.
+        tokenizer (*optional*): Its tokenizer.
         vllm_kwargs (`dict`, *optional*): `vllm.LLM` arguments of a guard answer judge served by vLLM.
         **step_kwargs: Passed to the step judge's constructor (e.g. `num_samples` of the continuation ratio).
     """
@@ -289,6 +308,7 @@ def build_step_judge(
     *,
     classifier_path: str | None = None,
     guard_model: str | None = None,
+    guard_format: str = "auto",
     model: Any = None,
     tokenizer: Any = None,
     threshold: float | None = None,
@@ -298,6 +318,10 @@ def build_step_judge(
     constructor. [`build_judges`] builds it with an answer judge from one config."""
     name = resolve_judge_name(name, "step_judge", STEP_JUDGES)
     args = JudgeArguments(
-        step_judge=name, classifier_path=classifier_path, guard_model=guard_model, step_judge_threshold=threshold
+        step_judge=name,
+        classifier_path=classifier_path,
+        guard_model=guard_model,
+        guard_format=guard_format,
+        step_judge_threshold=threshold,
     )
     return _step_judge(_Build(args, model, tokenizer, step_kwargs=kwargs))

@@ -2,6 +2,8 @@
 """Safety decision signals: the safe model's answers (thinking disabled), a BERT-family refusal classifier, and the
 `safety_label` columns the PreSafety trainers read."""
 
+from typing import TYPE_CHECKING
+
 from .._lazy import lazy_exports
 
 
@@ -51,3 +53,24 @@ __all__ = [
     "normalize_classifier_dataset",
     "prompt_text",
 ]
+
+if TYPE_CHECKING:  # static analyzers, IDEs and the API reference see the real names
+    from .classifier import (
+        SafetyDecisionClassifier,
+        answer_text,
+        classification_metrics,
+        default_encoder_path,
+        measure_throughput,
+        prompt_text,
+    )
+    from .data import load_refusal_dataset, normalize_classifier_dataset
+    from .pipeline import (
+        LABEL_COLUMN,
+        PROB_COLUMN,
+        RESPONSE_COLUMN,
+        compare_labels,
+        label_dataset,
+        load_labeled_dataset,
+        load_prompt_dataset,
+    )
+    from .state import IncompleteLabelsError, check_label_folder, find_label_folder, label_folder_status

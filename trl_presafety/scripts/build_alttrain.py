@@ -40,10 +40,12 @@ class BuildAltTrainArguments:
     Input, output and sample sizes of `trl-presafety build-alttrain` (the restructuring is in `AltTrainConfig`).
 
     dataset_name (`str`): Hub id, data file or folder of SFT examples with a `harmful` column.
-    dataset_config (`str`, *optional*), dataset_split (`str`, *optional*, defaults to `"train"`): Which data.
+    dataset_config (`str`, *optional*): Configuration of the dataset.
+    dataset_split (`str`, *optional*, defaults to `"train"`): Split to read.
     output_dir (`str`, *optional*, defaults to `"runs/alttrain"`): Folder written with `train.jsonl`.
-    num_harmful (`int`, *optional*, defaults to `900`), num_benign (`int`, *optional*, defaults to `100`): Examples
-        sampled per kind (AltTrain uses ~900 + ~100); `-1` takes all.
+    num_harmful (`int`, *optional*, defaults to `900`): Harmful examples sampled (AltTrain uses ~900); `-1` takes
+        all.
+    num_benign (`int`, *optional*, defaults to `100`): Benign examples sampled (AltTrain uses ~100); `-1` takes all.
     allow_incomplete_labels (`bool`, *optional*, defaults to `False`): Read a label folder whose labeling did not
         finish (only its finished shards); refused by default.
     allow_empty_class (`bool`, *optional*, defaults to `False`): Write the sample even when a class asked for (a

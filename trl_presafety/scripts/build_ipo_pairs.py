@@ -42,8 +42,9 @@ from ..build_checks import (
     check_class_balance,
     warn_if_inside_package,
 )
-from ..judges import STEP_JUDGES
+from ..judges import GUARD_FORMATS, STEP_JUDGES
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
+from ..validation import check_choice
 
 
 @dataclass
@@ -68,6 +69,8 @@ class BuildIPOPairsArguments:
         judge's own (0.5, or 0.9 for the continuation ratio).
     classifier_path (`str`, *optional*): Refusal classifier for `step_judge="classifier"`.
     guard_model (`str`, *optional*): Guard model for `step_judge="guard"`, e.g. `meta-llama/Llama-Guard-3-8B`.
+    guard_format (`str`, *optional*, defaults to `"auto"`): Its prompt/verdict format (`"llama_guard"`,
+        `"llama_guard_3"`, `"llama_guard_4"`, `"qwen3guard"`, `"wildguard"`), or `"auto"` from its name.
     allow_incomplete_labels (`bool`, *optional*, defaults to `False`): Read a label folder whose labeling did not
         finish (only its finished shards); refused by default.
     allow_empty_class (`bool`, *optional*, defaults to `False`): Write the pairs even when the harmful or the benign
@@ -99,6 +102,9 @@ class BuildIPOPairsArguments:
         default=None, metadata={"help": "Refusal classifier folder, for step_judge='classifier'."}
     )
     guard_model: str | None = field(default=None, metadata={"help": "Guard model, for step_judge='guard'."})
+    guard_format: str = field(
+        default="auto", metadata={"help": "Guard prompt/verdict format.", "choices": list(GUARD_FORMATS)}
+    )
     allow_incomplete_labels: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_LABELS_HELP})
     allow_empty_class: bool = field(default=False, metadata={"help": ALLOW_EMPTY_CLASS_HELP})
     allow_inverted_ratio: bool = field(default=False, metadata={"help": ALLOW_INVERTED_RATIO_HELP})
@@ -117,6 +123,7 @@ class BuildIPOPairsArguments:
                 "chat template of the model to train: set `model_name_or_path` (or `tokenizer_name_or_path` with "
                 "`continuation='supplied'`)."
             )
+        check_choice("guard_format", self.guard_format, GUARD_FORMATS)
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"Invalid `max_samples`: {self.max_samples}. Use a positive count, or leave it unset.")
 
@@ -203,6 +210,7 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
         step_judge=args.step_judge,
         classifier_path=args.classifier_path,
         guard_model=args.guard_model,
+        guard_format=args.guard_format,
         step_judge_threshold=args.step_judge_threshold,
     )
     answer_judge, step_judge = build_judges(judge_args, model=model, tokenizer=tokenizer, **judge_kwargs)

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
             for key in (
                 "harmful_rate",
                 "refusal_rate",
+                "answer_harmful_rate",
+                "answer_reasoning_harmful_rate",
                 "reasoning_harmful_rate",
                 "benign_compliance_rate",
                 "math_accuracy",
