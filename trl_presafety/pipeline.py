@@ -47,6 +47,7 @@ from .labeling.state import SHARDS_DIR, STATE_FILE, IncompleteLabelsError, check
 
 
 PIPELINE_STATE = "pipeline_state.json"
+RUN_DIR_VARIABLE = "${run_dir}"
 TOP_LEVEL_KEYS = ("run_dir", "paths", "stages")
 STAGE_KEYS = ("name", "command", "module", "config", "args", "paths", "accelerate_config", "launch", "outputs")
 PATHS = ("sft", "dpo")
@@ -145,8 +146,20 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def load_pipeline(path: str | Path) -> tuple[str, tuple[str, ...], list[Stage]]:
-    """Reads and checks a pipeline file: `(run_dir, default paths, stages)`."""
+def _substitute(value: Any, run_dir: str) -> Any:
+    """`${run_dir}` replaced in a value of a stage (strings, and the strings of lists and mappings)."""
+    if isinstance(value, str):
+        return value.replace(RUN_DIR_VARIABLE, run_dir)
+    if isinstance(value, list):
+        return [_substitute(item, run_dir) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _substitute(item, run_dir) for key, item in value.items()}
+    return value
+
+
+def load_pipeline(path: str | Path, run_dir: str | None = None) -> tuple[str, tuple[str, ...], list[Stage]]:
+    """Reads and checks a pipeline file: `(run_dir, default paths, stages)`. `run_dir` replaces the file's own (and
+    so every `${run_dir}` of its stages)."""
     import yaml
 
     from .cli import COMMANDS
@@ -164,6 +177,7 @@ def load_pipeline(path: str | Path) -> tuple[str, tuple[str, ...], list[Stage]]:
             )
     if not data.get("run_dir"):
         raise PipelineError(f"{path}: `run_dir` is required (where pipeline_state.json is written), got None.")
+    run_dir = str(run_dir or data["run_dir"])
     default_paths = tuple(_as_list(data.get("paths") or ["sft"]))
     for name in default_paths:
         if name not in PATHS:
@@ -173,6 +187,7 @@ def load_pipeline(path: str | Path) -> tuple[str, tuple[str, ...], list[Stage]]:
         where = f"{path}, stage {index + 1}"
         if not isinstance(raw, dict):
             raise PipelineError(f"{where}: a stage is a mapping with `name` and `command` (or `module`), got {raw!r}.")
+        raw = _substitute(raw, run_dir)
         for key in raw:
             if key not in STAGE_KEYS:
                 raise PipelineError(f"{where}: unknown key `{key}`{_close(key, STAGE_KEYS)}. Use {list(STAGE_KEYS)}.")
@@ -223,7 +238,7 @@ def load_pipeline(path: str | Path) -> tuple[str, tuple[str, ...], list[Stage]]:
         )
     if not stages:
         raise PipelineError(f"{path}: `stages` is empty. List the stages to run, in order.")
-    return str(data["run_dir"]), default_paths, stages
+    return run_dir, default_paths, stages
 
 
 # --- what each command reads and writes ------------------------------------------------------------------------------
@@ -497,9 +512,11 @@ def run_pipeline(
     dry_run: bool = False,
     runner: Callable[[Stage], int] | None = None,
     echo: Callable[[str], None] = print,
+    run_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Runs the pipeline file `config`; returns the pipeline state (with each stage's wall time)."""
-    run_dir, default_paths, stages = load_pipeline(config)
+    """Runs the pipeline file `config` (in `run_dir` instead of the file's when given); returns the pipeline state
+    (with each stage's wall time). `runner` runs one stage and returns its exit code (default: a subprocess)."""
+    run_dir, default_paths, stages = load_pipeline(config, run_dir)
     paths = tuple(paths or default_paths)
     names = [stage.name for stage in stages]
     for name in [*(only or []), *force]:

@@ -43,6 +43,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--force", nargs="+", default=[], help="Run these stages even when complete (and the stages that read them)."
     )
+    parser.add_argument(
+        "--run_dir",
+        default=None,
+        help="Where the run goes instead of the file's `run_dir` (every `${run_dir}` of the stages follows it).",
+    )
     parser.add_argument("--dry_run", action="store_true", help="Print the plan and the commands; run nothing.")
     return parser
 
@@ -52,7 +57,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ..pipeline import run_pipeline
 
     args = make_parser().parse_args(argv)
-    return run_pipeline(args.config, paths=args.paths, only=args.stages, force=args.force, dry_run=args.dry_run)
+    return run_pipeline(args.config, paths=args.paths, only=args.stages, force=args.force, dry_run=args.dry_run,
+        run_dir=args.run_dir,
+    )
 
 
 if __name__ == "__main__":
