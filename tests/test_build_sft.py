@@ -336,7 +336,9 @@ def test_training_on_prompts_only_names_the_missing_columns(command, tiny_model_
 
     data = tmp_path / "prompts"
     data.mkdir()
-    (data / "train.jsonl").write_text("\n".join(json.dumps({"prompt": p, "safety_label": i % 2}) for i, p in enumerate("abcd")))
+    (data / "train.jsonl").write_text(
+        "\n".join(json.dumps({"prompt": p, "safety_label": i % 2}) for i, p in enumerate("abcd"))
+    )
     recipe = Path(__file__).parents[1] / "recipes" / "tiny" / command / "config_presafety.yaml"
     module = {"sft": sft, "dpo": dpo}[command]
     needs = "prompt\\+completion" if command == "sft" else "chosen\\+rejected"

@@ -57,7 +57,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from ..pipeline import run_pipeline
 
     args = make_parser().parse_args(argv)
-    return run_pipeline(args.config, paths=args.paths, only=args.stages, force=args.force, dry_run=args.dry_run,
+    return run_pipeline(
+        args.config,
+        paths=args.paths,
+        only=args.stages,
+        force=args.force,
+        dry_run=args.dry_run,
         run_dir=args.run_dir,
     )
 
