@@ -10,16 +10,20 @@ stages:
   - name: build-sft            # unique
     command: build-sft         # a `trl-presafety` command (or `module: pkg.mod` for `python -m pkg.mod`)
     config: recipes/tiny/build_sft.yaml
-    args: {output_dir: runs/tiny-pipeline/sft-data}   # command-line overrides of the recipe
+    args: {output_dir: "${run_dir}/sft-data"}   # command-line overrides of the recipe
   - name: sft
     command: sft
     config: recipes/tiny/sft/config_presafety.yaml
     accelerate_config: zero3   # training stages: launched with `accelerate launch` (and `launch:` options)
-    args: {dataset_name: runs/tiny-pipeline/labels}
+    args: {dataset_name: "${run_dir}/labels"}
   - name: dpo
     paths: [dpo]               # only on the DPO path
     ...
 ```
+
+`${run_dir}` in a stage's `args`, `outputs`, `config` or `launch` stands for `run_dir`, so that one run moves
+whole: `run_pipeline(..., run_dir=...)` (`--run_dir`) replaces the file's `run_dir` (the tests run the shipped
+files into a temporary folder this way). Other paths are relative to the directory the pipeline runs from.
 
 Each stage runs as a subprocess (`python -m trl_presafety.cli <command> ...`), so GPU memory and vLLM engines are
 released between stages. Before anything runs, every stage's arguments are parsed with its command's strict parser,
