@@ -249,11 +249,12 @@ def test_shipped_pipelines_validate(model, capsys, monkeypatch):
 
 
 def reduced_tiny_pipeline(tmp_path: Path, model: str, classifier: str) -> Path:
-    """The shipped tiny SFT path cut to seconds: a prebuilt model and classifier, 20 prompts, a few steps."""
+    """The shipped tiny SFT path cut to seconds: a prebuilt model and a random classifier (so refusal cues judge
+    build-sft's answers), 20 prompts, two steps."""
     config = yaml.safe_load((ROOT / "recipes" / "tiny" / "pipeline.yaml").read_text())
     overrides = {
         "build-sft": {"model_name_or_path": model, "classifier_path": classifier, "prompts": ["tiny@20"],
-                      "max_new_tokens": 8, "num_samples": 1, "shard_size": 10},
+                      "max_new_tokens": 8, "num_samples": 1, "shard_size": 10, "answer_judge": "cues"},
         "label": {"model_name_or_path": model, "classifier_name_or_path": classifier, "max_new_tokens": 8},
         "presafety-sft": {"model_name_or_path": model, "max_steps": 2, "max_length": 64, "logging_steps": 1},
         "plain-sft": {"model_name_or_path": model, "max_steps": 2, "max_length": 64, "logging_steps": 1},
