@@ -77,7 +77,7 @@ def run(config: Path, runner: FakeRunner, **kwargs) -> dict:
 @pytest.mark.parametrize(
     "content, match",
     [
-        ({"run_dir": "r", "stage": []}, r"unknown key `stage` \(did you mean `stages`\?\)"),
+        ({"run_dir": "r", "stage": []}, r"Unknown key\(s\) in pipeline file .*: `stage` \(did you mean `stages`\?\)"),
         ({"run_dir": "r", "stages": [{"name": "a", "comand": "eval"}]}, r"unknown key `comand`.*`command`"),
         ({"run_dir": "r", "stages": [{"name": "a", "command": "evall"}]}, r"unknown command 'evall'.*`eval`"),
         (

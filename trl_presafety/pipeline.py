@@ -177,7 +177,8 @@ def load_pipeline(path: str | Path, run_dir: str | None = None) -> tuple[str, tu
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise PipelineError(
-                f"{path}: unknown key `{key}`{_close(key, TOP_LEVEL_KEYS)}. Use {list(TOP_LEVEL_KEYS)}."
+                f"Unknown key(s) in pipeline file {path}: `{key}`{_close(key, TOP_LEVEL_KEYS)}. Use "
+                f"{list(TOP_LEVEL_KEYS)}."
             )
     if not data.get("run_dir"):
         raise PipelineError(f"{path}: `run_dir` is required (where pipeline_state.json is written), got None.")

@@ -52,11 +52,31 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    import difflib
+
+    options = [o[2:] for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    described = []
+    for item in unknown:
+        if not item.startswith("--"):
+            continue  # the value of an unknown option
+        key = item[2:].split("=", 1)[0]
+        match = difflib.get_close_matches(key, options, n=1, cutoff=0.6)
+        described.append(f"`{key}`" + (f" (did you mean `--{match[0]}`?)" if match else ""))
+    return ", ".join(described) or " ".join(unknown)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of `trl-presafety pipeline`; returns the pipeline state."""
     from ..pipeline import run_pipeline
 
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # As every command: an unknown or shortened option is named with the closest one, never guessed
+        raise ValueError(
+            f"Unknown command-line argument(s): {_describe(parser, unknown)}. See `{parser.prog} --help`."
+        )
     return run_pipeline(
         args.config,
         paths=args.paths,
