@@ -294,8 +294,12 @@ def test_tiny_chain_end_to_end(tmp_path, tiny_model_dirs, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_shipped_tiny_pipeline(tmp_path, monkeypatch):
-    # `make pipeline-tiny` (the SFT path), into tmp_path: a few minutes on 2 CPU cores
+def test_shipped_tiny_pipeline(tmp_path, monkeypatch, request):
+    # `make pipeline-tiny` (the SFT path), into tmp_path: about 2 min on 2 CPU cores. `make test` selects by `not gpu`
+    # only, so this one runs when slow tests are asked for by name (`make slow_tests`, `pytest -m slow`)
+    markexpr = request.config.option.markexpr or ""
+    if "slow" not in markexpr or "not slow" in markexpr:
+        pytest.skip("the shipped tiny pipeline (~2 min): run it with `make slow_tests` or `pytest -m slow`")
     monkeypatch.chdir(ROOT)
     state = run_pipeline("recipes/tiny/pipeline.yaml", run_dir=str(tmp_path / "run"))
     assert all(record["complete"] for record in state["stages"].values())
