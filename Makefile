@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   sets up .venv and runs a tiny end-to-end PreSafety SFT on CPU (model built locally, bundled data)
 #   make test   sets up .venv and runs the test suite
+# `make pipeline-tiny` runs the tiny model through every stage (recipes/tiny/pipeline.yaml), a few minutes on CPU.
 # `make docs` builds the documentation site (docs/, mkdocs.yml) into site/.
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo test slow_tests quality style docs clean vllm_check efficacy efficacy-extended
+.PHONY: setup demo pipeline-tiny test slow_tests quality style docs clean vllm_check efficacy efficacy-extended
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,11 @@ setup: $(VENV)/.installed
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m trl_presafety.demo
+
+# The whole method on the tiny model, on CPU (a few minutes): build-sft -> label -> PreSafety SFT and plain SFT -> eval
+# of both -> eval-compare, then the DPO path on build-sft's pairs. Rerun to resume; outputs in runs/tiny-pipeline.
+pipeline-tiny: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m trl_presafety.cli pipeline --config recipes/tiny/pipeline.yaml --paths sft dpo
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 -m "not gpu" tests

@@ -280,6 +280,14 @@ def test_every_command_refuses_abbreviated_and_unknown_keys(command, tmp_path):
     parser = module.make_parser()
     assert parser.prog == f"trl-presafety {command}"
     option, prefix = _abbreviation(parser)
+    if command == "pipeline":  # its --config is a file of stages (tests/test_pipeline.py), not a recipe of its options
+        with pytest.raises(ValueError, match=rf"Unknown command-line argument\(s\): `{prefix[2:]}` \(did you mean"):
+            module.main(["--config", "x.yaml", prefix, "value"])
+        recipe = tmp_path / "pipeline.yaml"
+        recipe.write_text(yaml.safe_dump({f"{option[2:]}x": "value"}))
+        with pytest.raises(ValueError, match=rf"Unknown key\(s\) in pipeline file {recipe}: `{option[2:]}x`"):
+            module.main(["--config", str(recipe)])
+        return
     # A shortened key would silently set another field's neighbour; here it is an unknown key, named with the fix
     with pytest.raises(ValueError, match=rf"Unknown command-line argument\(s\): `{prefix[2:]}` \(did you mean"):
         parse_args_strict(parser, [prefix, "value"])

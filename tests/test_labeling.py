@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from datasets import Dataset, DatasetDict, load_dataset
 
 from trl_presafety import PreSafetySFTConfig, PreSafetySFTTrainer
@@ -357,8 +358,9 @@ def test_recipe_loads_through_parser():
         ["--config", str(RECIPE), "--shard_size", "8"]  # CLI flags override the recipe
     )
     assert model_args.model_name_or_path == "runs/tiny-qwen3" and model_args.dtype == "float32"
-    assert script_args.dataset_name == "trl_presafety/data/tiny/eval/train.jsonl"
-    assert (Path(__file__).parents[1] / script_args.dataset_name).exists()
+    # The tiny label recipe labels the SFT rows of the tiny build-sft recipe (prompt + completion), which `sft` trains on
+    build_sft_recipe = yaml.safe_load((RECIPE.parent / "build_sft.yaml").read_text())
+    assert script_args.dataset_name == build_sft_recipe["output_dir"] == "runs/tiny-sft-data"
     assert script_args.classifier_name_or_path == "runs/refusal-classifier" and script_args.thinking is False
     assert script_args.shard_size == 8 and script_args.threshold == 0.5
     assert generation_args.backend == "auto" and generation_args.max_new_tokens == 64 and not generation_args.do_sample

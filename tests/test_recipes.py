@@ -36,10 +36,12 @@ RECIPE_SCRIPTS = [
     ("*/alttrain/build*.yaml", "trl_presafety.scripts.build_alttrain"),
     ("*/ipo/*.yaml", "trl_presafety.scripts.build_ipo_pairs"),
     ("*/build_ipo_pairs*.yaml", "trl_presafety.scripts.build_ipo_pairs"),
+    ("*/build_sft*.yaml", "trl_presafety.scripts.build_sft"),
     ("*/label*.yaml", "trl_presafety.scripts.label"),
     ("*/train_classifier*.yaml", "trl_presafety.scripts.train_classifier"),
     ("*/eval.yaml", "trl_presafety.scripts.evaluate"),
     ("*/eval_*.yaml", "trl_presafety.scripts.evaluate"),
+    ("*/pipeline*.yaml", "trl_presafety.scripts.pipeline"),  # checked stage by stage (tests/test_pipeline.py too)
 ]
 TRAINING_SCRIPTS = {"trl_presafety.scripts.sft": PreSafetySFTConfig, "trl_presafety.scripts.dpo": PreSafetyDPOConfig}
 HARDWARE = re.compile(r"(?i)\b(cpu|gpus?|h100|h200|a100|a10g?|l40s?|\d+\s*x)\b")
@@ -64,6 +66,8 @@ def script_for(recipe: str) -> str:
 
 def parse_recipe(path: Path, *extra: str) -> tuple[Any, ...]:
     """Parses a recipe with its script's parser, exactly as the script does (strict: unknown keys fail)."""
+    if script_for(path.relative_to(RECIPES_DIR).as_posix()) == "trl_presafety.scripts.pipeline":
+        return parse_pipeline(path)
     module = importlib.import_module(script_for(path.relative_to(RECIPES_DIR).as_posix()))
     parser = module.make_parser()
     raw = yaml.safe_load(path.read_text())
@@ -78,6 +82,22 @@ def parse_recipe(path: Path, *extra: str) -> tuple[Any, ...]:
     finally:
         os.environ.clear()
         os.environ.update(environ)
+
+
+def parse_pipeline(path: Path) -> tuple[Any, ...]:
+    """A pipeline file: its keys, and every stage's arguments with that stage's command parser (paths in it are
+    relative to the repository root)."""
+    from trl_presafety.pipeline import load_pipeline, validate_stage_arguments
+
+    cwd = Path.cwd()
+    os.chdir(REPO_ROOT)
+    try:
+        _, _, stages = load_pipeline(path)
+        for stage in stages:
+            validate_stage_arguments(stage)
+    finally:
+        os.chdir(cwd)
+    return tuple(stages)
 
 
 def presafety_lines(text: str) -> dict[str, str]:

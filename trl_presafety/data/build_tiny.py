@@ -11,6 +11,13 @@ prompts wrong, as real ones do: it answers two harmful requests (`SAFE_MODEL_ANS
 refuses two benign ones (`SAFE_MODEL_REFUSES`: harmful 0, safety_label 1). The training targets follow harmfulness
 (refuse the harmful, answer the benign); the pre-CoT head's label is the decision.
 
+`prompts/train.jsonl` holds the same 140 prompts as a prompt source for `trl-presafety build-sft` (`--prompts tiny`):
+each with its harmfulness, its category, the gold answer of the math problems, and two reference completions written
+here, the safe one of the SFT set (`reference_completion`) and an unsafe one (`reference_rejected`: compliance for a
+harmful prompt, an over-refusal for a benign one). They stand in for the teacher a real model does not need: the
+random tiny model cannot write a usable trace, so the tiny recipe of `build-sft` falls back to them
+(`reference_fallback`), after the same judges.
+
     python -m trl_presafety.data.build_tiny
 """
 
@@ -152,7 +159,7 @@ def math_problem(rng: random.Random) -> tuple[str, str, int]:
 def build(output_dir: str | Path | None = None, seed: int = 0, num_math: int = 80) -> dict[str, Path]:
     rng = random.Random(seed)
     output_dir = Path(output_dir or Path(__file__).parent / "tiny")
-    sft, dpo, evaluation = [], [], []
+    sft, dpo, evaluation, prompts = [], [], [], []
     for i, request in enumerate(HARMFUL_REQUESTS):
         reasoning = f"The user asks: {request} {REFUSAL_REASONS[i % len(REFUSAL_REASONS)]} I should refuse."
         refusal = REFUSALS[i % len(REFUSALS)]
@@ -176,6 +183,16 @@ def build(output_dir: str | Path | None = None, seed: int = 0, num_math: int = 8
             }
         )
         evaluation.append({"prompt": request, "category": "harmful", "harmful": 1, "source": "tiny"})
+        prompts.append(
+            {
+                "prompt": request,
+                "category": "harmful",
+                "harmful": 1,
+                "source": "tiny",
+                "reference_completion": dpo[-1]["chosen"][0]["content"],
+                "reference_rejected": dpo[-1]["rejected"][0]["content"],
+            }
+        )
     for request in EDGY_BENIGN_REQUESTS:
         reasoning = f"The user asks: {request} This is a safe, everyday question, so I will answer helpfully."
         answer = "Here is a helpful, safe answer with the key steps and precautions."
@@ -198,6 +215,16 @@ def build(output_dir: str | Path | None = None, seed: int = 0, num_math: int = 8
             }
         )
         evaluation.append({"prompt": request, "category": "benign_edgy", "harmful": 0, "source": "tiny"})
+        prompts.append(
+            {
+                "prompt": request,
+                "category": "benign_edgy",
+                "harmful": 0,
+                "source": "tiny",
+                "reference_completion": dpo[-1]["chosen"][0]["content"],
+                "reference_rejected": dpo[-1]["rejected"][0]["content"],
+            }
+        )
     for _ in range(num_math):
         question, reasoning, answer = math_problem(rng)
         final = f"The answer is \\boxed{{{answer}}}."
@@ -216,10 +243,23 @@ def build(output_dir: str | Path | None = None, seed: int = 0, num_math: int = 8
         evaluation.append(
             {"prompt": question, "category": "math", "harmful": 0, "answer": str(answer), "source": "tiny"}
         )
+        # The unsafe completion of a benign prompt is an over-refusal (the DPO set's wrong answer is no refusal)
+        over_refusal = _assistant(f"The user asks: {question} This might be a trick. I should refuse.", REFUSALS[0])
+        prompts.append(
+            {
+                "prompt": question,
+                "category": "math",
+                "harmful": 0,
+                "answer": str(answer),
+                "source": "tiny",
+                "reference_completion": dpo[-1]["chosen"][0]["content"],
+                "reference_rejected": over_refusal[0]["content"],
+            }
+        )
     rng.shuffle(sft)
     rng.shuffle(dpo)
     paths = {}
-    for name, rows in (("sft", sft), ("dpo", dpo), ("eval", evaluation)):
+    for name, rows in (("sft", sft), ("dpo", dpo), ("eval", evaluation), ("prompts", prompts)):
         path = output_dir / name / "train.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:

@@ -34,8 +34,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,8 +45,9 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from ..generation import GenerationArguments, generate_responses, load_causal_lm, resolve_backend
 from ..harmfulness import HARMFUL_COLUMN, HOW_TO_ADD_HARMFUL, parse_harmful
 from ..reasoning import build_prompt
+from ..shards import ShardedJob, read_shards, shard_path  # noqa: F401 (shard_path: importable from here too)
 from .classifier import SafetyDecisionClassifier, prompt_text
-from .state import SHARDS_DIR, STATE_FILE, check_label_folder
+from .state import check_label_folder
 
 
 logger = logging.getLogger(__name__)
@@ -73,11 +72,6 @@ _RESUME_KEYS = (
     "decoding",
     "harmful_sha256",
 )
-
-
-def shard_path(output_dir: str | Path, split: str, index: int, num_shards: int) -> Path:
-    """Where shard `index` lives: the hub's `data/<split>-NNNNN-of-MMMMM.parquet` naming."""
-    return Path(output_dir) / SHARDS_DIR / f"{split}-{index:05d}-of-{num_shards:05d}.parquet"
 
 
 def _prompts_sha256(prompts: list[Any]) -> str:
@@ -165,43 +159,6 @@ def _source(name_or_path: str) -> str:
     return str(path.resolve()) if path.exists() else str(name_or_path)
 
 
-def _read_state(output_dir: Path) -> dict[str, Any] | None:
-    path = output_dir / STATE_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-
-
-def _write_json_atomic(path: Path, content: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _prepare_output_dir(output_dir: Path, state: dict[str, Any], overwrite: bool) -> None:
-    """Checks that finished shards in `output_dir` come from the same data and settings, or clears them."""
-    previous = _read_state(output_dir)
-    shards_dir = output_dir / SHARDS_DIR
-    has_shards = shards_dir.exists() and any(shards_dir.glob("*.parquet"))
-    if overwrite:
-        shutil.rmtree(shards_dir, ignore_errors=True)
-        (output_dir / STATE_FILE).unlink(missing_ok=True)
-    elif previous is not None:
-        changed = [k for k in _RESUME_KEYS if previous.get(k) != state.get(k)]
-        if changed:
-            details = "; ".join(f"{k}: {previous.get(k)!r} -> {state.get(k)!r}" for k in changed)
-            raise ValueError(
-                f"{output_dir} holds labels computed with other data or settings ({details}). Resuming would mix "
-                "them. Use a new `output_dir`, restore the original settings, or pass `overwrite_output_dir=True` "
-                "to start over."
-            )
-    elif has_shards:
-        raise ValueError(
-            f"{shards_dir} holds parquet shards but {output_dir / STATE_FILE} is missing, so they cannot be checked "
-            "against this run. Use a new `output_dir` or pass `overwrite_output_dir=True`."
-        )
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(output_dir / STATE_FILE, {**(previous if not overwrite and previous else {}), **state})
-
-
 def label_dataset(
     dataset: Dataset,
     model: PreTrainedModel | str,
@@ -286,16 +243,12 @@ def label_dataset(
     if isinstance(classifier, (str, Path)):
         classifier = SafetyDecisionClassifier.from_pretrained(classifier)
 
-    num_shards = math.ceil(len(dataset) / shard_size)
     kwargs = generation.to_kwargs()
     kwargs["vllm_kwargs"] = {**kwargs["vllm_kwargs"], **(vllm_kwargs or {})}
     decoding = {k: kwargs[k] for k in ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "seed")}
     state = {
         "version": STATE_VERSION,
-        "num_rows": len(dataset),
-        "shard_size": shard_size,
-        "num_shards": num_shards,
-        "split": split,
+        "command": "label",
         "prompt_column": prompt_column,
         "prompts_sha256": _prompts_sha256(prompts),
         "model": _source(model if isinstance(model, str) else model.name_or_path),
@@ -304,28 +257,12 @@ def label_dataset(
         "threshold": threshold,
         "decoding": decoding,
         "harmful_sha256": harmful_sha256,
-        "complete": False,
     }
-    if output_dir is not None:
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        _prepare_output_dir(output_dir, state, overwrite_output_dir)
-
-    done = [
-        output_dir is not None and shard_path(output_dir, split, i, num_shards).exists() for i in range(num_shards)
-    ]
-    # Load the model once for all shards (vLLM caches its own engine)
-    if not all(done) and isinstance(model, str) and resolve_backend(kwargs["backend"], model) == "transformers":
-        model = load_causal_lm(model, model_init_kwargs)
     base = dataset.remove_columns([c for c in OUTPUT_COLUMNS if c in dataset.column_names])
-    in_memory: list[Dataset] = []
-    rows_done = sum(min(shard_size, len(dataset) - i * shard_size) for i in range(num_shards) if done[i])
-    progress = tqdm(total=len(dataset), initial=rows_done, desc="Labeling", unit="prompt", disable=not show_progress)
-    for index in range(num_shards):
-        if done[index]:
-            continue
-        rows = base.select(range(index * shard_size, min((index + 1) * shard_size, len(dataset))))
-        shard_prompts = rows[prompt_column]
+
+    def label_rows(index: int, rows: range) -> tuple[dict[str, Dataset], None]:
+        shard = base.select(rows)
+        shard_prompts = shard[prompt_column]
         responses = generate_responses(
             model,
             tokenizer,
@@ -339,26 +276,44 @@ def label_dataset(
         probs = classifier.predict_proba(
             shard_prompts, responses, batch_size=classifier_batch_size, max_length=classifier_max_length
         )
-        shard = rows.add_column(LABEL_COLUMN, [int(p >= threshold) for p in probs])
+        shard = shard.add_column(LABEL_COLUMN, [int(p >= threshold) for p in probs])
         shard = shard.add_column(PROB_COLUMN, [float(p) for p in probs])
-        shard = shard.add_column(RESPONSE_COLUMN, responses)
-        if output_dir is None:
-            in_memory.append(shard)
-        else:
-            path = shard_path(output_dir, split, index, num_shards)
-            tmp = path.with_name(f".{path.name}.tmp")  # hidden, and not matching the shard pattern
-            shard.to_parquet(str(tmp))
-            os.replace(tmp, path)  # atomic: a killed run leaves either the whole shard or none
-        progress.update(len(rows))
-        if on_shard_end is not None:
-            on_shard_end(index, num_shards)
-    progress.close()
+        return {"labels": shard.add_column(RESPONSE_COLUMN, responses)}, None
 
-    if output_dir is None:
-        labeled = concatenate_datasets(in_memory)
+    job = None
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        job = ShardedJob(
+            {"labels": output_dir},
+            state,
+            _RESUME_KEYS,
+            num_rows=len(dataset),
+            shard_size=shard_size,
+            split=split,
+            overwrite=overwrite_output_dir,
+            what="labels",
+        )
+    # Load the model once for all shards (vLLM caches its own engine)
+    all_done = job is not None and all(job.done(i) for i in range(job.num_shards))
+    if not all_done and isinstance(model, str) and resolve_backend(kwargs["backend"], model) == "transformers":
+        model = load_causal_lm(model, model_init_kwargs)
+    initial = job.rows_done() if job is not None else 0
+    progress = tqdm(total=len(dataset), initial=initial, desc="Labeling", unit="prompt", disable=not show_progress)
+    if job is None:  # in memory: the same shards and seeds, nothing written, no resume
+        shards = []
+        for index, start in enumerate(range(0, len(dataset), shard_size)):
+            shards.append(label_rows(index, range(start, min(start + shard_size, len(dataset))))[0]["labels"])
+            progress.update(len(shards[-1]))
+            if on_shard_end is not None:
+                on_shard_end(index, math.ceil(len(dataset) / shard_size))
+        progress.close()
+        labeled = concatenate_datasets(shards)
         _report_relabel(old_labels, labeled)
         return labeled
-    labeled = _read_shards(output_dir, split)
+    job.run(label_rows, progress=progress, on_shard_end=on_shard_end)
+    progress.close()
+
+    labeled = read_shards(output_dir, split)
     if len(labeled) != len(dataset):  # every row exactly once, or something outside this run touched the shards
         raise RuntimeError(
             f"{output_dir} holds {len(labeled)} labeled rows for {len(dataset)} prompts. Rerun with "
@@ -368,7 +323,7 @@ def label_dataset(
     relabel = _report_relabel(old_labels, labeled)
     if relabel is not None:
         summary["relabel"] = relabel
-    _write_json_atomic(output_dir / STATE_FILE, {**state, "complete": True, **summary})
+    job.finish(summary)
     return labeled
 
 
@@ -401,14 +356,7 @@ def load_labeled_dataset(
     unless `allow_incomplete_labels=True` (then the finished shards are read, with a warning).
     """
     check_label_folder(output_dir, allow_incomplete_labels)
-    return _read_shards(output_dir, split)
-
-
-def _read_shards(output_dir: str | Path, split: str) -> Dataset:
-    files = sorted((Path(output_dir) / SHARDS_DIR).glob(f"{split}-[0-9]*-of-[0-9]*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"No labeled shards for split {split!r} under {Path(output_dir) / SHARDS_DIR}.")
-    return Dataset.from_parquet([str(f) for f in files], keep_in_memory=True)
+    return read_shards(output_dir, split)
 
 
 def load_prompt_dataset(

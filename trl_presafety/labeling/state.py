@@ -1,8 +1,8 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """Is a label folder finished? One check for every command and loader that reads a dataset path.
 
-`trl-presafety label` writes `<output_dir>/data/<split>-NNNNN-of-MMMMM.parquet` shards one at a time, next to
-`labeling_state.json`. The folder is in the hub layout, so `datasets.load_dataset(<output_dir>)` reads whatever shards
+`trl-presafety label` (and `build-sft`, through `trl_presafety.shards`) writes
+`<output_dir>/data/<split>-NNNNN-of-MMMMM.parquet` shards one at a time, next to `labeling_state.json`. The folder is in the hub layout, so `datasets.load_dataset(<output_dir>)` reads whatever shards
 exist: an interrupted run (killed, out of time) would silently give a training set with only its first rows, e.g. 64
 of 140. [`check_label_folder`] stops that: a path inside a label folder whose state does not show every shard done
 raises [`IncompleteLabelsError`] saying how many shards are done and how to resume, unless the caller passes
@@ -109,12 +109,21 @@ def check_label_folder(path: str | Path | None, allow_incomplete_labels: bool = 
             f"{status['shards_done']} of {status['num_shards']} shards done ({status['rows_done']} of "
             f"{status['num_rows']} rows)"
         )
-        resume = (
-            f"Resume with the same `trl-presafety label` command (e.g. `trl-presafety label --config <your label "
-            f"recipe>`) or `label_dataset(...)` call: same prompts, model {state.get('model')!r}, classifier "
-            f"{state.get('classifier')!r}, shard_size {state.get('shard_size')} and `output_dir={str(folder)!r}`; "
-            "finished shards are kept and only the missing ones are computed."
-        )
+        command = state.get("command", "label")
+        if command == "label":
+            resume = (
+                f"Resume with the same `trl-presafety label` command (e.g. `trl-presafety label --config <your label "
+                f"recipe>`) or `label_dataset(...)` call: same prompts, model {state.get('model')!r}, classifier "
+                f"{state.get('classifier')!r}, shard_size {state.get('shard_size')} and `output_dir={str(folder)!r}`; "
+                "finished shards are kept and only the missing ones are computed."
+            )
+        else:  # another sharded job (`build-sft`) keeps the same state file
+            resume = (
+                f"Resume with the same `trl-presafety {command}` command (e.g. `trl-presafety {command} --config "
+                f"<your {command} recipe>`): same inputs, model {state.get('model')!r}, shard_size "
+                f"{state.get('shard_size')} and output folder {str(folder)!r}; finished shards are kept and only the "
+                "missing ones are computed."
+            )
     else:
         done = "the shards done cannot be counted"
         resume = f"Relabel into a new folder with `trl-presafety label --config <your label recipe>`, or restore {STATE_FILE}."

@@ -37,6 +37,7 @@ from .utils import (
     apply_model_init_kwargs,
     check_model_name,
     check_trackers,
+    check_training_columns,
     load_training_datasets,
     make_script_parser,
     parse_args_strict,
@@ -69,6 +70,8 @@ def train(script_args, training_args, model_args, dataset_args):
     apply_model_init_kwargs(model_args, training_args)
     dataset = load_training_datasets(script_args, dataset_args)
     train_dataset = dataset[script_args.dataset_train_split]
+    where = script_args.dataset_name or "the `datasets` mixture"
+    check_training_columns(train_dataset, "sft", f"{where} (split {script_args.dataset_train_split!r})")
 
     trainer = PreSafetySFTTrainer(
         model=model_name,

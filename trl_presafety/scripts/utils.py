@@ -275,6 +275,37 @@ def load_training_datasets(script_args: Any, dataset_args: Any) -> Any:
     )
 
 
+# The columns TRL's trainers read, per command: SFT takes language modeling (`text` / `messages`) or prompt-completion
+# rows, DPO preference rows (`prompt` optional: implicit prompts)
+TRAINING_FORMATS = {
+    "sft": (("text",), ("messages",), ("prompt", "completion")),
+    "dpo": (("chosen", "rejected"),),
+}
+PRODUCERS = {
+    "sft": "`trl-presafety build-sft` (prompt/completion rows), then `trl-presafety label` on its output folder",
+    "dpo": "`trl-presafety build-sft --pairs_output_dir DIR` (prompt/chosen/rejected pairs), then `trl-presafety label` "
+    "on DIR",
+}
+
+
+def check_training_columns(dataset: Any, command: str, where: str) -> None:
+    """Fails before the trainer is built when the data has none of the column sets `command` trains on, naming them
+    and the command that writes such data (TRL itself would stop with a bare `KeyError: 'completion'` inside its
+    tokenization, e.g. on a label folder of prompts only)."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:  # a streamed dataset: its columns are known only when read
+        return
+    formats = TRAINING_FORMATS[command]
+    if any(all(column in columns for column in group) for group in formats):
+        return
+    expected = " or ".join("+".join(group) for group in formats)
+    raise ValueError(
+        f"`trl-presafety {command}` cannot train on {where}: it has the columns {sorted(columns)}, but needs "
+        f"{expected}. A label folder of prompts only (such as labeled evaluation prompts) holds no training target. "
+        f"Build the rows with {PRODUCERS[command]}, and point `dataset_name` at the labeled folder."
+    )
+
+
 def apply_model_init_kwargs(model_args: Any, training_args: Any) -> None:
     """Folds the `ModelConfig` loading options into `training_args.model_init_kwargs`, as TRL's scripts do."""
     model_init_kwargs = {
