@@ -75,6 +75,23 @@ def test_safechain_published_parquet(tmp_path):
         rows_of(f"safechain={bad}")
 
 
+def test_gsm8k_published_parquet(tmp_path):
+    # The first two rows of GSM8K's `main/train-00000-of-00001.parquet`, as published (question, answer: string)
+    path = FIXTURES / "gsm8k_train.parquet"
+    rows = rows_of(f"gsm8k={path}")
+    assert [(r["answer"], r["category"], r["harmful"]) for r in rows] == [("72", "math", 0), ("10", "math", 0)]
+    assert rows[0]["prompt"].startswith("Natalia sold clips") and rows[0]["reference_completion"] is None
+    source = PROMPT_SOURCES["gsm8k"]
+    assert (source.hub_id, source.config, source.split) == ("openai/gsm8k", "main", "train")
+    table = {"question": ["How much is 600 + 600?", "And this?"], "answer": ["600+600=1200\n#### 1,200", "no answer"]}
+    bad = tmp_path / "gsm8k.parquet"
+    pq.write_table(pa.table(table), bad)
+    with pytest.raises(PromptSourceError, match=r"GSM8K row 1: column `answer` has no `####` final answer"):
+        rows_of(f"gsm8k={bad}")
+    pq.write_table(pa.table({key: values[:1] for key, values in table.items()}), bad)
+    assert rows_of(f"gsm8k={bad}")[0]["answer"] == "1200"  # thousands separators dropped, as math-verify reads numbers
+
+
 def test_wildjailbreak_train_tsv_splits_by_data_type():
     path = FIXTURES / "wildjailbreak_train.tsv"
     everything = rows_of(f"wildjailbreak={path}")

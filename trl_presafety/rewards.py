@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from .evaluation.math_grading import gold_latex
 from .harmfulness import HARMFUL_COLUMN, check_harmful_column_name, missing_harmful_message, parse_harmful
 from .judges import AnswerJudge, CueStepJudge, RefusalCueJudge, StepJudge, split_steps
+from .judges.math_grading import gold_latex
 from .reasoning import THINK_CLOSE, THINK_OPEN, SplitResponse, split_reasoning
 
 

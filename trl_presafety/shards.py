@@ -21,7 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .labeling.state import SHARDS_DIR, STATE_FILE
+
+# A folder's layout: the state file beside `data/`, the hub's folder of parquet shards
+STATE_FILE = "labeling_state.json"
+SHARDS_DIR = "data"
 
 
 def shard_path(output_dir: str | Path, split: str, index: int, num_shards: int) -> Path:

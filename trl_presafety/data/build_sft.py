@@ -348,7 +348,7 @@ class CompletionJudges:
                     candidate.compliance_step = first
         graded = [(row, c) for row, c in items if not row["harmful"] and row.get("answer") and self.check_math]
         if graded:
-            from ..evaluation.math_grading import grade_math
+            from ..judges.math_grading import grade_math
 
             for row, candidate in graded:
                 candidate.correct = grade_math(candidate.answer, row["answer"])["correct"]

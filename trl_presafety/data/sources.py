@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..harmfulness import parse_harmful
+from ..judges.math_grading import gsm8k_final_answer
 
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,24 @@ def map_wildjailbreak(row: dict[str, Any], index: int, data_types: Sequence[str]
     }
 
 
+def map_gsm8k(row: dict[str, Any], index: int) -> dict[str, Any]:
+    # GSM8K (https://huggingface.co/papers/2110.14168): grade-school word problems; `answer` is the worked solution
+    # ending in `#### <number>`, the gold answer build-sft checks a benign trace against with math-verify
+    answer = gsm8k_final_answer(_text(row["answer"]))
+    if answer is None:
+        raise PromptSourceError(
+            f"GSM8K row {index}: column `answer` has no `####` final answer ({_text(row['answer'])[-80:]!r}); the "
+            "published rows all end in `#### <number>`. Fix the row or drop it."
+        )
+    return {
+        "prompt": _text(row["question"]),
+        "harmful": 0,
+        "category": "math",
+        "source_id": _text(index),
+        "answer": answer,
+    }
+
+
 def _plain_prompt(value: Any, index: int) -> str:
     if isinstance(value, str):
         return value
@@ -282,6 +301,15 @@ PROMPT_SOURCES: dict[str, PromptSource] = {
             hub_id="UWNSL/SafeChain",
             required_columns=("instruction", "label"),
             reference="https://huggingface.co/papers/2502.12025",
+        ),
+        PromptSource(
+            name="gsm8k",
+            description="GSM8K train: 7.5k grade-school math problems with gold answers (benign, math)",
+            map_row=map_gsm8k,
+            hub_id="openai/gsm8k",
+            config="main",
+            required_columns=("question", "answer"),
+            reference="https://huggingface.co/papers/2110.14168",
         ),
         _wildjailbreak("wildjailbreak", WILDJAILBREAK_DATA_TYPES, "WildJailbreak train: all four prompt types"),
         *(

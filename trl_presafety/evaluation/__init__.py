@@ -19,6 +19,7 @@ from ..judges import (
     parse_llama_guard,
     parse_wildguard,
 )
+from ..judges.math_grading import grade_math
 from .config import DecodingSetting, EvalConfig, parse_decoding_setting
 from .data import (
     CATEGORIES,
@@ -30,7 +31,6 @@ from .data import (
     load_eval_datasets,
 )
 from .evaluator import evaluate
-from .math_grading import grade_math
 from .prompts import build_eval_prompt, split_generated
 from .report import compare_reports, load_report, plot_reports, render_comparison, render_markdown, write_report
 

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..judges.math_grading import gsm8k_final_answer
+
 
 # The official StrongREJECT files (https://github.com/alexandrasouly/strongreject): `category,source,forbidden_prompt`
 STRONGREJECT_URL = (
@@ -175,9 +177,10 @@ def map_falsereject(row: dict[str, Any], index: int) -> dict[str, Any]:
 
 def gsm8k_gold(solution: str) -> str:
     """The final answer of a GSM8K solution: the text after `####`, without thousands separators."""
-    if "####" not in solution:
+    answer = gsm8k_final_answer(solution)
+    if answer is None:
         raise DatasetFormatError(f"GSM8K answer without '####': {solution[-80:]!r}.")
-    return solution.rsplit("####", 1)[1].strip().replace(",", "")
+    return answer
 
 
 def map_gsm8k(row: dict[str, Any], index: int) -> dict[str, Any]:

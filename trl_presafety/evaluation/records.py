@@ -6,10 +6,10 @@ once judged, the verdicts, the example-level decisions and the math grades."""
 from typing import Any
 
 from ..judges import Judge
+from ..judges.math_grading import grade_math
 from .cache import JsonlCache, stable_hash
 from .config import EvalConfig
 from .loop import JudgeTask
-from .math_grading import grade_math
 from .prompts import WorkItem, split_generated
 
 

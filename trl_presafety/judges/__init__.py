@@ -41,6 +41,7 @@ from .guard_formats import (
     parse_wildguard,
     resolve_guard_format,
 )
+from .math_grading import grade_math
 from .registry import (
     ANSWER_JUDGE_BUILDERS,
     ANSWER_JUDGES,
@@ -93,6 +94,7 @@ __all__ = [
     "build_step_judge",
     "detect_guard_format",
     "fit_joined",
+    "grade_math",
     "guard_prompt",
     "join_reasoning_answer",
     "llama_guard_categories",

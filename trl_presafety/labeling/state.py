@@ -15,11 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..shards import SHARDS_DIR, STATE_FILE
+
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "labeling_state.json"
-SHARDS_DIR = "data"
 OPTION = "allow_incomplete_labels"
 # One help text for the field of every command that reads a dataset path
 ALLOW_INCOMPLETE_LABELS_HELP = (

@@ -66,9 +66,10 @@ class BuildSFTScriptArguments:
     decoding: `GenerationArguments`; the model: `ModelConfig`).
 
     prompts (`list[str]`):
-        Prompt sources (`trl_presafety.data.sources`): `star1`, `star_benign_915`, `safechain`, `wildjailbreak`,
-        `wildjailbreak_{vanilla,adversarial}_{harmful,benign}`, `tiny`, `harmful=PATH`, `benign=PATH` or a file with
-        `prompt` and `harmful` columns; `name=PATH` reads a local copy of a published set; `@N` keeps N prompts.
+        Prompt sources (`trl_presafety.data.sources`): `star1`, `star_benign_915`, `safechain`, `gsm8k`,
+        `wildjailbreak`, `wildjailbreak_{vanilla,adversarial}_{harmful,benign}`, `tiny`, `harmful=PATH`,
+        `benign=PATH` or a file with `prompt` and `harmful` columns; `name=PATH` reads a local copy of a published
+        set; `@N` keeps N prompts.
     data_seed (`int`, *optional*, defaults to `0`):
         Seed of the `@N` draws.
     output_dir (`str`):
@@ -86,8 +87,8 @@ class BuildSFTScriptArguments:
 
     prompts: list[str] = field(
         default_factory=list,
-        metadata={"help": "Prompt sources: names (star1, safechain, wildjailbreak_vanilla_harmful, ...), name=PATH, "
-                  "harmful=PATH, benign=PATH or a file with prompt/harmful columns; `@N` keeps N prompts."},
+        metadata={"help": "Prompt sources: names (star1, safechain, gsm8k, wildjailbreak_vanilla_harmful, ...), "
+                  "name=PATH, harmful=PATH, benign=PATH or a file with prompt/harmful columns; `@N` keeps N prompts."},
     )  # fmt: skip
     data_seed: int = field(default=0, metadata={"help": "Seed of the `@N` draws of prompts."})
     output_dir: str | None = field(
