@@ -33,7 +33,7 @@ pipeline-tiny: setup
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 -m "not gpu" tests
 
-# The efficacy study on a model organism (benchmarks/efficacy; about 47 min on 2 CPU cores): arms (a)-(d), 10 seeds.
+# The efficacy study on a model organism (benchmarks/efficacy; ~12 min on 2 idle CPU cores): arms (a)-(d), 10 seeds.
 # Resumable: rerun to continue; results/efficacy_default.json, RESULTS.md and efficacy.png are regenerated.
 efficacy: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study
