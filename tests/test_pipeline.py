@@ -238,6 +238,18 @@ def test_shipped_pipelines_validate(model, capsys, monkeypatch):
     # every recipe exists, and the dry run prints each stage's command line
     monkeypatch.chdir(ROOT)
     config = f"recipes/{model}/pipeline.yaml"
+    if model != "tiny":
+        # Their training recipes log to trackio: without it the plan stops before the first stage, not at training
+        import transformers.integrations
+
+        available = transformers.integrations.get_available_reporting_integrations()
+        monkeypatch.setattr(transformers.integrations, "get_available_reporting_integrations", lambda: [])
+        with pytest.raises(PipelineError, match=r"Stage `presafety-sft` .*trackio is not installed.*\[tracking\]"):
+            run_pipeline(config, paths=["sft"], dry_run=True, run_dir="/nonexistent/run")
+        capsys.readouterr()
+        monkeypatch.setattr(
+            transformers.integrations, "get_available_reporting_integrations", lambda: [*available, "trackio"]
+        )
     run_pipeline(config, paths=["sft", "dpo"], dry_run=True, run_dir="/nonexistent/run")
     out = capsys.readouterr().out
     _, _, stages = load_pipeline(config)

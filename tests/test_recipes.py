@@ -86,15 +86,22 @@ def parse_recipe(path: Path, *extra: str) -> tuple[Any, ...]:
 
 def parse_pipeline(path: Path) -> tuple[Any, ...]:
     """A pipeline file: its keys, and every stage's arguments with that stage's command parser (paths in it are
-    relative to the repository root)."""
+    relative to the repository root). The trackers its training stages name count as installed here: the check that
+    they are is tested in tests/test_pipeline.py."""
+    from unittest import mock
+
+    import transformers.integrations
+
     from trl_presafety.pipeline import load_pipeline, validate_stage_arguments
 
+    available = [*transformers.integrations.get_available_reporting_integrations(), "trackio"]
     cwd = Path.cwd()
     os.chdir(REPO_ROOT)
     try:
-        _, _, stages = load_pipeline(path)
-        for stage in stages:
-            validate_stage_arguments(stage)
+        with mock.patch.object(transformers.integrations, "get_available_reporting_integrations", lambda: available):
+            _, _, stages = load_pipeline(path)
+            for stage in stages:
+                validate_stage_arguments(stage)
     finally:
         os.chdir(cwd)
     return tuple(stages)

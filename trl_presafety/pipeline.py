@@ -436,8 +436,9 @@ def _write_state(run_dir: Path, state: Mapping[str, Any]) -> None:
 
 def validate_stage_arguments(stage: Stage) -> None:
     """Parses a stage's arguments with its command's strict parser, so that a bad key or value in any stage fails
-    before the first stage runs. On a machine without CUDA, training stages are parsed with `use_cpu` (a `bf16`
-    recipe is refused by transformers there); the stage itself runs with the recipe as written."""
+    before the first stage runs; a training stage's `report_to` trackers must be installed. On a machine without CUDA,
+    training stages are parsed with `use_cpu` (a `bf16` recipe is refused by transformers there); the stage itself runs
+    with the recipe as written."""
     if stage.module is not None:
         return
     import importlib
@@ -454,9 +455,13 @@ def validate_stage_arguments(stage: Stage) -> None:
             argv += ["--use_cpu", "true"]
     environ = dict(os.environ)
     try:
-        from .scripts.utils import parse_args_strict
+        from .scripts.utils import check_trackers, parse_args_strict
 
-        parse_args_strict(parser, argv)
+        parsed = parse_args_strict(parser, argv)
+        # A tracker that is not installed would stop a training stage after hours of generation and labeling
+        for args in parsed if stage.command in TRAINING else ():
+            if hasattr(args, "report_to"):
+                check_trackers(args)
     except (ValueError, TypeError, SystemExit) as error:
         raise PipelineError(f"Stage {stage.label} ({stage.shell()}): {error}") from error
     finally:  # a recipe's `env:` block must not leak into the next stage's check
