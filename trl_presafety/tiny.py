@@ -17,6 +17,7 @@ test loads it with the real `from_pretrained`.
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
@@ -64,24 +65,13 @@ def chat_template(style: str) -> str:
     return (TEMPLATES_DIR / STYLES[style]["template"]).read_text(encoding="utf-8")
 
 
-def train_tiny_tokenizer(vocab_size: int = 1024, output_file: str | Path = TOKENIZER_FILE) -> Path:
-    """(Re)trains the bundled byte-level BPE on the bundled data (`--retrain_tokenizer`). The result is committed and
-    shipped; retraining reproduces it byte for byte, which the tests check, so the asset always has its recipe."""
-    import json
-
+def train_byte_level_bpe(texts: list[str], vocab_size: int, pre_tokenizer: Any = None) -> Any:
+    """A byte-level BPE (`tokenizers.Tokenizer`) trained on `texts`, with the tiny models' special tokens and the think
+    tags. `pre_tokenizer` defaults to GPT-2's byte-level split (the bundled tokenizer's)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    texts = []
-    for path in sorted(p for name in ("sft", "dpo", "eval") for p in (TINY_DATA_DIR / name).glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            for value in row.values():
-                if isinstance(value, str):
-                    texts.append(value)
-                elif isinstance(value, list):
-                    texts.extend(m["content"] for m in value if isinstance(m, dict) and "content" in m)
     tokenizer = Tokenizer(models.BPE(unk_token=None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = pre_tokenizer or pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -93,6 +83,24 @@ def train_tiny_tokenizer(vocab_size: int = 1024, output_file: str | Path = TOKEN
     # Like Qwen3's and R1's tokenizers, the think tags are added tokens that are not special: decoding with
     # `skip_special_tokens=True` (as TRL's GRPO does) keeps them
     tokenizer.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in ("<think>", "</think>")])
+    return tokenizer
+
+
+def train_tiny_tokenizer(vocab_size: int = 1024, output_file: str | Path = TOKENIZER_FILE) -> Path:
+    """(Re)trains the bundled byte-level BPE on the bundled data (`--retrain_tokenizer`). The result is committed and
+    shipped; retraining reproduces it byte for byte, which the tests check, so the asset always has its recipe."""
+    import json
+
+    texts = []
+    for path in sorted(p for name in ("sft", "dpo", "eval") for p in (TINY_DATA_DIR / name).glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            for value in row.values():
+                if isinstance(value, str):
+                    texts.append(value)
+                elif isinstance(value, list):
+                    texts.extend(m["content"] for m in value if isinstance(m, dict) and "content" in m)
+    tokenizer = train_byte_level_bpe(texts, vocab_size)
     output_file = Path(output_file)
     output_file.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(output_file))

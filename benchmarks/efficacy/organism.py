@@ -73,31 +73,21 @@ def render_rows(rows: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, An
 def train_tokenizer(texts: list[str], output_dir: str | Path, vocab_size: int = 1024) -> Any:
     """A byte-level BPE on `texts` with the special tokens and chat template of the tiny Qwen3-style models, saved to
     `output_dir`; digits are split one by one (as Qwen's tokenizers do)."""
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from trl_presafety.tiny import SPECIAL_TOKENS, STYLES, chat_template
+    from trl_presafety.tiny import SPECIAL_TOKENS, STYLES, chat_template, train_byte_level_bpe
 
-    tokenizer = Tokenizer(models.BPE(unk_token=None))
     # Qwen2/3's split: single digits, and a run of newlines is one piece whatever follows. (GPT-2's split, as in
     # `ByteLevel(use_regex=True)`, cuts "\n\n" into "\n" + "\n" before a word but keeps it whole at the end of a
     # prompt, so a model trained on prompt + completion would meet other tokens at generation time.)
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+    split = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(QWEN_SPLIT_PATTERN), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    # As in Qwen3's tokenizer, the think tags are added tokens that are not special (decoding keeps them)
-    tokenizer.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in ("<think>", "</think>")])
+    tokenizer = train_byte_level_bpe(texts, vocab_size, pre_tokenizer=split)
     spec = STYLES["qwen3"]
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
