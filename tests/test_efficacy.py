@@ -84,14 +84,13 @@ def test_bootstrap_difference_is_paired_by_prompt():
     assert point == pytest.approx(0.75) and 0 <= low <= point <= high <= 1
 
 
-def test_efficacy_study_smoke(tmp_path):
-    """The whole pipeline, through the CLI commands, at tiny sizes: one seed, arms (a)-(d), two checkpoints."""
-    config = StudyConfig(
+def smoke_config(tmp_path, **changes) -> StudyConfig:
+    """The study at tiny sizes: one seed, a 2-layer organism trained for 3 steps, 3 prompts per category."""
+    settings = dict(
         output_dir=str(tmp_path / "run"),
         tag="smoke",
         seeds=[0],
         jobs=1,
-        steps=[1, 2],
         primary_step=2,
         smoke=True,
         eval_per_category=3,
@@ -107,6 +106,12 @@ def test_efficacy_study_smoke(tmp_path):
         },
         write_results=False,
     )
+    return StudyConfig(**{**settings, **changes})
+
+
+def test_efficacy_study_smoke(tmp_path):
+    """The whole pipeline, through the CLI commands, at tiny sizes: one seed, arms (a)-(d), two checkpoints."""
+    config = smoke_config(tmp_path, steps=[1, 2])
     results = run_study(config)
     run = tmp_path / "run"
     commands = (run / "commands.sh").read_text()
@@ -134,28 +139,7 @@ def test_efficacy_study_smoke(tmp_path):
 @pytest.mark.slow
 def test_efficacy_methods_and_ablations_smoke(tmp_path):
     """Arms (e) IPO and (f) AltTrain and the ablations run through their commands at tiny sizes."""
-    config = StudyConfig(
-        output_dir=str(tmp_path / "run"),
-        tag="smoke",
-        seeds=[0],
-        jobs=1,
-        arms=["a", "e", "f", "c_think_end", "c_mid_layer"],
-        steps=[2],
-        primary_step=2,
-        smoke=True,
-        eval_per_category=3,
-        max_new_tokens=24,
-        classifier_steps=1,
-        organism_overrides={
-            "hidden_size": 32,
-            "num_hidden_layers": 2,
-            "intermediate_size": 64,
-            "vocab_size": 400,
-            "max_steps": 3,
-            "max_rows": 96,
-        },
-        write_results=False,
-    )
+    config = smoke_config(tmp_path, arms=["a", "e", "f", "c_think_end", "c_mid_layer"], steps=[2])
     results = run_study(config)
     commands = (tmp_path / "run" / "commands.sh").read_text()
     for command in ("build-ipo-pairs", "build-alttrain", "--presafety_anchor think_end", "--presafety_layer 1"):
