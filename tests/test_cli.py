@@ -16,6 +16,8 @@ import yaml
 from trl_presafety import cli
 from trl_presafety.scripts.utils import ACCELERATE_CONFIG_ALIASES, ACCELERATE_CONFIGS_DIR, resolve_accelerate_config
 
+from .testing_utils import run_cli_in_fresh_process
+
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_SFT = REPO_ROOT / "recipes" / "tiny" / "sft" / "config_presafety.yaml"
@@ -51,29 +53,13 @@ def test_version(capsys):
 # Imported by the child: what `--help`, `--version` and `import trl_presafety` may not pull in (seconds of start-up,
 # and third-party import-time noise such as bitsandbytes' kernel warning)
 HEAVY_MODULES = ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate")
-IMPORTS_PROBE = """
-import contextlib, io, json, sys
-import trl_presafety
-from trl_presafety import cli
-with contextlib.redirect_stdout(io.StringIO()) as out:
-    cli.main(sys.argv[1:])
-loaded = [m for m in {heavy!r} if m in sys.modules]
-print(json.dumps({{"out": out.getvalue(), "loaded": loaded}}))
-"""
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"]])
 def test_help_and_version_import_no_heavy_package(argv):
-    result = subprocess.run(
-        [sys.executable, "-c", IMPORTS_PROBE.format(heavy=HEAVY_MODULES), *argv],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
-    report = json.loads(result.stdout.splitlines()[-1])
-    assert report["loaded"] == [] and report["out"].startswith(("usage:", "trl-presafety "))
-    assert "gemm_4bit_forward" not in result.stderr
+    out, loaded, stderr = run_cli_in_fresh_process(argv, HEAVY_MODULES)
+    assert loaded == [] and out.startswith(("usage:", "trl-presafety "))
+    assert "gemm_4bit_forward" not in stderr
 
 
 def test_package_is_lazy_but_complete():
@@ -93,19 +79,9 @@ def test_package_is_lazy_but_complete():
 def test_eval_help_does_not_import_bitsandbytes():
     """bitsandbytes comes in through peft, which transformers' Trainer imports: commands that train need it, the
     evaluation's `--help` does not (nor its run, which loads models without the Trainer)."""
-    probe = (
-        "import sys\nfrom trl_presafety import cli\ntry:\n    cli.main(['eval', '--help'])\nexcept SystemExit:\n"
-        "    pass\nprint('bitsandbytes' in sys.modules, 'peft' in sys.modules)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
-    assert "--model_name_or_path" in result.stdout and result.stdout.splitlines()[-1] == "False False"
-    assert "gemm_4bit_forward" not in result.stderr
+    out, loaded, stderr = run_cli_in_fresh_process(["eval", "--help"], ("bitsandbytes", "peft"))
+    assert "--model_name_or_path" in out and loaded == []
+    assert "gemm_4bit_forward" not in stderr
 
 
 def test_registry_names_the_scripts():

@@ -5,15 +5,14 @@ being installed; every other record, of bitsandbytes or not, still shows."""
 
 import importlib.util
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import trl_presafety  # noqa: F401  (installs the filter, as every command does)
 from trl_presafety._logging import BITSANDBYTES_CPU_LOGGER, MISSING_KERNEL_MESSAGE
+
+from .testing_utils import run_cli_in_fresh_process
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,16 +39,6 @@ def test_only_the_missing_kernels_record_is_dropped(caplog):
 def test_training_command_help_prints_no_kernel_warning():
     """`trl-presafety sft --help` imports the trainer (hence peft and bitsandbytes). On a CPU with AVX512-BF16 and
     without `kernels`, bitsandbytes logs its warning at import; the command prints none of it."""
-    probe = (
-        "import sys\nfrom trl_presafety import cli\ntry:\n    cli.main(['sft', '--help'])\nexcept SystemExit:\n"
-        "    pass\nprint('bitsandbytes' in sys.modules)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
-    assert "--presafety_loss_weight" in result.stdout and result.stdout.splitlines()[-1] == "True"
-    assert "gemm_4bit_forward" not in result.stderr
+    out, loaded, stderr = run_cli_in_fresh_process(["sft", "--help"], ("bitsandbytes",))
+    assert "--presafety_loss_weight" in out and loaded == ["bitsandbytes"]
+    assert "gemm_4bit_forward" not in stderr

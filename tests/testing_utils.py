@@ -3,12 +3,20 @@
 (plain TRL or PreSafety) built the same way. The offline environment is set once, in `conftest.py`."""
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 import torch
 
 from trl_presafety.tiny import load_tiny_rows
 
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 require_torch_accelerator = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA accelerator")
 require_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed")
@@ -123,3 +131,30 @@ def safetensors_keys(folder) -> set[str]:
         with safe_open(str(file), framework="pt") as f:
             keys.update(f.keys())
     return keys
+
+
+# Run in a fresh interpreter: `cli.main(argv)` with its stdout captured (a `--help` exits), then which of the given
+# modules the run imported
+CLI_PROBE = """
+import contextlib, io, json, sys
+from trl_presafety import cli
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    try:
+        cli.main(sys.argv[2:])
+    except SystemExit:
+        pass
+print(json.dumps({"out": out.getvalue(), "loaded": [m for m in json.loads(sys.argv[1]) if m in sys.modules]}))
+"""
+
+
+def run_cli_in_fresh_process(argv: Sequence[str], modules: Sequence[str]) -> tuple[str, list[str], str]:
+    """`trl-presafety <argv>` in a new Python process: `(what it printed, which of modules it imported, stderr)`."""
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_PROBE, json.dumps(list(modules)), *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    report = json.loads(result.stdout.splitlines()[-1])
+    return report["out"], report["loaded"], result.stderr
