@@ -41,9 +41,13 @@ COMMANDS_HELP = {
     "build-ipo-pairs": ("trl_presafety.scripts.build_ipo_pairs", "Build IPO preference pairs from unsafe traces."),
     "pipeline": (
         "trl_presafety.scripts.pipeline",
-        "Run a model's stages in order (build-sft, label, sft, eval, eval-compare), skipping finished ones.",
+        "Run a model's stages in order (build-sft, label, sft, eval, eval-compare), skipping done ones.",
     ),
     "build-alttrain": ("trl_presafety.scripts.build_alttrain", "Build AltTrain SFT data (safety assessment first)."),
+    "build-self-routing": (
+        "trl_presafety.scripts.build_self_routing",
+        "Self-routing SFT data from a label folder: refused prompts answer after a closed think block.",
+    ),
 }
 COMMANDS = {name: module for name, (module, _) in COMMANDS_HELP.items()}
 # Training subcommands: their YAML recipes may carry `accelerate launch` options (`num_processes: 8`), as with `trl`
