@@ -12,17 +12,18 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_presafety.evaluation import EvalConfig, evaluate, grade_math, parse_decoding_setting, split_generated
+from trl_presafety.evaluation import EvalConfig, evaluate, parse_decoding_setting, split_generated
 from trl_presafety.evaluation import loop as eval_loop
 from trl_presafety.evaluation.cache import JsonlCache
+from trl_presafety.evaluation.compare import compare_reports, render_comparison
 from trl_presafety.evaluation.data import load_eval_datasets
 from trl_presafety.evaluation.evaluator import VOLATILE_REPORT_KEYS
 from trl_presafety.evaluation.metrics import compute_figures, summarize
+from trl_presafety.evaluation.plots import build_report_figure
 from trl_presafety.evaluation.prompts import build_eval_prompt, eval_messages
-from trl_presafety.evaluation.report import build_report_figure, compare_reports, render_comparison
 from trl_presafety.evaluation.stats import SMALL_N, bootstrap_auroc_interval, wilson_interval
 from trl_presafety.gate import SafetyGate
-from trl_presafety.judges import RefusalCueJudge
+from trl_presafety.judges import RefusalCueJudge, grade_math
 from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, load_safety_head, save_safety_head
 from trl_presafety.reasoning import THINK_CLOSE, THINK_OPEN
 from trl_presafety.scripts.utils import record_loss_weight
@@ -867,7 +868,7 @@ def test_eval_and_eval_compare_commands(head_model_dirs, tiny_model_dirs, tmp_pa
     with pytest.raises(SystemExit):
         evaluate_script.main(["--config", recipe, "--judge", "gpt4"])
     assert (
-        "argument --judge: invalid choice: 'gpt4' (choose from 'cues', 'classifier', 'guard', 'regex')"
+        "argument --judge: invalid choice: 'gpt4' (choose from 'cues', 'classifier', 'guard')"
         in capsys.readouterr().err
     )
     with pytest.raises(ValueError, match=r"Invalid `sampling_grid` entry 'top_p=2'.*top_p=2.0 is outside"):
@@ -892,7 +893,7 @@ def synthetic_report(name: str, harmful: list[bool], probe: dict | None = None, 
     figures = compute_figures(records, config)
     return {
         "run_name": name, "summary": summarize(figures, probe, config), "figures": figures, "examples": records,
-        "probe": probe, "probe_examples": [], "datasets": ["smoke"], "judge": {"name": "regex"},
+        "probe": probe, "probe_examples": [], "datasets": ["smoke"], "judge": {"name": "cues"},
         "config": {"sampling_grid": ["greedy"]},
     }  # fmt: skip
 
