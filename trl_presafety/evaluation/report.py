@@ -163,8 +163,7 @@ def probe_markdown(probe: dict[str, Any]) -> list[str]:
     if probe.get("loss_weight") is None:
         lines += [
             "",
-            "The head's training weight is not recorded (no `presafety_loss_weight` in the `extra` of its "
-            "safety_head_config.json): a head trained with weight 0 scores like a random one. Check before reading "
+            "The head's training weight is not recorded (no `loss_weight` in its safety_head_config.json): a head trained with weight 0 scores like a random one. Check before reading "
             "these AUROCs.",
         ]
     return lines
