@@ -384,4 +384,3 @@ def train_and_save(trainer: Any, training_args: Any, train_dataset: Any, data_na
     if data_names:  # `save_model` does not know where the data came from: write the card again, naming it
         trainer.create_model_card(dataset_name=data_names)
     trainer.accelerator.print(f"💾 Model and safety head saved to {training_args.output_dir}.")
-
