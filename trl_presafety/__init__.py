@@ -15,7 +15,6 @@ quiet_optional_kernel_warning()
 # Public names, by the submodule defining them; imported on first access (see `_lazy.py`), so that importing the
 # package (and `trl-presafety --help` / `--version`) costs no torch/transformers/trl import
 _EXPORTS = {
-    "callbacks": ["PreSafetyCallback"],
     "gate": ["SafetyGate"],
     "modeling": [
         "SafetyHead",
@@ -31,6 +30,7 @@ _EXPORTS = {
         "DataCollatorForPreSafetyLanguageModeling",
         "DataCollatorForPreSafetyPreference",
         "PreSafetyArguments",
+        "PreSafetyCallback",
         "PreSafetyDPOConfig",
         "PreSafetyDPOTrainer",
         "PreSafetySFTConfig",
@@ -59,7 +59,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # static analyzers and IDEs see the real names
-    from .callbacks import PreSafetyCallback
     from .gate import SafetyGate
     from .modeling import (
         SafetyHead,
@@ -75,6 +74,7 @@ if TYPE_CHECKING:  # static analyzers and IDEs see the real names
         DataCollatorForPreSafetyLanguageModeling,
         DataCollatorForPreSafetyPreference,
         PreSafetyArguments,
+        PreSafetyCallback,
         PreSafetyDPOConfig,
         PreSafetyDPOTrainer,
         PreSafetySFTConfig,

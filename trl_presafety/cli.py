@@ -101,7 +101,7 @@ def split_launch_args(command: str, module: Any, args: list[str]) -> tuple[str |
     The script's own parser reads the recipe and the command line (so a bad recipe fails here, before any process is
     launched); what it does not know must be an `accelerate launch` option, or the run stops naming the unknown key.
     """
-    from .scripts.utils import _describe_unknown, _unknown_keys, accelerate_launch_options, parser_fields
+    from .scripts.arguments import _describe_unknown, _unknown_keys, accelerate_launch_options, parser_fields
 
     config, args = _pop_accelerate_config(list(args))
     make_parser = getattr(module, "make_parser", None)
@@ -138,7 +138,7 @@ def launch(
     """
     from accelerate.commands.launch import launch_command, launch_command_parser
 
-    from .scripts.utils import resolve_accelerate_config
+    from .scripts.arguments import resolve_accelerate_config
 
     accelerate_args = ["--config_file", str(resolve_accelerate_config(config))] if config is not None else []
     accelerate_args += [*launch_args, "--module", module_name, *script_args]

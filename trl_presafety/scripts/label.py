@@ -38,7 +38,7 @@ from ..generation import GenerationArguments
 from ..harmfulness import HARMFUL_COLUMN
 from ..labeling.pipeline import label_dataset, load_prompt_dataset
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, STATE_FILE
-from .utils import make_script_parser, parse_args_strict
+from .arguments import make_script_parser, parse_args_strict
 
 
 @dataclass
