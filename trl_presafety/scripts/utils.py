@@ -3,7 +3,6 @@
 the packaged accelerate configs."""
 
 import difflib
-import json
 import logging
 import os
 import sys
@@ -395,14 +394,14 @@ def record_loss_weight(output_dir: str | os.PathLike, training_args: Any) -> Non
     `trl-presafety eval` reads it to tell a trained head from one that never got a gradient (weight 0, e.g. the
     AltTrain recipes): the latter's scores are those of its random init, and its AUROC must not be reported.
     """
-    from ..modeling import SAFETY_HEAD_CONFIG_NAME
+    from ..modeling import SAFETY_HEAD_CONFIG_NAME, SafetyHeadConfig
 
     path = Path(output_dir) / SAFETY_HEAD_CONFIG_NAME
     if not path.is_file():
         return
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config.setdefault("extra", {}).update(
+    config = SafetyHeadConfig.load(output_dir)
+    config.extra.update(
         presafety_loss_weight=float(training_args.presafety_loss_weight),
         presafety_weight_schedule=training_args.presafety_weight_schedule,
     )
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    config.save(output_dir)  # recomputes the checksum
