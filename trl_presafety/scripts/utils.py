@@ -351,6 +351,33 @@ def check_model_name(model_args: Any) -> str:
     return model_args.model_name_or_path
 
 
+def check_training_inputs(script_args: Any, dataset_args: Any, model_args: Any) -> None:
+    """Stops before anything loads (or tries the network) when a local input of the recipe is missing: the data (a
+    label folder not written yet, or one whose labeling did not finish), then the model folder. Each error names the
+    field and the command that makes the input."""
+    from ..inputs import check_data_input, check_model_input, looks_local
+
+    _check_data_inputs(script_args, dataset_args, check_data_input, looks_local)
+    for path in _local_dataset_paths(script_args, dataset_args):
+        check_label_folder(path, script_args.allow_incomplete_labels)
+    check_model_input(model_args.model_name_or_path)
+
+
+def _check_data_inputs(script_args: Any, dataset_args: Any, check_data_input: Any, looks_local: Any) -> None:
+    if not dataset_args.datasets:
+        check_data_input(script_args.dataset_name)
+        return
+    for i, entry in enumerate(dataset_args.datasets):
+        if looks_local(entry.path):
+            check_data_input(entry.path, f"datasets[{i}].path")
+            continue
+        files = entry.data_files
+        for value in files.values() if isinstance(files, dict) else [files]:
+            for item in [value] if isinstance(value, str) else list(value or []):
+                if looks_local(item):
+                    check_data_input(item, f"datasets[{i}].data_files")
+
+
 def training_data_names(script_args: Any, dataset_args: Any) -> list[str]:
     """What the model card names as the training data: `dataset_name`, or each mixture entry (its files when it is
     read with a file builder such as `json`)."""
