@@ -36,6 +36,7 @@ from .utils import (
     PreSafetyScriptArguments,
     apply_model_init_kwargs,
     check_model_name,
+    check_precision,
     check_trackers,
     check_training_columns,
     check_training_inputs,
@@ -68,6 +69,7 @@ def train(script_args, training_args, model_args, dataset_args):
 
     model_name = check_model_name(model_args)
     check_training_inputs(script_args, dataset_args, model_args)
+    check_precision(training_args)
     check_trackers(training_args)
     apply_model_init_kwargs(model_args, training_args)
     dataset = load_training_datasets(script_args, dataset_args)
