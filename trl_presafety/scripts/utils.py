@@ -3,7 +3,6 @@
 the packaged accelerate configs."""
 
 import difflib
-import json
 import logging
 import os
 import sys
@@ -442,25 +441,4 @@ def train_and_save(trainer: Any, training_args: Any, train_dataset: Any, data_na
     trainer.save_model(training_args.output_dir)
     if data_names:  # `save_model` does not know where the data came from: write the card again, naming it
         trainer.create_model_card(dataset_name=data_names)
-    if training_args.should_save:
-        record_loss_weight(training_args.output_dir, training_args)
     trainer.accelerator.print(f"💾 Model and safety head saved to {training_args.output_dir}.")
-
-
-def record_loss_weight(output_dir: str | os.PathLike, training_args: Any) -> None:
-    """Adds the auxiliary loss weight and its schedule to `extra` of the saved `safety_head_config.json`.
-
-    `trl-presafety eval` reads it to tell a trained head from one that never got a gradient (weight 0, e.g. the
-    AltTrain recipes): the latter's scores are those of its random init, and its AUROC must not be reported.
-    """
-    from ..modeling import SAFETY_HEAD_CONFIG_NAME
-
-    path = Path(output_dir) / SAFETY_HEAD_CONFIG_NAME
-    if not path.is_file():
-        return
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config.setdefault("extra", {}).update(
-        presafety_loss_weight=float(training_args.presafety_loss_weight),
-        presafety_weight_schedule=training_args.presafety_weight_schedule,
-    )
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
