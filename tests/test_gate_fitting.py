@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_presafety import SafetyGate, SafetyHeadConfig, calibrate_safety_head, fit_safety_head, load_safety_head
 from trl_presafety.anchors import AnchorSpec, detect_template_family, inference_anchor
-from trl_presafety.fingerprints import weights_fingerprint
+from trl_presafety.fingerprints import fingerprint_weights
 from trl_presafety.gate_fitting import (
     calibration_overlap,
     choose_threshold,
@@ -126,7 +126,9 @@ def test_fitted_head_folder_loads_like_a_trained_one(fitted, tiny_model_dirs, fa
     assert not list(folder.glob("model*.safetensors")), "the base weights are not copied"
     config = SafetyHeadConfig.load(folder)
     assert config.base_model == tiny_model_dirs[family]
-    assert config.backbone_fingerprint == weights_fingerprint(tiny_model_dirs[family])
+    assert config.backbone_fingerprint == fingerprint_weights(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dirs[family])
+    )
     prompts = [row["prompt"] for row in DEV[:8]]
     expected = gate.predict_proba(prompts)
 
@@ -192,15 +194,18 @@ def test_head_folder_refuses_other_weights(fitted, tiny_model_dirs, tmp_path):
     shutil.copytree(tiny_model_dirs["qwen3"], base)
     head = tmp_path / "head"
     shutil.copytree(folder, head)
+    # The same weights moved elsewhere load; an edited config does not (its checksum)
+    assert SafetyGate.from_pretrained(head, base_model=str(base)).predict_proba(["Hi"])
     config = json.loads((head / SAFETY_HEAD_CONFIG_NAME).read_text())
-    config["base_model"] = str(base)
+    (head / SAFETY_HEAD_CONFIG_NAME).write_text(json.dumps({**config, "threshold": 0.01}))
+    with pytest.raises(ValueError, match="was edited after it was saved"):
+        SafetyGate.from_pretrained(head, base_model=str(base))
     (head / SAFETY_HEAD_CONFIG_NAME).write_text(json.dumps(config))
-    assert SafetyGate.from_pretrained(head).predict_proba(["Hi"])  # the same weights under another path load
     tensors = load_file(base / "model.safetensors")
     tensors = {k: v + 1e-3 if v.dtype.is_floating_point else v for k, v in tensors.items()}
     save_file(tensors, base / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match="was fitted on the weights of .* with fingerprint sha256:.*now have"):
-        SafetyGate.from_pretrained(head)
+    with pytest.raises(ValueError, match="was trained with other weights than this model's"):
+        SafetyGate.from_pretrained(head, base_model=str(base))
 
 
 def test_fit_and_calibrate_commands(tiny_model_dirs, tmp_path, capsys):

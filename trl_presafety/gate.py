@@ -16,8 +16,8 @@ from .anchors import MISSING_POSITION, AnchorSpec, detect_template_family, infer
 from .modeling import (
     AnchorCapture,
     SafetyHeadConfig,
-    check_finite_head,
     check_head_fits,
+    check_usable_head,
     get_base_causal_lm,
     get_safety_head,
 )
@@ -84,7 +84,7 @@ class SafetyGate:
             raise ValueError(f"Invalid `threshold`: {threshold!r}. Use a probability in [0, 1], or None (calibrated).")
         self.threshold = float(threshold)
         check_head_fits(self.config, model, "the model")
-        check_finite_head(head, "the model")
+        check_usable_head(head, "the model")
         self._spec = AnchorSpec.from_tokenizer(tokenizer, self.config.anchor, self.config.think_token)
         self._family = detect_template_family(tokenizer, self.config.think_token)
         if self.config.template_family is not None and self.config.template_family != self._family:
@@ -102,52 +102,47 @@ class SafetyGate:
         threshold: float | None = None,
         batch_size: int = 16,
         tokenizer: PreTrainedTokenizerBase | None = None,
+        base_model: str | None = None,
+        allow_other_weights: bool = False,
         **model_kwargs,
     ) -> "SafetyGate":
         """The gate saved in `path`: a training run's output (model weights and head side by side) or a head fitted on
         a frozen model (`trl-presafety fit-gate`: the head only, with the base model named in its config).
 
-        The base model's weights must have the fingerprint recorded at fitting time (`backbone_fingerprint`): a head
-        read on other weights (a fine-tune of the same shapes) would give a confident, meaningless probability.
+        The model's weights must have the fingerprint recorded with the head (`backbone_fingerprint`): a head read on
+        other weights (a fine-tune of the same shapes) would give a confident, meaningless probability.
 
         Args:
             path (`str` or `os.PathLike`): Folder with `safety_head.safetensors` and `safety_head_config.json`.
             threshold (`float`, *optional*): Overrides the head's calibrated threshold.
             batch_size (`int`, *optional*, defaults to `16`): Prompts per forward.
             tokenizer (`PreTrainedTokenizerBase`, *optional*): Defaults to the one in `path`, else the base model's.
+            base_model (`str`, *optional*): Where the base model of a fitted head is now, when it moved since fitting
+                (its weights must still be those the head was fitted on).
+            allow_other_weights (`bool`, *optional*, defaults to `False`): Load the head onto other weights than it
+                read when it was fitted or trained (see `load_safety_head`), with a warning.
             model_kwargs: Passed to `AutoModelForCausalLM.from_pretrained` (e.g. `dtype=torch.bfloat16`).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .fingerprints import resolve_model_dir, weights_fingerprint
         from .modeling import load_safety_head
 
         folder = Path(path)
         config = SafetyHeadConfig.load(folder)
         has_weights = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
-        model_path = str(folder) if has_weights else config.base_model
+        model_path = str(folder) if has_weights else (base_model or config.base_model)
         if model_path is None:
             raise ValueError(
                 f"{folder} holds a safety head but no model weights, and its {folder / 'safety_head_config.json'} "
                 "names no `base_model`. Pass the output folder of the training run, or refit the head with "
                 "`trl-presafety fit-gate`, which records the base model."
             )
-        if not has_weights and config.backbone_fingerprint is not None:
-            local = resolve_model_dir(model_path, model_kwargs.get("revision"))
-            found = weights_fingerprint(local) if local is not None else None
-            if found != config.backbone_fingerprint:
-                raise ValueError(
-                    f"The safety head in {folder} was fitted on the weights of {model_path!r} with fingerprint "
-                    f"{config.backbone_fingerprint}, but "
-                    + (f"those weights now have {found}" if found else "they are not on this machine")
-                    + ": the head would read states it was not fitted on. Refit it on these weights with "
-                    "`trl-presafety fit-gate`, or point `base_model` in its config at the original weights."
-                )
         model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
         if tokenizer is None:
             has_tokenizer = (folder / "tokenizer_config.json").is_file()
             tokenizer = AutoTokenizer.from_pretrained(str(folder) if has_tokenizer else model_path)
-        load_safety_head(model, folder)
+        # Refused on other weights than the head read when it was fitted or trained (its `backbone_fingerprint`)
+        load_safety_head(model, folder, allow_other_weights=allow_other_weights)
         return cls(model, tokenizer, threshold=threshold, batch_size=batch_size)
 
     def _encode(

@@ -13,6 +13,8 @@ full-batch L-BFGS fit in float64 on standardized states has one solution, reache
 no learning rate or epoch count to tune (the probe literature's standard, e.g. https://arxiv.org/abs/1610.01644).
 """
 
+import hashlib
+import json
 import logging
 import math
 import os
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .anchors import MISSING_LABEL, MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
-from .fingerprints import prompts_fingerprint, resolve_model_dir, text_hash, weights_fingerprint
+from .fingerprints import fingerprint_json, fingerprint_weights
 from .gate import SafetyGate
 from .modeling import SafetyHeadConfig, attach_safety_head, get_base_causal_lm, get_safety_head, save_safety_head
 
@@ -81,6 +83,20 @@ def load_labeled_prompts(
     if len(keep) < len(labels):
         logger.warning(f"{len(labels) - len(keep)} of {len(labels)} rows of {description} have no label: left out.")
     return [prompts[i] for i in keep], [labels[i] for i in keep], description
+
+
+def text_hash(prompt: Any) -> str:
+    """A short hash of one prompt (a string, or a list of chat messages), the same for the same text (whitespace
+    runs count as one space)."""
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
+
+
+def prompts_fingerprint(prompts: Sequence[Any], labels: Sequence[Any] | None = None) -> str:
+    """A fingerprint of a labeled prompt set, independent of row order."""
+    return fingerprint_json(
+        sorted(f"{text_hash(p)}:{'' if labels is None else labels[i]}" for i, p in enumerate(prompts))
+    )
 
 
 def split_slice(split: str) -> tuple[str, Any]:
@@ -315,7 +331,6 @@ def fit_safety_head(
     elif evaluation_prompts is not None:
         logger.info("No calibration set: `evaluation_prompts` is only checked against a calibration set.")
 
-    base_model, fingerprint = None, None
     if isinstance(model, (str, os.PathLike)):
         base_model = str(model)
         model = AutoModelForCausalLM.from_pretrained(base_model, **(model_init_kwargs or {}))
@@ -325,14 +340,6 @@ def fit_safety_head(
         if base_model is None:
             raise ValueError("The model has no `name_or_path` to load its tokenizer from: pass `tokenizer`.")
         tokenizer = AutoTokenizer.from_pretrained(base_model)
-    if base_model is not None:
-        local = resolve_model_dir(base_model, (model_init_kwargs or {}).get("revision"))
-        fingerprint = weights_fingerprint(local) if local is not None and any(local.glob("*.safetensors")) else None
-    if fingerprint is None:
-        logger.warning(
-            f"The weights of {base_model!r} are not in local safetensors files: the head's config cannot bind it to "
-            "them, and `SafetyGate.from_pretrained` will not be able to check that it reads the same weights."
-        )
     if get_safety_head(model) is not None:
         raise ValueError(
             "The model already carries a safety head (a PreSafety run's, or one loaded with `load_safety_head`). "
@@ -340,7 +347,8 @@ def fit_safety_head(
         )
     model.requires_grad_(False)
     config = head_config_for(model, tokenizer, anchor, think_token, layer, pooling, chat_template_kwargs)
-    config.base_model, config.backbone_fingerprint = base_model, fingerprint
+    # The head is bound to the weights it read (their fingerprint, checked by `load_safety_head`), not to the path
+    config.base_model, config.backbone_fingerprint = base_model, fingerprint_weights(model)
     head = attach_safety_head(model, config)
     gate = SafetyGate(model, tokenizer, threshold=None, batch_size=batch_size)
 
@@ -406,12 +414,9 @@ def save_fitted_gate(gate: SafetyGate, output_dir: str | os.PathLike) -> Path:
                 f"The gate's model is a PEFT adapter, whose weights {folder} would not hold: write the head into the "
                 "adapter's own folder (the training output), or merge the adapter and fit the gate on the merged model."
             )
-        base_model = getattr(get_base_causal_lm(gate.model).config, "_name_or_path", None) or None
-        local = resolve_model_dir(base_model) if base_model else None
-        gate.config.base_model = base_model
-        gate.config.backbone_fingerprint = weights_fingerprint(local) if local is not None else None
+        gate.config.base_model = getattr(get_base_causal_lm(gate.model).config, "_name_or_path", None) or None
     head = get_safety_head(gate.model)
-    save_safety_head(folder, head.state_dict(), gate.config)
+    save_safety_head(folder, head.state_dict(), gate.config, backbone=gate.model)
     if not (folder / "tokenizer_config.json").is_file():
         gate.tokenizer.save_pretrained(folder)
     return folder

@@ -6,6 +6,8 @@ The threshold is the lowest P(refuse) at which at most `target_rate` (default 5%
 n per class, the achieved routed shares and the set's fingerprint, into `safety_head_config.json` of the head folder
 (a training run's output, or `fit-gate`'s); `SafetyGate` and routed generation then use it by default. Calibrate on a
 dev split: never on the prompts a report evaluates (`--evaluation_datasets` refuses them where it can see them).
+The model is the one saved with the head (a training run's output) or named in its config (`fit-gate`);
+`--model_name_or_path` says where that base model is now if it moved (its weights must be those the head read).
 
 ```bash
 trl-presafety calibrate-gate --head_path runs/tiny-gate --dataset_name runs/tiny-labels-dev
@@ -61,7 +63,10 @@ def main(argv: list[str] | None = None) -> dict:
     script_args, model_args = parse_args_strict(make_parser(), argv)
     kwargs = model_init_kwargs(model_args)
     kwargs.pop("revision", None)  # the head folder names its own base model
-    gate = SafetyGate.from_pretrained(script_args.head_path, batch_size=script_args.batch_size, **kwargs)
+    # `model_name_or_path`: where a fitted head's base model is now, if it moved (its weights are checked)
+    gate = SafetyGate.from_pretrained(
+        script_args.head_path, batch_size=script_args.batch_size, base_model=model_args.model_name_or_path, **kwargs
+    )
     output_dir = script_args.output_dir or script_args.head_path
     record = calibrate_safety_head(
         gate,
