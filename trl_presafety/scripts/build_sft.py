@@ -51,7 +51,9 @@ RESUME_KEYS = (
     "shard_size",
     "split",
     "prompts_sha256",
-    "model",
+    # What was at the model's and judges' paths, not the paths: a retrained model at the same path rebuilds
+    "model_fingerprint",
+    "judges_fingerprints",
     "decoding",
     "build",
     "judges",
@@ -189,6 +191,7 @@ def build(
         output_features,
     )
     from ..data.sources import load_prompt_sources
+    from ..fingerprints import fingerprint_local_paths, fingerprint_path
     from ..generation import generate_responses_from_texts, load_causal_lm, resolve_backend
     from ..shards import ShardedJob, write_json_atomic
 
@@ -218,9 +221,11 @@ def build(
         "prompts": list(args.prompts),
         "prompts_sha256": fingerprint(prompts.to_list()),
         "model": _source(model_id),
+        "model_fingerprint": fingerprint_path(model_id),
         "decoding": decoding,
         "build": dataclasses.asdict(config),
         "judges": fingerprint(dataclasses.asdict(judge_args)),
+        "judges_fingerprints": fingerprint_local_paths(dataclasses.asdict(judge_args)),
         "pairs": pairs,
     }
     job = ShardedJob(
