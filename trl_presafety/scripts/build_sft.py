@@ -38,6 +38,7 @@ from ..build_checks import ALLOW_EMPTY_CLASS_HELP, class_balance_problems, warn_
 from ..data.build_sft import BuildSFTConfig
 from ..generation_arguments import GenerationArguments
 from ..judges.registry import JudgeArguments
+from ..shards import ShardWorkerArguments
 
 
 STATS_FILE = "build_sft_stats.json"
@@ -60,10 +61,11 @@ RESUME_KEYS = (
 
 
 @dataclass
-class BuildSFTScriptArguments:
+class BuildSFTScriptArguments(ShardWorkerArguments):
     r"""
     Data and output of `trl-presafety build-sft` (guidance and checks: `BuildSFTConfig`; judges: `JudgeArguments`;
-    decoding: `GenerationArguments`; the model: `ModelConfig`).
+    decoding: `GenerationArguments`; the model: `ModelConfig`; several workers sharing the shards: `num_workers`,
+    `worker_index`, `claim_timeout`, `take_over_claims` of [`~trl_presafety.shards.ShardWorkerArguments`]).
 
     prompts (`list[str]`):
         Prompt sources (`trl_presafety.data.sources`): `star1`, `star_benign_915`, `safechain`, `gsm8k`,
@@ -104,6 +106,7 @@ class BuildSFTScriptArguments:
     allow_empty_class: bool = field(default=False, metadata={"help": ALLOW_EMPTY_CLASS_HELP})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.prompts, str):
             self.prompts = [self.prompts]
         if not self.prompts:
@@ -177,7 +180,8 @@ def build(
     on_shard_end: Any = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Builds (or resumes) the SFT rows and pairs; returns the acceptance statistics."""
+    """Builds (or resumes) the SFT rows and pairs; returns the acceptance statistics (empty when this worker ends
+    while other workers still hold or owe shards: the last of them aggregates and records the folder complete)."""
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
@@ -231,8 +235,9 @@ def build(
         shard_size=args.shard_size,
         overwrite=args.overwrite_output_dir,
         what="SFT rows",
+        **args.worker_kwargs(),
     )
-    if not all(job.done(i) for i in range(job.num_shards)):
+    if not all(job.done(i) for i in job.shards()):
         if resolve_backend(kwargs["backend"], model_id) == "transformers":
             model = load_causal_lm(model_id, model_init_kwargs)
         judges = build_judges_for(judge_args, config, model, tokenizer)
@@ -265,6 +270,9 @@ def build(
     )
     job.run(process, progress=progress, on_shard_end=on_shard_end)
     progress.close()
+    if not job.all_done():  # other workers still hold or owe shards: the last of them aggregates and finishes
+        print(job.pending_message())
+        return {}
 
     shard_stats = [
         json.loads((folders["sft"] / SAMPLES_DIR / f"shard-{i:05d}.json").read_text(encoding="utf-8"))["stats"]
