@@ -283,7 +283,7 @@ def test_head_for_another_model_is_refused(saved_head, tmp_path):
         load_safety_head(wider, saved_head)
     model = AutoModelForCausalLM.from_pretrained(saved_head)
     config = json.loads((saved_head / SAFETY_HEAD_CONFIG_NAME).read_text())
-    (saved_head / SAFETY_HEAD_CONFIG_NAME).write_text(json.dumps(dict(config, model_type="llama")))
+    SafetyHeadConfig(**dict(config, model_type="llama")).save(saved_head)  # saved (not edited) for another model type
     with pytest.raises(ValueError, match=r"model type 'llama' \(model: 'qwen3'\)"):
         load_safety_head(model, saved_head)
 

@@ -12,8 +12,8 @@ from .anchors import MISSING_POSITION, AnchorSpec, detect_template_family, infer
 from .modeling import (
     AnchorCapture,
     SafetyHeadConfig,
-    check_finite_head,
     check_head_fits,
+    check_usable_head,
     get_base_causal_lm,
     get_safety_head,
 )
@@ -60,7 +60,7 @@ class SafetyGate:
         self.batch_size = batch_size
         self.config: SafetyHeadConfig = head.config
         check_head_fits(self.config, model, "the model")
-        check_finite_head(head, "the model")
+        check_usable_head(head, "the model")
         self._spec = AnchorSpec.from_tokenizer(tokenizer, self.config.anchor, self.config.think_token)
         self._family = detect_template_family(tokenizer, self.config.think_token)
         if self.config.template_family is not None and self.config.template_family != self._family:

@@ -190,9 +190,15 @@ def build(
     )
     from ..data.sources import load_prompt_sources
     from ..generation import generate_responses_from_texts, load_causal_lm, resolve_backend
+    from ..inputs import check_classifier_input, check_model_input
     from ..shards import ShardedJob, write_json_atomic
 
     check_arguments(config, generation, model_args)
+    check_model_input(model_args.model_name_or_path)
+    if "classifier" in (judge_args.answer_judge, judge_args.step_judge):
+        check_classifier_input(judge_args.classifier_path, "classifier_path")
+    if "guard" in (judge_args.answer_judge, judge_args.step_judge):
+        check_model_input(judge_args.guard_model, "guard_model")
     for folder in (args.output_dir, args.pairs_output_dir):
         if folder is not None:
             warn_if_inside_package(folder, "build-sft")

@@ -36,8 +36,9 @@ from trl import ModelConfig, TrlParser
 
 from ..generation import GenerationArguments
 from ..harmfulness import HARMFUL_COLUMN
+from ..inputs import check_classifier_input, check_data_input, check_model_input
 from ..labeling.pipeline import label_dataset, load_prompt_dataset
-from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, STATE_FILE
+from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, STATE_FILE, check_label_folder
 from .utils import make_script_parser, parse_args_strict
 
 
@@ -180,6 +181,11 @@ def main(argv: list[str] | None = None) -> None:
             f"`model_name_or_path` is required, got {model_args.model_name_or_path!r}: pass the safe model (the LRM "
             "whose thinking-off answers are labeled), e.g. `--model_name_or_path Qwen/Qwen3-8B`."
         )
+    # Every local input first: a missing classifier would otherwise fail after the whole generation, on the network
+    check_data_input(script_args.dataset_name)
+    check_label_folder(script_args.dataset_name, script_args.allow_incomplete_labels)
+    check_model_input(model_args.model_name_or_path)
+    check_classifier_input(script_args.classifier_name_or_path)
     dataset = load_prompt_dataset(
         script_args.dataset_name,
         script_args.dataset_config,

@@ -24,7 +24,8 @@ from ..modeling import (
     AnchorCapture,
     SafetyHeadConfig,
     attach_safety_head,
-    check_finite_head,
+    check_head_tensors,
+    check_usable_head,
     get_safety_head,
     head_config_from_args,
     presafety_bce,
@@ -364,7 +365,9 @@ class PreSafetyTrainerMixin:
                 "`stage3_gather_16bit_weights_on_model_save: true` in the DeepSpeed config to save it."
             )
             return
-        save_safety_head(output_dir, head_state, self._presafety_head_config)
+        # Bound to the weights saved beside it: the state dict being written (ZeRO-3, FSDP) or the model in memory
+        backbone = state_dict if state_dict else self.model
+        save_safety_head(output_dir, head_state, self._presafety_head_config, backbone=backbone)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
@@ -473,5 +476,7 @@ class PreSafetyTrainerMixin:
                 f"run's head ({head.config.head_type}, hidden {head.config.hidden_size}). Resume with the "
                 "`presafety_head*` settings of the run that wrote the checkpoint."
             )
-        head.load_state_dict(read_safety_head_state(folder))  # copies into the parameters, in their dtype
-        check_finite_head(head, folder)
+        tensors = read_safety_head_state(folder)
+        check_head_tensors(tensors, head, folder)
+        head.load_state_dict(tensors)  # copies into the parameters, in their dtype
+        check_usable_head(head, folder)
