@@ -16,6 +16,7 @@ quiet_optional_kernel_warning()
 # package (and `trl-presafety --help` / `--version`) costs no torch/transformers/trl import
 _EXPORTS = {
     "gate": ["SafetyGate"],
+    "gate_fitting": ["calibrate_safety_head", "fit_safety_head"],
     "modeling": [
         "SafetyHead",
         "SafetyHeadConfig",
@@ -51,6 +52,8 @@ __all__ = [
     "SafetyHead",
     "SafetyHeadConfig",
     "attach_safety_head",
+    "calibrate_safety_head",
+    "fit_safety_head",
     "gather_anchor_states",
     "get_safety_head",
     "load_safety_head",
@@ -60,6 +63,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # static analyzers and IDEs see the real names
     from .gate import SafetyGate
+    from .gate_fitting import calibrate_safety_head, fit_safety_head
     from .modeling import (
         SafetyHead,
         SafetyHeadConfig,

@@ -44,6 +44,14 @@ COMMANDS_HELP = {
         "Run a model's stages in order (build-sft, label, sft, eval, eval-compare), skipping finished ones.",
     ),
     "build-alttrain": ("trl_presafety.scripts.build_alttrain", "Build AltTrain SFT data (safety assessment first)."),
+    "fit-gate": (
+        "trl_presafety.scripts.fit_gate",
+        "Fit a pre-CoT safety gate on a frozen model's anchor states (no training of the model).",
+    ),
+    "calibrate-gate": (
+        "trl_presafety.scripts.calibrate_gate",
+        "Choose a gate's threshold on labeled dev prompts (a target share of benign prompts routed).",
+    ),
 }
 COMMANDS = {name: module for name, (module, _) in COMMANDS_HELP.items()}
 # Training subcommands: their YAML recipes may carry `accelerate launch` options (`num_processes: 8`), as with `trl`

@@ -18,6 +18,7 @@ from trl.trainer.utils import create_model_from_path
 
 from ..anchors import MISSING_LABEL, AnchorSpec, describe_indices, detect_template_family, normalize_label
 from ..modeling import (
+    SAFETY_HEAD_ATTR,
     SAFETY_HEAD_CONFIG_NAME,
     SAFETY_HEAD_WEIGHTS_NAME,
     AnchorCapture,
@@ -44,6 +45,20 @@ MERGE_REASON = (
     "absent in training; `presafety_anchor='think_end'` reads the tag, which no merge touches, or start completions "
     "on a token boundary"
 )
+
+
+def exclude_safety_head_from_adapters(peft_config: Any, head: nn.Module | None) -> None:
+    """Keeps LoRA off the safety head: `target_modules="all-linear"` (or a name such as `proj`) would otherwise wrap the
+    head's own layers, which then save as adapter weights that `load_safety_head` cannot read. The head trains in
+    full, on its own, beside the adapter (see `_presafety_setup`)."""
+    if head is None or not hasattr(peft_config, "exclude_modules"):
+        return
+    names = [SAFETY_HEAD_ATTR] + [f"{SAFETY_HEAD_ATTR}.{name}" for name, _ in head.named_modules() if name]
+    excluded = peft_config.exclude_modules
+    if isinstance(excluded, str):
+        peft_config.exclude_modules = rf"(?:{excluded})|(?:(?:.*\.)?{SAFETY_HEAD_ATTR}(?:\..*)?)"
+    else:
+        peft_config.exclude_modules = sorted(set(excluded or ()) | set(names))
 
 
 class PreSafetyTrainerMixin:
@@ -92,6 +107,8 @@ class PreSafetyTrainerMixin:
                 args.model_init_kwargs = None  # consumed above, and TRL would warn that they are ignored
         if get_safety_head(model) is None:
             attach_safety_head(model, args, seed=args.seed)
+        if peft_config is not None:
+            exclude_safety_head_from_adapters(peft_config, get_safety_head(model))
         return model, args, quantization_config
 
     def _presafety_setup(self, base_collator_cls: type, collator_cls: type) -> None:
