@@ -33,6 +33,7 @@ GENERATION_FIELD_NAMES = {
     "generation_seed": "seed",
     "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
     "vllm_tensor_parallel_size": "vllm_tensor_parallel_size",
+    "vllm_data_parallel_size": "vllm_data_parallel_size",
     "vllm_max_model_len": "vllm_max_model_len",
 }
 DEFAULT_MATH_TEMPLATE = "{prompt}\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -161,6 +162,9 @@ class EvalConfig:
         Fraction of GPU memory vLLM may use.
     vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
         Number of GPUs vLLM shards the model over.
+    vllm_data_parallel_size (`int`, *optional*, defaults to `1`):
+        Number of vLLM engines on this node, each on its own `vllm_tensor_parallel_size` GPUs and a share of the
+        prompts (`vllm_data_parallel_size * vllm_tensor_parallel_size` <= visible GPUs).
     vllm_max_model_len (`int`, *optional*):
         Context length vLLM reserves KV cache for (prompt + `max_new_tokens`); defaults to the model's.
 
@@ -265,6 +269,9 @@ class EvalConfig:
     )
     vllm_tensor_parallel_size: int = generation_field(
         "vllm_tensor_parallel_size", help="GPUs vLLM shards the model over."
+    )
+    vllm_data_parallel_size: int = generation_field(
+        "vllm_data_parallel_size", help="vLLM engines on this node, each on its own vllm_tensor_parallel_size GPUs."
     )
     vllm_max_model_len: int | None = generation_field("vllm_max_model_len")
     judge: str = field(
