@@ -6,26 +6,25 @@ per-example crashes, base + adapter, the CLI, and `eval-compare`."""
 import copy
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from sklearn.metrics import roc_auc_score
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_presafety.evaluation import EvalConfig, evaluate, grade_math, parse_decoding_setting, split_generated
+from trl_presafety.evaluation import EvalConfig, evaluate, parse_decoding_setting, split_generated
 from trl_presafety.evaluation import loop as eval_loop
 from trl_presafety.evaluation.cache import JsonlCache
+from trl_presafety.evaluation.compare import compare_reports, render_comparison
 from trl_presafety.evaluation.data import load_eval_datasets
 from trl_presafety.evaluation.evaluator import VOLATILE_REPORT_KEYS
 from trl_presafety.evaluation.metrics import compute_figures, summarize
+from trl_presafety.evaluation.plots import build_report_figure
 from trl_presafety.evaluation.prompts import build_eval_prompt, eval_messages
-from trl_presafety.evaluation.report import build_report_figure, compare_reports, render_comparison
 from trl_presafety.evaluation.stats import SMALL_N, bootstrap_auroc_interval, wilson_interval
 from trl_presafety.gate import SafetyGate
-from trl_presafety.judges import RefusalCueJudge
+from trl_presafety.judges import RefusalCueJudge, grade_math
 from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, load_safety_head, save_safety_head
 from trl_presafety.reasoning import THINK_CLOSE, THINK_OPEN
-from trl_presafety.scripts.utils import record_loss_weight
 from trl_presafety.tiny import build_tiny_tokenizer
 
 from .test_judges import build_scripted_guard
@@ -434,25 +433,45 @@ def test_r1_model_without_head_skips_the_probe(tiny_model_dirs, tmp_path):
     assert all(r["reasoning"] is not None for r in on)
 
 
-def test_a_head_trained_with_weight_zero_is_reported_untrained(tiny_model_dirs, tmp_path):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
-    head_config = SafetyHeadConfig(hidden_size=model.config.hidden_size)
-    attach_safety_head(model, head_config, seed=3)
-    model.save_pretrained(tmp_path / "model")
-    AutoTokenizer.from_pretrained(tiny_model_dirs["qwen3"]).save_pretrained(tmp_path / "model")
-    head_config.save(tmp_path / "model")
-    # What `trl-presafety sft` records after saving a run trained with presafety_loss_weight=0 (e.g. AltTrain)
-    record_loss_weight(
-        tmp_path / "model", SimpleNamespace(presafety_loss_weight=0.0, presafety_weight_schedule="constant")
-    )
-    assert SafetyHeadConfig.load(tmp_path / "model").extra["presafety_loss_weight"] == 0.0
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_a_python_api_run_reports_its_loss_weight(tiny_model_dirs, tmp_path, weight):
+    """A run trained and saved through the Python API (no command-line script) records its weight in the head config,
+    and the evaluation reads it there: weight 0 (e.g. AltTrain) is an untrained head with no AUROC, weight 0.5 a
+    trained one whose report carries 0.5."""
+    from datasets import Dataset
 
-    config = small_config(str(tmp_path / "model"), tmp_path / "out", sampling_grid=["greedy"], datasets=["smoke@1"])
+    from trl_presafety import PreSafetySFTConfig, PreSafetySFTTrainer
+
+    from .testing_utils import config_kwargs, load_tiny_sft_rows
+
+    args = PreSafetySFTConfig(**config_kwargs(tmp_path, max_steps=1, presafety_loss_weight=weight))
+    trainer = PreSafetySFTTrainer(
+        model=tiny_model_dirs["qwen3"], args=args, train_dataset=Dataset.from_list(load_tiny_sft_rows(4))
+    )
+    trainer.train()
+    trainer.save_model(args.output_dir)
+    assert SafetyHeadConfig.load(args.output_dir).loss_weight == weight
+    assert json.loads((Path(args.output_dir) / "safety_head_config.json").read_text())["extra"] == {}
+
+    config = small_config(
+        args.output_dir,
+        tmp_path / "eval",
+        sampling_grid=["greedy"],
+        thinking_modes=["off"],
+        datasets=["smoke@2"],
+        max_new_tokens=2,
+    )
     report = evaluate(config)
-    assert report["probe"]["status"] == "untrained" and "presafety_loss_weight=0" in report["probe"]["reason"]
-    assert "auroc" not in report["probe"] and report["probe_examples"] == []
-    assert report["summary"]["probe_status"] == "untrained" and report["summary"]["probe_auroc"] is None
-    assert "**Untrained head: no AUROC reported.**" in (tmp_path / "out" / "report.md").read_text()
+    probe, markdown = report["probe"], (tmp_path / "eval" / "report.md").read_text()
+    assert probe["loss_weight"] == weight
+    if weight == 0:
+        assert probe["status"] == "untrained" and "presafety_loss_weight=0" in probe["reason"]
+        assert "auroc" not in probe and report["probe_examples"] == []
+        assert report["summary"]["probe_status"] == "untrained" and report["summary"]["probe_auroc"] is None
+        assert "**Untrained head: no AUROC reported.**" in markdown
+    else:
+        assert probe["status"] == "ok" and report["summary"]["probe_auroc"] == probe["auroc"]
+        assert "training weight is not recorded" not in markdown
 
 
 # --- exact figures on scripted responses --------------------------------------------------------------------------
@@ -867,7 +886,7 @@ def test_eval_and_eval_compare_commands(head_model_dirs, tiny_model_dirs, tmp_pa
     with pytest.raises(SystemExit):
         evaluate_script.main(["--config", recipe, "--judge", "gpt4"])
     assert (
-        "argument --judge: invalid choice: 'gpt4' (choose from 'cues', 'classifier', 'guard', 'regex')"
+        "argument --judge: invalid choice: 'gpt4' (choose from 'cues', 'classifier', 'guard')"
         in capsys.readouterr().err
     )
     with pytest.raises(ValueError, match=r"Invalid `sampling_grid` entry 'top_p=2'.*top_p=2.0 is outside"):
@@ -892,7 +911,7 @@ def synthetic_report(name: str, harmful: list[bool], probe: dict | None = None, 
     figures = compute_figures(records, config)
     return {
         "run_name": name, "summary": summarize(figures, probe, config), "figures": figures, "examples": records,
-        "probe": probe, "probe_examples": [], "datasets": ["smoke"], "judge": {"name": "regex"},
+        "probe": probe, "probe_examples": [], "datasets": ["smoke"], "judge": {"name": "cues"},
         "config": {"sampling_grid": ["greedy"]},
     }  # fmt: skip
 

@@ -280,7 +280,7 @@ def test_threshold_defaults_to_the_heads_calibrated_one_else_half():
         with RoutedGenerator(model, tokenizer, threshold=0.3) as router:
             assert (router.threshold, router.threshold_source) == (0.3, "given")
     finally:
-        del head_config.threshold
+        head_config.threshold = None
     with pytest.raises(ValueError, match=r"Invalid routing threshold: 1.5"):
         RoutedGenerator(model, tokenizer, threshold=1.5)
 
@@ -481,3 +481,38 @@ def test_eval_route_without_a_head_says_how_to_get_one(tmp_path):
     tokenizer.save_pretrained(tmp_path / "m")
     with pytest.raises(ValueError, match=r"Invalid `route_gate`: None.*fit-gate"):
         evaluate(eval_config(str(tmp_path / "m"), tmp_path / "out", route="no_think"))
+
+
+def test_eval_route_uses_the_calibrated_threshold_and_flags_calibration_prompts(tmp_path):
+    from trl_presafety.gate_fitting import text_hash
+
+    model, tokenizer = build_tiny_model("qwen3", hidden_size=16, num_attention_heads=2, num_key_value_heads=1)
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    examples = load_eval_datasets(["smoke"])
+    calibration = {
+        "target_comply_routed_rate": 0.05,
+        "comply_routed_rate": 0.04,
+        "refuse_routed_rate": 0.9,
+        "source": "dev.jsonl",
+        "prompt_hashes": [text_hash(examples[0]["prompt"])],  # one evaluated prompt was in the calibration set
+    }
+    config = SafetyHeadConfig(hidden_size=16, model_type="qwen3", threshold=0.0, calibration=calibration)
+    head = attach_safety_head(model, config, seed=3)
+    save_safety_head(folder, head.state_dict(), config)
+    report = evaluate(eval_config(str(folder), tmp_path / "out", route="no_think", thinking_modes=["on"]))
+    routing = report["routing"]
+    assert routing["threshold"] == 0.0 and routing["threshold_source"].startswith("calibrated")
+    assert routing["n_calibration_overlap"] == 1 and "prompt_hashes" not in routing["calibration"]
+    assert routing["datasets"]["smoke"]["n_routed"] == 12
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "calibrated on dev.jsonl" in markdown and "⚠ 1 evaluated prompt(s) were in the set" in markdown
+    # Without a calibrated threshold, 0.5, and the report says so
+    plain_folder = tmp_path / "plain"
+    model.save_pretrained(plain_folder)
+    tokenizer.save_pretrained(plain_folder)
+    save_safety_head(plain_folder, head.state_dict(), SafetyHeadConfig(hidden_size=16, model_type="qwen3"))
+    report = evaluate(eval_config(str(plain_folder), tmp_path / "out2", route="no_think", thinking_modes=["on"]))
+    assert report["routing"]["threshold"] == 0.5 and report["routing"]["threshold_source"].startswith("default 0.5")
+    assert "default 0.5" in (tmp_path / "out2" / "report.md").read_text()

@@ -17,6 +17,7 @@ quiet_optional_kernel_warning()
 _EXPORTS = {
     "callbacks": ["PreSafetyCallback"],
     "gate": ["SafetyGate"],
+    "gate_fitting": ["calibrate_safety_head", "fit_safety_head"],
     "modeling": [
         "SafetyHead",
         "SafetyHeadConfig",
@@ -54,6 +55,8 @@ __all__ = [
     "SafetyHead",
     "SafetyHeadConfig",
     "attach_safety_head",
+    "calibrate_safety_head",
+    "fit_safety_head",
     "gather_anchor_states",
     "generate_routed",
     "get_safety_head",
@@ -65,6 +68,7 @@ __all__ = [
 if TYPE_CHECKING:  # static analyzers and IDEs see the real names
     from .callbacks import PreSafetyCallback
     from .gate import SafetyGate
+    from .gate_fitting import calibrate_safety_head, fit_safety_head
     from .modeling import (
         SafetyHead,
         SafetyHeadConfig,

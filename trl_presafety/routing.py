@@ -47,7 +47,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from .anchors import common_prefix_length
-from .gate import SafetyGate
+from .gate import DEFAULT_THRESHOLD, SafetyGate
 from .generation import (
     GenerationArguments,
     Prompt,
@@ -58,13 +58,12 @@ from .generation import (
     resolve_backend,
 )
 from .generation_arguments import DEFAULT_ROUTE_PRIMER, DEFAULT_ROUTE_REFUSAL, ROUTE_POLICIES
-from .modeling import get_base_causal_lm
+from .modeling import get_base_causal_lm, get_safety_head
 from .reasoning import build_prompt, reasoning_start_text
 
 
 DEFAULT_PRIMER = DEFAULT_ROUTE_PRIMER
 DEFAULT_REFUSAL = DEFAULT_ROUTE_REFUSAL
-DEFAULT_THRESHOLD = 0.5
 
 
 @dataclass
@@ -193,8 +192,10 @@ class RoutedGenerator:
             raise ValueError(f"Invalid `batch_size`: {batch_size}. Use a positive integer.")
         # The gate's checks (a head that fits this model, finite weights, the template family and the anchor token
         # it was trained on) and its anchor code; its forward hook reads the head inside our prefill
-        self.gate = SafetyGate(model, tokenizer, batch_size=batch_size)
-        self.threshold, self.threshold_source = resolve_threshold(threshold, self.gate.config)
+        self.threshold, self.threshold_source = resolve_threshold(
+            threshold, getattr(get_safety_head(model), "config", None)
+        )
+        self.gate = SafetyGate(model, tokenizer, threshold=self.threshold, batch_size=batch_size)
         self.model = model
         self.tokenizer = tokenizer
         self.primer = primer

@@ -14,7 +14,7 @@ from ..generation_arguments import (
     generation_field,
     vllm_engine_kwargs,
 )
-from ..judges import CONTROVERSIAL_POLICIES, GUARD_FORMATS, JUDGE_ALIASES, JUDGES, resolve_judge_name
+from ..judges import ANSWER_JUDGES, CONTROVERSIAL_POLICIES, GUARD_FORMATS
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 from ..validation import check_choice, check_range, fail
 from .data import check_dataset_spec, dataset_names
@@ -36,6 +36,7 @@ GENERATION_FIELD_NAMES = {
     "generation_seed": "seed",
     "vllm_gpu_memory_utilization": "vllm_gpu_memory_utilization",
     "vllm_tensor_parallel_size": "vllm_tensor_parallel_size",
+    "vllm_data_parallel_size": "vllm_data_parallel_size",
     "vllm_max_model_len": "vllm_max_model_len",
 }
 DEFAULT_MATH_TEMPLATE = "{prompt}\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -164,13 +165,16 @@ class EvalConfig:
         Fraction of GPU memory vLLM may use.
     vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
         Number of GPUs vLLM shards the model over.
+    vllm_data_parallel_size (`int`, *optional*, defaults to `1`):
+        Number of vLLM engines on this node, each on its own `vllm_tensor_parallel_size` GPUs and a share of the
+        prompts (`vllm_data_parallel_size * vllm_tensor_parallel_size` <= visible GPUs).
     vllm_max_model_len (`int`, *optional*):
         Context length vLLM reserves KV cache for (prompt + `max_new_tokens`); defaults to the model's.
 
     > Parameters that control the judge
 
     judge (`str`, *optional*, defaults to `"cues"`):
-        `"cues"` (refusal phrases; `"regex"`, its former name, still works), `"classifier"` (the repo's
+        `"cues"` (refusal phrases), `"classifier"` (the repo's
         `SafetyDecisionClassifier`) or `"guard"` (a guard model, Llama-Guard or WildGuard style).
     judge_model_name_or_path (`str`, *optional*):
         The classifier folder (judge="classifier") or the guard model (judge="guard").
@@ -288,11 +292,13 @@ class EvalConfig:
     vllm_tensor_parallel_size: int = generation_field(
         "vllm_tensor_parallel_size", help="GPUs vLLM shards the model over."
     )
+    vllm_data_parallel_size: int = generation_field(
+        "vllm_data_parallel_size", help="vLLM engines on this node, each on its own vllm_tensor_parallel_size GPUs."
+    )
     vllm_max_model_len: int | None = generation_field("vllm_max_model_len")
     judge: str = field(
         default="cues",
-        # The former names stay accepted on the command line (with a deprecation warning)
-        metadata={"help": "Judge of refusal / harm.", "choices": list(JUDGES) + list(JUDGE_ALIASES)},
+        metadata={"help": "Judge of refusal / harm.", "choices": list(ANSWER_JUDGES)},
     )
     judge_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Classifier folder (judge=classifier) or guard model (judge=guard)."}
@@ -372,8 +378,8 @@ class EvalConfig:
             self.judge_views = [self.judge_views]
         if self.model_name_or_path is None or not str(self.model_name_or_path).strip():
             fail("model_name_or_path", self.model_name_or_path, "Set the model to evaluate (a Hub id or a folder).")
-        self.judge = resolve_judge_name(self.judge, "judge", JUDGES)
         for name, allowed in {
+            "judge": ANSWER_JUDGES,
             "dtype": DTYPES,
             "grid_scope": GRID_SCOPES,
             "guard_format": GUARD_FORMATS,

@@ -68,6 +68,35 @@ def collect_errors(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return errors
 
 
+def check_eval_inputs(config: EvalConfig, model_given: bool = False) -> None:
+    """Stops before anything loads (or tries the network) when a local input of `config` is missing: the model folder
+    (unless a model object is given), the adapter, head and chat template files, the judge's classifier or model."""
+    from ..inputs import MODEL_FIX, check_classifier_input, check_local_input, check_model_input
+
+    if not model_given:
+        check_model_input(config.model_name_or_path)
+    check_local_input(
+        config.adapter_path,
+        "adapter_path",
+        "a PEFT adapter folder",
+        MODEL_FIX,
+        required_files=("adapter_config.json",),
+    )
+    check_local_input(
+        config.safety_head_path,
+        "safety_head_path",
+        "a folder with the safety head (safety_head_config.json)",
+        "Point it at the output folder of `trl-presafety sft` / `dpo`, or leave it unset to read the model's own head.",
+    )
+    check_local_input(
+        config.chat_template_path, "chat_template_path", "a chat template file", "Correct the path, or leave it unset."
+    )
+    if config.judge == "classifier":
+        check_classifier_input(config.judge_model_name_or_path, "judge_model_name_or_path")
+    elif config.judge_model_name_or_path:
+        check_model_input(config.judge_model_name_or_path, "judge_model_name_or_path")
+
+
 def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
     """Runs the evaluation of `config` and writes `report.json`, `report.md` and `report.png` to `output_dir`.
 
@@ -93,6 +122,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
     examples = load_eval_datasets(
         config.datasets, config.max_examples, config.data_seed, allow_incomplete_labels=config.allow_incomplete_labels
     )
+    check_eval_inputs(config, model_given=model is not None)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if model is not None and config.backend == "vllm":

@@ -1,7 +1,7 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """The evaluation report: `report.json` (every figure and per-example record), `report.md` (tables) and `report.png`
 (safety vs reasoning, CoT on/off). The comparison of several reports (before/after) is in `compare.py`, the plot in
-`plots.py`; their public names are importable from here too.
+`plots.py`.
 
 Every rate is shown with its n and 95% Wilson interval, every AUROC with a 95% bootstrap interval; a comparison marks a
 change only when a test says it is beyond noise (see `stats.py`).
@@ -11,10 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .compare import compare_reports, render_comparison
 from .config import JUDGE_VIEWS
 from .formatting import (
-    CATEGORY_LABELS,
     HEADLINE,
     MODE_LABELS,
     ROUTING_KEYS,
@@ -26,31 +24,11 @@ from .formatting import (
     small_sample_warning,
     small_samples,
 )
-from .plots import build_report_figure, plot_reports
+from .plots import plot_reports
 from .stats import BOOTSTRAP_RESAMPLES
 
 
-__all__ = [
-    "CATEGORY_LABELS",
-    "HEADLINE",
-    "MODE_LABELS",
-    "TABLE_COLUMNS",
-    "build_report_figure",
-    "compare_reports",
-    "fmt",
-    "fmt_interval",
-    "fmt_rate",
-    "judge_view_notes",
-    "load_report",
-    "plot_reports",
-    "probe_markdown",
-    "routing_markdown",
-    "render_comparison",
-    "render_markdown",
-    "small_sample_warning",
-    "small_samples",
-    "write_report",
-]
+__all__ = ["judge_view_notes", "load_report", "probe_markdown", "render_markdown", "routing_markdown", "write_report"]
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -155,6 +133,19 @@ def routing_markdown(report: dict[str, Any], max_ids: int = 20) -> list[str]:
         f"({routing['threshold_source']}) were {what}; the others reasoned as usual. Thinking off is not routed. "
         f"Head: `{routing['gate']}`. Policy: `{policy}`.",
     ]
+    calibration = routing.get("calibration")
+    if calibration:
+        lines.append(
+            f"The threshold was calibrated on {calibration.get('source', '?')} for at most "
+            f"{fmt(calibration.get('target_comply_routed_rate'))} of its comply-labeled prompts routed (achieved: "
+            f"{fmt(calibration.get('comply_routed_rate'))}; refuse-labeled routed: "
+            f"{fmt(calibration.get('refuse_routed_rate'))})."
+        )
+    if routing.get("n_calibration_overlap"):
+        lines.append(
+            f"⚠ {routing['n_calibration_overlap']} evaluated prompt(s) were in the set the threshold was calibrated "
+            "on: the routed shares on them are not held-out figures."
+        )
     if routing.get("n_nonfinite"):
         lines.append(
             f"⚠ {routing['n_nonfinite']} prompt(s) got a non-finite P(refuse) from the head and were routed "
@@ -245,8 +236,7 @@ def probe_markdown(probe: dict[str, Any]) -> list[str]:
     if probe.get("loss_weight") is None:
         lines += [
             "",
-            "The head's training weight is not recorded (no `presafety_loss_weight` in the `extra` of its "
-            "safety_head_config.json): a head trained with weight 0 scores like a random one. Check before reading "
+            "The head's training weight is not recorded (no `loss_weight` in its safety_head_config.json): a head trained with weight 0 scores like a random one. Check before reading "
             "these AUROCs.",
         ]
     return lines

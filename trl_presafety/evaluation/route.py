@@ -25,6 +25,7 @@ class RouteSetup:
     primer: str
     refusal: str
     gate_fingerprint: str
+    calibration: dict[str, Any] | None = None  # how the head's threshold was chosen (`calibrate-gate`)
     # P(refuse) per example id, computed before vLLM loads (its gate is a separate forward on the model in memory)
     probabilities: dict[tuple[str, str], float] = field(default_factory=dict)
 
@@ -49,6 +50,10 @@ class RouteSetup:
             "primer": self.primer if self.policy == "primer" else None,
             "refusal": self.refusal if self.policy == "refuse" else None,
             "gate_fingerprint": self.gate_fingerprint,
+            # The calibration record without its per-prompt hashes (kept in the head's config)
+            "calibration": {k: v for k, v in self.calibration.items() if k != "prompt_hashes"}
+            if self.calibration and self.threshold_source.startswith("calibrated")
+            else None,
         }
 
 
@@ -95,7 +100,8 @@ def prepare_route(config: EvalConfig, model: Any, head_path: str | None) -> Rout
             "(no safety_head_config.json in the model or adapter folder). Set `route_gate` to a head's folder, e.g. "
             "one fitted on this model with `trl-presafety fit-gate`."
         )
-    threshold, source = resolve_threshold(config.route_threshold, get_safety_head(model).config)
+    head_config = get_safety_head(model).config
+    threshold, source = resolve_threshold(config.route_threshold, head_config)
     if config.route_threshold is not None:
         source = "route_threshold"
     return RouteSetup(
@@ -106,6 +112,7 @@ def prepare_route(config: EvalConfig, model: Any, head_path: str | None) -> Rout
         primer=config.route_primer,
         refusal=config.route_refusal,
         gate_fingerprint=_head_fingerprint(model, folder),
+        calibration=getattr(head_config, "calibration", None),
     )
 
 
@@ -186,9 +193,18 @@ def routing_section(records: list[dict[str, Any]], route: RouteSetup | None, con
         entry["routed_share"] = entry["n_routed"] / entry["n"] if entry["n"] else None
         for category in entry["by_category"].values():
             category["routed_share"] = category["n_routed"] / category["n"] if category["n"] else None
+    # A threshold must not be chosen on the prompts a report evaluates: count the evaluated prompts that were in
+    # the calibration set (its per-prompt hashes are recorded with the threshold)
+    overlap = None
+    if route.calibration and route.threshold_source.startswith("calibrated") and "prompt_hashes" in route.calibration:
+        from ..gate_fitting import text_hash
+
+        hashes = set(route.calibration["prompt_hashes"])
+        overlap = sum(text_hash(r["prompt"]) in hashes for r in rows)
     return {
         "enabled": True,
         **route.describe(),
+        "n_calibration_overlap": overlap,
         # Gate outputs that were not finite: routed (fail closed), their P(refuse) recorded as None
         "n_nonfinite": sum(bool(r["routed"]) and r["route_proba"] is None for r in rows),
         "decoding": primary,

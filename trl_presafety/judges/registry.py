@@ -2,8 +2,7 @@
 """Judges by name: one vocabulary and one registry for the evaluation, IPO, the GRPO rewards and the data builders.
 
 Answer judges: `cues` (regular expressions), `classifier` (the repository's refusal classifier), `guard` (a guard
-model). Step judges: the same three, plus `continuation_ratio` (IPO's sampled continuations). `regex`, the former
-evaluation name of `cues`, is still accepted, with a deprecation warning.
+model). Step judges: the same three, plus `continuation_ratio` (IPO's sampled continuations).
 
 ```python
 from trl_presafety.judges import JudgeArguments, build_judges
@@ -14,7 +13,6 @@ answer_judge, step_judge = build_judges(
 ```
 """
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,26 +27,8 @@ from .guard import GuardJudge, GuardStepJudge
 from .guard_formats import CONTROVERSIAL_POLICIES, GUARD_FORMATS
 
 
-# Former names, still accepted where users set them (the evaluation's `judge: regex`)
-JUDGE_ALIASES = {"regex": "cues"}
 GUARD_EXAMPLE = "meta-llama/Llama-Guard-3-8B"
 CLASSIFIER_HINT = "a folder written by `trl-presafety train-classifier`"
-
-
-def resolve_judge_name(name: str, field_name: str, choices: tuple[str, ...]) -> str:
-    """`name` in the judges' vocabulary: a former name is replaced (with a deprecation warning), an unknown one fails
-    listing the valid names."""
-    if name in JUDGE_ALIASES:
-        warnings.warn(
-            f"`{field_name}={name!r}` is deprecated: the judge is now called {JUDGE_ALIASES[name]!r} (the same "
-            f"refusal cues). Write `{field_name}: {JUDGE_ALIASES[name]}`; {name!r} will stop working in a later "
-            "release.",
-            FutureWarning,
-            stacklevel=3,
-        )
-        name = JUDGE_ALIASES[name]
-    check_choice(field_name, name, choices)
-    return name
 
 
 class _Build:
@@ -151,12 +131,12 @@ def _continuation_ratio_step_judge(build: _Build) -> StepJudge:
 
 
 # name -> builder, as TRL's `reward_funcs_registry`; the keys are the vocabulary
-ANSWER_JUDGE_BUILDERS: dict[str, Callable[[_Build], Judge]] = {
+ANSWER_JUDGE_REGISTRY: dict[str, Callable[[_Build], Judge]] = {
     "cues": lambda build: RefusalCueJudge(),
     "classifier": lambda build: build.classifier("answer_judge"),
     "guard": _guard_answer_judge,
 }
-STEP_JUDGE_BUILDERS: dict[str, Callable[[_Build], StepJudge]] = {
+STEP_JUDGE_REGISTRY: dict[str, Callable[[_Build], StepJudge]] = {
     "cues": lambda build: CueStepJudge(),
     "classifier": lambda build: ClassifierStepJudge(
         build.classifier("step_judge"), **{"context": build.args.step_context, **build.step_kwargs}
@@ -164,10 +144,8 @@ STEP_JUDGE_BUILDERS: dict[str, Callable[[_Build], StepJudge]] = {
     "guard": _guard_step_judge,
     "continuation_ratio": _continuation_ratio_step_judge,
 }
-ANSWER_JUDGES = tuple(ANSWER_JUDGE_BUILDERS)
-STEP_JUDGES = tuple(STEP_JUDGE_BUILDERS)
-# The answer judges, under the name the evaluation's `judge` field used for them
-JUDGES = ANSWER_JUDGES
+ANSWER_JUDGES = tuple(ANSWER_JUDGE_REGISTRY)
+STEP_JUDGES = tuple(STEP_JUDGE_REGISTRY)
 
 
 @dataclass
@@ -249,8 +227,8 @@ class JudgeArguments:
     judge_trust_remote_code: bool = field(default=False, metadata={"help": "Passed to the guard's from_pretrained."})
 
     def __post_init__(self):
-        self.answer_judge = resolve_judge_name(self.answer_judge, "answer_judge", ANSWER_JUDGES)
-        self.step_judge = resolve_judge_name(self.step_judge, "step_judge", STEP_JUDGES)
+        check_choice("answer_judge", self.answer_judge, ANSWER_JUDGES)
+        check_choice("step_judge", self.step_judge, STEP_JUDGES)
         check_choice("guard_format", self.guard_format, GUARD_FORMATS)
         check_choice("guard_controversial", self.guard_controversial, CONTROVERSIAL_POLICIES)
         check_choice("step_context", self.step_context, STEP_CONTEXTS)
@@ -264,14 +242,12 @@ class JudgeArguments:
 
 
 def _answer_judge(build: _Build) -> Judge:
-    name = resolve_judge_name(build.args.answer_judge, "answer_judge", ANSWER_JUDGES)
-    build.answer_judge = ANSWER_JUDGE_BUILDERS[name](build)
+    build.answer_judge = ANSWER_JUDGE_REGISTRY[build.args.answer_judge](build)
     return build.answer_judge
 
 
 def _step_judge(build: _Build) -> StepJudge:
-    name = resolve_judge_name(build.args.step_judge, "step_judge", STEP_JUDGES)
-    judge = STEP_JUDGE_BUILDERS[name](build)
+    judge = STEP_JUDGE_REGISTRY[build.args.step_judge](build)
     if build.args.step_judge_threshold is not None:
         judge.threshold = build.args.step_judge_threshold
     return judge
@@ -316,7 +292,6 @@ def build_step_judge(
 ) -> StepJudge:
     """A step judge by name (`"cues"`, `"classifier"`, `"guard"`, `"continuation_ratio"`); `kwargs` go to its
     constructor. [`build_judges`] builds it with an answer judge from one config."""
-    name = resolve_judge_name(name, "step_judge", STEP_JUDGES)
     args = JudgeArguments(
         step_judge=name,
         classifier_path=classifier_path,

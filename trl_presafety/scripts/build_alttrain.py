@@ -90,8 +90,10 @@ def build(args: BuildAltTrainArguments, config) -> Path:
     """Builds and writes the AltTrain data; returns the path of `train.jsonl`."""
     from ..build_checks import warn_if_inside_package
     from ..data.alttrain import build_alttrain_dataset
+    from ..inputs import check_data_input
     from ..labeling.pipeline import load_prompt_dataset
 
+    check_data_input(args.dataset_name)
     warn_if_inside_package(args.output_dir, "build-alttrain")
     dataset = load_prompt_dataset(
         args.dataset_name,

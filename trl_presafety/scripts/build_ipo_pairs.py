@@ -172,9 +172,19 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
 
     from ..data.ipo import IPOPairBuilder
     from ..generation import load_causal_lm, resolve_backend
+    from ..inputs import check_classifier_input, check_data_input, check_model_input
     from ..judges import JudgeArguments, build_judges
     from ..labeling.pipeline import load_prompt_dataset
+    from ..labeling.state import check_label_folder
 
+    check_data_input(args.dataset_name)
+    check_label_folder(args.dataset_name, args.allow_incomplete_labels)
+    check_model_input(args.model_name_or_path)
+    check_model_input(args.tokenizer_name_or_path, "tokenizer_name_or_path")
+    if args.step_judge == "classifier":
+        check_classifier_input(args.classifier_path, "classifier_path")
+    elif args.step_judge == "guard":
+        check_model_input(args.guard_model, "guard_model")
     warn_if_inside_package(args.output_dir, "build-ipo-pairs")
     dataset = load_prompt_dataset(
         args.dataset_name,

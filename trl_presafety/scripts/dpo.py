@@ -34,8 +34,10 @@ from .utils import (
     PreSafetyScriptArguments,
     apply_model_init_kwargs,
     check_model_name,
+    check_precision,
     check_trackers,
     check_training_columns,
+    check_training_inputs,
     load_training_datasets,
     make_script_parser,
     parse_args_strict,
@@ -83,6 +85,8 @@ def train(script_args, training_args, model_args, dataset_args):
     from ..trainer import PreSafetyDPOTrainer
 
     model_name = check_model_name(model_args)
+    check_training_inputs(script_args, dataset_args, model_args)
+    check_precision(training_args)
     check_trackers(training_args)
     apply_model_init_kwargs(model_args, training_args)
     dataset = load_training_datasets(script_args, dataset_args)

@@ -228,9 +228,18 @@ def train(script_args, training_args, model_args, dataset_args):
     from transformers import AutoTokenizer
     from trl import GRPOTrainer, get_peft_config, get_quantization_config
 
-    from .utils import apply_model_init_kwargs, check_model_name, check_trackers, load_training_datasets
+    from .utils import (
+        apply_model_init_kwargs,
+        check_model_name,
+        check_precision,
+        check_trackers,
+        check_training_inputs,
+        load_training_datasets,
+    )
 
     model_name = check_model_name(model_args)
+    check_training_inputs(script_args, dataset_args, model_args)
+    check_precision(training_args)
     check_trackers(training_args)
     apply_model_init_kwargs(model_args, training_args)
     dataset = load_training_datasets(script_args, dataset_args)

@@ -3,7 +3,6 @@
 the packaged accelerate configs."""
 
 import difflib
-import json
 import logging
 import os
 import sys
@@ -351,6 +350,64 @@ def check_model_name(model_args: Any) -> str:
     return model_args.model_name_or_path
 
 
+def recipe_precision(training_args: Any) -> str:
+    """The precision the recipe asks for, in `accelerate`'s words: `"bf16"`, `"fp16"` or `"no"` (fp32)."""
+    return "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no"
+
+
+def check_precision(training_args: Any) -> str:
+    """Stops when the launcher's mixed precision overrides the recipe's, and logs the precision of the run.
+
+    With `bf16: false` and `fp16: false`, transformers takes the precision from `ACCELERATE_MIXED_PRECISION`, which
+    `accelerate launch` sets from its config (`mixed_precision: bf16` in the packaged `multi_gpu`, `zero2`, `zero3`
+    and `fsdp2` configs): a recipe saying fp32 would silently train in bf16. `trl-presafety <command>
+    --accelerate_config ...` passes the recipe's precision to the launcher; a direct `accelerate launch` must match.
+    """
+    wanted = recipe_precision(training_args)
+    effective = getattr(training_args, "mixed_precision", wanted) or "no"
+    if effective != wanted:
+        raise ValueError(
+            f"Precision conflict: the recipe says bf16={training_args.bf16}, fp16={training_args.fp16} (precision "
+            f"{wanted!r}), but `accelerate launch` set mixed_precision={effective!r} (ACCELERATE_MIXED_PRECISION, from "
+            f"its config file or `--mixed_precision`), which would win silently. Launch with `--mixed_precision "
+            f"{wanted}` (or through `trl-presafety <command> --accelerate_config ...`, which passes the recipe's), or "
+            f"set `{effective}: true` in the recipe to train in {effective}."
+        )
+    if os.environ.get("RANK", "0") == "0":
+        logger.info(
+            f"Precision: {'fp32' if wanted == 'no' else wanted} (recipe bf16={training_args.bf16}, "
+            f"fp16={training_args.fp16})."
+        )
+    return wanted
+
+
+def check_training_inputs(script_args: Any, dataset_args: Any, model_args: Any) -> None:
+    """Stops before anything loads (or tries the network) when a local input of the recipe is missing: the data (a
+    label folder not written yet, or one whose labeling did not finish), then the model folder. Each error names the
+    field and the command that makes the input."""
+    from ..inputs import check_data_input, check_model_input, looks_local
+
+    _check_data_inputs(script_args, dataset_args, check_data_input, looks_local)
+    for path in _local_dataset_paths(script_args, dataset_args):
+        check_label_folder(path, script_args.allow_incomplete_labels)
+    check_model_input(model_args.model_name_or_path)
+
+
+def _check_data_inputs(script_args: Any, dataset_args: Any, check_data_input: Any, looks_local: Any) -> None:
+    if not dataset_args.datasets:
+        check_data_input(script_args.dataset_name)
+        return
+    for i, entry in enumerate(dataset_args.datasets):
+        if looks_local(entry.path):
+            check_data_input(entry.path, f"datasets[{i}].path")
+            continue
+        files = entry.data_files
+        for value in files.values() if isinstance(files, dict) else [files]:
+            for item in [value] if isinstance(value, str) else list(value or []):
+                if looks_local(item):
+                    check_data_input(item, f"datasets[{i}].data_files")
+
+
 def training_data_names(script_args: Any, dataset_args: Any) -> list[str]:
     """What the model card names as the training data: `dataset_name`, or each mixture entry (its files when it is
     read with a file builder such as `json`)."""
@@ -384,25 +441,4 @@ def train_and_save(trainer: Any, training_args: Any, train_dataset: Any, data_na
     trainer.save_model(training_args.output_dir)
     if data_names:  # `save_model` does not know where the data came from: write the card again, naming it
         trainer.create_model_card(dataset_name=data_names)
-    if training_args.should_save:
-        record_loss_weight(training_args.output_dir, training_args)
     trainer.accelerator.print(f"💾 Model and safety head saved to {training_args.output_dir}.")
-
-
-def record_loss_weight(output_dir: str | os.PathLike, training_args: Any) -> None:
-    """Adds the auxiliary loss weight and its schedule to `extra` of the saved `safety_head_config.json`.
-
-    `trl-presafety eval` reads it to tell a trained head from one that never got a gradient (weight 0, e.g. the
-    AltTrain recipes): the latter's scores are those of its random init, and its AUROC must not be reported.
-    """
-    from ..modeling import SAFETY_HEAD_CONFIG_NAME
-
-    path = Path(output_dir) / SAFETY_HEAD_CONFIG_NAME
-    if not path.is_file():
-        return
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config.setdefault("extra", {}).update(
-        presafety_loss_weight=float(training_args.presafety_loss_weight),
-        presafety_weight_schedule=training_args.presafety_weight_schedule,
-    )
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

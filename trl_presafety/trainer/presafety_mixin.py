@@ -18,12 +18,14 @@ from transformers.trainer_utils import HubStrategy
 from ..anchors import MISSING_LABEL, AnchorSpec, describe_indices, detect_template_family, normalize_label
 from ..callbacks import PreSafetyCallback
 from ..modeling import (
+    SAFETY_HEAD_ATTR,
     SAFETY_HEAD_CONFIG_NAME,
     SAFETY_HEAD_WEIGHTS_NAME,
     AnchorCapture,
     SafetyHeadConfig,
     attach_safety_head,
-    check_finite_head,
+    check_head_tensors,
+    check_usable_head,
     get_safety_head,
     head_config_from_args,
     presafety_bce,
@@ -43,6 +45,20 @@ MERGE_REASON = (
     "absent in training; `presafety_anchor='think_end'` reads the tag, which no merge touches, or start completions "
     "on a token boundary"
 )
+
+
+def exclude_safety_head_from_adapters(peft_config: Any, head: nn.Module | None) -> None:
+    """Keeps LoRA off the safety head: `target_modules="all-linear"` (or a name such as `proj`) would otherwise wrap the
+    head's own layers, which then save as adapter weights that `load_safety_head` cannot read. The head trains in
+    full, on its own, beside the adapter (see `_presafety_setup`)."""
+    if head is None or not hasattr(peft_config, "exclude_modules"):
+        return
+    names = [SAFETY_HEAD_ATTR] + [f"{SAFETY_HEAD_ATTR}.{name}" for name, _ in head.named_modules() if name]
+    excluded = peft_config.exclude_modules
+    if isinstance(excluded, str):
+        peft_config.exclude_modules = rf"(?:{excluded})|(?:(?:.*\.)?{SAFETY_HEAD_ATTR}(?:\..*)?)"
+    else:
+        peft_config.exclude_modules = sorted(set(excluded or ()) | set(names))
 
 
 class PreSafetyTrainerMixin:
@@ -91,6 +107,8 @@ class PreSafetyTrainerMixin:
                 args.model_init_kwargs = None  # consumed above, and TRL would warn that they are ignored
         if get_safety_head(model) is None:
             attach_safety_head(model, args, seed=args.seed)
+        if peft_config is not None:
+            exclude_safety_head_from_adapters(peft_config, get_safety_head(model))
         return model, args, quantization_config
 
     def _presafety_setup(self, base_collator_cls: type, collator_cls: type) -> None:
@@ -347,7 +365,9 @@ class PreSafetyTrainerMixin:
                 "`stage3_gather_16bit_weights_on_model_save: true` in the DeepSpeed config to save it."
             )
             return
-        save_safety_head(output_dir, head_state, self._presafety_head_config)
+        # Bound to the weights saved beside it: the state dict being written (ZeRO-3, FSDP) or the model in memory
+        backbone = state_dict if state_dict else self.model
+        save_safety_head(output_dir, head_state, self._presafety_head_config, backbone=backbone)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
@@ -456,5 +476,7 @@ class PreSafetyTrainerMixin:
                 f"run's head ({head.config.head_type}, hidden {head.config.hidden_size}). Resume with the "
                 "`presafety_head*` settings of the run that wrote the checkpoint."
             )
-        head.load_state_dict(read_safety_head_state(folder))  # copies into the parameters, in their dtype
-        check_finite_head(head, folder)
+        tensors = read_safety_head_state(folder)
+        check_head_tensors(tensors, head, folder)
+        head.load_state_dict(tensors)  # copies into the parameters, in their dtype
+        check_usable_head(head, folder)
