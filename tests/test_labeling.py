@@ -503,7 +503,8 @@ def _run_mixture(path: str, *extra: str) -> None:
     from trl import DatasetMixtureConfig
     from trl.scripts.utils import DatasetConfig
 
-    from trl_presafety.scripts.utils import PreSafetyScriptArguments, load_training_datasets
+    from trl_presafety.scripts.arguments import PreSafetyScriptArguments
+    from trl_presafety.scripts.training import load_training_datasets
 
     # A `datasets:` mixture entry reading the shards by a glob of `data_files`
     mixture = DatasetMixtureConfig(datasets=[DatasetConfig(path="parquet", data_files=f"{path}/data/*.parquet")])
@@ -552,7 +553,8 @@ def test_python_loaders_refuse_an_interrupted_label_folder(interrupted_labels, c
 
 def test_allow_incomplete_labels_trains_on_the_finished_rows(interrupted_labels, caplog):
     from trl_presafety.scripts import dpo, grpo, sft
-    from trl_presafety.scripts.utils import load_training_datasets, parse_args_strict
+    from trl_presafety.scripts.arguments import parse_args_strict
+    from trl_presafety.scripts.training import load_training_datasets
 
     for module, recipe in ((sft, "sft/config_presafety.yaml"), (dpo, "dpo/config_presafety.yaml")) + (
         (grpo, "grpo/config_safety_rl.yaml"),

@@ -18,7 +18,7 @@ import yaml
 from trl_presafety import PreSafetyDPOConfig, PreSafetySFTConfig
 from trl_presafety.anchors import MISSING_POSITION, AnchorSpec, Boundary, conversation_prompt, locate_anchor
 from trl_presafety.harmfulness import DECISION_COLUMNS, HARMFUL_COLUMN
-from trl_presafety.scripts.utils import parse_args_strict
+from trl_presafety.scripts.arguments import parse_args_strict
 from trl_presafety.tiny import build_tiny_tokenizer
 
 

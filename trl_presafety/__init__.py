@@ -15,7 +15,6 @@ quiet_optional_kernel_warning()
 # Public names, by the submodule defining them; imported on first access (see `_lazy.py`), so that importing the
 # package (and `trl-presafety --help` / `--version`) costs no torch/transformers/trl import
 _EXPORTS = {
-    "callbacks": ["PreSafetyCallback"],
     "gate": ["SafetyGate"],
     "gate_fitting": ["calibrate_safety_head", "fit_safety_head"],
     "modeling": [
@@ -32,6 +31,7 @@ _EXPORTS = {
         "DataCollatorForPreSafetyLanguageModeling",
         "DataCollatorForPreSafetyPreference",
         "PreSafetyArguments",
+        "PreSafetyCallback",
         "PreSafetyDPOConfig",
         "PreSafetyDPOTrainer",
         "PreSafetySFTConfig",
@@ -62,7 +62,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # static analyzers and IDEs see the real names
-    from .callbacks import PreSafetyCallback
     from .gate import SafetyGate
     from .gate_fitting import calibrate_safety_head, fit_safety_head
     from .modeling import (
@@ -79,6 +78,7 @@ if TYPE_CHECKING:  # static analyzers and IDEs see the real names
         DataCollatorForPreSafetyLanguageModeling,
         DataCollatorForPreSafetyPreference,
         PreSafetyArguments,
+        PreSafetyCallback,
         PreSafetyDPOConfig,
         PreSafetyDPOTrainer,
         PreSafetySFTConfig,

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..build_checks import ALLOW_EMPTY_CLASS_HELP, class_balance_problems, warn_if_inside_package
+from ..data.build_checks import ALLOW_EMPTY_CLASS_HELP, class_balance_problems, warn_if_inside_package
 from ..data.build_sft import BuildSFTConfig
 from ..generation_arguments import GenerationArguments
 from ..judges.registry import JudgeArguments
@@ -133,7 +133,7 @@ class BuildSFTScriptArguments(ShardWorkerArguments):
 def make_parser() -> Any:
     from trl import ModelConfig
 
-    from .utils import make_script_parser
+    from .arguments import make_script_parser
 
     dataclass_types = (BuildSFTScriptArguments, BuildSFTConfig, JudgeArguments, GenerationArguments, ModelConfig)
     return make_script_parser("build-sft", dataclass_types)
@@ -340,7 +340,7 @@ def _check_classes(prompts: Any, stats: dict, pairs: bool, allow: bool, folders:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of `trl-presafety build-sft`; returns the acceptance statistics."""
-    from .utils import parse_args_strict
+    from .arguments import parse_args_strict
 
     args, config, judge_args, generation, model_args = parse_args_strict(make_parser(), argv)
     return build(args, config, judge_args, generation, model_args)

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig
 
+from .arguments import make_script_parser, parse_args_strict
 from .fit_gate import GateDataArguments, evaluation_prompts, model_init_kwargs, print_gate
-from .utils import make_script_parser, parse_args_strict
 
 
 @dataclass

@@ -25,7 +25,7 @@ trl-presafety eval-compare runs/base/eval/report.json runs/presafety-sft/eval/re
 from ..evaluation import EvalConfig, evaluate
 from ..evaluation.formatting import fmt_interval, fmt_rate, small_samples
 from ..evaluation.stats import SMALL_N
-from .utils import make_script_parser, parse_args_strict
+from .arguments import make_script_parser, parse_args_strict
 
 
 def make_parser():

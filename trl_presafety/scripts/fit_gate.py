@@ -34,7 +34,7 @@ from ..anchors import ANCHOR_KINDS
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 from ..modeling import POOLINGS
 from ..validation import check_choice, check_range, fail
-from .utils import make_script_parser, parse_args_strict
+from .arguments import make_script_parser, parse_args_strict
 
 
 @dataclass
