@@ -27,6 +27,7 @@ _EXPORTS = {
         "presafety_loss",
         "save_safety_head",
     ],
+    "routing": ["RoutedGenerator", "RoutedOutput", "generate_routed"],
     "trainer": [
         "DataCollatorForPreSafetyLanguageModeling",
         "DataCollatorForPreSafetyPreference",
@@ -48,6 +49,8 @@ __all__ = [
     "PreSafetyDPOTrainer",
     "PreSafetySFTConfig",
     "PreSafetySFTTrainer",
+    "RoutedGenerator",
+    "RoutedOutput",
     "SafetyGate",
     "SafetyHead",
     "SafetyHeadConfig",
@@ -55,6 +58,7 @@ __all__ = [
     "calibrate_safety_head",
     "fit_safety_head",
     "gather_anchor_states",
+    "generate_routed",
     "get_safety_head",
     "load_safety_head",
     "presafety_loss",
@@ -74,6 +78,7 @@ if TYPE_CHECKING:  # static analyzers and IDEs see the real names
         presafety_loss,
         save_safety_head,
     )
+    from .routing import RoutedGenerator, RoutedOutput, generate_routed
     from .trainer import (
         DataCollatorForPreSafetyLanguageModeling,
         DataCollatorForPreSafetyPreference,
