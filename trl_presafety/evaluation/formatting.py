@@ -20,6 +20,7 @@ HEADLINE: list[tuple[str, str, str | None]] = [
     ("math_accuracy", "Reasoning accuracy (math)", "higher"),
     ("harmful_incomplete_rate", "No closing think tag (harmful prompts)", None),
     ("token_cap_rate", "Token cap hit (all prompts)", None),
+    ("degenerate_rate", "Degenerate outputs: empty answer or stray think tags (all prompts)", None),
 ]
 MODE_LABELS = {"on": "CoT on", "off": "CoT off"}
 TABLE_COLUMNS = {
