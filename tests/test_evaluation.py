@@ -42,7 +42,7 @@ RECORD_KEYS = {
     "id", "dataset", "category", "thinking", "decoding", "prompt", "prompt_text", "gold_answer", "meta", "response",
     "reasoning", "answer", "closed", "num_tokens", "hit_token_cap", "error", "answer_verdict", "reasoning_verdict",
     "answer_reasoning_verdict", "answer_reasoning_clipped", "refusal", "answer_harmful", "answer_reasoning_harmful",
-    "reasoning_harmful", "harmful", "complied", "math",
+    "reasoning_harmful", "harmful", "complied", "math", "routed", "route_proba",
 }  # fmt: skip
 
 

@@ -206,3 +206,20 @@ def fingerprint_weights(weights: Any) -> str | None:
     if not digests:
         return None
     return _digest(["weights", *sorted(d.hex() for d in digests)])
+
+
+def fingerprint_model(model: Any) -> str | None:
+    """A model given as a path or hub id ([`fingerprint_path`]) or in memory ([`fingerprint_weights`])."""
+    if isinstance(model, (str, os.PathLike)):
+        return fingerprint_path(model)
+    return fingerprint_weights(model)
+
+
+def fingerprint_local_paths(values: Mapping[str, Any]) -> dict[str, str]:
+    """The content fingerprint of every value of `values` that names a local file or folder (a classifier or guard
+    model among judge settings, a data file among arguments), by key."""
+    return {
+        key: fingerprint_path(value)
+        for key, value in sorted(values.items())
+        if isinstance(value, (str, os.PathLike)) and str(value) and Path(value).exists()
+    }

@@ -455,7 +455,8 @@ def validate_stage_arguments(stage: Stage) -> None:
             argv += ["--use_cpu", "true"]
     environ = dict(os.environ)
     try:
-        from .scripts.utils import check_trackers, parse_args_strict
+        from .scripts.arguments import parse_args_strict
+        from .scripts.training import check_trackers
 
         parsed = parse_args_strict(parser, argv)
         # A tracker that is not installed would stop a training stage after hours of generation and labeling

@@ -72,8 +72,11 @@ def merged_model_dir(config: EvalConfig, model: Any | None, tokenizer: Any) -> s
         return config.model_name_or_path
     path = Path(config.output_dir) / "merged_model"
     if not (path / "config.json").is_file():
+        from ..modeling import safety_head_detached
+
         model = model if model is not None else load_model(config)
-        model.save_pretrained(path)
+        with safety_head_detached(model):  # the probe's or the route's head is not part of the weights vLLM loads
+            model.save_pretrained(path)
         tokenizer.save_pretrained(path)
     return str(path)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import parse_decoding_setting
-from .formatting import CATEGORY_LABELS, MODE_LABELS, fmt_interval, unique_names
+from .formatting import CATEGORY_LABELS, MODE_LABELS, fmt, fmt_interval, is_routed, unique_names
 
 
 def _nan(value: float | None) -> float:
@@ -246,6 +246,19 @@ def _probe_caption(report: dict[str, Any], name: str) -> str:
     return f"{name}: {probe.get('status', 'skipped')}"
 
 
+def _route_caption(report: dict[str, Any], name: str) -> str:
+    routing, on = report["routing"], report["summary"]["modes"].get("on", {})
+    shares = ", ".join(
+        f"{label} {fmt(on.get(key), 2)} (n={on.get(f'{key}_n', 0)})"
+        for key, label in (
+            ("harmful_routed_rate", "harmful"),
+            ("benign_routed_rate", "benign-edgy"),
+            ("math_routed_rate", "math"),
+        )
+    )
+    return f"{name}: {routing['policy']} at P(refuse) ≥ {routing['threshold']:.3g}, routed share {shares}"
+
+
 def build_report_figure(reports: Sequence[dict[str, Any]]) -> Any:
     """The matplotlib figure of `plot_reports` (three panels, one legend below them)."""
     import matplotlib
@@ -287,10 +300,12 @@ def build_report_figure(reports: Sequence[dict[str, Any]]) -> Any:
     judge = reports[0].get("judge", {}).get("name", "?")
     primary = reports[0]["summary"].get("primary_decoding", "?")
     probes = "; ".join(_probe_caption(r, n) for r, n in zip(reports, names))
+    routes = "; ".join(_route_caption(r, n) for r, n in zip(reports, names) if is_routed(r))
     fig.suptitle(
         f"PreSafety evaluation: {' vs '.join(names)}  (judge: {judge}; panels 1 and 3: {primary} decoding; "
         "filled: CoT on, hollow / hatched: CoT off; whiskers: 95% Wilson intervals; degenerate answers left out)\n"
-        f"Pre-CoT probe AUROC [95% bootstrap interval] — {probes}",
+        f"Pre-CoT probe AUROC [95% bootstrap interval] — {probes}"
+        + (f"\nRouted CoT-on generation — {routes}" if routes else ""),
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.035 + 0.03 * math.ceil(len(labels) / 4), 1, 1))

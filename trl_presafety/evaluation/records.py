@@ -67,6 +67,10 @@ def make_records(
             "_answer_key": None,
             "_reasoning_key": None,
             "_answer_reasoning_key": None,
+            # Routed generation: whether the policy answered and the gate's P(refuse); None when the run does not
+            # route (or for thinking off, which is not routed)
+            "routed": None,
+            "route_proba": None,
             "_views": views,
         }
         cached = generations.get(item.key)
@@ -74,7 +78,12 @@ def make_records(
             record["error"] = generation_errors.get(item.key, "not generated")
             records.append(record)
             continue
-        split = split_generated(item.prompt_text, cached["response"])
+        if "routed" in cached:
+            # The prompt the answer continues: the thinking prompt, or the policy's (thinking off, the primer)
+            record.update(
+                routed=cached["routed"], route_proba=cached["route_proba"], prompt_text=cached["prompt_text"]
+            )
+        split = split_generated(record["prompt_text"], cached["response"])
         record.update(
             response=cached["response"],
             reasoning=split["reasoning"],

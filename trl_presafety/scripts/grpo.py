@@ -31,7 +31,7 @@ from typing import Any
 from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name
 from ..rewards import REWARD_FUNCS_REGISTRY, RewardOptions, build_reward_func
 from ..validation import check_choice, check_range
-from .utils import PreSafetyScriptArguments
+from .arguments import PreSafetyScriptArguments
 
 
 # Of the judges' vocabulary (`trl_presafety.judges`): a guard model generating at every GRPO step is not offered
@@ -155,7 +155,7 @@ def make_parser():
     """TRL's GRPO parser with [`SafetyGRPOScriptArguments`]."""
     from trl import DatasetMixtureConfig, GRPOConfig, ModelConfig
 
-    from .utils import make_script_parser
+    from .arguments import make_script_parser
 
     return make_script_parser("grpo", (SafetyGRPOScriptArguments, GRPOConfig, ModelConfig, DatasetMixtureConfig))
 
@@ -228,7 +228,7 @@ def train(script_args, training_args, model_args, dataset_args):
     from transformers import AutoTokenizer
     from trl import GRPOTrainer, get_peft_config, get_quantization_config
 
-    from .utils import (
+    from .training import (
         apply_model_init_kwargs,
         check_model_name,
         check_precision,
@@ -278,7 +278,7 @@ def train(script_args, training_args, model_args, dataset_args):
 
 def main(argv: list[str] | None = None):
     """Entry point of `python -m trl_presafety.scripts.grpo` and `trl-presafety grpo`; returns the trainer."""
-    from .utils import parse_args_strict
+    from .arguments import parse_args_strict
 
     script_args, training_args, model_args, dataset_args = parse_args_strict(make_parser(), argv)
     trainer = train(script_args, training_args, model_args, dataset_args)

@@ -39,13 +39,15 @@ from ..harmfulness import HARMFUL_COLUMN
 from ..inputs import check_classifier_input, check_data_input, check_model_input
 from ..labeling.pipeline import label_dataset, load_prompt_dataset
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, STATE_FILE, check_label_folder
-from .utils import make_script_parser, parse_args_strict
+from ..shards import ShardWorkerArguments
+from .arguments import make_script_parser, parse_args_strict
 
 
 @dataclass
-class LabelScriptArguments:
+class LabelScriptArguments(ShardWorkerArguments):
     r"""
-    Arguments of `trl-presafety label`.
+    Arguments of `trl-presafety label` (and, from [`~trl_presafety.shards.ShardWorkerArguments`], `num_workers`,
+    `worker_index`, `claim_timeout`, `take_over_claims`: several workers, on one node or many, label one folder).
 
     > Data and output
 
@@ -135,6 +137,7 @@ class LabelScriptArguments:
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name, fix in (
             ("dataset_name", "the prompts to label (hub id, data file or folder)"),
             ("output_dir", "a folder for the labeled shards"),
@@ -223,7 +226,14 @@ def main(argv: list[str] | None = None) -> None:
         model_init_kwargs=model_init_kwargs,
         # vLLM loads the model with the same dtype / revision as transformers would
         vllm_kwargs={k: v for k, v in model_init_kwargs.items() if k in ("dtype", "revision") and v is not None},
+        **script_args.worker_kwargs(),
     )
+    if labeled is None:  # a worker that ended before the others: its part is on disk, the folder not complete yet
+        print(
+            f"Worker {script_args.worker_index} of {script_args.num_workers}: its shards are in "
+            f"{script_args.output_dir}/data; the folder is complete when every worker has ended (see the log above)."
+        )
+        return
     labels = labeled["safety_label"]
     print(
         f"Labeled {len(labeled)} prompts: refusal rate {sum(labels) / len(labels):.3f}. "

@@ -12,12 +12,13 @@ import torch
 from accelerate.logging import get_logger
 from accelerate.utils import is_peft_model
 from torch import nn
-from transformers import TrainingArguments
+from transformers import PreTrainedModel, TrainingArguments, set_seed
 from transformers.trainer_utils import HubStrategy
+from trl.trainer.utils import create_model_from_path
 
 from ..anchors import MISSING_LABEL, AnchorSpec, describe_indices, detect_template_family, normalize_label
-from ..callbacks import PreSafetyCallback
 from ..modeling import (
+    SAFETY_HEAD_ATTR,
     SAFETY_HEAD_CONFIG_NAME,
     SAFETY_HEAD_WEIGHTS_NAME,
     AnchorCapture,
@@ -33,7 +34,7 @@ from ..modeling import (
     save_safety_head,
     split_safety_head_state,
 )
-from .utils import load_model_like_trl
+from .callbacks import PreSafetyCallback
 
 
 logger = get_logger(__name__)
@@ -44,6 +45,20 @@ MERGE_REASON = (
     "absent in training; `presafety_anchor='think_end'` reads the tag, which no merge touches, or start completions "
     "on a token boundary"
 )
+
+
+def exclude_safety_head_from_adapters(peft_config: Any, head: nn.Module | None) -> None:
+    """Keeps LoRA off the safety head: `target_modules="all-linear"` (or a name such as `proj`) would otherwise wrap the
+    head's own layers, which then save as adapter weights that `load_safety_head` cannot read. The head trains in
+    full, on its own, beside the adapter (see `_presafety_setup`)."""
+    if head is None or not hasattr(peft_config, "exclude_modules"):
+        return
+    names = [SAFETY_HEAD_ATTR] + [f"{SAFETY_HEAD_ATTR}.{name}" for name, _ in head.named_modules() if name]
+    excluded = peft_config.exclude_modules
+    if isinstance(excluded, str):
+        peft_config.exclude_modules = rf"(?:{excluded})|(?:(?:.*\.)?{SAFETY_HEAD_ATTR}(?:\..*)?)"
+    else:
+        peft_config.exclude_modules = sorted(set(excluded or ()) | set(names))
 
 
 class PreSafetyTrainerMixin:
@@ -92,6 +107,8 @@ class PreSafetyTrainerMixin:
                 args.model_init_kwargs = None  # consumed above, and TRL would warn that they are ignored
         if get_safety_head(model) is None:
             attach_safety_head(model, args, seed=args.seed)
+        if peft_config is not None:
+            exclude_safety_head_from_adapters(peft_config, get_safety_head(model))
         return model, args, quantization_config
 
     def _presafety_setup(self, base_collator_cls: type, collator_cls: type) -> None:
@@ -463,3 +480,26 @@ class PreSafetyTrainerMixin:
         check_head_tensors(tensors, head, folder)
         head.load_state_dict(tensors)  # copies into the parameters, in their dtype
         check_usable_head(head, folder)
+
+
+def load_model_like_trl(model_id: str, args: Any, quantization_config: Any = None) -> PreTrainedModel:
+    """Loads `model_id` exactly as TRL's SFT/DPO trainers do when given a model name.
+
+    The PreSafety trainers load the model themselves so that the safety head can be attached before TRL wraps the
+    model (PEFT, DeepSpeed); the head is trained beside the adapter and saved in its own file.
+    """
+    # PEFT initializes adapters randomly: TRL seeds before creating the model, so do we
+    set_seed(args.seed)
+    model_init_kwargs = dict(args.model_init_kwargs or {})
+    if quantization_config is not None:
+        if "quantization_config" in model_init_kwargs:
+            raise ValueError(
+                "You set `quantization_config` both as a trainer argument and in `args.model_init_kwargs`. "
+                "Please set it in only one place, preferably as a trainer argument."
+            )
+        model_init_kwargs["quantization_config"] = quantization_config
+    # Distributed training requires device_map=None ("auto" fails)
+    if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+        model_init_kwargs["device_map"] = None
+    model_init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    return create_model_from_path(model_id, **model_init_kwargs)
