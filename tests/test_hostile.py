@@ -4,6 +4,7 @@ over-long prompts. Each case used to give a wrong result without an error (or an
 closed with a message naming the cause and the fix."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -284,3 +285,64 @@ def test_a_complete_hub_layout_dataset_of_other_columns_is_not_a_label_folder(tm
             tmp_path / "data" / f"train-0000{i}-of-00002.parquet"
         )
     assert check_label_folder(tmp_path) is None
+
+
+# --- the pipeline's state ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ('{"stages": {"model": {"complete": tr', "cannot be read"),
+        ("[]", "not a pipeline state.*found a list"),
+        ('{"stages": []}', "not a pipeline state.*found a list"),
+        ('{"stages": {"model": "done"}}', r"wrong shape for stage\(s\) \['model'\]"),
+    ],
+)
+def test_damaged_pipeline_state_is_reported_and_the_plan_says_why(tmp_path, content, match):
+    from trl_presafety.pipeline import PIPELINE_STATE, run_pipeline
+
+    from .test_pipeline import FakeRunner, write_pipeline
+
+    config = write_pipeline(tmp_path)
+    run_pipeline(config, runner=FakeRunner(), echo=lambda line: None)
+    (tmp_path / "run" / PIPELINE_STATE).write_text(content)
+    lines, runner = [], FakeRunner()
+    run_pipeline(config, runner=runner, echo=lines.append)
+    text = "\n".join(lines)
+    assert "Warning:" in text and "every selected stage runs again" in text
+    assert re.search(rf"model\s+run\s+no usable record: .*{match}", text)
+    assert runner.calls == ["model", "eval-a", "eval-b", "compare"]
+    # The rewritten state is whole again: the next run skips everything
+    runner = FakeRunner()
+    run_pipeline(config, runner=runner, echo=lambda line: None)
+    assert runner.calls == []
+
+
+def test_pipeline_reruns_a_stage_whose_input_changed_in_place(tmp_path):
+    from trl_presafety.pipeline import run_pipeline
+
+    from .test_pipeline import FakeRunner, write_pipeline
+
+    config = write_pipeline(tmp_path)
+    run_pipeline(config, runner=FakeRunner(), echo=lambda line: None)
+    # The model folder's weights replaced outside the pipeline (same path, other content)
+    (tmp_path / "run" / "model" / "model.safetensors").write_text("other weights")
+    lines, runner = [], FakeRunner()
+    run_pipeline(config, runner=runner, echo=lines.append)
+    assert runner.calls == ["eval-a", "eval-b", "compare"]
+    assert any("eval-a" in line and "its input changed since it finished" in line for line in lines)
+
+
+def test_a_sharded_stage_rerun_for_a_new_input_starts_over(tmp_path):
+    from trl_presafety.pipeline import Stage, _stage_to_run
+
+    label = Stage(name="label", command="label", args={"output_dir": "x"})
+    assert _stage_to_run(label, "--force").args["overwrite_output_dir"] is True
+    assert _stage_to_run(label, "its input is rerun by model").args["overwrite_output_dir"] is True
+    assert _stage_to_run(label, "its input changed since it finished (...)").args["overwrite_output_dir"] is True
+    # An interrupted run resumes its shards
+    assert "overwrite_output_dir" not in _stage_to_run(label, "its last run did not finish").args
+    listed = Stage(name="label", command="label", args=["--output_dir", "x"])
+    assert _stage_to_run(listed, "--force").args[-2:] == ["--overwrite_output_dir", "true"]
+    assert _stage_to_run(Stage(name="e", command="eval"), "--force").args == {}
