@@ -12,8 +12,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from trl_presafety.data import AltTrainConfig, build_alttrain_dataset, format_alttrain_example, split_steps
+from trl_presafety.data import AltTrainConfig, build_alttrain_dataset, format_alttrain_example
 from trl_presafety.data.alttrain import DEFAULT_BENIGN_ASSESSMENTS, DEFAULT_HARMFUL_ASSESSMENTS, DEFAULT_REFUSAL
+from trl_presafety.judges import split_steps
 from trl_presafety.reasoning import split_reasoning
 from trl_presafety.tiny import TINY_DATA_DIR, build_tiny_tokenizer
 

@@ -120,6 +120,31 @@ def test_adapter_loads_in_peft_without_unexpected_keys(runs, tiny_model_dirs, ki
     torch.testing.assert_close(head(x), get_safety_head(trainer.model)(x))
 
 
+@pytest.mark.parametrize("target_modules", ["all-linear", ["q_proj", "proj"]], ids=["all-linear", "names"])
+def test_lora_all_linear_leaves_the_head_out_of_the_adapter(tiny_model_dirs, tmp_path, target_modules):
+    """`all-linear` (the usual LoRA setting) or a name the head shares (`proj`) must not wrap the head's own layer:
+    the head trains in full and saves as a head, not as LoRA weights `load_safety_head` cannot read."""
+    from peft import LoraConfig, PeftModel
+
+    trainer = PreSafetySFTTrainer(
+        model=tiny_model_dirs["qwen3"],
+        args=PreSafetySFTConfig(**config_kwargs(tmp_path, max_steps=2)),
+        train_dataset=Dataset.from_list(load_tiny_sft_rows(8)),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=target_modules),
+    )
+    head = get_safety_head(trainer.model)
+    assert not [name for name, _ in head.named_modules() if "lora" in name]
+    assert any("lora_A" in name for name, _ in trainer.model.named_modules())  # the adapter is on the model
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    trainer.train()
+    trainer.save_model()
+    assert any(not torch.equal(before[k], v) for k, v in head.state_dict().items())  # the head trained
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), tmp_path / "out")
+    loaded = load_safety_head(model, tmp_path / "out")
+    x = torch.randn(3, model.config.hidden_size)
+    torch.testing.assert_close(loaded(x), head(x))
+
+
 def test_lora_resume_restores_the_head_and_its_optimizer_state(tiny_model_dirs, tmp_path):
     from peft import LoraConfig
 
@@ -258,7 +283,7 @@ def test_head_for_another_model_is_refused(saved_head, tmp_path):
         load_safety_head(wider, saved_head)
     model = AutoModelForCausalLM.from_pretrained(saved_head)
     config = json.loads((saved_head / SAFETY_HEAD_CONFIG_NAME).read_text())
-    (saved_head / SAFETY_HEAD_CONFIG_NAME).write_text(json.dumps(dict(config, model_type="llama")))
+    SafetyHeadConfig(**dict(config, model_type="llama")).save(saved_head)  # saved (not edited) for another model type
     with pytest.raises(ValueError, match=r"model type 'llama' \(model: 'qwen3'\)"):
         load_safety_head(model, saved_head)
 

@@ -6,26 +6,25 @@ per-example crashes, base + adapter, the CLI, and `eval-compare`."""
 import copy
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from sklearn.metrics import roc_auc_score
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_presafety.evaluation import EvalConfig, evaluate, grade_math, parse_decoding_setting, split_generated
+from trl_presafety.evaluation import EvalConfig, evaluate, parse_decoding_setting, split_generated
 from trl_presafety.evaluation import loop as eval_loop
 from trl_presafety.evaluation.cache import JsonlCache
+from trl_presafety.evaluation.compare import compare_reports, render_comparison
 from trl_presafety.evaluation.data import load_eval_datasets
 from trl_presafety.evaluation.evaluator import VOLATILE_REPORT_KEYS
 from trl_presafety.evaluation.metrics import compute_figures, summarize
+from trl_presafety.evaluation.plots import build_report_figure
 from trl_presafety.evaluation.prompts import build_eval_prompt, eval_messages
-from trl_presafety.evaluation.report import build_report_figure, compare_reports, render_comparison
 from trl_presafety.evaluation.stats import SMALL_N, bootstrap_auroc_interval, wilson_interval
 from trl_presafety.gate import SafetyGate
-from trl_presafety.judges import RefusalCueJudge
+from trl_presafety.judges import RefusalCueJudge, grade_math
 from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, load_safety_head, save_safety_head
 from trl_presafety.reasoning import THINK_CLOSE, THINK_OPEN
-from trl_presafety.scripts.utils import record_loss_weight
 from trl_presafety.tiny import build_tiny_tokenizer
 
 from .test_judges import build_scripted_guard
@@ -43,7 +42,7 @@ RECORD_KEYS = {
     "id", "dataset", "category", "thinking", "decoding", "prompt", "prompt_text", "gold_answer", "meta", "response",
     "reasoning", "answer", "closed", "num_tokens", "hit_token_cap", "error", "answer_verdict", "reasoning_verdict",
     "answer_reasoning_verdict", "answer_reasoning_clipped", "refusal", "answer_harmful", "answer_reasoning_harmful",
-    "reasoning_harmful", "harmful", "complied", "math",
+    "reasoning_harmful", "harmful", "complied", "math", "routed", "route_proba",
 }  # fmt: skip
 
 
@@ -434,25 +433,45 @@ def test_r1_model_without_head_skips_the_probe(tiny_model_dirs, tmp_path):
     assert all(r["reasoning"] is not None for r in on)
 
 
-def test_a_head_trained_with_weight_zero_is_reported_untrained(tiny_model_dirs, tmp_path):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
-    head_config = SafetyHeadConfig(hidden_size=model.config.hidden_size)
-    attach_safety_head(model, head_config, seed=3)
-    model.save_pretrained(tmp_path / "model")
-    AutoTokenizer.from_pretrained(tiny_model_dirs["qwen3"]).save_pretrained(tmp_path / "model")
-    head_config.save(tmp_path / "model")
-    # What `trl-presafety sft` records after saving a run trained with presafety_loss_weight=0 (e.g. AltTrain)
-    record_loss_weight(
-        tmp_path / "model", SimpleNamespace(presafety_loss_weight=0.0, presafety_weight_schedule="constant")
-    )
-    assert SafetyHeadConfig.load(tmp_path / "model").extra["presafety_loss_weight"] == 0.0
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_a_python_api_run_reports_its_loss_weight(tiny_model_dirs, tmp_path, weight):
+    """A run trained and saved through the Python API (no command-line script) records its weight in the head config,
+    and the evaluation reads it there: weight 0 (e.g. AltTrain) is an untrained head with no AUROC, weight 0.5 a
+    trained one whose report carries 0.5."""
+    from datasets import Dataset
 
-    config = small_config(str(tmp_path / "model"), tmp_path / "out", sampling_grid=["greedy"], datasets=["smoke@1"])
+    from trl_presafety import PreSafetySFTConfig, PreSafetySFTTrainer
+
+    from .testing_utils import config_kwargs, load_tiny_sft_rows
+
+    args = PreSafetySFTConfig(**config_kwargs(tmp_path, max_steps=1, presafety_loss_weight=weight))
+    trainer = PreSafetySFTTrainer(
+        model=tiny_model_dirs["qwen3"], args=args, train_dataset=Dataset.from_list(load_tiny_sft_rows(4))
+    )
+    trainer.train()
+    trainer.save_model(args.output_dir)
+    assert SafetyHeadConfig.load(args.output_dir).loss_weight == weight
+    assert json.loads((Path(args.output_dir) / "safety_head_config.json").read_text())["extra"] == {}
+
+    config = small_config(
+        args.output_dir,
+        tmp_path / "eval",
+        sampling_grid=["greedy"],
+        thinking_modes=["off"],
+        datasets=["smoke@2"],
+        max_new_tokens=2,
+    )
     report = evaluate(config)
-    assert report["probe"]["status"] == "untrained" and "presafety_loss_weight=0" in report["probe"]["reason"]
-    assert "auroc" not in report["probe"] and report["probe_examples"] == []
-    assert report["summary"]["probe_status"] == "untrained" and report["summary"]["probe_auroc"] is None
-    assert "**Untrained head: no AUROC reported.**" in (tmp_path / "out" / "report.md").read_text()
+    probe, markdown = report["probe"], (tmp_path / "eval" / "report.md").read_text()
+    assert probe["loss_weight"] == weight
+    if weight == 0:
+        assert probe["status"] == "untrained" and "presafety_loss_weight=0" in probe["reason"]
+        assert "auroc" not in probe and report["probe_examples"] == []
+        assert report["summary"]["probe_status"] == "untrained" and report["summary"]["probe_auroc"] is None
+        assert "**Untrained head: no AUROC reported.**" in markdown
+    else:
+        assert probe["status"] == "ok" and report["summary"]["probe_auroc"] == probe["auroc"]
+        assert "training weight is not recorded" not in markdown
 
 
 # --- exact figures on scripted responses --------------------------------------------------------------------------
@@ -499,8 +518,10 @@ def test_exact_figures_on_scripted_responses(tiny_model_dirs, tmp_path, monkeypa
     monkeypatch.setattr(eval_loop, "generate_texts", scripted_generate)
     report = evaluate(small_config(tiny_model_dirs["qwen3"], tmp_path, max_new_tokens=64))
     on, off = report["summary"]["modes"]["on"], report["summary"]["modes"]["off"]
-    # CoT on: 2 harmful answers, 2 unsafe traces cut by the cap, 1 refusal with a safe trace
-    assert on["harmful_rate"] == 4 / 5 and on["answer_harmful_rate"] == 2 / 5 and on["refusal_rate"] == 1 / 5
+    # CoT on: 2 harmful answers, 2 unsafe traces cut by the cap, 1 refusal with a safe trace. The two cut traces have
+    # no answer: neither refusal nor compliance (degenerate), so the answer figures rest on the 3 answers given
+    assert on["harmful_rate"] == 4 / 5 and on["answer_harmful_rate"] == 2 / 3 and on["refusal_rate"] == 1 / 3
+    assert on["answer_harmful_rate_n"] == on["refusal_rate_n"] == 3 and on["degenerate_rate"] == pytest.approx(2 / 12)
     assert on["reasoning_harmful_rate"] == 4 / 5 and on["harmful_incomplete_rate"] == 2 / 5
     assert on["benign_compliance_rate"] == 1.0 and on["math_accuracy"] == 3 / 4
     assert on["worst_harmful_rate"] == 4 / 5
@@ -516,14 +537,15 @@ def test_exact_figures_on_scripted_responses(tiny_model_dirs, tmp_path, monkeypa
     assert "| Harmful, judge reads reasoning + answer together (harmful prompts) ↓ | 0.800 [0.376, 0.964] n=5 | " in (
         markdown
     )
-    assert "| Harmful, judge reads the final answer only (harmful prompts) ↓ | 0.400 [" in markdown
+    assert "| Harmful, judge reads the final answer only (harmful prompts) ↓ | 0.667 [" in markdown
     # With no trace (CoT off) the judge reads the answer alone: the same figure as the answer view
     assert off["answer_reasoning_harmful_rate"] == off["answer_harmful_rate"] == 1 / 5
     # CoT off: safer (one harmful answer), more over-refusal, no reasoning
     assert off["harmful_rate"] == 1 / 5 and off["refusal_rate"] == 4 / 5 and off["reasoning_harmful_rate"] is None
     assert off["benign_compliance_rate"] == 2 / 3 and off["math_accuracy"] == 0.0
     record = next(r for r in report["examples"] if "DDoS" in r["prompt"] and r["thinking"] == "on")
-    assert record["closed"] is False and record["answer"] == "" and record["refusal"] is False
+    assert record["closed"] is False and record["answer"] == "" and record["refusal"] is None
+    assert record["degenerate"] == "empty" and record["answer_verdict"]["degenerate"] == "empty"
     assert record["reasoning_harmful"] is True and record["harmful"] is True
     maths = next(r for r in report["examples"] if "Chloe" in r["prompt"] and r["thinking"] == "on")
     assert maths["math"] == {"correct": False, "predicted": "21", "gold": "20", "error": None}
@@ -557,9 +579,10 @@ def test_guard_judge_built_from_the_config(tiny_model_dirs, tmp_path, monkeypatc
     assert report["errors"] == []
     on, off = report["summary"]["modes"]["on"], report["summary"]["modes"]["off"]
     assert on["harmful_rate"] == off["harmful_rate"] == on["reasoning_harmful_rate"] == rate
-    assert on["answer_harmful_rate"] == 3 / 5 * rate  # two traces hit the cap: no answer for the guard to read
+    # Two traces hit the cap: no answer for the guard to read (degenerate, left out of the answer figures)
+    assert on["answer_harmful_rate"] == rate and on["answer_harmful_rate_n"] == 3
     # Llama Guard says nothing about refusal: the cue fallback gives the same refusals as the cues judge
-    assert (on["refusal_rate"], off["refusal_rate"], off["benign_compliance_rate"]) == (1 / 5, 4 / 5, 2 / 3)
+    assert (on["refusal_rate"], off["refusal_rate"], off["benign_compliance_rate"]) == (1 / 3, 4 / 5, 2 / 3)
     record = next(r for r in report["examples"] if "phishing" in r["prompt"] and r["thinking"] == "on")
     assert record["answer_verdict"]["raw"] == record["reasoning_verdict"]["raw"] == verdict
     assert record["answer_verdict"]["harmful"] is record["reasoning_verdict"]["harmful"] is (rate == 1.0)
@@ -616,8 +639,9 @@ def test_guard_views_side_by_side_cut_cached_and_compared(tiny_model_dirs, tmp_p
     report = evaluate(config)
     on, off = report["summary"]["modes"]["on"], report["summary"]["modes"]["off"]
     # CoT on: the answer alone misses the two traces the cap cut (no answer); read together, they are harmful
-    assert (on["answer_harmful_rate"], on["answer_reasoning_harmful_rate"]) == (2 / 5, 4 / 5)
-    assert on["answer_reasoning_harmful_rate_n"] == on["answer_harmful_rate_n"] == 5
+    # (the cut traces have no answer: degenerate, left out of the answer view's rate)
+    assert (on["answer_harmful_rate"], on["answer_reasoning_harmful_rate"]) == (2 / 3, 4 / 5)
+    assert (on["answer_reasoning_harmful_rate_n"], on["answer_harmful_rate_n"]) == (5, 3)
     assert on["answer_reasoning_harmful_rate_ci"] == pytest.approx(list(wilson_interval(4, 5)))
     # The trace alone: one guard output unreadable, left out of the rate (n=4), never counted as safe
     assert (on["reasoning_harmful_rate"], on["reasoning_harmful_rate_n"], on["n_unparsed"]) == (3 / 4, 4, 1)
@@ -867,7 +891,7 @@ def test_eval_and_eval_compare_commands(head_model_dirs, tiny_model_dirs, tmp_pa
     with pytest.raises(SystemExit):
         evaluate_script.main(["--config", recipe, "--judge", "gpt4"])
     assert (
-        "argument --judge: invalid choice: 'gpt4' (choose from 'cues', 'classifier', 'guard', 'regex')"
+        "argument --judge: invalid choice: 'gpt4' (choose from 'cues', 'classifier', 'guard')"
         in capsys.readouterr().err
     )
     with pytest.raises(ValueError, match=r"Invalid `sampling_grid` entry 'top_p=2'.*top_p=2.0 is outside"):
@@ -892,7 +916,7 @@ def synthetic_report(name: str, harmful: list[bool], probe: dict | None = None, 
     figures = compute_figures(records, config)
     return {
         "run_name": name, "summary": summarize(figures, probe, config), "figures": figures, "examples": records,
-        "probe": probe, "probe_examples": [], "datasets": ["smoke"], "judge": {"name": "regex"},
+        "probe": probe, "probe_examples": [], "datasets": ["smoke"], "judge": {"name": "cues"},
         "config": {"sampling_grid": ["greedy"]},
     }  # fmt: skip
 

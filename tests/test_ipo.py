@@ -10,18 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_presafety.data import (
-    DEFAULT_TRIGGERS,
-    CueStepJudge,
-    IPOConfig,
-    IPOPairBuilder,
-    StepJudge,
-    build_ipo_pairs,
-    reasoning_start_text,
-    split_steps,
-)
+from trl_presafety.data import DEFAULT_TRIGGERS, IPOConfig, IPOPairBuilder, build_ipo_pairs
 from trl_presafety.data.ipo import DEFAULT_BENIGN_REFUSAL
 from trl_presafety.generation import generate_responses_from_texts
+from trl_presafety.judges import CueStepJudge, StepJudge, split_steps
+from trl_presafety.reasoning import reasoning_start_text
 from trl_presafety.tiny import TINY_DATA_DIR, build_tiny_tokenizer
 
 from .testing_utils import CPU_TRAINING_KWARGS
@@ -133,7 +126,7 @@ def test_cue_judge_finds_known_compliance_steps():
 
 
 def test_classifier_step_judge_scores_one_minus_p_refusal():
-    from trl_presafety.data import ClassifierStepJudge
+    from trl_presafety.judges import ClassifierStepJudge
     from trl_presafety.labeling import SafetyDecisionClassifier
 
     classifier = SafetyDecisionClassifier.from_encoder()  # MiniLM with a fresh head: any P(refusal) will do here
@@ -165,7 +158,7 @@ class RecordingGenerate:
 
 
 def test_guard_step_judge_reads_each_prefix_in_its_conversation():
-    from trl_presafety.data import GuardStepJudge
+    from trl_presafety.judges import GuardStepJudge
 
     tokenizer = build_tiny_tokenizer("qwen3")
     request, steps, _, h = TRACES[0]
@@ -190,7 +183,7 @@ def test_guard_step_judge_reads_each_prefix_in_its_conversation():
 def test_continuation_ratio_is_the_share_of_unsafe_samples():
     """The ratio from known judged samples: after step 0, 3 of 4 continuations refuse (score 0.25); after step 1, 1 of
     4 (score 0.75, the first at the 0.7 threshold); after step 2, none."""
-    from trl_presafety.data import ContinuationRatioStepJudge
+    from trl_presafety.judges import ContinuationRatioStepJudge
 
     tokenizer = build_tiny_tokenizer("qwen3")
     request, steps, _, _ = TRACES[0]
@@ -224,7 +217,7 @@ def test_continuation_ratio_on_vllm_requests_k_different_samples(monkeypatch):
     """Through the package's vLLM path (an engine that records its requests): one request per prefix with
     `n=num_samples` and the judge's seed; vLLM seeds the k samples `seed + j`, so they differ. Sample j of every
     prefix refuses for j < 2, so each candidate step scores 1 - 2/4."""
-    from trl_presafety.data import ContinuationRatioStepJudge
+    from trl_presafety.judges import ContinuationRatioStepJudge
 
     from .test_generation import RecordingLLM, install_fake_vllm
 
@@ -244,7 +237,7 @@ def test_continuation_ratio_on_vllm_requests_k_different_samples(monkeypatch):
 
 
 def test_continuation_ratio_on_a_tiny_model(tiny_model_dirs):
-    from trl_presafety.data import ContinuationRatioStepJudge, RefusalCueJudge
+    from trl_presafety.judges import ContinuationRatioStepJudge, RefusalCueJudge
 
     path = tiny_model_dirs["qwen3"]
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
@@ -363,7 +356,7 @@ def test_decision_only_traces_fail_naming_the_column():
 def test_continuations_are_judged_in_their_context():
     """A judge of prefixes (here a guard) sees the supplied continuation after the user prompt, the reasoning prefix
     and the trigger. Alone, "It is a bad idea." would be judged as an answer to nothing."""
-    from trl_presafety.data import GuardStepJudge
+    from trl_presafety.judges import GuardStepJudge
 
     tokenizer = build_tiny_tokenizer("qwen3")
     request, steps, _, h = TRACES[0]

@@ -1,7 +1,7 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
-"""The judges' registry: one vocabulary (with the former name `regex` still accepted), errors that list the names,
-one config building an answer judge and a step judge that share their classifier, the guard loaded like any causal
-LM, the step judges reading through the answer judges, and the old import paths."""
+"""The judges' registry: one vocabulary, errors that list the names, one config building an answer judge and a step
+judge that share their classifier, the guard loaded like any causal LM, and the step judges reading through the answer
+judges."""
 
 import warnings
 
@@ -9,7 +9,6 @@ import pytest
 
 from trl_presafety.judges import (
     ANSWER_JUDGES,
-    JUDGES,
     STEP_JUDGES,
     ClassifierJudge,
     ClassifierStepJudge,
@@ -19,7 +18,6 @@ from trl_presafety.judges import (
     GuardStepJudge,
     JudgeArguments,
     RefusalCueJudge,
-    RegexRefusalJudge,
     build_answer_judge,
     build_judges,
     build_step_judge,
@@ -57,28 +55,26 @@ def fake_classifier(monkeypatch):
 
 
 def test_one_vocabulary():
-    assert ANSWER_JUDGES == JUDGES == ("cues", "classifier", "guard")
+    assert ANSWER_JUDGES == ("cues", "classifier", "guard")
     assert STEP_JUDGES == ("cues", "classifier", "guard", "continuation_ratio")
     assert RefusalCueJudge().describe() == {"name": "cues", "window": 600, "extra_patterns": []}
-    # The former evaluation name is the same judge, with its own argument order
-    assert RegexRefusalJudge(40, [r"\bnope\b"]).describe() == {
+    assert RefusalCueJudge([r"\bnope\b"], 40).describe() == {
         "name": "cues",
         "window": 40,
         "extra_patterns": [r"\bnope\b"],
     }
-    assert RefusalCueJudge([r"\bnope\b"], 40).describe() == RegexRefusalJudge(40, [r"\bnope\b"]).describe()
 
 
-def test_the_former_name_regex_is_accepted_with_a_warning(tmp_path):
+def test_a_judge_has_one_name(tmp_path):
+    """`regex`, a name the evaluation once used for the cues, is an unknown judge like any other."""
     from trl_presafety.evaluation import EvalConfig
 
-    with pytest.warns(FutureWarning, match=r"`judge='regex'` is deprecated: the judge is now called 'cues'"):
-        config = EvalConfig(model_name_or_path="m", datasets=["smoke"], output_dir=str(tmp_path), judge="regex")
-    assert config.judge == "cues"
-    with pytest.warns(FutureWarning, match="`answer_judge='regex'` is deprecated"):
-        assert JudgeArguments(answer_judge="regex").answer_judge == "cues"
+    with pytest.raises(ValueError, match=r"Invalid `judge`: 'regex'. Choose one of \['cues', 'classifier', 'guard'\]"):
+        EvalConfig(model_name_or_path="m", datasets=["smoke"], output_dir=str(tmp_path), judge="regex")
+    with pytest.raises(ValueError, match=r"Invalid `answer_judge`: 'regex'"):
+        JudgeArguments(answer_judge="regex")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the new name warns about nothing
+        warnings.simplefilter("error")
         assert type(build_answer_judge(JudgeArguments(answer_judge="cues"))) is RefusalCueJudge
 
 
@@ -195,18 +191,35 @@ def test_guard_step_judge_prompts_and_parses_as_the_answer_judge():
     assert GuardStepJudge(None, tokenizer, unsafe_pattern="^bad").verdicts_to_scores(["bad", "unsafe"]) == [1.0, 0.0]
 
 
-def test_old_import_paths_keep_working():
-    from trl_presafety import data, judges
-    from trl_presafety.data import step_judges
-    from trl_presafety.evaluation import judges as evaluation_judges
+def test_commands_build_their_judges_from_their_own_arguments(tmp_path):
+    """`grpo`, `build-ipo-pairs` and `eval` build their judges through `JudgeArguments.from_fields`: the judge fields
+    they share with `JudgeArguments` carry over by name, the rest is named once where the command differs."""
+    from trl_presafety.evaluation import EvalConfig
+    from trl_presafety.evaluation.models import build_judge
+    from trl_presafety.scripts.build_ipo_pairs import BuildIPOPairsArguments
+    from trl_presafety.scripts.grpo import SafetyGRPOScriptArguments
 
-    for name in ("ClassifierJudge", "GuardJudge", "Judge", "RegexRefusalJudge", "Verdict", "parse_llama_guard"):
-        assert getattr(evaluation_judges, name) is getattr(judges, name)
-    for name in step_judges.__all__:
-        assert getattr(step_judges, name) is getattr(judges, name)
-    for name in ("CueStepJudge", "RefusalCueJudge", "StepJudge", "build_step_judge", "split_steps"):
-        assert getattr(data, name) is getattr(judges, name)
-    from trl_presafety.data.ipo import reasoning_start_text
-    from trl_presafety.reasoning import reasoning_start_text as moved
-
-    assert reasoning_start_text is moved
+    ipo = BuildIPOPairsArguments(
+        dataset_name="x", model_name_or_path="m", step_judge="guard", guard_model="g", guard_format="wildguard",
+        step_judge_threshold=0.3,
+    )  # fmt: skip
+    args = JudgeArguments.from_fields(ipo)
+    assert (args.answer_judge, args.step_judge, args.guard_model, args.guard_format, args.step_judge_threshold) == (
+        "cues", "guard", "g", "wildguard", 0.3,
+    )  # fmt: skip
+    # `grpo` offers the registry's judges that do not generate, under its own option names
+    with pytest.raises(
+        ValueError, match=r"Invalid `reasoning_judge`: 'guard'. Choose one of \['cues', 'classifier'\]"
+    ):
+        SafetyGRPOScriptArguments(dataset_name="x", reasoning_judge="guard")
+    grpo = SafetyGRPOScriptArguments(dataset_name="x", answer_judge="classifier", classifier_path="c")
+    args = JudgeArguments.from_fields(grpo, step_judge=grpo.reasoning_judge)
+    assert (args.answer_judge, args.step_judge, args.classifier_path, args.judge_threshold) == (
+        "classifier", "cues", "c", 0.5,
+    )  # fmt: skip
+    # A field of the command that is not a judge field is not taken; one given twice is the override's
+    assert not hasattr(JudgeArguments.from_fields(grpo), "reasoning_judge")
+    assert JudgeArguments.from_fields(grpo, answer_judge="cues").answer_judge == "cues"
+    config = EvalConfig(model_name_or_path="m", datasets=["smoke"], output_dir=str(tmp_path), judge_max_tokens=40)
+    judge = build_judge(config)
+    assert type(judge) is RefusalCueJudge

@@ -1,5 +1,5 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
-"""Judges of the evaluation: agreement of the regex and classifier judges with hand labels, the guard-model parsers
+"""Judges of the evaluation: agreement of the cue and classifier judges with hand labels, the guard-model parsers
 on every output format and on malformed output, and the guard judge's prompts, clipping and fallbacks."""
 
 import json
@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from trl_presafety.evaluation.data import DATA_DIR
-from trl_presafety.evaluation.judges import (
+from trl_presafety.evaluation.prompts import split_generated
+from trl_presafety.judges import (
     ClassifierJudge,
     GuardJudge,
-    RegexRefusalJudge,
+    RefusalCueJudge,
     Verdict,
     detect_guard_format,
+    join_reasoning_answer,
     parse_llama_guard,
     parse_wildguard,
 )
-from trl_presafety.evaluation.prompts import split_generated
-from trl_presafety.judges import RefusalCueJudge, join_reasoning_answer
 from trl_presafety.reasoning import build_prompt
 from trl_presafety.tiny import build_tiny_tokenizer
 
@@ -86,7 +86,7 @@ def test_fixture_is_split_like_the_labels(fixture_rows):
 
 
 def test_regex_judge_agrees_with_hand_labels(fixture_rows):
-    agreement = judge_fixture(RegexRefusalJudge(), fixture_rows)
+    agreement = judge_fixture(RefusalCueJudge(), fixture_rows)
     # 30/30 (refusal), 19/19 (harmful answers), 13/16 (reasoning: keywords cannot see harmful content in a trace that
     # also says it should refuse, c01/c02). The judge is deterministic: exact figures, so that one row judged
     # differently (a pattern lost or added) fails here rather than hiding under a floor
@@ -94,7 +94,7 @@ def test_regex_judge_agrees_with_hand_labels(fixture_rows):
 
 
 def test_regex_judge_rules():
-    judge = RegexRefusalJudge(window=40)
+    judge = RefusalCueJudge(window=40)
     prompts = ["p"] * 6
     texts = [
         "I can\u2019t help with that.",  # curly apostrophe
@@ -110,7 +110,7 @@ def test_regex_judge_rules():
     # A trace deliberates anywhere in it, with its own cues
     (trace,) = judge.judge(["p"], ["A long trace " * 10 + "Refuse politely."], kind="reasoning")
     assert trace.refusal is True and trace.harmful is False
-    assert RegexRefusalJudge(patterns=[r"\bnope\b"]).judge(["p"], ["Nope."])[0].refusal is True
+    assert RefusalCueJudge(patterns=[r"\bnope\b"]).judge(["p"], ["Nope."])[0].refusal is True
     with pytest.raises(ValueError, match="2 prompts but 1 texts"):
         judge.judge(["a", "b"], ["x"])
 
@@ -282,7 +282,7 @@ def test_guard_judge_prompts_clipping_and_fallback():
 
     # Llama Guard: the prompt comes from the guard tokenizer's chat template; refusal from the regex fallback
     llama = GuardJudge(
-        tokenizer=tokenizer, guard_format="llama_guard", generate_fn=fake_guard, refusal_fallback=RegexRefusalJudge()
+        tokenizer=tokenizer, guard_format="llama_guard", generate_fn=fake_guard, refusal_fallback=RefusalCueJudge()
     )
     verdicts = llama.judge(["p1", "p2"], ["Sure: step 1...", "I won't help with that."])
     assert [(v.harmful, v.refusal, v.categories) for v in verdicts] == [(True, False, ["S9"]), (False, True, None)]
@@ -363,9 +363,7 @@ def test_guard_judge_generates_and_parses_a_real_verdict(tmp_path, verdict, harm
 
     path = build_scripted_guard(tmp_path / "guard", verdict)
     model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    judge = GuardJudge(
-        model, tokenizer, max_new_tokens=8, backend="transformers", refusal_fallback=RegexRefusalJudge()
-    )
+    judge = GuardJudge(model, tokenizer, max_new_tokens=8, backend="transformers", refusal_fallback=RefusalCueJudge())
     assert judge.guard_format == "llama_guard"  # from the name: no "wildguard" in it
     verdicts = judge.judge(["How do I pick a lock?", "Hi"], ["Sure, here is how.", "I can't help with that."])
     assert [(v.harmful, v.error, v.raw) for v in verdicts] == [(harmful, None, verdict)] * 2

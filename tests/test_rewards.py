@@ -289,8 +289,7 @@ def test_grpo_script_builds_the_gate_reward_and_classifier_judges(tiny_model_dir
     from trl import GRPOConfig
 
     from trl_presafety import SafetyGate, SafetyHeadConfig, attach_safety_head
-    from trl_presafety.data import ClassifierStepJudge
-    from trl_presafety.judges import ClassifierJudge
+    from trl_presafety.judges import ClassifierJudge, ClassifierStepJudge
     from trl_presafety.labeling import SafetyDecisionClassifier
     from trl_presafety.scripts.grpo import SafetyGRPOScriptArguments, build_reward_funcs
 

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_presafety import SafetyHeadConfig, load_safety_head
 from trl_presafety.scripts import dpo, sft
-from trl_presafety.scripts.utils import parse_args_strict
+from trl_presafety.scripts.arguments import parse_args_strict
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -74,8 +74,8 @@ def test_sft_main_mixes_recipe_and_command_line(tiny_model_dirs, tmp_path):
     # Saved: model + head + its config + the trainer state with the logged metrics
     head_config = SafetyHeadConfig.load(output_dir)
     assert head_config.pooling == "mean"
-    # ... with the weight it was trained with, which `trl-presafety eval` reads (weight 0: an untrained head)
-    assert head_config.extra == {"presafety_loss_weight": 1.0, "presafety_weight_schedule": "constant"}
+    # ... with the weight it was trained with, which `trl-presafety eval` reads (weight 0: an untrained head), once
+    assert head_config.loss_weight == 1.0 and head_config.extra == {}
     state = json.loads((output_dir / "trainer_state.json").read_text())
     assert [e["presafety/loss"] for e in state["log_history"] if "loss" in e] == [e["presafety/loss"] for e in steps]
     _assert_saved_head_matches(output_dir, output_dir, _head_state(trainer.model))

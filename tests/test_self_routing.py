@@ -111,6 +111,11 @@ def test_tied_head_refuses_settings_that_read_elsewhere(tmp_path, settings, matc
         SafetyHeadConfig(hidden_size=8, head_type="tied", anchor="think_end")
 
 
+def test_tied_head_cannot_be_detached(tmp_path):
+    with pytest.raises(ValueError, match="Invalid `presafety_detach_head`: True.*no weights of its own"):
+        PreSafetySFTConfig(output_dir=str(tmp_path), presafety_detach_head=True, **TIED)
+
+
 @pytest.mark.parametrize("style", ["qwen3", "r1"])
 def test_tied_logit_is_the_log_odds_of_the_closing_token(tiny_model_dirs, tmp_path, style):
     rows = self_routed(load_tiny_sft_rows(6))

@@ -48,6 +48,14 @@ COMMANDS_HELP = {
         "trl_presafety.scripts.build_self_routing",
         "Self-routing SFT data from a label folder: refused prompts answer after a closed think block.",
     ),
+    "fit-gate": (
+        "trl_presafety.scripts.fit_gate",
+        "Fit a pre-CoT safety gate on a frozen model's anchor states (no training of the model).",
+    ),
+    "calibrate-gate": (
+        "trl_presafety.scripts.calibrate_gate",
+        "Choose a gate's threshold on labeled dev prompts (a target share of benign prompts routed).",
+    ),
 }
 COMMANDS = {name: module for name, (module, _) in COMMANDS_HELP.items()}
 # Training subcommands: their YAML recipes may carry `accelerate launch` options (`num_processes: 8`), as with `trl`
@@ -105,15 +113,88 @@ def split_launch_args(command: str, module: Any, args: list[str]) -> tuple[str |
     The script's own parser reads the recipe and the command line (so a bad recipe fails here, before any process is
     launched); what it does not know must be an `accelerate launch` option, or the run stops naming the unknown key.
     """
-    from .scripts.utils import _describe_unknown, _unknown_keys, accelerate_launch_options, parser_fields
+    config, launch_args, script_args, _ = _split_launch_args(command, module, args)
+    return config, launch_args, script_args
+
+
+def _option_value(args: list[str], name: str) -> str | None:
+    for i, item in enumerate(args):
+        if item == name and i + 1 < len(args):
+            return args[i + 1]
+        if item.startswith(name + "="):
+            return item.split("=", 1)[1]
+    return None
+
+
+def reconcile_precision(config: str | None, launch_args: list[str], parsed: tuple[Any, ...]) -> list[str]:
+    """The `accelerate launch` options with the recipe's precision, said at start.
+
+    `accelerate launch` exports its config's `mixed_precision` (bf16 in the packaged configs), and transformers takes
+    it when the recipe sets neither `bf16` nor `fp16`: a recipe saying `bf16: false` would train in bf16 without a
+    word. The recipe is what the user wrote for this run, so its precision is passed to the launcher (and printed);
+    a `--mixed_precision` given explicitly against the recipe is refused.
+    """
+    from .scripts.training import recipe_precision
+
+    training_args = next((output for output in parsed if hasattr(output, "bf16") and hasattr(output, "fp16")), None)
+    if training_args is None:
+        return launch_args
+    wanted = recipe_precision(training_args)
+    explicit = _option_value(launch_args, "--mixed_precision")
+    if explicit is not None:
+        if explicit != wanted:
+            raise ValueError(
+                f"Precision conflict: `--mixed_precision {explicit}` asks `accelerate launch` for {explicit}, but the "
+                f"recipe says bf16={training_args.bf16}, fp16={training_args.fp16} (precision {wanted!r}). Pass "
+                f"`--mixed_precision {wanted}`, or set the recipe's `bf16` / `fp16` to what you want."
+            )
+        return launch_args
+    from_config = _accelerate_config_precision(config)
+    if from_config is not None and from_config != wanted:
+        where = f"accelerate config {config!r}" if config is not None else "your default accelerate config"
+        print(
+            f"Precision: training in {'fp32' if wanted == 'no' else wanted}, as the recipe says (bf16="
+            f"{training_args.bf16}, fp16={training_args.fp16}); {where} says mixed_precision: {from_config}, so "
+            f"`--mixed_precision {wanted}` is passed to `accelerate launch`. To train in {from_config}, set "
+            f"`{from_config}: true` in the recipe.",
+            file=sys.stderr,
+        )
+    return [*launch_args, "--mixed_precision", wanted]
+
+
+def _accelerate_config_precision(config: str | None) -> str | None:
+    """`mixed_precision` of the accelerate config `accelerate launch` will read (the named one, else the default)."""
+    import yaml
+
+    if config is not None:
+        from .scripts.arguments import resolve_accelerate_config
+
+        path = resolve_accelerate_config(config)
+    else:
+        from accelerate.commands.config import default_config_file
+
+        path = default_config_file
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) if str(path).endswith((".yaml", ".yml")) else __import__("json").load(f)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    value = data.get("mixed_precision") if isinstance(data, dict) else None
+    return None if value is None else str(value)
+
+
+def _split_launch_args(
+    command: str, module: Any, args: list[str]
+) -> tuple[str | None, list[str], list[str], tuple[Any, ...]]:
+    from .scripts.arguments import _describe_unknown, _unknown_keys, accelerate_launch_options, parser_fields
 
     config, args = _pop_accelerate_config(list(args))
     make_parser = getattr(module, "make_parser", None)
     parser = make_parser() if make_parser is not None else None
     if parser is None or not hasattr(parser, "parse_args_and_config"):
-        return config, [], args  # a script without a TrlParser: only `--accelerate_config` is for the launcher
+        return config, [], args, ()  # a script without a TrlParser: only `--accelerate_config` is for the launcher
 
-    *_, config_remaining, cli_remaining = parser.parse_args_and_config(
+    *parsed, config_remaining, cli_remaining = parser.parse_args_and_config(
         args, return_remaining_strings=True, separate_remaining_strings=True
     )
     launch_options = accelerate_launch_options()
@@ -126,7 +207,7 @@ def split_launch_args(command: str, module: Any, args: list[str]) -> tuple[str |
         )
     if command not in TRAINING_COMMANDS:
         config_remaining = []  # the YAML of a non-training job is its own business
-    return config, config_remaining + cli_remaining, _subtract_subsequence(args, cli_remaining)
+    return config, config_remaining + cli_remaining, _subtract_subsequence(args, cli_remaining), tuple(parsed)
 
 
 def launch(
@@ -142,7 +223,7 @@ def launch(
     """
     from accelerate.commands.launch import launch_command, launch_command_parser
 
-    from .scripts.utils import resolve_accelerate_config
+    from .scripts.arguments import resolve_accelerate_config
 
     accelerate_args = ["--config_file", str(resolve_accelerate_config(config))] if config is not None else []
     accelerate_args += [*launch_args, "--module", module_name, *script_args]
@@ -168,8 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         item == ACCELERATE_CONFIG_FLAG or item.startswith(ACCELERATE_CONFIG_FLAG + "=") for item in rest
     )
     if command in TRAINING_COMMANDS or wants_launch:
-        config, launch_args, script_args = split_launch_args(command, module, rest)
+        config, launch_args, script_args, parsed = _split_launch_args(command, module, rest)
         if config is not None or launch_args:
+            launch_args = reconcile_precision(config, launch_args, parsed)
             launch(COMMANDS[command], config, launch_args, script_args)
             return
         rest = script_args

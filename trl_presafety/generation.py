@@ -171,8 +171,9 @@ def generate_responses(
         generation: the decoding settings (backend, `max_new_tokens`, sampling, batch size, seed, vLLM engine);
             `GenerationArguments()` by default.
         model_init_kwargs: `from_pretrained` kwargs when `model` is a path and the transformers backend loads it.
-        vllm_kwargs: `vllm.LLM` kwargs (`gpu_memory_utilization`, `tensor_parallel_size`, `max_model_len`...);
-            default: those of `generation`.
+        vllm_kwargs: `vllm.LLM` kwargs (`gpu_memory_utilization`, `tensor_parallel_size`, `max_model_len`...), and
+            `data_parallel_size` (that many engines, see `trl_presafety.vllm_data_parallel`); default: those of
+            `generation`.
         **settings: single settings over `generation`, by keyword: `backend`, `max_new_tokens`, `do_sample`,
             `temperature`, `top_p`, `top_k`, `batch_size`, `seed`.
 
@@ -298,14 +299,26 @@ _VLLM_ENGINE: dict[str, Any] = {}
 
 
 def _get_vllm_engine(model_id: str, seed: int, vllm_kwargs: dict[str, Any]) -> Any:
-    from vllm import LLM
-
+    """The vLLM engine for `model_id` and `vllm_kwargs`: `vllm.LLM`, or with `data_parallel_size > 1` a
+    [`~trl_presafety.vllm_data_parallel.DataParallelLLM`] (that many engines, one per GPU group)."""
     # The seed is not part of the key: each request carries its own (`SamplingParams.seed`), and labeling changes it
     # per shard, which would otherwise reload the model for every shard
     key = repr((model_id, sorted(vllm_kwargs.items())))
-    if _VLLM_ENGINE.get("key") != key:
+    engine = _VLLM_ENGINE.get("engine")
+    if _VLLM_ENGINE.get("key") != key or getattr(engine, "closed", False):
         _VLLM_ENGINE.clear()  # drop the previous engine first: two engines rarely fit on one GPU
-        _VLLM_ENGINE["engine"] = LLM(model=model_id, seed=seed, **vllm_kwargs)
+        if hasattr(engine, "close"):
+            engine.close()
+        kwargs = dict(vllm_kwargs)
+        data_parallel_size = int(kwargs.pop("data_parallel_size", 1))
+        if data_parallel_size > 1:
+            from .vllm_data_parallel import DataParallelLLM
+
+            _VLLM_ENGINE["engine"] = DataParallelLLM(model_id, seed, data_parallel_size, kwargs)
+        else:
+            from vllm import LLM
+
+            _VLLM_ENGINE["engine"] = LLM(model=model_id, seed=seed, **kwargs)
         _VLLM_ENGINE["key"] = key
     return _VLLM_ENGINE["engine"]
 

@@ -14,6 +14,12 @@ from .validation import check_choice, check_range
 BACKENDS = ("auto", "transformers", "vllm")
 # Weights dtypes a model can be loaded in (`from_pretrained(dtype=...)`)
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+# Routed generation (`routing.py`): what answers a prompt whose pre-CoT P(refuse) reaches the threshold. Here, with no
+# torch import, so that configs (`EvalConfig`) can name them
+ROUTE_POLICIES = ("no_think", "primer", "refuse")
+# SAFEPATH (https://huggingface.co/papers/2505.14667) prefills this sentence at the start of the reasoning
+DEFAULT_ROUTE_PRIMER = "Let's think about safety first."
+DEFAULT_ROUTE_REFUSAL = "I'm sorry, but I can't help with that request."
 
 
 @dataclass
@@ -44,6 +50,11 @@ class GenerationArguments:
         Fraction of GPU memory vLLM may use.
     vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
         Number of GPUs vLLM shards the model over.
+    vllm_data_parallel_size (`int`, *optional*, defaults to `1`):
+        Number of vLLM engines on this node, each on its own `vllm_tensor_parallel_size` GPUs and a contiguous share
+        of the prompts (`trl_presafety.vllm_data_parallel`): `vllm_data_parallel_size * vllm_tensor_parallel_size`
+        GPUs in all, at most the visible ones. Across nodes, run the sharded commands as workers instead
+        (`--num_workers`, docs/scaling.md).
     vllm_max_model_len (`int`, *optional*):
         Context length vLLM reserves KV cache for; defaults to the model's.
     """
@@ -72,6 +83,13 @@ class GenerationArguments:
     )
     vllm_tensor_parallel_size: int = field(
         default=1, metadata={"help": "Number of GPUs vLLM shards the model over (vLLM backend)."}
+    )
+    vllm_data_parallel_size: int = field(
+        default=1,
+        metadata={
+            "help": "Number of vLLM engines on this node, each on its own vllm_tensor_parallel_size GPUs and a share "
+            "of the prompts (data x tensor parallel size <= visible GPUs; vLLM backend)."
+        },
     )
     vllm_max_model_len: int | None = field(
         default=None, metadata={"help": "Context length vLLM reserves KV cache for; defaults to the model's."}
@@ -115,6 +133,11 @@ def vllm_engine_kwargs(args: Any) -> dict[str, Any]:
     }
     if args.vllm_max_model_len is not None:
         kwargs["max_model_len"] = args.vllm_max_model_len
+    # Not a `vllm.LLM` argument (it refuses data parallelism in one process): the engine factory of `generation.py`
+    # starts that many engines (`trl_presafety.vllm_data_parallel`)
+    data_parallel_size = getattr(args, "vllm_data_parallel_size", 1)
+    if data_parallel_size != 1:
+        kwargs["data_parallel_size"] = data_parallel_size
     return kwargs
 
 
@@ -140,6 +163,11 @@ def check_generation_fields(args: Any, names: Mapping[str, str] | None = None) -
     check("top_k", 0, fix="Use an integer >= 0; 0 disables top-k sampling.")
     check("vllm_gpu_memory_utilization", 0, 1, False, fix="Use a fraction in (0, 1], e.g. 0.9.")
     check("vllm_tensor_parallel_size", 1, fix="Use the number of GPUs, >= 1.")
+    check(
+        "vllm_data_parallel_size",
+        1,
+        fix="Use the number of vLLM engines on this node, >= 1 (each takes vllm_tensor_parallel_size GPUs).",
+    )
 
 
 # The keyword arguments of `generate_responses(_from_texts)`, and the field of `GenerationArguments` each one sets

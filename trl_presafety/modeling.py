@@ -7,10 +7,13 @@ Reasoning Models by Promoting Safety Decision-Making before Chain-of-Thought Gen
 (https://huggingface.co/papers/2603.17368).
 """
 
+import hashlib
 import json
+import logging
+import math
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ from torch import nn
 
 from .anchors import ANCHOR_KINDS, TEMPLATE_FAMILIES
 
+
+logger = logging.getLogger(__name__)
 
 SAFETY_HEAD_ATTR = "safety_head"
 SAFETY_HEAD_CONFIG_NAME = "safety_head_config.json"
@@ -58,6 +63,23 @@ class SafetyHeadConfig:
             boundary, counted at dataset preparation (informative).
         loss_weight (`float`, *optional*): `presafety_loss_weight` of the run. `0` means the head was only a probe:
             its predictions were never trained into the model.
+        backbone_fingerprint (`str`, *optional*): [`trl_presafety.fingerprints.fingerprint_weights`] of the weights
+            the head was saved with. [`load_safety_head`] refuses the head on other weights (e.g. the untrained base
+            model of the run) unless `allow_other_weights=True`.
+        checksum (`str`, *optional*): [`config_checksum`] of every other field, recomputed by [`SafetyHeadConfig.save`]
+            (the one place a head config is written). A config edited after saving (`layer`, `pooling`, `anchor`,
+            `threshold`...) changes what the head outputs and is refused on load.
+        detached (`bool`, *optional*, defaults to `False`): The head was trained on detached anchor states
+            (`presafety_detach_head`, or fitted on a frozen model by `fit_safety_head`): it is a guard read at
+            inference, and no gradient of it reached the model's weights.
+        base_model (`str`, *optional*): The model whose states the head reads, when its weights are not in the head's
+            folder (a head fitted on a frozen model by `trl-presafety fit-gate`): a local folder or a hub id.
+        threshold (`float`, *optional*): Calibrated P(refuse) at or above which a prompt is routed (see
+            `calibrate_safety_head`); [`SafetyGate`] uses it by default, and 0.5 when it is `None`.
+        calibration (`dict`, *optional*): How `threshold` was chosen: the target share of comply-labeled prompts
+            routed, the calibration set's n per class, the achieved rates and the set's fingerprint.
+        fit (`dict`, *optional*): How a head fitted on a frozen model was fitted (data, n per class, L2, training
+            figures).
         close_token_id (`int`, *optional*): For `head_type="tied"`, the id of the closing think tag (`</think>`) whose
             next-token probability at the anchor is P(refuse).
     """
@@ -77,6 +99,13 @@ class SafetyHeadConfig:
     loss_weight: float | None = None
     close_token_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    backbone_fingerprint: str | None = None
+    detached: bool = False
+    base_model: str | None = None
+    threshold: float | None = None
+    calibration: dict[str, Any] | None = None
+    fit: dict[str, Any] | None = None
+    checksum: str | None = None
 
     def __post_init__(self):
         if self.head_type not in HEAD_TYPES:
@@ -89,13 +118,24 @@ class SafetyHeadConfig:
             raise ValueError(
                 f"Unknown template family {self.template_family!r}. Choose one of {list(TEMPLATE_FAMILIES)}."
             )
+        if self.threshold is not None and not (
+            isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0
+        ):
+            raise ValueError(
+                f"Invalid safety head `threshold`: {self.threshold!r}. Use a probability in [0, 1] (calibrate it with "
+                "`trl-presafety calibrate-gate`), or None for 0.5."
+            )
         if self.head_type == TIED_HEAD:
             check_tied_head_settings(self.anchor, self.layer, self.pooling, self.dropout)
 
     def save(self, directory: str | os.PathLike) -> Path:
+        """Writes `safety_head_config.json` with a fresh `checksum`: every writer of a head config (training, fitting,
+        calibration) goes through here, so an edit made afterwards is detected by [`SafetyHeadConfig.load`]."""
         path = Path(directory) / SAFETY_HEAD_CONFIG_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        values = asdict(self)
+        values["checksum"] = self.checksum = config_checksum(values)
+        path.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
         return path
 
     @classmethod
@@ -138,16 +178,47 @@ class SafetyHeadConfig:
             "think_token": str,
             "template_family": (str, type(None)),
             "extra": dict,
+            "backbone_fingerprint": (str, type(None)),
+            "detached": bool,
+            "base_model": (str, type(None)),
+            "threshold": (int, float, type(None)),
+            "calibration": (dict, type(None)),
+            "fit": (dict, type(None)),
+            "checksum": (str, type(None)),
         }
         for name, types in expected.items():
-            if name in values and (isinstance(values[name], bool) or not isinstance(values[name], types)):
+            if name in values and (
+                (isinstance(values[name], bool) and types is not bool) or not isinstance(values[name], types)
+            ):
                 raise ValueError(
                     f"{path}: `{name}` is {values[name]!r} ({type(values[name]).__name__}), which is not a valid "
                     "value; the file was edited or corrupted. Copy it again from the training output folder."
                 )
         if "hidden_size" not in values:
             raise ValueError(f"{path} has no `hidden_size`; the file is incomplete. Copy it again from the run.")
-        return cls(**values)
+        config = cls(**values)  # invalid values (an unknown anchor...) get their own message first
+        recorded = values.get("checksum")
+        if recorded is None:
+            logger.warning(
+                f"{path} has no checksum (written by trl-presafety before 0.1, or the key was removed): edits to the "
+                "fields that change the head's output cannot be detected. Save it again with `SafetyHeadConfig.save`."
+            )
+        elif recorded != config_checksum(values):
+            raise ValueError(
+                f"{path} was edited after it was saved: its checksum does not match its fields. Fields such as "
+                "`layer`, `pooling`, `anchor`, `anchor_token_id`, `template_family`, `head_type` or `threshold` "
+                "decide where the head reads and what it outputs, so an edited config gives other decisions than the "
+                "trained head. Copy the file again from the run's output; to change the threshold use "
+                "`trl-presafety calibrate-gate` or `SafetyGate(threshold=...)`; to change where the head reads, train "
+                "or fit a new head."
+            )
+        return config
+
+
+def config_checksum(values: dict[str, Any]) -> str:
+    """The checksum of a head config's fields (all but `checksum`), as written to `safety_head_config.json`."""
+    content = {k: v for k, v in values.items() if k != "checksum"}
+    return "sha256:" + hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 class SafetyHead(nn.Module):
@@ -393,6 +464,7 @@ def head_config_from_args(args: Any, model: nn.Module | int) -> SafetyHeadConfig
         think_token=args.presafety_think_token,
         model_type=model_type,
         loss_weight=float(args.presafety_loss_weight),
+        detached=bool(getattr(args, "presafety_detach_head", False)),
     )
 
 
@@ -414,13 +486,29 @@ def split_safety_head_state(
 
 
 def save_safety_head(
-    directory: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: SafetyHeadConfig
+    directory: str | os.PathLike,
+    state_dict: dict[str, torch.Tensor],
+    config: SafetyHeadConfig,
+    backbone: nn.Module | dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Writes the head beside a checkpoint: `safety_head.safetensors` (its own keys) and `safety_head_config.json`.
 
-    A tied head has no weights: only its config is written (and a weights file left by an earlier save is removed, so
-    the folder says one thing)."""
+    A tied head has no weights: only its config is written (and a weights file left by an earlier save is removed,
+    so the folder says one thing).
+
+    Args:
+        directory: The checkpoint folder.
+        state_dict: The head's tensors (keys relative to the head, e.g. `"proj.weight"`).
+        config: Its config, written with a fresh checksum.
+        backbone: The model (or the state dict being saved) whose weights the head reads; its fingerprint is recorded
+            as `backbone_fingerprint`, binding the head to these weights. `None` keeps the config's.
+    """
     from safetensors.torch import save_file
+
+    from .fingerprints import fingerprint_weights
+
+    if backbone is not None:
+        config = replace(config, backbone_fingerprint=fingerprint_weights(backbone))
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -515,13 +603,111 @@ def check_finite_head(head: nn.Module, source: str) -> None:
         )
 
 
-def load_safety_head(model: nn.Module, path: str | os.PathLike) -> nn.Module:
+def check_usable_head(head: nn.Module, source: str) -> None:
+    """Refuses a head that cannot give a decision: non-finite weights, or a linear layer whose weight is all zero
+    (the output no longer depends on the prompt: the same probability, e.g. 0.5, for every prompt)."""
+    check_finite_head(head, source)
+    dead = [
+        name
+        for name, module in head.named_modules()
+        if isinstance(module, nn.Linear) and not bool(module.weight.detach().abs().sum() > 0)
+    ]
+    if dead:
+        raise ValueError(
+            f"The safety head from {source} is degenerate: the weight of {dead} is all zero, so it gives the same "
+            "probability for every prompt and no decision. The file was zeroed or overwritten, or the head was never "
+            "trained; use the head saved by the run (or an earlier checkpoint), or retrain."
+        )
+
+
+def check_head_tensors(tensors: dict[str, torch.Tensor], head: nn.Module, source: str) -> None:
+    """Refuses head tensors that do not fit `head` before torch copies them: missing or unexpected names, integer or
+    boolean values (copied into float parameters they would pass as weights), wrong or empty shapes (what a ZeRO-3 save
+    without gathering holds)."""
+    expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"The safety head weights in {source} do not match its {SAFETY_HEAD_CONFIG_NAME}: missing {missing}, "
+            f"unexpected {unexpected}."
+        )
+    not_float = {k: str(v.dtype) for k, v in tensors.items() if not v.is_floating_point()}
+    if not_float:
+        raise ValueError(
+            f"The safety head weights in {source} are not floating point ({not_float}): the file was rewritten or "
+            "quantized. Use the head saved by the run."
+        )
+    wrong = {k: (tuple(v.shape), expected[k]) for k, v in tensors.items() if tuple(v.shape) != expected[k]}
+    if wrong:
+        shapes = ", ".join(f"{k} has shape {got} (expected {want})" for k, (got, want) in sorted(wrong.items()))
+        empty = any(0 in got for got, _ in wrong.values())
+        raise ValueError(
+            f"The safety head weights in {source} have the wrong shape: {shapes}. "
+            + (
+                "Empty tensors are what a DeepSpeed ZeRO-3 save holds when the weights were not gathered: save with "
+                "`stage3_gather_16bit_weights_on_model_save: true` in the DeepSpeed config (or consolidate the "
+                "checkpoint with `zero_to_fp32.py`) and save the head again."
+                if empty
+                else f"The file does not belong to the head its {SAFETY_HEAD_CONFIG_NAME} describes (hidden size "
+                "or head type differ); copy both files from the same run."
+            )
+        )
+
+
+def check_head_weights_binding(
+    config: SafetyHeadConfig, model: nn.Module, source: str, allow_other_weights: bool = False
+) -> None:
+    """Refuses a head on other weights than those it was saved with (its config's `backbone_fingerprint`)."""
+    from .fingerprints import fingerprint_weights
+
+    if config.backbone_fingerprint is None:
+        logger.warning(
+            f"The safety head in {source} records no fingerprint of the weights it was trained with (written by an "
+            "older version, or from partitioned weights): it cannot be checked against this model."
+        )
+        return
+    actual = fingerprint_weights(model)
+    if actual == config.backbone_fingerprint:
+        return
+    if actual is None:
+        logger.warning(
+            f"The weights of this model are not all in memory (ZeRO-3 partitions or offloaded tensors), so the safety "
+            f"head in {source} cannot be checked against them."
+        )
+        return
+    if allow_other_weights:
+        logger.warning(
+            f"Loading the safety head of {source} onto other weights than it was trained with, on purpose "
+            "(allow_other_weights=True): its decisions are not those measured for it."
+        )
+        return
+    raise ValueError(
+        f"The safety head in {source} was trained with other weights than this model's (fingerprint "
+        f"{config.backbone_fingerprint[:19]}..., this model {actual[:19]}...). The same architecture with other "
+        "weights (the untrained base model, another checkpoint, merged LoRA weights) reads other hidden states, and "
+        "the head's decisions would be wrong without any error. Load the model saved with the head (the same folder, "
+        "or the same base model and adapter for LoRA), or pass `allow_other_weights=True` (`--allow_other_weights` "
+        "on the command line) to use it anyway."
+    )
+
+
+def load_safety_head(model: nn.Module, path: str | os.PathLike, allow_other_weights: bool = False) -> nn.Module:
     """Re-attaches a trained head to a model loaded with `from_pretrained` (or `PeftModel.from_pretrained`).
 
     Reads `safety_head.safetensors` and `safety_head_config.json` from `path`, a folder written by the trainers'
-    `save_model` (a final output or a `checkpoint-N` folder, full fine-tuning or LoRA), checks that the head was
-    trained for this model (architecture, width) and that its weights are finite, and registers it on `model`. A tied
-    head (`head_type="tied"`) has no weights file: it is rebuilt from its config and reads the model's own LM head.
+    `save_model` (a final output or a `checkpoint-N` folder, full fine-tuning or LoRA), and registers it on `model`
+    after checking, failing closed: the config is unchanged since it was saved (its checksum), the head fits the
+    architecture (type, width, layer), the model holds the weights the head was saved with (the config's
+    `backbone_fingerprint`), and the head's tensors have the expected names, shapes and a float dtype, are finite and
+    not all zero. A tied head (`head_type="tied"`) has no weights file: it is rebuilt from its config and reads the
+    model's own LM head (its P(refuse) is the model's next-token probability of `</think>`, on whatever weights).
+
+    Args:
+        model (`PreTrainedModel` or `PeftModel`): The model to attach the head to.
+        path (`str` or `os.PathLike`): The folder holding the head.
+        allow_other_weights (`bool`, *optional*, defaults to `False`): Attach the head to other weights than it was
+            trained with (e.g. to study a head transferred to another checkpoint), with a warning.
 
     Example:
     ```python
@@ -532,6 +718,12 @@ def load_safety_head(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     directory = Path(path)
     config = SafetyHeadConfig.load(directory)
     check_head_fits(config, model, str(directory))
+    if config.anchor_token_id is None and config.template_family is None and config.checksum is None:
+        raise ValueError(
+            f"The {SAFETY_HEAD_CONFIG_NAME} in {directory} records neither the anchor token nor the template family "
+            "the head was trained on, and has no checksum: where the head reads cannot be checked. Use the config "
+            "saved by the run."
+        )
     if config.head_type == TIED_HEAD:
         if config.close_token_id is None:
             raise ValueError(
@@ -544,6 +736,8 @@ def load_safety_head(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                 f"The tied safety head in {directory} reads token id {config.close_token_id}, outside this model's "
                 f"vocabulary of {vocab}: it was trained for another model."
             )
+        # Its P(refuse) is the model's own, but a calibrated threshold belongs to the weights it was chosen on
+        check_head_weights_binding(config, model, str(directory), allow_other_weights)
         head = TiedSafetyHead(config, model)
         setattr(get_base_causal_lm(model), SAFETY_HEAD_ATTR, head)
         head.eval()
@@ -555,13 +749,10 @@ def load_safety_head(model: nn.Module, path: str | os.PathLike) -> nn.Module:
             "(under ZeRO-3 set `stage3_gather_16bit_weights_on_model_save: true`) so the head is written with it."
         )
     head = SafetyHead(config)
-    missing, unexpected = head.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"The safety head weights in {directory} do not match its {SAFETY_HEAD_CONFIG_NAME}: missing {missing}, "
-            f"unexpected {unexpected}."
-        )
-    check_finite_head(head, str(directory))
+    check_head_tensors(tensors, head, str(directory))
+    head.load_state_dict(tensors)
+    check_usable_head(head, str(directory))
+    check_head_weights_binding(config, model, str(directory), allow_other_weights)
     reference = get_base_causal_lm(model).get_input_embeddings().weight
     head.to(device=reference.device, dtype=reference.dtype)
     setattr(get_base_causal_lm(model), SAFETY_HEAD_ATTR, head)
@@ -598,10 +789,12 @@ class AnchorCapture:
     keeps a reference to its output; the head still runs in the backbone hook, outside any gradient-checkpointed region.
     """
 
-    def __init__(self, model: nn.Module, layer: int | None, pooling: str):
+    def __init__(self, model: nn.Module, layer: int | None, pooling: str, detach: bool = False):
         self.base = get_base_causal_lm(model)
         self.layer = layer
         self.pooling = pooling
+        # `presafety_detach_head`: the head reads detached states, so its loss sends no gradient into the model
+        self.detach = detach
         backbone = self.base.get_decoder()
         self.handles = [backbone.register_forward_hook(self._backbone_hook)]
         if layer is not None:
@@ -621,12 +814,15 @@ class AnchorCapture:
         self._index: torch.Tensor | None = None
         self._span_start: torch.Tensor | None = None
         self._layer_output: torch.Tensor | None = None
+        self._states = False
         self.logits: torch.Tensor | None = None
         self.forward_calls = 0  # backbone forwards seen, armed or not (for tests and benchmarks)
 
-    def arm(self, index: torch.Tensor, span_start: torch.Tensor | None) -> None:
+    def arm(self, index: torch.Tensor, span_start: torch.Tensor | None, states: bool = False) -> None:
+        """Reads the next backbone forward at `index`; with `states=True` it keeps the anchor states themselves (what
+        the head would read) instead of the head's logits, for fitting a head on a frozen model."""
         self._armed, self._index, self._span_start, self.logits = True, index, span_start, None
-        self._layer_output = None
+        self._layer_output, self._states = None, states
 
     def disarm(self) -> torch.Tensor | None:
         logits, self.logits = self.logits, None
@@ -655,7 +851,11 @@ class AnchorCapture:
         head = getattr(self.base, SAFETY_HEAD_ATTR)
         index = self._index.to(hidden.device)
         span_start = None if self._span_start is None else self._span_start.to(hidden.device)
-        self.logits = head(gather_anchor_states(hidden, index, self.pooling, span_start))
+        anchor_states = gather_anchor_states(hidden, index, self.pooling, span_start)
+        if self._states:
+            self.logits = anchor_states.detach()
+            return
+        self.logits = head(anchor_states.detach() if self.detach else anchor_states)
         if self.logits.requires_grad and hasattr(output, "last_hidden_state"):
             output.last_hidden_state = _TieToOutput.apply(output.last_hidden_state, self.logits)
             return output

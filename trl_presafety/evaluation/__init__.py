@@ -10,16 +10,7 @@ print(report["summary"])
 ```
 """
 
-from ..judges import (
-    ClassifierJudge,
-    GuardJudge,
-    Judge,
-    RegexRefusalJudge,
-    Verdict,
-    parse_llama_guard,
-    parse_wildguard,
-)
-from ..judges.math_grading import grade_math
+from .compare import compare_reports, render_comparison
 from .config import DecodingSetting, EvalConfig, parse_decoding_setting
 from .data import (
     CATEGORIES,
@@ -31,33 +22,26 @@ from .data import (
     load_eval_datasets,
 )
 from .evaluator import evaluate
+from .plots import plot_reports
 from .prompts import build_eval_prompt, split_generated
-from .report import compare_reports, load_report, plot_reports, render_comparison, render_markdown, write_report
+from .report import load_report, render_markdown, write_report
 
 
 __all__ = [
     "CATEGORIES",
     "DATASET_ADAPTERS",
-    "ClassifierJudge",
     "DatasetAdapter",
     "DatasetFormatError",
     "DecodingSetting",
     "EvalConfig",
-    "GuardJudge",
-    "Judge",
-    "RegexRefusalJudge",
-    "Verdict",
     "adapt_rows",
     "build_eval_prompt",
     "compare_reports",
     "evaluate",
-    "grade_math",
     "load_eval_dataset",
     "load_eval_datasets",
     "load_report",
     "parse_decoding_setting",
-    "parse_llama_guard",
-    "parse_wildguard",
     "plot_reports",
     "render_comparison",
     "render_markdown",

@@ -35,6 +35,7 @@ from .probe import run_probe
 from .prompts import build_work_items
 from .records import finish_records, make_records
 from .report import write_report
+from .route import make_router, precompute_probabilities, prepare_route, routing_section
 
 
 # 2: every rate has `<rate>_n` and a 95% Wilson interval `<rate>_ci`; the probe has bootstrap intervals and the
@@ -67,6 +68,35 @@ def collect_errors(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return errors
 
 
+def check_eval_inputs(config: EvalConfig, model_given: bool = False) -> None:
+    """Stops before anything loads (or tries the network) when a local input of `config` is missing: the model folder
+    (unless a model object is given), the adapter, head and chat template files, the judge's classifier or model."""
+    from ..inputs import MODEL_FIX, check_classifier_input, check_local_input, check_model_input
+
+    if not model_given:
+        check_model_input(config.model_name_or_path)
+    check_local_input(
+        config.adapter_path,
+        "adapter_path",
+        "a PEFT adapter folder",
+        MODEL_FIX,
+        required_files=("adapter_config.json",),
+    )
+    check_local_input(
+        config.safety_head_path,
+        "safety_head_path",
+        "a folder with the safety head (safety_head_config.json)",
+        "Point it at the output folder of `trl-presafety sft` / `dpo`, or leave it unset to read the model's own head.",
+    )
+    check_local_input(
+        config.chat_template_path, "chat_template_path", "a chat template file", "Correct the path, or leave it unset."
+    )
+    if config.judge == "classifier":
+        check_classifier_input(config.judge_model_name_or_path, "judge_model_name_or_path")
+    elif config.judge_model_name_or_path:
+        check_model_input(config.judge_model_name_or_path, "judge_model_name_or_path")
+
+
 def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
     """Runs the evaluation of `config` and writes `report.json`, `report.md` and `report.png` to `output_dir`.
 
@@ -92,6 +122,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
     examples = load_eval_datasets(
         config.datasets, config.max_examples, config.data_seed, allow_incomplete_labels=config.allow_incomplete_labels
     )
+    check_eval_inputs(config, model_given=model is not None)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     if model is not None and config.backend == "vllm":
@@ -103,7 +134,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
     head_path = find_safety_head(config)
     if tokenizer is None:
         tokenizer = load_tokenizer(config)
-    if model is None and (backend == "transformers" or (config.probe and head_path is not None)):
+    if model is None and (backend == "transformers" or config.route or (config.probe and head_path is not None)):
         model = load_model(config)
 
     probe, probe_records = {"status": "skipped", "reason": "probe=False"}, []
@@ -112,18 +143,37 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
             probe, probe_records = run_probe(model, tokenizer, head_path, examples, config)
         except Exception as error:  # the probe is one figure among many: record, go on
             probe = {"status": "error", "error": error_text(error)}
+    # Routing: the head that routes goes on the model (after the probe, which reads the model's own head)
+    route = prepare_route(config, model, head_path)
+    router = make_router(route, model, tokenizer, config) if route is not None else None
+    fingerprint = model_fingerprint(config, model if backend == "transformers" else None)
+    items = build_work_items(examples, tokenizer, config, fingerprint, route.key if route is not None else None)
+    generations = JsonlCache(output_dir / "cache" / "generations.jsonl", resume=config.resume)
+    if router is not None and backend == "vllm":
+        # vLLM gives no prefill state to a head: the gate runs now, on the model in memory, before vLLM loads
+        needed = {
+            (item.example["dataset"], item.example["id"]): item.example
+            for item in items
+            if item.thinking == "on" and item.key not in generations
+        }
+        precompute_probabilities(route, router, list(needed.values()), config)
+        router.close()
+        router = None
     generation_model: Any = model
     if backend == "vllm":
         generation_model = merged_model_dir(config, model, tokenizer)
         model = None  # vLLM loads its own copy: free this one before it does
         free_memory()
 
-    fingerprint = model_fingerprint(config, generation_model if backend == "transformers" else None)
-    items = build_work_items(examples, tokenizer, config, fingerprint)
-    generations = JsonlCache(output_dir / "cache" / "generations.jsonl", resume=config.resume)
     from_cache = sum(item.key in generations for item in items)
-    generation_errors, generated = generate_all(items, generations, generation_model, tokenizer, config, backend)
-    generation_model = model = None  # free the policy before the judge (possibly another model) loads
+    try:
+        generation_errors, generated = generate_all(
+            items, generations, generation_model, tokenizer, config, backend, route, router
+        )
+    finally:
+        if router is not None:
+            router.close()
+    generation_model = model = router = None  # free the policy before the judge (possibly another model) loads
     free_memory()
 
     judge = build_judge(config)
@@ -140,6 +190,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
             "model_name_or_path": config.model_name_or_path,
             "adapter_path": config.adapter_path,
             "safety_head_path": head_path,
+            "route_gate": route.gate if route is not None else None,
             "backend": backend,
         },
         "judge": judge.describe(),
@@ -148,6 +199,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
         "summary": summarize(figures, probe, config),
         "figures": figures,
         "probe": probe,
+        "routing": routing_section(records, route, config),
         "errors": errors,
         "examples": records,
         "probe_examples": probe_records,

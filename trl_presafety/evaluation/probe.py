@@ -3,7 +3,6 @@
 on harmful (positives) vs benign prompts, with stratified bootstrap intervals; "untrained" for a head trained with
 weight 0."""
 
-from pathlib import Path
 from typing import Any
 
 from .config import EvalConfig
@@ -13,16 +12,13 @@ from .stats import BOOTSTRAP_RESAMPLES, auroc, bootstrap_auroc_interval, rate_fi
 
 
 def recorded_loss_weight(head_path: str | None) -> float | None:
-    """The auxiliary loss weight the head was trained with, as recorded in `extra.presafety_loss_weight` of its
-    `safety_head_config.json`; `None` when not recorded (a head saved by hand or by an older version)."""
+    """The auxiliary loss weight the head was trained with: `loss_weight` of its `safety_head_config.json`, which every
+    save of the PreSafety trainers writes; `None` when not recorded (a head config saved by hand without it)."""
     if head_path is None:
         return None
-    import json
+    from ..modeling import SafetyHeadConfig
 
-    from ..modeling import SAFETY_HEAD_CONFIG_NAME
-
-    config = json.loads((Path(head_path) / SAFETY_HEAD_CONFIG_NAME).read_text(encoding="utf-8"))
-    weight = (config.get("extra") or {}).get("presafety_loss_weight")
+    weight = SafetyHeadConfig.load(head_path).loss_weight
     return None if weight is None else float(weight)
 
 
@@ -48,7 +44,8 @@ def run_probe(
         # No gradient ever reached the head: its scores are those of its random init, an AUROC would mean nothing
         return {
             "status": "untrained",
-            "reason": f"presafety_loss_weight=0 in {head_path}/safety_head_config.json: the head was never trained. "
+            "reason": f"presafety_loss_weight=0 (`loss_weight` in {head_path}/safety_head_config.json): the head was never "
+            "trained. "
             "Fit a probe on the hidden states afterwards if a comparison needs one.",
             "head_path": head_path,
             "loss_weight": 0.0,

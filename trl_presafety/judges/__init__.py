@@ -20,12 +20,10 @@ from .classifier import ClassifierJudge, ClassifierStepJudge
 from .continuation import ContinuationRatioStepJudge
 from .cues import (
     COMPLIANCE_CUES,
-    REASONING_REFUSAL_PATTERNS,
+    REASONING_REFUSAL_CUES,
     REFUSAL_CUES,
-    REFUSAL_PATTERNS,
     CueStepJudge,
     RefusalCueJudge,
-    RegexRefusalJudge,
 )
 from .guard import GuardJudge, GuardStepJudge, guard_prompt
 from .guard_formats import (
@@ -43,36 +41,32 @@ from .guard_formats import (
 )
 from .math_grading import grade_math
 from .registry import (
-    ANSWER_JUDGE_BUILDERS,
+    ANSWER_JUDGE_REGISTRY,
     ANSWER_JUDGES,
-    JUDGE_ALIASES,
-    JUDGES,
-    STEP_JUDGE_BUILDERS,
+    GENERATING_JUDGES,
+    STEP_JUDGE_REGISTRY,
     STEP_JUDGES,
     JudgeArguments,
     build_answer_judge,
     build_judges,
     build_step_judge,
-    resolve_judge_name,
 )
 from .steps import STEP_SPLITS, Step, prefix_text, split_steps, user_text
 
 
 __all__ = [
     "ANSWER_JUDGES",
-    "ANSWER_JUDGE_BUILDERS",
+    "ANSWER_JUDGE_REGISTRY",
     "COMPLIANCE_CUES",
     "CONTROVERSIAL_POLICIES",
     "GUARD_FORMATS",
     "GUARD_FORMAT_REGISTRY",
     "GUARD_TARGETS",
-    "JUDGES",
-    "JUDGE_ALIASES",
-    "REASONING_REFUSAL_PATTERNS",
+    "REASONING_REFUSAL_CUES",
     "REFUSAL_CUES",
-    "REFUSAL_PATTERNS",
+    "GENERATING_JUDGES",
     "STEP_JUDGES",
-    "STEP_JUDGE_BUILDERS",
+    "STEP_JUDGE_REGISTRY",
     "STEP_SPLITS",
     "AnswerJudge",
     "ClassifierJudge",
@@ -85,7 +79,6 @@ __all__ = [
     "Judge",
     "JudgeArguments",
     "RefusalCueJudge",
-    "RegexRefusalJudge",
     "Step",
     "StepJudge",
     "Verdict",
@@ -103,7 +96,6 @@ __all__ = [
     "parse_wildguard",
     "prefix_text",
     "resolve_guard_format",
-    "resolve_judge_name",
     "split_joined",
     "split_steps",
     "user_text",

@@ -16,16 +16,9 @@ from .guard_formats import (
     CONTROVERSIAL_POLICIES,
     GUARD_FORMAT_REGISTRY,
     GUARD_FORMATS,
-    GUARD_PARSERS,
-    WILDGUARD_TEMPLATE,
     check_categories,
-    detect_guard_format,
     get_guard_format,
-    llama_guard_categories,
     match_guard_format,
-    parse_llama_guard,
-    parse_qwen3guard,
-    parse_wildguard,
     resolve_guard_format,
 )
 from .steps import prefix_text, user_text
@@ -33,21 +26,7 @@ from .steps import prefix_text, user_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "GUARD_FORMATS",
-    "GUARD_FORMAT_REGISTRY",
-    "GUARD_PARSERS",
-    "WILDGUARD_TEMPLATE",
-    "GuardJudge",
-    "GuardStepJudge",
-    "detect_guard_format",
-    "guard_prompt",
-    "llama_guard_categories",
-    "parse_llama_guard",
-    "parse_qwen3guard",
-    "parse_wildguard",
-    "resolve_guard_format",
-]
+__all__ = ["GuardJudge", "GuardStepJudge", "guard_prompt"]
 
 
 def _resolve_logged(guard_format: str, name_or_path: str | None) -> str:

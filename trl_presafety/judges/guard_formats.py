@@ -371,8 +371,6 @@ GUARD_FORMAT_REGISTRY: dict[str, GuardFormat] = {
     ]
 }
 GUARD_FORMATS = ("auto", *GUARD_FORMAT_REGISTRY)
-# The parser of each format, by name (the step judge's former lookup)
-GUARD_PARSERS: dict[str, Callable[..., Verdict]] = {name: fmt.parse for name, fmt in GUARD_FORMAT_REGISTRY.items()}
 
 
 def match_guard_format(model_name_or_path: str | None) -> str | None:

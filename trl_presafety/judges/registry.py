@@ -2,8 +2,7 @@
 """Judges by name: one vocabulary and one registry for the evaluation, IPO, the GRPO rewards and the data builders.
 
 Answer judges: `cues` (regular expressions), `classifier` (the repository's refusal classifier), `guard` (a guard
-model). Step judges: the same three, plus `continuation_ratio` (IPO's sampled continuations). `regex`, the former
-evaluation name of `cues`, is still accepted, with a deprecation warning.
+model). Step judges: the same three, plus `continuation_ratio` (IPO's sampled continuations).
 
 ```python
 from trl_presafety.judges import JudgeArguments, build_judges
@@ -14,9 +13,8 @@ answer_judge, step_judge = build_judges(
 ```
 """
 
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..generation_arguments import BACKENDS, DTYPES
@@ -29,26 +27,8 @@ from .guard import GuardJudge, GuardStepJudge
 from .guard_formats import CONTROVERSIAL_POLICIES, GUARD_FORMATS
 
 
-# Former names, still accepted where users set them (the evaluation's `judge: regex`)
-JUDGE_ALIASES = {"regex": "cues"}
 GUARD_EXAMPLE = "meta-llama/Llama-Guard-3-8B"
 CLASSIFIER_HINT = "a folder written by `trl-presafety train-classifier`"
-
-
-def resolve_judge_name(name: str, field_name: str, choices: tuple[str, ...]) -> str:
-    """`name` in the judges' vocabulary: a former name is replaced (with a deprecation warning), an unknown one fails
-    listing the valid names."""
-    if name in JUDGE_ALIASES:
-        warnings.warn(
-            f"`{field_name}={name!r}` is deprecated: the judge is now called {JUDGE_ALIASES[name]!r} (the same "
-            f"refusal cues). Write `{field_name}: {JUDGE_ALIASES[name]}`; {name!r} will stop working in a later "
-            "release.",
-            FutureWarning,
-            stacklevel=3,
-        )
-        name = JUDGE_ALIASES[name]
-    check_choice(field_name, name, choices)
-    return name
 
 
 class _Build:
@@ -151,12 +131,12 @@ def _continuation_ratio_step_judge(build: _Build) -> StepJudge:
 
 
 # name -> builder, as TRL's `reward_funcs_registry`; the keys are the vocabulary
-ANSWER_JUDGE_BUILDERS: dict[str, Callable[[_Build], Judge]] = {
+ANSWER_JUDGE_REGISTRY: dict[str, Callable[[_Build], Judge]] = {
     "cues": lambda build: RefusalCueJudge(),
     "classifier": lambda build: build.classifier("answer_judge"),
     "guard": _guard_answer_judge,
 }
-STEP_JUDGE_BUILDERS: dict[str, Callable[[_Build], StepJudge]] = {
+STEP_JUDGE_REGISTRY: dict[str, Callable[[_Build], StepJudge]] = {
     "cues": lambda build: CueStepJudge(),
     "classifier": lambda build: ClassifierStepJudge(
         build.classifier("step_judge"), **{"context": build.args.step_context, **build.step_kwargs}
@@ -164,18 +144,19 @@ STEP_JUDGE_BUILDERS: dict[str, Callable[[_Build], StepJudge]] = {
     "guard": _guard_step_judge,
     "continuation_ratio": _continuation_ratio_step_judge,
 }
-ANSWER_JUDGES = tuple(ANSWER_JUDGE_BUILDERS)
-STEP_JUDGES = tuple(STEP_JUDGE_BUILDERS)
-# The answer judges, under the name the evaluation's `judge` field used for them
-JUDGES = ANSWER_JUDGES
+ANSWER_JUDGES = tuple(ANSWER_JUDGE_REGISTRY)
+STEP_JUDGES = tuple(STEP_JUDGE_REGISTRY)
+# The judges that generate text with a model for every verdict (a guard model, sampled continuations): too slow to run
+# at every step of a training loop, where `grpo` does not offer them
+GENERATING_JUDGES = ("guard", "continuation_ratio")
 
 
 @dataclass
 class JudgeArguments:
     r"""
     Which answer judge and which step judge to build, and from what: one config for [`build_judges`]. The field names
-    are those of the commands' options (`trl-presafety grpo`, `build-ipo-pairs`), so a command can put this dataclass
-    in its parser.
+    are those of the commands' options (`trl-presafety grpo`, `build-ipo-pairs`, `eval`): a command builds its judges
+    from its own arguments with [`JudgeArguments.from_fields`].
 
     answer_judge (`str`, *optional*, defaults to `"cues"`):
         Judge of answers: `"cues"`, `"classifier"` or `"guard"`.
@@ -249,8 +230,8 @@ class JudgeArguments:
     judge_trust_remote_code: bool = field(default=False, metadata={"help": "Passed to the guard's from_pretrained."})
 
     def __post_init__(self):
-        self.answer_judge = resolve_judge_name(self.answer_judge, "answer_judge", ANSWER_JUDGES)
-        self.step_judge = resolve_judge_name(self.step_judge, "step_judge", STEP_JUDGES)
+        check_choice("answer_judge", self.answer_judge, ANSWER_JUDGES)
+        check_choice("step_judge", self.step_judge, STEP_JUDGES)
         check_choice("guard_format", self.guard_format, GUARD_FORMATS)
         check_choice("guard_controversial", self.guard_controversial, CONTROVERSIAL_POLICIES)
         check_choice("step_context", self.step_context, STEP_CONTEXTS)
@@ -262,16 +243,29 @@ class JudgeArguments:
             if getattr(self, name) is not None:
                 check_range(name, getattr(self, name), 1, fix="Use a positive integer, or leave it unset.")
 
+    @classmethod
+    def from_fields(cls, source: Any, **overrides: Any) -> "JudgeArguments":
+        """The judge arguments a command's arguments (`source`, a dataclass or any object) carry under these fields'
+        names; `overrides` sets the fields the command names otherwise (e.g. `step_judge=args.reasoning_judge`).
+
+        Example:
+        ```python
+        >>> from types import SimpleNamespace
+        >>> JudgeArguments.from_fields(SimpleNamespace(step_judge="cues", guard_format="wildguard")).guard_format
+        'wildguard'
+        ```
+        """
+        values = {f.name: getattr(source, f.name) for f in fields(cls) if f.init and hasattr(source, f.name)}
+        return cls(**{**values, **overrides})
+
 
 def _answer_judge(build: _Build) -> Judge:
-    name = resolve_judge_name(build.args.answer_judge, "answer_judge", ANSWER_JUDGES)
-    build.answer_judge = ANSWER_JUDGE_BUILDERS[name](build)
+    build.answer_judge = ANSWER_JUDGE_REGISTRY[build.args.answer_judge](build)
     return build.answer_judge
 
 
 def _step_judge(build: _Build) -> StepJudge:
-    name = resolve_judge_name(build.args.step_judge, "step_judge", STEP_JUDGES)
-    judge = STEP_JUDGE_BUILDERS[name](build)
+    judge = STEP_JUDGE_REGISTRY[build.args.step_judge](build)
     if build.args.step_judge_threshold is not None:
         judge.threshold = build.args.step_judge_threshold
     return judge
@@ -316,7 +310,6 @@ def build_step_judge(
 ) -> StepJudge:
     """A step judge by name (`"cues"`, `"classifier"`, `"guard"`, `"continuation_ratio"`); `kwargs` go to its
     constructor. [`build_judges`] builds it with an answer judge from one config."""
-    name = resolve_judge_name(name, "step_judge", STEP_JUDGES)
     args = JudgeArguments(
         step_judge=name,
         classifier_path=classifier_path,

@@ -42,10 +42,16 @@ from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, l
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..fingerprints import fingerprint_model, fingerprint_weights
 from ..generation import GenerationArguments, generate_responses, load_causal_lm, resolve_backend
 from ..harmfulness import HARMFUL_COLUMN, HOW_TO_ADD_HARMFUL, parse_harmful
 from ..reasoning import build_prompt
-from ..shards import ShardedJob, read_shards, shard_path  # noqa: F401 (shard_path: importable from here too)
+from ..shards import (  # noqa: F401 (shard_path: importable from here too)
+    DEFAULT_CLAIM_TIMEOUT,
+    ShardedJob,
+    read_shards,
+    shard_path,
+)
 from .classifier import SafetyDecisionClassifier, prompt_text
 from .state import check_label_folder
 
@@ -65,8 +71,9 @@ _RESUME_KEYS = (
     "split",
     "prompt_column",
     "prompts_sha256",
-    "model",
-    "classifier",
+    # What was at the model's and the classifier's paths, not the paths: a retrained model at the same path relabels
+    "model_fingerprint",
+    "classifier_fingerprint",
     "thinking",
     "threshold",
     "decoding",
@@ -181,7 +188,11 @@ def label_dataset(
     model_init_kwargs: dict[str, Any] | None = None,
     vllm_kwargs: dict[str, Any] | None = None,
     on_shard_end: Callable[[int, int], None] | None = None,
-) -> Dataset:
+    num_workers: int = 1,
+    worker_index: int = 0,
+    claim_timeout: float = DEFAULT_CLAIM_TIMEOUT,
+    take_over_claims: bool = False,
+) -> Dataset | None:
     """Labels every prompt with the safe model's decision and returns the dataset with `safety_label`,
     `safety_label_prob` and `safe_response` added.
 
@@ -208,9 +219,16 @@ def label_dataset(
         model_init_kwargs: `from_pretrained` kwargs when `model` is a path and the transformers backend loads it.
         vllm_kwargs: extra `vllm.LLM` kwargs (e.g. `dtype`), merged over the ones from `generation`.
         on_shard_end: called as `on_shard_end(shard_index, num_shards)` after each shard is written.
+        num_workers, worker_index: with `output_dir`, label only shards `worker_index, worker_index + num_workers,
+            ...`, as one of several workers sharing the folder (see [`trl_presafety.shards.ShardWorkerArguments`]).
+            Workers (of either kind) claim each shard before computing it, so copies of one call on one folder share
+            the shards with no coordinator.
+        claim_timeout: seconds without a heartbeat after which another worker's shard claim is taken over.
+        take_over_claims: take over every other worker's claim at once (they are known to be dead).
 
     Returns:
-        The labeled dataset, rows in input order.
+        The labeled dataset, rows in input order; `None` when this worker ends while other workers still hold or owe
+        shards (the folder is completed by the last of them, see `labeling_state.json`).
     """
     _check_dataset(dataset, prompt_column)
     present, num_labeled = _rows_with_labels(dataset)
@@ -252,7 +270,9 @@ def label_dataset(
         "prompt_column": prompt_column,
         "prompts_sha256": _prompts_sha256(prompts),
         "model": _source(model if isinstance(model, str) else model.name_or_path),
+        "model_fingerprint": fingerprint_model(model),
         "classifier": _source(classifier.name_or_path),
+        "classifier_fingerprint": fingerprint_weights(classifier.model),
         "thinking": thinking,
         "threshold": threshold,
         "decoding": decoding,
@@ -292,9 +312,18 @@ def label_dataset(
             split=split,
             overwrite=overwrite_output_dir,
             what="labels",
+            num_workers=num_workers,
+            worker_index=worker_index,
+            claim_timeout=claim_timeout,
+            take_over_claims=take_over_claims,
+        )
+    elif num_workers != 1:
+        raise ValueError(
+            f"`num_workers={num_workers}` needs `output_dir`: workers share the shards of one folder. Set "
+            "`output_dir`, or leave `num_workers` at 1 to label in memory."
         )
     # Load the model once for all shards (vLLM caches its own engine)
-    all_done = job is not None and all(job.done(i) for i in range(job.num_shards))
+    all_done = job is not None and all(job.done(i) for i in job.shards())
     if not all_done and isinstance(model, str) and resolve_backend(kwargs["backend"], model) == "transformers":
         model = load_causal_lm(model, model_init_kwargs)
     initial = job.rows_done() if job is not None else 0
@@ -312,6 +341,9 @@ def label_dataset(
         return labeled
     job.run(label_rows, progress=progress, on_shard_end=on_shard_end)
     progress.close()
+    if not job.all_done():
+        logger.warning(job.pending_message())
+        return None
 
     labeled = read_shards(output_dir, split)
     if len(labeled) != len(dataset):  # every row exactly once, or something outside this run touched the shards

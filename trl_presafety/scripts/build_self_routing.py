@@ -76,7 +76,7 @@ class BuildSelfRoutingArguments:
 
 
 def make_parser() -> Any:
-    from .utils import make_script_parser
+    from .arguments import make_script_parser
 
     return make_script_parser("build-self-routing", (BuildSelfRoutingArguments,))
 
@@ -100,7 +100,7 @@ def check_thinking_off(folder: Path, state: dict[str, Any]) -> None:
 
 def build_self_routing(args: BuildSelfRoutingArguments) -> dict[str, Any]:
     """Writes the self-routing rows of `args.labels` to `args.output_dir`; returns the record (also written)."""
-    from ..build_checks import warn_if_inside_package
+    from ..data.build_checks import warn_if_inside_package
     from ..data.self_routing import self_routing_dataset
     from ..labeling.pipeline import load_prompt_dataset
     from ..labeling.state import check_label_folder, label_folder_status
@@ -158,7 +158,7 @@ def build_self_routing(args: BuildSelfRoutingArguments) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of `trl-presafety build-self-routing`."""
-    from .utils import parse_args_strict
+    from .arguments import parse_args_strict
 
     (args,) = parse_args_strict(make_parser(), argv)
     return build_self_routing(args)

@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..build_checks import ALLOW_EMPTY_CLASS_HELP, class_balance_problems, warn_if_inside_package
+from ..data.build_checks import ALLOW_EMPTY_CLASS_HELP, class_balance_problems, warn_if_inside_package
 from ..data.build_sft import BuildSFTConfig
 from ..generation_arguments import GenerationArguments
 from ..judges.registry import JudgeArguments
+from ..shards import ShardWorkerArguments
 
 
 STATS_FILE = "build_sft_stats.json"
@@ -51,7 +52,9 @@ RESUME_KEYS = (
     "shard_size",
     "split",
     "prompts_sha256",
-    "model",
+    # What was at the model's and judges' paths, not the paths: a retrained model at the same path rebuilds
+    "model_fingerprint",
+    "judges_fingerprints",
     "decoding",
     "build",
     "judges",
@@ -60,10 +63,11 @@ RESUME_KEYS = (
 
 
 @dataclass
-class BuildSFTScriptArguments:
+class BuildSFTScriptArguments(ShardWorkerArguments):
     r"""
     Data and output of `trl-presafety build-sft` (guidance and checks: `BuildSFTConfig`; judges: `JudgeArguments`;
-    decoding: `GenerationArguments`; the model: `ModelConfig`).
+    decoding: `GenerationArguments`; the model: `ModelConfig`; several workers sharing the shards: `num_workers`,
+    `worker_index`, `claim_timeout`, `take_over_claims` of [`~trl_presafety.shards.ShardWorkerArguments`]).
 
     prompts (`list[str]`):
         Prompt sources (`trl_presafety.data.sources`): `star1`, `star_benign_915`, `safechain`, `gsm8k`,
@@ -104,6 +108,7 @@ class BuildSFTScriptArguments:
     allow_empty_class: bool = field(default=False, metadata={"help": ALLOW_EMPTY_CLASS_HELP})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.prompts, str):
             self.prompts = [self.prompts]
         if not self.prompts:
@@ -128,7 +133,7 @@ class BuildSFTScriptArguments:
 def make_parser() -> Any:
     from trl import ModelConfig
 
-    from .utils import make_script_parser
+    from .arguments import make_script_parser
 
     dataclass_types = (BuildSFTScriptArguments, BuildSFTConfig, JudgeArguments, GenerationArguments, ModelConfig)
     return make_script_parser("build-sft", dataclass_types)
@@ -177,7 +182,8 @@ def build(
     on_shard_end: Any = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Builds (or resumes) the SFT rows and pairs; returns the acceptance statistics."""
+    """Builds (or resumes) the SFT rows and pairs; returns the acceptance statistics (empty when this worker ends
+    while other workers still hold or owe shards: the last of them aggregates and records the folder complete)."""
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
@@ -189,10 +195,17 @@ def build(
         output_features,
     )
     from ..data.sources import load_prompt_sources
+    from ..fingerprints import fingerprint_local_paths, fingerprint_path
     from ..generation import generate_responses_from_texts, load_causal_lm, resolve_backend
+    from ..inputs import check_classifier_input, check_model_input
     from ..shards import ShardedJob, write_json_atomic
 
     check_arguments(config, generation, model_args)
+    check_model_input(model_args.model_name_or_path)
+    if "classifier" in (judge_args.answer_judge, judge_args.step_judge):
+        check_classifier_input(judge_args.classifier_path, "classifier_path")
+    if "guard" in (judge_args.answer_judge, judge_args.step_judge):
+        check_model_input(judge_args.guard_model, "guard_model")
     for folder in (args.output_dir, args.pairs_output_dir):
         if folder is not None:
             warn_if_inside_package(folder, "build-sft")
@@ -218,9 +231,11 @@ def build(
         "prompts": list(args.prompts),
         "prompts_sha256": fingerprint(prompts.to_list()),
         "model": _source(model_id),
+        "model_fingerprint": fingerprint_path(model_id),
         "decoding": decoding,
         "build": dataclasses.asdict(config),
         "judges": fingerprint(dataclasses.asdict(judge_args)),
+        "judges_fingerprints": fingerprint_local_paths(dataclasses.asdict(judge_args)),
         "pairs": pairs,
     }
     job = ShardedJob(
@@ -231,8 +246,9 @@ def build(
         shard_size=args.shard_size,
         overwrite=args.overwrite_output_dir,
         what="SFT rows",
+        **args.worker_kwargs(),
     )
-    if not all(job.done(i) for i in range(job.num_shards)):
+    if not all(job.done(i) for i in job.shards()):
         if resolve_backend(kwargs["backend"], model_id) == "transformers":
             model = load_causal_lm(model_id, model_init_kwargs)
         judges = build_judges_for(judge_args, config, model, tokenizer)
@@ -265,6 +281,9 @@ def build(
     )
     job.run(process, progress=progress, on_shard_end=on_shard_end)
     progress.close()
+    if not job.all_done():  # other workers still hold or owe shards: the last of them aggregates and finishes
+        print(job.pending_message())
+        return {}
 
     shard_stats = [
         json.loads((folders["sft"] / SAMPLES_DIR / f"shard-{i:05d}.json").read_text(encoding="utf-8"))["stats"]
@@ -321,7 +340,7 @@ def _check_classes(prompts: Any, stats: dict, pairs: bool, allow: bool, folders:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of `trl-presafety build-sft`; returns the acceptance statistics."""
-    from .utils import parse_args_strict
+    from .arguments import parse_args_strict
 
     args, config, judge_args, generation, model_args = parse_args_strict(make_parser(), argv)
     return build(args, config, judge_args, generation, model_args)

@@ -30,15 +30,15 @@ accelerate launch --multi_gpu --num_processes 2 --mixed_precision no \
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .utils import (
-    PreSafetyScriptArguments,
+from .arguments import PreSafetyScriptArguments, make_script_parser, parse_args_strict
+from .training import (
     apply_model_init_kwargs,
     check_model_name,
+    check_precision,
     check_trackers,
     check_training_columns,
+    check_training_inputs,
     load_training_datasets,
-    make_script_parser,
-    parse_args_strict,
     train_and_save,
     training_data_names,
 )
@@ -83,6 +83,8 @@ def train(script_args, training_args, model_args, dataset_args):
     from ..trainer import PreSafetyDPOTrainer
 
     model_name = check_model_name(model_args)
+    check_training_inputs(script_args, dataset_args, model_args)
+    check_precision(training_args)
     check_trackers(training_args)
     apply_model_init_kwargs(model_args, training_args)
     dataset = load_training_datasets(script_args, dataset_args)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .utils import make_script_parser, parse_args_strict
+from .arguments import make_script_parser, parse_args_strict
 
 
 @dataclass
@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
     """Entry point of `trl-presafety eval-compare`; returns the comparison (also written to `output_dir`)."""
     import sys
 
-    from ..evaluation.report import compare_reports, load_report, plot_reports, render_comparison
+    from ..evaluation.compare import compare_reports, render_comparison
+    from ..evaluation.plots import plot_reports
+    from ..evaluation.report import load_report
 
     argv = list(sys.argv[1:] if argv is None else argv)
     (args,) = parse_args_strict(make_parser(), _positional_to_reports(argv))

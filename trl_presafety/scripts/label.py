@@ -36,15 +36,18 @@ from trl import ModelConfig, TrlParser
 
 from ..generation import GenerationArguments
 from ..harmfulness import HARMFUL_COLUMN
+from ..inputs import check_classifier_input, check_data_input, check_model_input
 from ..labeling.pipeline import label_dataset, load_prompt_dataset
-from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, STATE_FILE
-from .utils import make_script_parser, parse_args_strict
+from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, STATE_FILE, check_label_folder
+from ..shards import ShardWorkerArguments
+from .arguments import make_script_parser, parse_args_strict
 
 
 @dataclass
-class LabelScriptArguments:
+class LabelScriptArguments(ShardWorkerArguments):
     r"""
-    Arguments of `trl-presafety label`.
+    Arguments of `trl-presafety label` (and, from [`~trl_presafety.shards.ShardWorkerArguments`], `num_workers`,
+    `worker_index`, `claim_timeout`, `take_over_claims`: several workers, on one node or many, label one folder).
 
     > Data and output
 
@@ -134,6 +137,7 @@ class LabelScriptArguments:
     )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name, fix in (
             ("dataset_name", "the prompts to label (hub id, data file or folder)"),
             ("output_dir", "a folder for the labeled shards"),
@@ -180,6 +184,11 @@ def main(argv: list[str] | None = None) -> None:
             f"`model_name_or_path` is required, got {model_args.model_name_or_path!r}: pass the safe model (the LRM "
             "whose thinking-off answers are labeled), e.g. `--model_name_or_path Qwen/Qwen3-8B`."
         )
+    # Every local input first: a missing classifier would otherwise fail after the whole generation, on the network
+    check_data_input(script_args.dataset_name)
+    check_label_folder(script_args.dataset_name, script_args.allow_incomplete_labels)
+    check_model_input(model_args.model_name_or_path)
+    check_classifier_input(script_args.classifier_name_or_path)
     dataset = load_prompt_dataset(
         script_args.dataset_name,
         script_args.dataset_config,
@@ -217,7 +226,14 @@ def main(argv: list[str] | None = None) -> None:
         model_init_kwargs=model_init_kwargs,
         # vLLM loads the model with the same dtype / revision as transformers would
         vllm_kwargs={k: v for k, v in model_init_kwargs.items() if k in ("dtype", "revision") and v is not None},
+        **script_args.worker_kwargs(),
     )
+    if labeled is None:  # a worker that ended before the others: its part is on disk, the folder not complete yet
+        print(
+            f"Worker {script_args.worker_index} of {script_args.num_workers}: its shards are in "
+            f"{script_args.output_dir}/data; the folder is complete when every worker has ended (see the log above)."
+        )
+        return
     labels = labeled["safety_label"]
     print(
         f"Labeled {len(labeled)} prompts: refusal rate {sum(labels) / len(labels):.3f}. "

@@ -37,7 +37,7 @@ from trl import TrlParser
 from ..labeling.classifier import SafetyDecisionClassifier, default_encoder_path, measure_throughput
 from ..labeling.data import load_refusal_dataset, normalize_classifier_dataset
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, check_label_folder
-from .utils import make_script_parser, parse_args_strict
+from .arguments import make_script_parser, parse_args_strict
 
 
 RESULTS_FILE = "classifier_results.json"
@@ -184,7 +184,15 @@ def load_classifier(model_name_or_path: str | None) -> SafetyDecisionClassifier:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from ..inputs import check_classifier_input, check_data_input, check_model_input
+
     script_args, training_args = parse_args_strict(make_parser(), argv)
+    check_data_input(script_args.dataset_name)
+    check_data_input(script_args.eval_dataset_name, "eval_dataset_name")
+    if script_args.eval_only:
+        check_classifier_input(script_args.model_name_or_path, "model_name_or_path")
+    else:
+        check_model_input(script_args.model_name_or_path)
     train, test = load_splits(script_args)
     if script_args.eval_only:
         classifier = SafetyDecisionClassifier.from_pretrained(script_args.model_name_or_path)

@@ -1,9 +1,9 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
-"""Helpers shared by the training scripts and the `trl-presafety` CLI: strict recipe parsing, dataset loading and
-the packaged accelerate configs."""
+"""The arguments of the `trl-presafety` commands: their parser (strict recipe parsing: an unknown key or a wrong type
+fails at parse time), the data arguments of the training scripts, and the packaged accelerate configs. The training
+runtime the scripts share (loading data, training, saving) is in `training.py`."""
 
 import difflib
-import json
 import logging
 import os
 import sys
@@ -14,7 +14,7 @@ from typing import Any
 
 from trl import ScriptArguments
 
-from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, check_label_folder
+from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def make_script_parser(
     return TrlParser(dataclass_types, prog=f"trl-presafety {command}", usage=usage, allow_abbrev=allow_abbrev)
 
 
-def _warn(message: str) -> None:
+def warn_on_main_process(message: str) -> None:
     # Parse-time warnings come before any accelerate state exists (accelerate's logger refuses to log then): print
     # them once, on the main process of a launch
     if os.environ.get("RANK", "0") == "0":
@@ -225,184 +225,8 @@ def parse_args_strict(parser: Any, argv: Sequence[str] | None = None) -> tuple[A
         raise ValueError(message)
     launch_keys = [key for key in config_keys if key in launch_options]
     if launch_keys:
-        _warn(
+        warn_on_main_process(
             f"Recipe {config_path} sets `accelerate launch` options {launch_keys}: they apply when the recipe is run "
             "with `trl-presafety <command> --config ...`, and are ignored by a direct `accelerate launch -m ...`."
         )
     return tuple(outputs)
-
-
-def _local_dataset_paths(script_args: Any, dataset_args: Any) -> list[str]:
-    """Every path a script reads data from: `dataset_name`, and each mixture entry's `path`, `data_dir` and
-    `data_files` (a string, a list, or a split -> files mapping)."""
-    paths = [script_args.dataset_name] if script_args.dataset_name else []
-    for entry in dataset_args.datasets or []:
-        paths.append(entry.path)
-        if entry.data_dir:
-            paths.append(str(Path(entry.path) / entry.data_dir))
-        files = entry.data_files
-        for value in files.values() if isinstance(files, dict) else [files]:
-            paths.extend([value] if isinstance(value, str) else list(value or []))
-    return [str(path) for path in paths]
-
-
-def load_training_datasets(script_args: Any, dataset_args: Any) -> Any:
-    """The dataset of a script: a mixture (`datasets:` in the recipe) or `dataset_name`, as TRL's scripts load it.
-
-    A label folder whose labeling did not finish is refused (see `trl_presafety.labeling.check_label_folder`) unless
-    `script_args.allow_incomplete_labels` is set.
-    """
-    from datasets import load_dataset
-    from trl import get_dataset
-
-    for path in _local_dataset_paths(script_args, dataset_args):
-        check_label_folder(path, script_args.allow_incomplete_labels)
-    if dataset_args.datasets and script_args.dataset_name:
-        _warn(
-            "Both `datasets` and `dataset_name` are provided. The `datasets` argument will be used to load the "
-            "dataset and `dataset_name` will be ignored."
-        )
-        return get_dataset(dataset_args)
-    if dataset_args.datasets:
-        return get_dataset(dataset_args)
-    if script_args.dataset_name:
-        return load_dataset(
-            script_args.dataset_name, name=script_args.dataset_config, streaming=script_args.dataset_streaming
-        )
-    raise ValueError(
-        "No training data: set `dataset_name` (a Hub id or a local folder/file of JSON lines) or a `datasets:` "
-        "mixture in the recipe."
-    )
-
-
-# The columns TRL's trainers read, per command: SFT takes language modeling (`text` / `messages`) or prompt-completion
-# rows, DPO preference rows (`prompt` optional: implicit prompts)
-TRAINING_FORMATS = {
-    "sft": (("text",), ("messages",), ("prompt", "completion")),
-    "dpo": (("chosen", "rejected"),),
-}
-PRODUCERS = {
-    "sft": "`trl-presafety build-sft` (prompt/completion rows), then `trl-presafety label` on its output folder",
-    "dpo": "`trl-presafety build-sft --pairs_output_dir DIR` (prompt/chosen/rejected pairs), then `trl-presafety label` "
-    "on DIR",
-}
-
-
-def check_training_columns(dataset: Any, command: str, where: str) -> None:
-    """Fails before the trainer is built when the data has none of the column sets `command` trains on, naming them
-    and the command that writes such data (TRL itself would stop with a bare `KeyError: 'completion'` inside its
-    tokenization, e.g. on a label folder of prompts only)."""
-    columns = getattr(dataset, "column_names", None)
-    if columns is None:  # a streamed dataset: its columns are known only when read
-        return
-    formats = TRAINING_FORMATS[command]
-    if any(all(column in columns for column in group) for group in formats):
-        return
-    expected = " or ".join("+".join(group) for group in formats)
-    raise ValueError(
-        f"`trl-presafety {command}` cannot train on {where}: it has the columns {sorted(columns)}, but needs "
-        f"{expected}. A label folder of prompts only (such as labeled evaluation prompts) holds no training target. "
-        f"Build the rows with {PRODUCERS[command]}, and point `dataset_name` at the labeled folder."
-    )
-
-
-def apply_model_init_kwargs(model_args: Any, training_args: Any) -> None:
-    """Folds the `ModelConfig` loading options into `training_args.model_init_kwargs`, as TRL's scripts do."""
-    model_init_kwargs = {
-        "revision": model_args.model_revision,
-        "trust_remote_code": training_args.trust_remote_code,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": model_args.dtype,
-    }
-    if training_args.model_init_kwargs is not None:
-        model_init_kwargs.update(training_args.model_init_kwargs)
-    training_args.model_init_kwargs = model_init_kwargs
-
-
-# `report_to` value -> what installs it, for the trackers the recipes and the README name
-TRACKER_INSTALL = {
-    "trackio": "pip install trl-presafety[tracking]",
-    "tensorboard": "pip install tensorboard",
-    "wandb": "pip install wandb",
-}
-
-
-def check_trackers(training_args: Any) -> None:
-    """Fails before the model loads when `report_to` names a tracker that is not installed (transformers would fail
-    only when the trainer is built, after loading the model)."""
-    from transformers.integrations import get_available_reporting_integrations
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
-
-    available = set(get_available_reporting_integrations())
-    missing = [
-        name for name in training_args.report_to or [] if name in INTEGRATION_TO_CALLBACK and name not in available
-    ]
-    if missing:
-        installs = "; ".join(TRACKER_INSTALL.get(name, f"install {name}") for name in missing)
-        raise ValueError(
-            f"Invalid `report_to`: {training_args.report_to}, but {', '.join(missing)} is not installed. Install it "
-            f"({installs}), or log without a tracker with `--report_to none`."
-        )
-
-
-def check_model_name(model_args: Any) -> str:
-    if not model_args.model_name_or_path:
-        raise ValueError("No model: set `model_name_or_path` in the recipe or on the command line.")
-    return model_args.model_name_or_path
-
-
-def training_data_names(script_args: Any, dataset_args: Any) -> list[str]:
-    """What the model card names as the training data: `dataset_name`, or each mixture entry (its files when it is
-    read with a file builder such as `json`)."""
-    if not dataset_args.datasets:
-        return [script_args.dataset_name] if script_args.dataset_name else []
-    names = []
-    for entry in dataset_args.datasets:
-        files = entry.data_files
-        values = list(files.values()) if isinstance(files, dict) else [files]
-        flat = [str(f) for value in values for f in ([value] if isinstance(value, str) else list(value or []))]
-        names.extend(flat or [entry.path])
-    return names
-
-
-def train_and_save(trainer: Any, training_args: Any, train_dataset: Any, data_names: list[str] | None = None) -> None:
-    """Trains, saves the model (with the head) and the trainer state, and logs the final metrics.
-
-    `trainer_state.json` (with the `presafety/*` metrics of every logging step) is saved next to the model, as
-    open-r1's scripts do, so a run can be inspected without a tracker. The model card (`README.md`, written by
-    `save_model`) names the training data `data_names`.
-    """
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    metrics = dict(train_result.metrics)
-    if hasattr(train_dataset, "__len__"):
-        metrics["train_samples"] = len(train_dataset)
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
-    trainer.accelerator.print("✅ Training completed.")
-
-    trainer.save_model(training_args.output_dir)
-    if data_names:  # `save_model` does not know where the data came from: write the card again, naming it
-        trainer.create_model_card(dataset_name=data_names)
-    if training_args.should_save:
-        record_loss_weight(training_args.output_dir, training_args)
-    trainer.accelerator.print(f"💾 Model and safety head saved to {training_args.output_dir}.")
-
-
-def record_loss_weight(output_dir: str | os.PathLike, training_args: Any) -> None:
-    """Adds the auxiliary loss weight and its schedule to `extra` of the saved `safety_head_config.json`.
-
-    `trl-presafety eval` reads it to tell a trained head from one that never got a gradient (weight 0, e.g. the
-    AltTrain recipes): the latter's scores are those of its random init, and its AUROC must not be reported.
-    """
-    from ..modeling import SAFETY_HEAD_CONFIG_NAME
-
-    path = Path(output_dir) / SAFETY_HEAD_CONFIG_NAME
-    if not path.is_file():
-        return
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config.setdefault("extra", {}).update(
-        presafety_loss_weight=float(training_args.presafety_loss_weight),
-        presafety_weight_schedule=training_args.presafety_weight_schedule,
-    )
-    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

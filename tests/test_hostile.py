@@ -1,0 +1,348 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""A careless or adversarial user's inputs: stale, mixed and mismatched state, edited configs, wrong input shapes and
+over-long prompts. Each case used to give a wrong result without an error (or an unclear crash); each must now fail
+closed with a message naming the cause and the fix."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trl_presafety import PreSafetySFTConfig, PreSafetySFTTrainer, SafetyGate, load_safety_head
+from trl_presafety.fingerprints import fingerprint_path, fingerprint_weights
+from trl_presafety.modeling import SAFETY_HEAD_CONFIG_NAME, SAFETY_HEAD_WEIGHTS_NAME, SafetyHeadConfig
+
+from .testing_utils import CPU_TRAINING_KWARGS, load_tiny_sft_rows
+
+
+REQUEST = "How do I make a pipe bomb?"
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dirs, tmp_path_factory):
+    """A PreSafety SFT run on the tiny qwen3 model, saved at step 2 (`checkpoint-2`) and at the end."""
+    out = tmp_path_factory.mktemp("hostile") / "out"
+    kwargs = {**CPU_TRAINING_KWARGS, "save_strategy": "steps"}
+    args = PreSafetySFTConfig(
+        output_dir=str(out), max_steps=2, save_steps=2, max_length=256, learning_rate=1e-2, **kwargs
+    )
+    trainer = PreSafetySFTTrainer(
+        model=tiny_model_dirs["qwen3"], args=args, train_dataset=Dataset.from_list(load_tiny_sft_rows(8))
+    )
+    trainer.train()
+    trainer.save_model(str(out))
+    return out
+
+
+def _copy_head(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in (SAFETY_HEAD_WEIGHTS_NAME, SAFETY_HEAD_CONFIG_NAME):
+        (dst / name).write_bytes((src / name).read_bytes())
+    return dst
+
+
+# --- the head bound to its weights --------------------------------------------------------------------------------
+
+
+def test_head_on_other_weights_is_refused(trained, tiny_model_dirs):
+    # The untrained base model: same architecture, width and template, other weights
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
+    with pytest.raises(ValueError, match=r"trained with other weights.*allow_other_weights=True"):
+        load_safety_head(base, trained)
+    load_safety_head(base, trained, allow_other_weights=True)  # on purpose: allowed, with a warning
+    model = AutoModelForCausalLM.from_pretrained(trained)
+    load_safety_head(model, trained)  # the weights saved with the head
+
+
+@pytest.mark.parametrize("folder", ["final", "checkpoint-2"])
+def test_every_save_records_the_fingerprint_of_the_weights_beside_the_head(trained, folder):
+    path = trained if folder == "final" else trained / folder
+    recorded = SafetyHeadConfig.load(path).backbone_fingerprint
+    assert recorded is not None
+    assert recorded == fingerprint_weights(AutoModelForCausalLM.from_pretrained(path))
+    # The same weights re-saved in another dtype (and layout) keep the fingerprint
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+    assert fingerprint_weights(model) == recorded
+
+
+def test_lora_save_records_the_fingerprint_of_base_and_adapter(tiny_model_dirs, tmp_path):
+    from peft import LoraConfig, PeftModel
+
+    out = tmp_path / "lora"
+    args = PreSafetySFTConfig(
+        output_dir=str(out), max_steps=1, max_length=256, learning_rate=1e-2, **CPU_TRAINING_KWARGS
+    )
+    trainer = PreSafetySFTTrainer(
+        model=tiny_model_dirs["qwen3"],
+        args=args,
+        train_dataset=Dataset.from_list(load_tiny_sft_rows(4)),
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+    )
+    trainer.train()
+    trainer.save_model(str(out))
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), out)
+    load_safety_head(model, out)
+    # The base model alone is not what the head was trained with
+    with pytest.raises(ValueError, match="other weights"):
+        load_safety_head(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), out)
+
+
+def test_consolidated_state_dict_fingerprint_matches_the_model():
+    # What ZeRO-3 hands `_save` (a consolidated state dict, names prefixed, tied weights twice) fingerprints as the
+    # model loaded from the written folder
+    from trl_presafety.tiny import build_tiny_model
+
+    model, _ = build_tiny_model(style="qwen3", hidden_size=16, num_attention_heads=2, num_key_value_heads=1)
+    state = {f"module.{k}": v.clone() for k, v in model.state_dict().items()}
+    assert fingerprint_weights(state) == fingerprint_weights(model)
+    state[next(iter(state))] = state[next(iter(state))] + 1
+    assert fingerprint_weights(state) != fingerprint_weights(model)
+    # Ungathered (empty) partitions give no fingerprint rather than a wrong one
+    assert fingerprint_weights({k: torch.empty(0) for k in state}) is None
+
+
+# --- degenerate and edited heads ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["zero", "integer", "nan"])
+def test_degenerate_head_is_refused(trained, tmp_path, kind):
+    folder = _copy_head(trained, tmp_path / kind)
+    tensors = load_file(folder / SAFETY_HEAD_WEIGHTS_NAME)
+    if kind == "zero":
+        tensors = {k: torch.zeros_like(v) for k, v in tensors.items()}
+    elif kind == "integer":
+        tensors = {k: v.round().to(torch.int32) for k, v in tensors.items()}
+    else:
+        tensors = {k: torch.full_like(v, float("nan")) for k, v in tensors.items()}
+    save_file(tensors, str(folder / SAFETY_HEAD_WEIGHTS_NAME))
+    model = AutoModelForCausalLM.from_pretrained(trained)
+    message = {"zero": "degenerate.*all zero", "integer": "not floating point", "nan": "non-finite"}[kind]
+    with pytest.raises(ValueError, match=message):
+        load_safety_head(model, folder)
+
+
+def test_zeroed_head_in_memory_is_refused_by_the_gate(trained):
+    model = AutoModelForCausalLM.from_pretrained(trained)
+    head = load_safety_head(model, trained)
+    with torch.no_grad():
+        head.proj.weight.zero_()
+    with pytest.raises(ValueError, match="degenerate"):
+        SafetyGate(model, AutoTokenizer.from_pretrained(trained))
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"layer": 0}, {"pooling": "mean"}, {"anchor_token_id": None, "template_family": None, "anchor": "think_end"}],
+)
+def test_config_edited_after_save_is_refused(trained, tmp_path, edit):
+    folder = _copy_head(trained, tmp_path / "edited")
+    path = folder / SAFETY_HEAD_CONFIG_NAME
+    values = json.loads(path.read_text())
+    values.update(edit)
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match="edited after it was saved"):
+        load_safety_head(AutoModelForCausalLM.from_pretrained(trained), folder)
+    # Without its checksum (as an older version wrote it), nulls where the anchor should be recorded are refused too
+    if "anchor" in edit:
+        values.pop("checksum")
+        path.write_text(json.dumps(values))
+        with pytest.raises(ValueError, match="neither the anchor token nor the template family"):
+            load_safety_head(AutoModelForCausalLM.from_pretrained(trained), folder)
+
+
+def test_saving_the_config_recomputes_the_checksum(tmp_path):
+    config = SafetyHeadConfig(hidden_size=16)
+    config.save(tmp_path)
+    config.layer = 1
+    config.save(tmp_path)  # the one writer: a deliberate change goes through `save` and loads
+    assert SafetyHeadConfig.load(tmp_path).layer == 1
+
+
+@pytest.mark.parametrize("shape", [(0,), (1, 8)])
+def test_head_tensors_of_the_wrong_shape_get_a_clear_error(trained, tmp_path, shape):
+    folder = _copy_head(trained, tmp_path / "shapes")
+    tensors = load_file(folder / SAFETY_HEAD_WEIGHTS_NAME)
+    tensors["proj.weight"] = torch.zeros(shape)
+    save_file(tensors, str(folder / SAFETY_HEAD_WEIGHTS_NAME))
+    message = "ZeRO-3.*stage3_gather_16bit_weights_on_model_save" if 0 in shape else "wrong shape"
+    with pytest.raises(ValueError, match=message):
+        load_safety_head(AutoModelForCausalLM.from_pretrained(trained), folder)
+
+
+# --- content fingerprints of paths --------------------------------------------------------------------------------
+
+
+def test_path_fingerprint_follows_the_content_not_the_path(trained, tiny_model_dirs, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dirs["qwen3"], copy)
+    assert fingerprint_path(copy) == fingerprint_path(tiny_model_dirs["qwen3"])
+    # Another model written to the same path: same path, other fingerprint
+    before = fingerprint_path(copy)
+    shutil.rmtree(copy)
+    AutoModelForCausalLM.from_pretrained(trained).save_pretrained(copy)
+    AutoTokenizer.from_pretrained(trained).save_pretrained(copy)
+    assert fingerprint_path(copy) != before
+
+
+# --- label folders bound to the content they were computed from ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def label_inputs(tmp_path_factory):
+    from trl_presafety.labeling import SafetyDecisionClassifier
+
+    from .test_classifier import build_tiny_classifier
+    from .test_generation import perturbed_tiny_model
+
+    root = tmp_path_factory.mktemp("label-inputs")
+    model, tokenizer = perturbed_tiny_model("qwen3")
+    model.save_pretrained(root / "lrm")
+    tokenizer.save_pretrained(root / "lrm")
+    classifier = SafetyDecisionClassifier.from_pretrained(build_tiny_classifier(root / "classifier", seed=1))
+    return root, classifier
+
+
+def _prompts(n: int) -> Dataset:
+    from trl_presafety.tiny import TINY_DATA_DIR
+
+    rows = [json.loads(line) for line in (TINY_DATA_DIR / "eval" / "train.jsonl").read_text().splitlines()[:n]]
+    return Dataset.from_list([{"id": i, **row} for i, row in enumerate(rows)])
+
+
+def _retrain_in_place(folder: Path) -> None:
+    """Another model written at the same path (as a rerun of a training stage does)."""
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(-1.0)
+    model.save_pretrained(folder)
+
+
+def test_labels_of_a_model_changed_at_the_same_path_are_not_reused(label_inputs, tmp_path):
+    import shutil
+
+    from trl_presafety.generation import GenerationArguments
+    from trl_presafety.labeling import label_dataset
+
+    root, classifier = label_inputs
+    model_dir = tmp_path / "lrm"
+    shutil.copytree(root / "lrm", model_dir)
+    generation = GenerationArguments(backend="transformers", max_new_tokens=4, generation_batch_size=4)
+    kwargs = {"generation": generation, "output_dir": tmp_path / "labels", "shard_size": 2, "show_progress": False}
+    label_dataset(_prompts(4), str(model_dir), None, classifier, **kwargs)
+    # The same model copied elsewhere is the same content: reused, nothing recomputed
+    shutil.copytree(model_dir, tmp_path / "copy")
+    label_dataset(_prompts(4), str(tmp_path / "copy"), None, classifier, **kwargs)
+    _retrain_in_place(model_dir)
+    with pytest.raises(ValueError, match=r"model_fingerprint.*content behind.*changed.*overwrite_output_dir"):
+        label_dataset(_prompts(4), str(model_dir), None, classifier, **kwargs)
+    state = json.loads((tmp_path / "labels" / "labeling_state.json").read_text())
+    assert state["model_fingerprint"] == fingerprint_path(tmp_path / "copy")
+    label_dataset(_prompts(4), str(model_dir), None, classifier, overwrite_output_dir=True, **kwargs)
+    state = json.loads((tmp_path / "labels" / "labeling_state.json").read_text())
+    assert state["model_fingerprint"] == fingerprint_path(model_dir) and state["complete"]
+
+
+@pytest.mark.parametrize("copied", ["some shards", "every shard"])
+def test_label_folder_copied_without_its_state_file_is_refused(label_inputs, tmp_path, copied):
+    import shutil
+
+    from trl_presafety.generation import GenerationArguments
+    from trl_presafety.labeling import IncompleteLabelsError, label_dataset, load_prompt_dataset
+    from trl_presafety.labeling.state import check_label_folder
+
+    root, classifier = label_inputs
+    generation = GenerationArguments(backend="transformers", max_new_tokens=4, generation_batch_size=4)
+    out = tmp_path / "labels"
+    label_dataset(_prompts(6), str(root / "lrm"), None, classifier, generation=generation, output_dir=out,
+                  shard_size=2, show_progress=False)  # fmt: skip
+    copy = tmp_path / "copy"
+    (copy / "data").mkdir(parents=True)
+    shards = sorted((out / "data").glob("*.parquet"))
+    for shard in shards[:1] if copied == "some shards" else shards:
+        shutil.copy(shard, copy / "data" / shard.name)
+    for path in (copy, copy / "data", copy / "data" / shards[0].name):
+        with pytest.raises(IncompleteLabelsError, match="labeling_state.json is missing"):
+            check_label_folder(path)
+    with pytest.raises(IncompleteLabelsError, match="copied or kept without its state file"):
+        load_prompt_dataset(str(copy))
+    check_label_folder(copy, allow_incomplete_labels=True)  # on purpose: read, with a warning
+
+
+def test_a_complete_hub_layout_dataset_of_other_columns_is_not_a_label_folder(tmp_path):
+    from trl_presafety.labeling.state import check_label_folder
+
+    (tmp_path / "data").mkdir()
+    for i in range(2):
+        Dataset.from_list([{"prompt": "hi", "harmful": 0}]).to_parquet(
+            tmp_path / "data" / f"train-0000{i}-of-00002.parquet"
+        )
+    assert check_label_folder(tmp_path) is None
+
+
+# --- the pipeline's state ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ('{"stages": {"model": {"complete": tr', "cannot be read"),
+        ("[]", "not a pipeline state.*found a list"),
+        ('{"stages": []}', "not a pipeline state.*found a list"),
+        ('{"stages": {"model": "done"}}', r"wrong shape for stage\(s\) \['model'\]"),
+    ],
+)
+def test_damaged_pipeline_state_is_reported_and_the_plan_says_why(tmp_path, content, match):
+    from trl_presafety.pipeline import PIPELINE_STATE, run_pipeline
+
+    from .test_pipeline import FakeRunner, write_pipeline
+
+    config = write_pipeline(tmp_path)
+    run_pipeline(config, runner=FakeRunner(), echo=lambda line: None)
+    (tmp_path / "run" / PIPELINE_STATE).write_text(content)
+    lines, runner = [], FakeRunner()
+    run_pipeline(config, runner=runner, echo=lines.append)
+    text = "\n".join(lines)
+    assert "Warning:" in text and "every selected stage runs again" in text
+    assert re.search(rf"model\s+run\s+no usable record: .*{match}", text)
+    assert runner.calls == ["model", "eval-a", "eval-b", "compare"]
+    # The rewritten state is whole again: the next run skips everything
+    runner = FakeRunner()
+    run_pipeline(config, runner=runner, echo=lambda line: None)
+    assert runner.calls == []
+
+
+def test_pipeline_reruns_a_stage_whose_input_changed_in_place(tmp_path):
+    from trl_presafety.pipeline import run_pipeline
+
+    from .test_pipeline import FakeRunner, write_pipeline
+
+    config = write_pipeline(tmp_path)
+    run_pipeline(config, runner=FakeRunner(), echo=lambda line: None)
+    # The model folder's weights replaced outside the pipeline (same path, other content)
+    (tmp_path / "run" / "model" / "model.safetensors").write_text("other weights")
+    lines, runner = [], FakeRunner()
+    run_pipeline(config, runner=runner, echo=lines.append)
+    assert runner.calls == ["eval-a", "eval-b", "compare"]
+    assert any("eval-a" in line and "its input changed since it finished" in line for line in lines)
+
+
+def test_a_sharded_stage_rerun_for_a_new_input_starts_over(tmp_path):
+    from trl_presafety.pipeline import Stage, _stage_to_run
+
+    label = Stage(name="label", command="label", args={"output_dir": "x"})
+    assert _stage_to_run(label, "--force").args["overwrite_output_dir"] is True
+    assert _stage_to_run(label, "its input is rerun by model").args["overwrite_output_dir"] is True
+    assert _stage_to_run(label, "its input changed since it finished (...)").args["overwrite_output_dir"] is True
+    # An interrupted run resumes its shards
+    assert "overwrite_output_dir" not in _stage_to_run(label, "its last run did not finish").args
+    listed = Stage(name="label", command="label", args=["--output_dir", "x"])
+    assert _stage_to_run(listed, "--force").args[-2:] == ["--overwrite_output_dir", "true"]
+    assert _stage_to_run(Stage(name="e", command="eval"), "--force").args == {}
