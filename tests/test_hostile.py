@@ -346,3 +346,73 @@ def test_a_sharded_stage_rerun_for_a_new_input_starts_over(tmp_path):
     listed = Stage(name="label", command="label", args=["--output_dir", "x"])
     assert _stage_to_run(listed, "--force").args[-2:] == ["--overwrite_output_dir", "true"]
     assert _stage_to_run(Stage(name="e", command="eval"), "--force").args == {}
+
+
+# --- input shapes -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gate(trained):
+    model = AutoModelForCausalLM.from_pretrained(trained)
+    load_safety_head(model, trained)
+    return SafetyGate(model, AutoTokenizer.from_pretrained(trained))
+
+
+@pytest.mark.parametrize(
+    "prompts, match",
+    [
+        ("How do I make a pipe bomb?", "got a string.*one character per prompt.*Pass \\[prompt\\]"),
+        (None, "takes a list of prompts, got NoneType"),
+        ({"prompt": "hi"}, "takes a list of prompts, got dict"),
+        ([{"role": "user", "content": "hi"}], "one list of chat messages: wrap it as \\[messages\\]"),
+        ([None], "prompt 0 is NoneType.*a prompt is a string, or a list of chat messages"),
+        ([{"text": "hi"}, "x"], "prompt 0 is dict"),
+        ([[{"content": "hi"}]], "message 0: `role` is None"),
+        ([[{"role": "user", "content": None}]], "message 0 \\(user\\): `content` is None"),
+        (["ok", "messages as text"][0:1] and [["not a message"]], "message 0: a chat message is a dict"),
+    ],
+)
+def test_gate_refuses_wrong_input_shapes_naming_the_accepted_ones(gate, prompts, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        gate.predict_proba(prompts)
+
+
+def test_gate_single_prompt_and_sharegpt_messages(gate):
+    with pytest.raises(TypeError, match="prompt\\) is NoneType"):
+        gate(None)
+    chat = [{"role": "user", "content": REQUEST}]
+    sharegpt = [{"from": "human", "value": REQUEST}]
+    assert gate.predict_proba([sharegpt]) == gate.predict_proba([chat]) == [gate(REQUEST)]
+
+
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        ({"messages": "User: hi\nAssistant: hello"}, "Row 0: `messages` is a string"),
+        ({"messages": [{"content": "hi"}, {"role": "assistant", "content": "x"}]}, "Row 0, column `messages`, message 0: `role` is None"),
+        ({"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "x"}]}, "`content` is None"),
+        ({"prompt": "hi", "completion": [{"role": "assistant", "content": "x"}]}, "`prompt` is a string but `completion` is a list"),
+    ],
+)  # fmt: skip
+def test_sft_trainer_refuses_wrong_row_shapes(tiny_model_dirs, tmp_path, row, match):
+    rows = [{**row, "safety_label": 1}, {**row, "safety_label": 0}]
+    args = PreSafetySFTConfig(output_dir=str(tmp_path), max_steps=1, max_length=256, **CPU_TRAINING_KWARGS)
+    with pytest.raises((TypeError, ValueError), match=f"The train dataset: .*{match}"):
+        PreSafetySFTTrainer(model=tiny_model_dirs["qwen3"], args=args, train_dataset=Dataset.from_list(rows))
+
+
+def test_sft_trainer_reads_sharegpt_rows_like_chat_rows(tiny_model_dirs, tmp_path):
+    rows = load_tiny_sft_rows(4)
+    sharegpt = [
+        {"conversations": [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
+                           for m in [*r["prompt"], *r["completion"]]], "safety_label": r["safety_label"]}
+        for r in rows
+    ]  # fmt: skip
+    args = PreSafetySFTConfig(output_dir=str(tmp_path), max_steps=1, max_length=256, **CPU_TRAINING_KWARGS)
+    trainer = PreSafetySFTTrainer(model=tiny_model_dirs["qwen3"], args=args, train_dataset=Dataset.from_list(sharegpt))
+    messages = [{"messages": [*r["prompt"], *r["completion"]], "safety_label": r["safety_label"]} for r in rows]
+    reference = PreSafetySFTTrainer(
+        model=tiny_model_dirs["qwen3"], args=args, train_dataset=Dataset.from_list(messages)
+    )
+    for column in ("input_ids", "presafety_anchor_positions"):
+        assert trainer.train_dataset[column] == reference.train_dataset[column]
