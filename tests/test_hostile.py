@@ -416,3 +416,67 @@ def test_sft_trainer_reads_sharegpt_rows_like_chat_rows(tiny_model_dirs, tmp_pat
     )
     for column in ("input_ids", "presafety_anchor_positions"):
         assert trainer.train_dataset[column] == reference.train_dataset[column]
+
+
+# --- recipes ------------------------------------------------------------------------------------------------------
+
+SFT_RECIPE = Path(__file__).parents[1] / "recipes" / "tiny" / "sft" / "config_presafety.yaml"
+
+
+def _parse_sft(recipe: Path):
+    from trl_presafety.scripts import sft
+    from trl_presafety.scripts.arguments import parse_args_strict
+
+    return parse_args_strict(sft.make_parser(), ["--config", str(recipe), "--use_cpu", "true"])
+
+
+def test_recipe_with_a_duplicate_key_is_refused(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    text = SFT_RECIPE.read_text()
+    recipe.write_text(text + "presafety_loss_weight: 0.0\n")
+    line = len(text.splitlines()) + 1
+    first = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("presafety_loss_weight:"))
+    with pytest.raises(
+        ValueError, match=rf"{recipe}, line {line}: the key `presafety_loss_weight` is written twice.*line {first}"
+    ):
+        _parse_sft(recipe)
+    # Nested mappings too
+    recipe.write_text(text + "model_init_kwargs:\n  dtype: float32\n  dtype: bfloat16\n")
+    with pytest.raises(ValueError, match=rf"line {line + 2}: the key `dtype` is written twice"):
+        _parse_sft(recipe)
+
+
+@pytest.mark.parametrize(
+    "block, key, offset",
+    [
+        ("model_init_kwargs:\n  dtype: float32\n  atn_implementation: eager\n", "atn_implementation", 3),
+        ("gradient_checkpointing_kwargs:\n  use_reentrant: false\n  use_rentrant: true\n", "use_rentrant", 3),
+    ],
+)
+def test_recipe_with_unknown_nested_keys_is_refused(tmp_path, block, key, offset):
+    recipe = tmp_path / "recipe.yaml"
+    text = SFT_RECIPE.read_text()
+    recipe.write_text(text + block)
+    line = len(text.splitlines()) + offset
+    with pytest.raises(
+        ValueError, match=rf"{recipe}: unknown key\(s\) in `\w+`: `{key}` \(line {line}\), did you mean"
+    ):
+        _parse_sft(recipe)
+
+
+def test_recipe_with_known_nested_keys_parses(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        SFT_RECIPE.read_text() + "model_init_kwargs:\n  dtype: float32\n  use_cache: false\n"
+        "gradient_checkpointing_kwargs:\n  use_reentrant: false\n"
+    )
+    _parse_sft(recipe)
+
+
+def test_pipeline_file_with_a_duplicate_key_is_refused(tmp_path):
+    from trl_presafety.pipeline import PipelineError, load_pipeline
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("run_dir: a\nstages:\n  - name: x\n    command: eval\n    command: label\n")
+    with pytest.raises(PipelineError, match="line 5: the key `command` is written twice"):
+        load_pipeline(path)
