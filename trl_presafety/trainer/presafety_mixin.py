@@ -214,6 +214,32 @@ class PreSafetyTrainerMixin:
             config.anchor_token_id = ids[position] if position != MISSING_POSITION else None
         return config
 
+    def _presafety_check_rows(self, dataset: Any, name: str, preference: bool) -> Any:
+        """Checks every row's shape before TRL tokenizes (a string where messages are expected, a message without a
+        role or with `content: None`, a string prompt with message completions), naming the row and the accepted
+        shapes; ShareGPT rows (`from`/`value`, `conversations`) are converted as TRL converts them."""
+        from datasets import Dataset
+
+        from ..conversations import check_training_row, convert_sharegpt_example, is_sharegpt_example
+
+        if not isinstance(dataset, Dataset):  # a streamed dataset: converted lazily, checked by TRL as it goes
+            first = next(iter(dataset), None) if dataset is not None else None
+            if first is not None and is_sharegpt_example(first):
+                dataset = dataset.map(convert_sharegpt_example)
+            return dataset
+        if len(dataset) and is_sharegpt_example(dataset[0]):
+            columns = [c for c in ("conversations",) if c in dataset.column_names]
+            dataset = dataset.map(convert_sharegpt_example, remove_columns=columns, desc=f"Converting {name} dataset")
+        columns = [c for c in ("messages", "prompt", "completion", "chosen", "rejected") if c in dataset.column_names]
+        if columns:
+            values = {c: dataset[c] for c in columns}
+            for index in range(len(dataset)):
+                try:
+                    check_training_row({c: values[c][index] for c in columns}, index, preference)
+                except (TypeError, ValueError) as error:
+                    raise type(error)(f"The {name} dataset: {error}") from None
+        return dataset
+
     def _presafety_check_labels(self, dataset: Any, name: str, args: Any) -> None:
         """Fails early on a missing label column or a dataset without a single label (map-style datasets)."""
         column = args.presafety_label_column
