@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -294,7 +295,8 @@ def test_deepspeed_zero3_over_two_machines(tiny_model_dirs, single_process_runs,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-            )  # fmt: skip
+                start_new_session=True,  # a hung machine is killed with its ranks, not just its launcher
+            )
         )
     outputs = []
     try:
@@ -303,7 +305,7 @@ def test_deepspeed_zero3_over_two_machines(tiny_model_dirs, single_process_runs,
     finally:  # one machine failed or hung: the other would wait at the rendezvous until its own timeout
         for machine in machines:
             if machine.poll() is None:
-                machine.kill()
+                os.killpg(machine.pid, signal.SIGKILL)
                 machine.wait()
     for rank, (machine, (stdout, stderr)) in enumerate(zip(machines, outputs, strict=True)):
         assert machine.returncode == 0, f"machine {rank}:\n{stdout[-3000:]}\n{stderr[-6000:]}"
