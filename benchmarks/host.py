@@ -85,7 +85,7 @@ def _next_definition(cls: type, after: type, name: str) -> type:
 @contextlib.contextmanager
 def instrumented(trainer_cls: type, collator_cls: type) -> Iterator[_Clock]:
     """Times each PreSafety method and the TRL method it wraps, so that the difference is the plugin's own work."""
-    from trl_presafety.callbacks import PreSafetyCallback
+    from trl_presafety.trainer.callbacks import PreSafetyCallback
     from trl_presafety.trainer.presafety_mixin import AnchorCapture, PreSafetyTrainerMixin
 
     clock = _Clock()

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 import trl_presafety
-from trl_presafety.build_checks import (
+from trl_presafety.data import build_alttrain_dataset
+from trl_presafety.data.build_checks import (
     check_class_balance,
     class_balance_problems,
     ratio_preserving_counts,
     warn_if_inside_package,
 )
-from trl_presafety.data import build_alttrain_dataset
 from trl_presafety.scripts import build_alttrain, build_ipo_pairs
 from trl_presafety.tiny import TINY_DATA_DIR
 

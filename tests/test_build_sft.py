@@ -24,7 +24,7 @@ from trl_presafety.data.build_sft import (
 from trl_presafety.judges import CueStepJudge, RefusalCueJudge
 from trl_presafety.labeling import IncompleteLabelsError, check_label_folder
 from trl_presafety.scripts import build_sft as build_sft_script
-from trl_presafety.scripts.utils import parse_args_strict
+from trl_presafety.scripts.arguments import parse_args_strict
 from trl_presafety.tiny import build_tiny_tokenizer
 
 

@@ -14,7 +14,11 @@ import pytest
 import yaml
 
 from trl_presafety import cli
-from trl_presafety.scripts.utils import ACCELERATE_CONFIG_ALIASES, ACCELERATE_CONFIGS_DIR, resolve_accelerate_config
+from trl_presafety.scripts.arguments import (
+    ACCELERATE_CONFIG_ALIASES,
+    ACCELERATE_CONFIGS_DIR,
+    resolve_accelerate_config,
+)
 
 from .testing_utils import run_cli_in_fresh_process
 
@@ -251,7 +255,7 @@ def _abbreviation(parser) -> tuple[str, str]:
 def test_every_command_refuses_abbreviated_and_unknown_keys(command, tmp_path):
     import importlib
 
-    from trl_presafety.scripts.utils import parse_args_strict
+    from trl_presafety.scripts.arguments import parse_args_strict
 
     module = importlib.import_module(cli.COMMANDS[command])
     parser = module.make_parser()

@@ -275,7 +275,7 @@ def test_deepspeed_zero3_over_two_machines(tiny_model_dirs, single_process_runs,
     """The multi-node config (`--accelerate_config zero3_multinode`) as two machines of 2 processes on this host: one
     `accelerate launch` per machine rank, meeting at 127.0.0.1 (the static rendezvous a Slurm job uses), trains like
     one process with the same global batch (4 processes x 2 = 1 x 8)."""
-    from trl_presafety.scripts.utils import resolve_accelerate_config
+    from trl_presafety.scripts.arguments import resolve_accelerate_config
 
     output_dir, report_dir = tmp_path / "out", tmp_path / "reports"
     script_args = _script_args("sft", tiny_model_dirs["qwen3"], output_dir, PER_DEVICE_BATCH // 2)

@@ -186,7 +186,7 @@ def _needs_cpu_flag(parser) -> bool:
 @contextlib.contextmanager
 def stop_after_parsing():
     """Every `trl_presafety` script and every argparse parser raises `ParsedOnly` once its arguments parsed."""
-    import trl_presafety.scripts.utils as script_utils
+    import trl_presafety.scripts.arguments as script_utils
 
     strict = script_utils.parse_args_strict
 

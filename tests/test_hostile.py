@@ -4,6 +4,7 @@ over-long prompts. Each case used to give a wrong result without an error (or an
 closed with a message naming the cause and the fix."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,160 @@ def test_path_fingerprint_follows_the_content_not_the_path(trained, tiny_model_d
     AutoModelForCausalLM.from_pretrained(trained).save_pretrained(copy)
     AutoTokenizer.from_pretrained(trained).save_pretrained(copy)
     assert fingerprint_path(copy) != before
+
+
+# --- label folders bound to the content they were computed from ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def label_inputs(tmp_path_factory):
+    from trl_presafety.labeling import SafetyDecisionClassifier
+
+    from .test_classifier import build_tiny_classifier
+    from .test_generation import perturbed_tiny_model
+
+    root = tmp_path_factory.mktemp("label-inputs")
+    model, tokenizer = perturbed_tiny_model("qwen3")
+    model.save_pretrained(root / "lrm")
+    tokenizer.save_pretrained(root / "lrm")
+    classifier = SafetyDecisionClassifier.from_pretrained(build_tiny_classifier(root / "classifier", seed=1))
+    return root, classifier
+
+
+def _prompts(n: int) -> Dataset:
+    from trl_presafety.tiny import TINY_DATA_DIR
+
+    rows = [json.loads(line) for line in (TINY_DATA_DIR / "eval" / "train.jsonl").read_text().splitlines()[:n]]
+    return Dataset.from_list([{"id": i, **row} for i, row in enumerate(rows)])
+
+
+def _retrain_in_place(folder: Path) -> None:
+    """Another model written at the same path (as a rerun of a training stage does)."""
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(-1.0)
+    model.save_pretrained(folder)
+
+
+def test_labels_of_a_model_changed_at_the_same_path_are_not_reused(label_inputs, tmp_path):
+    import shutil
+
+    from trl_presafety.generation import GenerationArguments
+    from trl_presafety.labeling import label_dataset
+
+    root, classifier = label_inputs
+    model_dir = tmp_path / "lrm"
+    shutil.copytree(root / "lrm", model_dir)
+    generation = GenerationArguments(backend="transformers", max_new_tokens=4, generation_batch_size=4)
+    kwargs = {"generation": generation, "output_dir": tmp_path / "labels", "shard_size": 2, "show_progress": False}
+    label_dataset(_prompts(4), str(model_dir), None, classifier, **kwargs)
+    # The same model copied elsewhere is the same content: reused, nothing recomputed
+    shutil.copytree(model_dir, tmp_path / "copy")
+    label_dataset(_prompts(4), str(tmp_path / "copy"), None, classifier, **kwargs)
+    _retrain_in_place(model_dir)
+    with pytest.raises(ValueError, match=r"model_fingerprint.*content behind.*changed.*overwrite_output_dir"):
+        label_dataset(_prompts(4), str(model_dir), None, classifier, **kwargs)
+    state = json.loads((tmp_path / "labels" / "labeling_state.json").read_text())
+    assert state["model_fingerprint"] == fingerprint_path(tmp_path / "copy")
+    label_dataset(_prompts(4), str(model_dir), None, classifier, overwrite_output_dir=True, **kwargs)
+    state = json.loads((tmp_path / "labels" / "labeling_state.json").read_text())
+    assert state["model_fingerprint"] == fingerprint_path(model_dir) and state["complete"]
+
+
+@pytest.mark.parametrize("copied", ["some shards", "every shard"])
+def test_label_folder_copied_without_its_state_file_is_refused(label_inputs, tmp_path, copied):
+    import shutil
+
+    from trl_presafety.generation import GenerationArguments
+    from trl_presafety.labeling import IncompleteLabelsError, label_dataset, load_prompt_dataset
+    from trl_presafety.labeling.state import check_label_folder
+
+    root, classifier = label_inputs
+    generation = GenerationArguments(backend="transformers", max_new_tokens=4, generation_batch_size=4)
+    out = tmp_path / "labels"
+    label_dataset(_prompts(6), str(root / "lrm"), None, classifier, generation=generation, output_dir=out,
+                  shard_size=2, show_progress=False)  # fmt: skip
+    copy = tmp_path / "copy"
+    (copy / "data").mkdir(parents=True)
+    shards = sorted((out / "data").glob("*.parquet"))
+    for shard in shards[:1] if copied == "some shards" else shards:
+        shutil.copy(shard, copy / "data" / shard.name)
+    for path in (copy, copy / "data", copy / "data" / shards[0].name):
+        with pytest.raises(IncompleteLabelsError, match="labeling_state.json is missing"):
+            check_label_folder(path)
+    with pytest.raises(IncompleteLabelsError, match="copied or kept without its state file"):
+        load_prompt_dataset(str(copy))
+    check_label_folder(copy, allow_incomplete_labels=True)  # on purpose: read, with a warning
+
+
+def test_a_complete_hub_layout_dataset_of_other_columns_is_not_a_label_folder(tmp_path):
+    from trl_presafety.labeling.state import check_label_folder
+
+    (tmp_path / "data").mkdir()
+    for i in range(2):
+        Dataset.from_list([{"prompt": "hi", "harmful": 0}]).to_parquet(
+            tmp_path / "data" / f"train-0000{i}-of-00002.parquet"
+        )
+    assert check_label_folder(tmp_path) is None
+
+
+# --- the pipeline's state ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ('{"stages": {"model": {"complete": tr', "cannot be read"),
+        ("[]", "not a pipeline state.*found a list"),
+        ('{"stages": []}', "not a pipeline state.*found a list"),
+        ('{"stages": {"model": "done"}}', r"wrong shape for stage\(s\) \['model'\]"),
+    ],
+)
+def test_damaged_pipeline_state_is_reported_and_the_plan_says_why(tmp_path, content, match):
+    from trl_presafety.pipeline import PIPELINE_STATE, run_pipeline
+
+    from .test_pipeline import FakeRunner, write_pipeline
+
+    config = write_pipeline(tmp_path)
+    run_pipeline(config, runner=FakeRunner(), echo=lambda line: None)
+    (tmp_path / "run" / PIPELINE_STATE).write_text(content)
+    lines, runner = [], FakeRunner()
+    run_pipeline(config, runner=runner, echo=lines.append)
+    text = "\n".join(lines)
+    assert "Warning:" in text and "every selected stage runs again" in text
+    assert re.search(rf"model\s+run\s+no usable record: .*{match}", text)
+    assert runner.calls == ["model", "eval-a", "eval-b", "compare"]
+    # The rewritten state is whole again: the next run skips everything
+    runner = FakeRunner()
+    run_pipeline(config, runner=runner, echo=lambda line: None)
+    assert runner.calls == []
+
+
+def test_pipeline_reruns_a_stage_whose_input_changed_in_place(tmp_path):
+    from trl_presafety.pipeline import run_pipeline
+
+    from .test_pipeline import FakeRunner, write_pipeline
+
+    config = write_pipeline(tmp_path)
+    run_pipeline(config, runner=FakeRunner(), echo=lambda line: None)
+    # The model folder's weights replaced outside the pipeline (same path, other content)
+    (tmp_path / "run" / "model" / "model.safetensors").write_text("other weights")
+    lines, runner = [], FakeRunner()
+    run_pipeline(config, runner=runner, echo=lines.append)
+    assert runner.calls == ["eval-a", "eval-b", "compare"]
+    assert any("eval-a" in line and "its input changed since it finished" in line for line in lines)
+
+
+def test_a_sharded_stage_rerun_for_a_new_input_starts_over(tmp_path):
+    from trl_presafety.pipeline import Stage, _stage_to_run
+
+    label = Stage(name="label", command="label", args={"output_dir": "x"})
+    assert _stage_to_run(label, "--force").args["overwrite_output_dir"] is True
+    assert _stage_to_run(label, "its input is rerun by model").args["overwrite_output_dir"] is True
+    assert _stage_to_run(label, "its input changed since it finished (...)").args["overwrite_output_dir"] is True
+    # An interrupted run resumes its shards
+    assert "overwrite_output_dir" not in _stage_to_run(label, "its last run did not finish").args
+    listed = Stage(name="label", command="label", args=["--output_dir", "x"])
+    assert _stage_to_run(listed, "--force").args[-2:] == ["--overwrite_output_dir", "true"]
+    assert _stage_to_run(Stage(name="e", command="eval"), "--force").args == {}

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from datasets import Dataset, DatasetDict, load_dataset
+from transformers import AutoModelForCausalLM
 
 from trl_presafety import PreSafetySFTConfig, PreSafetySFTTrainer
 from trl_presafety.anchors import MISSING_LABEL, normalize_label
@@ -307,18 +308,23 @@ def test_changed_settings_are_not_mixed_in(lrm_dir, classifier, tmp_path):
     ]
 
 
-def test_resume_tells_local_models_apart_by_folder(lrm_dir, classifier, tmp_path, monkeypatch):
-    # The same relative path from another directory names another model: not a resume of the same run
+def test_resume_tells_local_models_apart_by_content(lrm_dir, classifier, tmp_path, monkeypatch):
+    # The same relative path from another directory: the same content resumes, other weights are refused
     for name in ("a", "b"):
         shutil.copytree(lrm_dir, tmp_path / name / "lrm")
     kwargs = {"generation": GENERATION, "output_dir": tmp_path / "out", "shard_size": 3}
     monkeypatch.chdir(tmp_path / "a")
     first = label_dataset(prompts_dataset(6), "lrm", None, classifier, **kwargs)
-    # The same folder by its absolute path resumes (nothing to recompute)
+    # The same folder by its absolute path, or an identical copy, resumes (nothing to recompute)
     again = label_dataset(prompts_dataset(6), str(tmp_path / "a" / "lrm"), None, classifier, **kwargs)
     assert again.to_list() == first.to_list()
     monkeypatch.chdir(tmp_path / "b")
-    with pytest.raises(ValueError, match="model: .*a/lrm' -> .*b/lrm'"):
+    assert label_dataset(prompts_dataset(6), "lrm", None, classifier, **kwargs).to_list() == first.to_list()
+    model = AutoModelForCausalLM.from_pretrained("lrm")
+    with torch.no_grad():
+        model.lm_head.weight.mul_(2.0)
+    model.save_pretrained("lrm")
+    with pytest.raises(ValueError, match="model_fingerprint: 'sha256:.*' -> 'sha256:"):
         label_dataset(prompts_dataset(6), "lrm", None, classifier, **kwargs)
 
 
@@ -497,7 +503,8 @@ def _run_mixture(path: str, *extra: str) -> None:
     from trl import DatasetMixtureConfig
     from trl.scripts.utils import DatasetConfig
 
-    from trl_presafety.scripts.utils import PreSafetyScriptArguments, load_training_datasets
+    from trl_presafety.scripts.arguments import PreSafetyScriptArguments
+    from trl_presafety.scripts.training import load_training_datasets
 
     # A `datasets:` mixture entry reading the shards by a glob of `data_files`
     mixture = DatasetMixtureConfig(datasets=[DatasetConfig(path="parquet", data_files=f"{path}/data/*.parquet")])
@@ -546,7 +553,8 @@ def test_python_loaders_refuse_an_interrupted_label_folder(interrupted_labels, c
 
 def test_allow_incomplete_labels_trains_on_the_finished_rows(interrupted_labels, caplog):
     from trl_presafety.scripts import dpo, grpo, sft
-    from trl_presafety.scripts.utils import load_training_datasets, parse_args_strict
+    from trl_presafety.scripts.arguments import parse_args_strict
+    from trl_presafety.scripts.training import load_training_datasets
 
     for module, recipe in ((sft, "sft/config_presafety.yaml"), (dpo, "dpo/config_presafety.yaml")) + (
         (grpo, "grpo/config_safety_rl.yaml"),

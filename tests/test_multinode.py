@@ -9,7 +9,7 @@ from accelerate.commands.launch import launch_command_parser
 from accelerate.utils import DistributedType
 
 from trl_presafety import cli
-from trl_presafety.scripts.utils import resolve_accelerate_config
+from trl_presafety.scripts.arguments import resolve_accelerate_config
 
 
 def test_multinode_config_parses_with_accelerates_own_loader():

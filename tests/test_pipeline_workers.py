@@ -136,3 +136,24 @@ def test_a_label_stage_runs_as_two_local_workers(tmp_path, tiny_model_dirs, monk
     assert state["stages"]["label"]["complete"] and label_folder_status(folder)["complete"]
     prompts = [json.loads(line)["prompt"] for line in EVAL_PROMPTS.read_text().splitlines()[:4]]
     assert load_labeled_dataset(folder)["prompt"] == prompts
+
+
+def test_a_worker_stage_starts_over_by_clearing_its_folder_once(tmp_path):
+    # Its input changed: one process clears the folder before the workers start (each worker with
+    # overwrite_output_dir would delete the shards the others wrote)
+    from trl_presafety.pipeline import _stage_to_run, clear_outputs
+    from trl_presafety.shards import CLAIMS_DIR
+
+    _, _, (stage,) = load_pipeline(write(tmp_path, [label_stage(workers=2)]))
+    running = _stage_to_run(stage, "its input changed since it finished")
+    assert running.start_over and "overwrite_output_dir" not in running.values()
+    folder = tmp_path / "run" / "labels"
+    _complete_later(folder, 0.0)
+    claims = folder / CLAIMS_DIR
+    claims.mkdir()
+    (claims / "train-00000.claim").write_text(json.dumps({"host": "elsewhere", "pid": 1}))  # fresh: looks live
+    with pytest.raises(PipelineError, match=r"must start over .* 1 worker\(s\) still compute shards"):
+        clear_outputs(running, echo=lambda line: None)
+    (claims / "train-00000.claim").unlink()
+    clear_outputs(running, echo=lambda line: None)
+    assert not (folder / "data").exists() and not (folder / "labeling_state.json").exists()

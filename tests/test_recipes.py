@@ -18,7 +18,7 @@ import yaml
 from trl_presafety import PreSafetyDPOConfig, PreSafetySFTConfig
 from trl_presafety.anchors import MISSING_POSITION, AnchorSpec, Boundary, conversation_prompt, locate_anchor
 from trl_presafety.harmfulness import DECISION_COLUMNS, HARMFUL_COLUMN
-from trl_presafety.scripts.utils import parse_args_strict
+from trl_presafety.scripts.arguments import parse_args_strict
 from trl_presafety.tiny import build_tiny_tokenizer
 
 
@@ -39,6 +39,9 @@ RECIPE_SCRIPTS = [
     ("*/build_sft*.yaml", "trl_presafety.scripts.build_sft"),
     ("*/label*.yaml", "trl_presafety.scripts.label"),
     ("*/train_classifier*.yaml", "trl_presafety.scripts.train_classifier"),
+    ("*/fit_gate*.yaml", "trl_presafety.scripts.fit_gate"),
+    ("*/calibrate_gate*.yaml", "trl_presafety.scripts.calibrate_gate"),
+    ("*/export_gate*.yaml", "trl_presafety.scripts.export_gate"),
     ("*/eval.yaml", "trl_presafety.scripts.evaluate"),
     ("*/eval_*.yaml", "trl_presafety.scripts.evaluate"),
     ("*/pipeline*.yaml", "trl_presafety.scripts.pipeline"),  # checked stage by stage (tests/test_pipeline.py too)

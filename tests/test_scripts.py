@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_presafety import SafetyHeadConfig, load_safety_head
 from trl_presafety.scripts import dpo, sft
-from trl_presafety.scripts.utils import parse_args_strict
+from trl_presafety.scripts.arguments import parse_args_strict
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

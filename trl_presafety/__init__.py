@@ -15,8 +15,8 @@ quiet_optional_kernel_warning()
 # Public names, by the submodule defining them; imported on first access (see `_lazy.py`), so that importing the
 # package (and `trl-presafety --help` / `--version`) costs no torch/transformers/trl import
 _EXPORTS = {
-    "callbacks": ["PreSafetyCallback"],
     "gate": ["SafetyGate"],
+    "gate_fitting": ["calibrate_safety_head", "fit_safety_head"],
     "modeling": [
         "SafetyHead",
         "SafetyHeadConfig",
@@ -27,10 +27,12 @@ _EXPORTS = {
         "presafety_loss",
         "save_safety_head",
     ],
+    "routing": ["RoutedGenerator", "RoutedOutput", "generate_routed"],
     "trainer": [
         "DataCollatorForPreSafetyLanguageModeling",
         "DataCollatorForPreSafetyPreference",
         "PreSafetyArguments",
+        "PreSafetyCallback",
         "PreSafetyDPOConfig",
         "PreSafetyDPOTrainer",
         "PreSafetySFTConfig",
@@ -47,11 +49,16 @@ __all__ = [
     "PreSafetyDPOTrainer",
     "PreSafetySFTConfig",
     "PreSafetySFTTrainer",
+    "RoutedGenerator",
+    "RoutedOutput",
     "SafetyGate",
     "SafetyHead",
     "SafetyHeadConfig",
     "attach_safety_head",
+    "calibrate_safety_head",
+    "fit_safety_head",
     "gather_anchor_states",
+    "generate_routed",
     "get_safety_head",
     "load_safety_head",
     "presafety_loss",
@@ -59,8 +66,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # static analyzers and IDEs see the real names
-    from .callbacks import PreSafetyCallback
     from .gate import SafetyGate
+    from .gate_fitting import calibrate_safety_head, fit_safety_head
     from .modeling import (
         SafetyHead,
         SafetyHeadConfig,
@@ -71,10 +78,12 @@ if TYPE_CHECKING:  # static analyzers and IDEs see the real names
         presafety_loss,
         save_safety_head,
     )
+    from .routing import RoutedGenerator, RoutedOutput, generate_routed
     from .trainer import (
         DataCollatorForPreSafetyLanguageModeling,
         DataCollatorForPreSafetyPreference,
         PreSafetyArguments,
+        PreSafetyCallback,
         PreSafetyDPOConfig,
         PreSafetyDPOTrainer,
         PreSafetySFTConfig,

@@ -45,6 +45,14 @@ COMMANDS_HELP = {
         "Run a model's stages in order (build-sft, label, sft, eval, eval-compare), skipping finished ones.",
     ),
     "build-alttrain": ("trl_presafety.scripts.build_alttrain", "Build AltTrain SFT data (safety assessment first)."),
+    "fit-gate": (
+        "trl_presafety.scripts.fit_gate",
+        "Fit a pre-CoT safety gate on a frozen model's anchor states (no training of the model).",
+    ),
+    "calibrate-gate": (
+        "trl_presafety.scripts.calibrate_gate",
+        "Choose a gate's threshold on labeled dev prompts (a target share of benign prompts routed).",
+    ),
 }
 COMMANDS = {name: module for name, (module, _) in COMMANDS_HELP.items()}
 # Training subcommands: their YAML recipes may carry `accelerate launch` options (`num_processes: 8`), as with `trl`
@@ -123,7 +131,7 @@ def reconcile_precision(config: str | None, launch_args: list[str], parsed: tupl
     word. The recipe is what the user wrote for this run, so its precision is passed to the launcher (and printed);
     a `--mixed_precision` given explicitly against the recipe is refused.
     """
-    from .scripts.utils import recipe_precision
+    from .scripts.training import recipe_precision
 
     training_args = next((output for output in parsed if hasattr(output, "bf16") and hasattr(output, "fp16")), None)
     if training_args is None:
@@ -156,7 +164,7 @@ def _accelerate_config_precision(config: str | None) -> str | None:
     import yaml
 
     if config is not None:
-        from .scripts.utils import resolve_accelerate_config
+        from .scripts.arguments import resolve_accelerate_config
 
         path = resolve_accelerate_config(config)
     else:
@@ -175,7 +183,7 @@ def _accelerate_config_precision(config: str | None) -> str | None:
 def _split_launch_args(
     command: str, module: Any, args: list[str]
 ) -> tuple[str | None, list[str], list[str], tuple[Any, ...]]:
-    from .scripts.utils import _describe_unknown, _unknown_keys, accelerate_launch_options, parser_fields
+    from .scripts.arguments import _describe_unknown, _unknown_keys, accelerate_launch_options, parser_fields
 
     config, args = _pop_accelerate_config(list(args))
     make_parser = getattr(module, "make_parser", None)
@@ -212,7 +220,7 @@ def launch(
     """
     from accelerate.commands.launch import launch_command, launch_command_parser
 
-    from .scripts.utils import resolve_accelerate_config
+    from .scripts.arguments import resolve_accelerate_config
 
     config_file = resolve_accelerate_config(config) if config is not None else None
     accelerate_args = ["--config_file", str(config_file)] if config_file is not None else []

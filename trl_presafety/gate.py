@@ -1,11 +1,15 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """A zero-generation pre-CoT gate: the trained head's refusal probability for a prompt, before any token is sampled."""
 
+import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .anchors import MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
@@ -17,6 +21,10 @@ from .modeling import (
     get_base_causal_lm,
     get_safety_head,
 )
+
+
+logger = logging.getLogger(__name__)
+DEFAULT_THRESHOLD = 0.5
 
 
 class SafetyGate:
@@ -31,7 +39,9 @@ class SafetyGate:
     Args:
         model (`PreTrainedModel` or `PeftModel`): A causal LM with a head (`load_safety_head` or a PreSafety trainer).
         tokenizer (`PreTrainedTokenizerBase`): Its tokenizer, with a chat template.
-        threshold (`float`, *optional*, defaults to `0.5`): Probability above which `should_refuse` says yes.
+        threshold (`float`, *optional*): P(refuse) at or above which `should_refuse` says yes (the prompt is routed).
+            Defaults to the head's calibrated threshold (`threshold` in its `safety_head_config.json`, written by
+            `trl-presafety calibrate-gate` or `fit-gate --calibration_dataset`), and to 0.5 when it has none.
         batch_size (`int`, *optional*, defaults to `16`): Prompts per forward.
 
     Example:
@@ -45,7 +55,11 @@ class SafetyGate:
     """
 
     def __init__(
-        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, threshold: float = 0.5, batch_size: int = 16
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        threshold: float | None = None,
+        batch_size: int = 16,
     ):
         head = get_safety_head(model)
         if head is None:
@@ -56,9 +70,19 @@ class SafetyGate:
             raise ValueError("The tokenizer has no chat template; SafetyGate builds prompts with it.")
         self.model = model
         self.tokenizer = tokenizer
-        self.threshold = threshold
         self.batch_size = batch_size
         self.config: SafetyHeadConfig = head.config
+        if threshold is None:
+            threshold = self.config.threshold
+            if threshold is None:
+                threshold = DEFAULT_THRESHOLD
+                logger.info(
+                    f"The safety head has no calibrated threshold: routing at P(refuse) >= {DEFAULT_THRESHOLD}. "
+                    "Calibrate one on labeled prompts with `trl-presafety calibrate-gate`."
+                )
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"Invalid `threshold`: {threshold!r}. Use a probability in [0, 1], or None (calibrated).")
+        self.threshold = float(threshold)
         check_head_fits(self.config, model, "the model")
         check_usable_head(head, "the model")
         self._spec = AnchorSpec.from_tokenizer(tokenizer, self.config.anchor, self.config.think_token)
@@ -70,6 +94,56 @@ class SafetyGate:
                 "the tokenizer (and chat template) saved with the trained model."
             )
         self._capture = AnchorCapture(model, self.config.layer, self.config.pooling)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        threshold: float | None = None,
+        batch_size: int = 16,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        base_model: str | None = None,
+        allow_other_weights: bool = False,
+        **model_kwargs,
+    ) -> "SafetyGate":
+        """The gate saved in `path`: a training run's output (model weights and head side by side) or a head fitted on
+        a frozen model (`trl-presafety fit-gate`: the head only, with the base model named in its config).
+
+        The model's weights must have the fingerprint recorded with the head (`backbone_fingerprint`): a head read on
+        other weights (a fine-tune of the same shapes) would give a confident, meaningless probability.
+
+        Args:
+            path (`str` or `os.PathLike`): Folder with `safety_head.safetensors` and `safety_head_config.json`.
+            threshold (`float`, *optional*): Overrides the head's calibrated threshold.
+            batch_size (`int`, *optional*, defaults to `16`): Prompts per forward.
+            tokenizer (`PreTrainedTokenizerBase`, *optional*): Defaults to the one in `path`, else the base model's.
+            base_model (`str`, *optional*): Where the base model of a fitted head is now, when it moved since fitting
+                (its weights must still be those the head was fitted on).
+            allow_other_weights (`bool`, *optional*, defaults to `False`): Load the head onto other weights than it
+                read when it was fitted or trained (see `load_safety_head`), with a warning.
+            model_kwargs: Passed to `AutoModelForCausalLM.from_pretrained` (e.g. `dtype=torch.bfloat16`).
+        """
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from .modeling import load_safety_head
+
+        folder = Path(path)
+        config = SafetyHeadConfig.load(folder)
+        has_weights = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+        model_path = str(folder) if has_weights else (base_model or config.base_model)
+        if model_path is None:
+            raise ValueError(
+                f"{folder} holds a safety head but no model weights, and its {folder / 'safety_head_config.json'} "
+                "names no `base_model`. Pass the output folder of the training run, or refit the head with "
+                "`trl-presafety fit-gate`, which records the base model."
+            )
+        model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
+        if tokenizer is None:
+            has_tokenizer = (folder / "tokenizer_config.json").is_file()
+            tokenizer = AutoTokenizer.from_pretrained(str(folder) if has_tokenizer else model_path)
+        # Refused on other weights than the head read when it was fitted or trained (its `backbone_fingerprint`)
+        load_safety_head(model, folder, allow_other_weights=allow_other_weights)
+        return cls(model, tokenizer, threshold=threshold, batch_size=batch_size)
 
     def _encode(
         self, prompt: str | Sequence[dict[str, str]], chat_template_kwargs: dict[str, Any]
@@ -92,20 +166,28 @@ class SafetyGate:
         return ids, position
 
     @torch.no_grad()
-    def predict_proba(
-        self, prompts: Sequence[str | Sequence[dict[str, str]]], chat_template_kwargs: dict[str, Any] | None = None
-    ) -> list[float]:
-        """P(refuse) for each prompt (a string, or a list of chat messages ending with the user turn)."""
+    def _run(
+        self,
+        prompts: Sequence[str | Sequence[dict[str, str]]],
+        chat_template_kwargs: dict[str, Any] | None,
+        states: bool = False,
+        progress: bool = False,
+    ) -> list[torch.Tensor]:
+        """One backbone forward per batch of prompts; per prompt, the head's logit or (`states=True`) the state the
+        head reads, in the input order. Prompts are batched by length, so that a batch pads little."""
         encoded = [self._encode(p, chat_template_kwargs or {}) for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
         base = get_base_causal_lm(self.model)
         device = base.get_input_embeddings().weight.device
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         was_training = self.model.training
         self.model.eval()
-        probs: list[float] = []
+        outputs: list[torch.Tensor | None] = [None] * len(encoded)
+        starts = range(0, len(order), self.batch_size)
         try:
-            for start in range(0, len(encoded), self.batch_size):
-                chunk = encoded[start : start + self.batch_size]
+            for start in tqdm(starts, desc="Anchor states", unit="batch", disable=not progress):
+                rows = order[start : start + self.batch_size]
+                chunk = [encoded[i] for i in rows]
                 width = max(len(ids) for ids, _ in chunk)
                 # Left padding: every anchor keeps its distance to the end, the position ids skip the padding
                 input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
@@ -118,7 +200,7 @@ class SafetyGate:
                     index.append((row, offset + position))
                     span_start.append(offset)
                 position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-                self._capture.arm(torch.tensor(index), torch.tensor(span_start))
+                self._capture.arm(torch.tensor(index), torch.tensor(span_start), states=states)
                 try:
                     base.get_decoder()(
                         input_ids=input_ids.to(device),
@@ -127,20 +209,45 @@ class SafetyGate:
                         use_cache=False,
                     )
                 finally:
-                    logits = self._capture.disarm()
-                if not torch.isfinite(logits).all():
-                    bad = [start + i for i, v in enumerate(torch.isfinite(logits).tolist()) if not v]
+                    result = self._capture.disarm()
+                finite = torch.isfinite(result.float()).reshape(len(rows), -1).all(-1).tolist()
+                if not all(finite):
+                    bad = sorted(i for i, ok in zip(rows, finite) if not ok)
+                    what = "anchor states" if states else "logits"
                     raise ValueError(
-                        f"The safety head gave non-finite logits for prompts {bad}: the model or head produces NaN or "
+                        f"The safety head gave non-finite {what} for prompts {bad}: the model or head produces NaN or "
                         "inf (overflow in this dtype, or corrupted weights). No decision is returned."
                     )
-                probs.extend(torch.sigmoid(logits.float()).tolist())
+                for i, value in zip(rows, result.cpu()):
+                    outputs[i] = value
         finally:
             self.model.train(was_training)
-        return probs
+        return outputs
+
+    def predict_proba(
+        self, prompts: Sequence[str | Sequence[dict[str, str]]], chat_template_kwargs: dict[str, Any] | None = None
+    ) -> list[float]:
+        """P(refuse) for each prompt (a string, or a list of chat messages ending with the user turn)."""
+        logits = self._run(prompts, chat_template_kwargs)
+        return torch.sigmoid(torch.stack(logits).float()).tolist() if logits else []
+
+    def anchor_states(
+        self,
+        prompts: Sequence[str | Sequence[dict[str, str]]],
+        chat_template_kwargs: dict[str, Any] | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """The hidden states the head reads (`(n, hidden)`, in the model's dtype, on CPU), for fitting a head on them
+        (see [`fit_safety_head`]): same template, anchor, layer and pooling as `predict_proba`."""
+        states = self._run(prompts, chat_template_kwargs, states=True, progress=progress)
+        if not states:
+            return torch.zeros((0, self.config.hidden_size))
+        return torch.stack(states)
 
     def should_refuse(self, prompts: Sequence[str | Sequence[dict[str, str]]], **kwargs) -> list[bool]:
-        return [p > self.threshold for p in self.predict_proba(prompts, **kwargs)]
+        """Whether each prompt is routed: P(refuse) at or above `threshold` (fail closed: a non-finite output
+        raises)."""
+        return [p >= self.threshold for p in self.predict_proba(prompts, **kwargs)]
 
     def __call__(self, prompt: str | Sequence[dict[str, str]], **kwargs) -> float:
         return self.predict_proba([prompt], **kwargs)[0]

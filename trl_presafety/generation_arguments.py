@@ -14,6 +14,12 @@ from .validation import check_choice, check_range
 BACKENDS = ("auto", "transformers", "vllm")
 # Weights dtypes a model can be loaded in (`from_pretrained(dtype=...)`)
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+# Routed generation (`routing.py`): what answers a prompt whose pre-CoT P(refuse) reaches the threshold. Here, with no
+# torch import, so that configs (`EvalConfig`) can name them
+ROUTE_POLICIES = ("no_think", "primer", "refuse")
+# SAFEPATH (https://huggingface.co/papers/2505.14667) prefills this sentence at the start of the reasoning
+DEFAULT_ROUTE_PRIMER = "Let's think about safety first."
+DEFAULT_ROUTE_REFUSAL = "I'm sorry, but I can't help with that request."
 
 
 @dataclass

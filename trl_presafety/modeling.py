@@ -10,6 +10,7 @@ Reasoning Models by Promoting Safety Decision-Making before Chain-of-Thought Gen
 import hashlib
 import json
 import logging
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -65,6 +66,17 @@ class SafetyHeadConfig:
         checksum (`str`, *optional*): [`config_checksum`] of every other field, recomputed by [`SafetyHeadConfig.save`]
             (the one place a head config is written). A config edited after saving (`layer`, `pooling`, `anchor`,
             `threshold`...) changes what the head outputs and is refused on load.
+        detached (`bool`, *optional*, defaults to `False`): The head was trained on detached anchor states
+            (`presafety_detach_head`, or fitted on a frozen model by `fit_safety_head`): it is a guard read at
+            inference, and no gradient of it reached the model's weights.
+        base_model (`str`, *optional*): The model whose states the head reads, when its weights are not in the head's
+            folder (a head fitted on a frozen model by `trl-presafety fit-gate`): a local folder or a hub id.
+        threshold (`float`, *optional*): Calibrated P(refuse) at or above which a prompt is routed (see
+            `calibrate_safety_head`); [`SafetyGate`] uses it by default, and 0.5 when it is `None`.
+        calibration (`dict`, *optional*): How `threshold` was chosen: the target share of comply-labeled prompts
+            routed, the calibration set's n per class, the achieved rates and the set's fingerprint.
+        fit (`dict`, *optional*): How a head fitted on a frozen model was fitted (data, n per class, L2, training
+            figures).
     """
 
     hidden_size: int
@@ -82,6 +94,11 @@ class SafetyHeadConfig:
     loss_weight: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     backbone_fingerprint: str | None = None
+    detached: bool = False
+    base_model: str | None = None
+    threshold: float | None = None
+    calibration: dict[str, Any] | None = None
+    fit: dict[str, Any] | None = None
     checksum: str | None = None
 
     def __post_init__(self):
@@ -94,6 +111,13 @@ class SafetyHeadConfig:
         if self.template_family is not None and self.template_family not in TEMPLATE_FAMILIES:
             raise ValueError(
                 f"Unknown template family {self.template_family!r}. Choose one of {list(TEMPLATE_FAMILIES)}."
+            )
+        if self.threshold is not None and not (
+            isinstance(self.threshold, (int, float)) and math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0
+        ):
+            raise ValueError(
+                f"Invalid safety head `threshold`: {self.threshold!r}. Use a probability in [0, 1] (calibrate it with "
+                "`trl-presafety calibrate-gate`), or None for 0.5."
             )
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -146,10 +170,17 @@ class SafetyHeadConfig:
             "template_family": (str, type(None)),
             "extra": dict,
             "backbone_fingerprint": (str, type(None)),
+            "detached": bool,
+            "base_model": (str, type(None)),
+            "threshold": (int, float, type(None)),
+            "calibration": (dict, type(None)),
+            "fit": (dict, type(None)),
             "checksum": (str, type(None)),
         }
         for name, types in expected.items():
-            if name in values and (isinstance(values[name], bool) or not isinstance(values[name], types)):
+            if name in values and (
+                (isinstance(values[name], bool) and types is not bool) or not isinstance(values[name], types)
+            ):
                 raise ValueError(
                     f"{path}: `{name}` is {values[name]!r} ({type(values[name]).__name__}), which is not a valid "
                     "value; the file was edited or corrupted. Copy it again from the training output folder."
@@ -332,6 +363,7 @@ def head_config_from_args(args: Any, model: nn.Module | int) -> SafetyHeadConfig
         think_token=args.presafety_think_token,
         model_type=model_type,
         loss_weight=float(args.presafety_loss_weight),
+        detached=bool(getattr(args, "presafety_detach_head", False)),
     )
 
 
@@ -630,10 +662,12 @@ class AnchorCapture:
     keeps a reference to its output; the head still runs in the backbone hook, outside any gradient-checkpointed region.
     """
 
-    def __init__(self, model: nn.Module, layer: int | None, pooling: str):
+    def __init__(self, model: nn.Module, layer: int | None, pooling: str, detach: bool = False):
         self.base = get_base_causal_lm(model)
         self.layer = layer
         self.pooling = pooling
+        # `presafety_detach_head`: the head reads detached states, so its loss sends no gradient into the model
+        self.detach = detach
         backbone = self.base.get_decoder()
         self.handles = [backbone.register_forward_hook(self._backbone_hook)]
         if layer is not None:
@@ -653,12 +687,15 @@ class AnchorCapture:
         self._index: torch.Tensor | None = None
         self._span_start: torch.Tensor | None = None
         self._layer_output: torch.Tensor | None = None
+        self._states = False
         self.logits: torch.Tensor | None = None
         self.forward_calls = 0  # backbone forwards seen, armed or not (for tests and benchmarks)
 
-    def arm(self, index: torch.Tensor, span_start: torch.Tensor | None) -> None:
+    def arm(self, index: torch.Tensor, span_start: torch.Tensor | None, states: bool = False) -> None:
+        """Reads the next backbone forward at `index`; with `states=True` it keeps the anchor states themselves (what
+        the head would read) instead of the head's logits, for fitting a head on a frozen model."""
         self._armed, self._index, self._span_start, self.logits = True, index, span_start, None
-        self._layer_output = None
+        self._layer_output, self._states = None, states
 
     def disarm(self) -> torch.Tensor | None:
         logits, self.logits = self.logits, None
@@ -687,7 +724,11 @@ class AnchorCapture:
         head = getattr(self.base, SAFETY_HEAD_ATTR)
         index = self._index.to(hidden.device)
         span_start = None if self._span_start is None else self._span_start.to(hidden.device)
-        self.logits = head(gather_anchor_states(hidden, index, self.pooling, span_start))
+        anchor_states = gather_anchor_states(hidden, index, self.pooling, span_start)
+        if self._states:
+            self.logits = anchor_states.detach()
+            return
+        self.logits = head(anchor_states.detach() if self.detach else anchor_states)
         if self.logits.requires_grad and hasattr(output, "last_hidden_state"):
             output.last_hidden_state = _TieToOutput.apply(output.last_hidden_state, self.logits)
             return output

@@ -41,6 +41,7 @@ after a crash or a preemption, rerun the same command: finished stages are skipp
 resume from their last finished shard.
 """
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -161,6 +162,8 @@ class Stage:
     launch: Mapping[str, Any] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
     workers: Workers | None = None
+    # Set by the run for a worker stage whose output must be recomputed from scratch (its input changed)
+    start_over: bool = False
 
     @property
     def label(self) -> str:
@@ -505,13 +508,53 @@ def output_complete(stage: Stage) -> bool:
 
 
 def _read_state(run_dir: Path) -> dict[str, Any]:
+    """The recorded state; a damaged file (truncated, not the expected shape) gives an empty state whose `damaged`
+    says why, so that the plan reruns every stage and says so, rather than crash or rerun in silence."""
     path = run_dir / PIPELINE_STATE
     if not path.is_file():
         return {"stages": {}}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"stages": {}}
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return {"stages": {}, "damaged": f"{path} cannot be read ({type(error).__name__}: {error})"}
+    if not isinstance(state, dict) or not isinstance(state.get("stages", {}), dict):
+        found = type(state.get("stages") if isinstance(state, dict) else state).__name__
+        return {
+            "stages": {},
+            "damaged": f"{path} is not a pipeline state (expected {{'stages': {{...}}}}, found a {found})",
+        }
+    bad = [name for name, record in state.get("stages", {}).items() if not isinstance(record, dict)]
+    if bad:
+        return {"stages": {}, "damaged": f"{path} has records of the wrong shape for stage(s) {bad}"}
+    state.setdefault("stages", {})
+    return state
+
+
+def input_fingerprints(stage: Stage) -> dict[str, str]:
+    """The content fingerprint of each local input of a stage (model, data, classifier...), by path: a stage whose
+    inputs changed since it finished (a model retrained in place, a data file edited) is rerun, not skipped."""
+    from .fingerprints import fingerprint_path
+
+    return {item.path: fingerprint_path(item.path) for item in stage_inputs(stage) if Path(item.path).exists()}
+
+
+# Reasons for which a sharded stage (`label`, `build-sft`) starts over instead of resuming its folder: its input or the
+# user asks for new results. Resuming would keep (or mix in) the shards computed from the old input.
+_START_OVER = ("--force", "its input is rerun", "its input changed", "a stage it reads from")
+
+
+def _stage_to_run(stage: Stage, reason: str) -> Stage:
+    if stage.command not in ("label", "build-sft") or not reason.startswith(_START_OVER):
+        return stage
+    if stage.workers is not None:
+        # Each worker with `overwrite_output_dir` would delete the others' shards: the folder is cleared once, before
+        # the workers start (`run_workers`)
+        return dataclasses.replace(stage, start_over=True)
+    if isinstance(stage.args, Mapping):
+        args: Any = {**stage.args, "overwrite_output_dir": True}
+    else:
+        args = [*stage.args, "--overwrite_output_dir", "true"]
+    return dataclasses.replace(stage, args=args)
 
 
 def _write_state(run_dir: Path, state: Mapping[str, Any]) -> None:
@@ -542,7 +585,8 @@ def validate_stage_arguments(stage: Stage) -> None:
             argv += ["--use_cpu", "true"]
     environ = dict(os.environ)
     try:
-        from .scripts.utils import check_trackers, parse_args_strict
+        from .scripts.arguments import parse_args_strict
+        from .scripts.training import check_trackers
 
         parsed = parse_args_strict(parser, argv)
         # A tracker that is not installed would stop a training stage after hours of generation and labeling
@@ -586,11 +630,16 @@ def plan(
         elif upstream & reran:
             reason = f"its input is rerun by {', '.join(sorted(upstream & reran))}"
         elif not record.get("complete"):
-            reason = "not finished yet" if not record else "its last run did not finish"
+            if state.get("damaged"):
+                reason = f"no usable record: {state['damaged']}"
+            else:
+                reason = "not finished yet" if not record else "its last run did not finish"
         elif record.get("fingerprint") != stage.fingerprint():
             reason = "its arguments changed since it finished"
         elif any(record.get("upstream", {}).get(p) != records.get(p, {}).get("finished_at") for p in upstream):
             reason = "a stage it reads from finished again since"
+        elif changed := _changed_inputs(record, stage):
+            reason = f"its input changed since it finished (content fingerprint of {', '.join(changed)})"
         elif not output_complete(stage):
             reason = "its output is missing or incomplete"
         else:
@@ -599,6 +648,14 @@ def plan(
         reran.add(stage.name)
         plans.append(StagePlan(stage, "run", reason))
     return plans
+
+
+def _changed_inputs(record: Mapping[str, Any], stage: Stage) -> list[str]:
+    recorded = record.get("inputs")
+    if not isinstance(recorded, Mapping):  # recorded by an older version: nothing to compare
+        return []
+    current = input_fingerprints(stage)
+    return sorted(path for path in set(recorded) | set(current) if recorded.get(path) != current.get(path))
 
 
 def run_pipeline(
@@ -629,6 +686,8 @@ def run_pipeline(
     plans = plan(stages, state, paths, only, force)
     width = max(len(name) for name in names)
     echo(f"Pipeline {config} (paths: {', '.join(paths)}; state: {run_dir / PIPELINE_STATE}):")
+    if state.get("damaged"):
+        echo(f"  Warning: {state['damaged']}; no stage counts as finished, every selected stage runs again.")
     for item in plans:
         echo(f"  {item.stage.name:<{width}}  {item.action:<12}  {item.reason}")
     if dry_run:
@@ -643,14 +702,21 @@ def run_pipeline(
             continue
         for needed in stage_inputs(stage):
             check_input(stage, needed, stages, index)
-        echo(f"\n=== Stage {stage.name}: {stage.shell()}")
-        if stage.workers is not None:
-            echo(worker_plan(stage))
-        record = {"complete": False, "fingerprint": stage.fingerprint(), "command": stage.shell()}
+        running = _stage_to_run(stage, item.reason)
+        echo(f"\n=== Stage {stage.name}: {running.shell()}")
+        if running.workers is not None:
+            echo(worker_plan(running))
+        record = {
+            "complete": False,
+            "fingerprint": stage.fingerprint(),
+            "command": running.shell(),
+            "inputs": input_fingerprints(stage),
+        }
         state["stages"][stage.name] = record
+        state.pop("damaged", None)
         _write_state(run_dir, state)
         start = time.monotonic()
-        code = runner(stage)
+        code = runner(running)
         record["seconds"] = round(time.monotonic() - start, 1)
         if code != 0:
             _write_state(run_dir, state)
@@ -705,6 +771,27 @@ def _progress(stage: Stage) -> str:
     return f"{status['shards_done']} of {status['num_shards']} shards done"
 
 
+def clear_outputs(stage: Stage, echo: Callable[[str], None] = print) -> None:
+    """Deletes a sharded stage's shards, state and claims once, before its workers start over; refuses while a live
+    worker holds a claim there (it would go on writing shards of the old input)."""
+    import shutil
+
+    from .shards import CLAIMS_DIR, live_claims
+
+    for output in stage_outputs(stage):
+        folder = Path(output)
+        others = live_claims(folder)
+        if others:
+            raise PipelineError(
+                f"Stage {stage.label} must start over (its input changed), but {len(others)} worker(s) still compute "
+                f"shards in {folder} ({[c['claim'] for c in others]}). Stop them, then rerun the pipeline."
+            )
+        shutil.rmtree(folder / SHARDS_DIR, ignore_errors=True)
+        shutil.rmtree(folder / CLAIMS_DIR, ignore_errors=True)
+        (folder / STATE_FILE).unlink(missing_ok=True)
+        echo(f"Stage {stage.name}: cleared {folder} (its input changed); the workers start over.")
+
+
 def run_workers(stage: Stage, echo: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> int:
     """Runs a generation stage as its workers and returns once its output folder is complete (0), or a worker's
     non-zero exit code.
@@ -715,6 +802,8 @@ def run_workers(stage: Stage, echo: Callable[[str], None] = print, sleep: Callab
     `poll_seconds`; the pipeline can be stopped and rerun meanwhile, the workers do not depend on it."""
     workers = stage.workers
     assert workers is not None
+    if stage.start_over:
+        clear_outputs(stage, echo)
     if workers.launch == "external":
         last = None
         while not output_complete(stage):

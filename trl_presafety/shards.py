@@ -316,10 +316,17 @@ def prepare_output_dir(
         changed = [k for k in resume_keys if previous.get(k) != state.get(k)]
         if changed:
             details = "; ".join(f"{k}: {previous.get(k)!r} -> {state.get(k)!r}" for k in changed)
+            # Fingerprints are of content: the same path holding other weights or data (a model retrained in place)
+            moved = [k for k in changed if k.endswith(("_fingerprint", "_fingerprints", "_sha256"))]
+            cause = (
+                f" The content behind {moved} changed since (e.g. a model retrained at the same path)."
+                if moved
+                else ""
+            )
             raise ValueError(
-                f"{output_dir} holds {what} computed with other data or settings ({details}). Resuming would mix "
-                "them. Use a new `output_dir`, restore the original settings, or pass `overwrite_output_dir=True` "
-                "to start over."
+                f"{output_dir} holds {what} computed with other data or settings ({details}).{cause} Resuming or "
+                "reusing them would mix them. Use a new `output_dir`, restore the original inputs and settings, or "
+                "pass `overwrite_output_dir=True` (`--overwrite_output_dir` on the command line) to start over."
             )
     elif has_shards:
         raise ValueError(

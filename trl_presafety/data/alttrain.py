@@ -25,11 +25,11 @@ from typing import Any
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from ..build_checks import check_class_balance, ratio_preserving_counts
 from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name, parse_harmful
 from ..judges import STEP_SPLITS, AnswerJudge, RefusalCueJudge, split_steps
 from ..reasoning import THINK_CLOSE, THINK_OPEN, split_reasoning
 from ..validation import check_choice, check_range, fail
+from .build_checks import check_class_balance, ratio_preserving_counts
 
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,17 @@ and each later run's change from the first with the interval of the change and a
 from collections.abc import Sequence
 from typing import Any
 
-from .formatting import HEADLINE, MODE_LABELS, fmt, fmt_interval, small_sample_warning, small_samples, unique_names
+from .formatting import (
+    HEADLINE,
+    MODE_LABELS,
+    ROUTING_KEYS,
+    fmt,
+    fmt_interval,
+    is_routed,
+    small_sample_warning,
+    small_samples,
+    unique_names,
+)
 from .metrics import COMMON_OUTCOMES, RATE_OUTCOMES, SUMMARY_SOURCES
 from .stats import (
     ALPHA,
@@ -118,12 +128,26 @@ def compare_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     exact McNemar on the same prompts, Fisher's exact test on different ones, a bootstrap for the probe's AUROC."""
     names = unique_names(reports)
     modes = [m for m in ("on", "off") if any(m in r["summary"]["modes"] for r in reports)]
-    rows = [_rate_row(reports, mode, key, label, better) for mode in modes for key, label, better in HEADLINE]
+    # The routed shares are shown when a run routes (`route`); thinking off is never routed
+    routed = any(is_routed(r) for r in reports)
+    rows = [
+        _rate_row(reports, mode, key, label, better)
+        for mode in modes
+        for key, label, better in HEADLINE
+        if key not in ROUTING_KEYS or (routed and mode == "on")
+    ]
     rows.append(_probe_row(reports))
     warnings = []
     small = [item for report in reports for item in small_samples(report)]
     if small:
         warnings.append(small_sample_warning(small))
+    for name, report in zip(names, reports):
+        degenerate = report["summary"].get("output_warnings") or []
+        if degenerate:
+            warnings.append(
+                f"⚠ Figures of `{name}` rest on degenerate outputs (neither refusal nor compliance, left out of its "
+                "rates) or on answers cut at the token cap: " + " ".join(degenerate)
+            )
     for name, report in zip(names, reports):
         probe = report.get("probe") or {}
         if probe.get("status") == "untrained":
@@ -135,6 +159,14 @@ def compare_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 f"The training weight of `{name}`'s head is not recorded: its AUROC is only meaningful if the head was "
                 "trained (presafety_loss_weight > 0)."
             )
+    policies = [
+        f"{n}: {r['routing']['policy']} at P(refuse) ≥ {r['routing']['threshold']:.4g}"
+        if is_routed(r)
+        else f"{n}: none"
+        for n, r in zip(names, reports)
+    ]
+    if routed:
+        warnings.append("Routed generation (thinking on): " + "; ".join(policies) + ".")
     datasets = [sorted(r.get("datasets") or []) for r in reports]
     if any(d != datasets[0] for d in datasets):
         warnings.append(

@@ -5,7 +5,10 @@ from typing import Any
 
 from ..generation_arguments import (
     BACKENDS,
+    DEFAULT_ROUTE_PRIMER,
+    DEFAULT_ROUTE_REFUSAL,
     DTYPES,
+    ROUTE_POLICIES,
     GenerationArguments,
     check_generation_fields,
     generation_field,
@@ -197,6 +200,25 @@ class EvalConfig:
     judge_backend (`str`, *optional*, defaults to `"auto"`):
         Generation backend of the guard model.
 
+    > Parameters that control routed generation (the pre-CoT decision chooses how the model answers)
+
+    route (`str`, *optional*):
+        Route thinking-on generation by the safety head's pre-CoT P(refuse): at or above the threshold (or when the
+        head's output is not finite) the answer comes from `"no_think"` (the thinking-off path), `"primer"` (the
+        reasoning starts with `route_primer`) or `"refuse"` (`route_refusal`, nothing generated); below it the model
+        reasons as usual. The gate reads the state of the generation's own prefill (transformers backend); with vLLM
+        it is a separate backbone forward. Thinking-off generation is not routed. Unset: no routing.
+    route_gate (`str`, *optional*):
+        Folder of the head that routes (`safety_head_config.json` + `safety_head.safetensors`, for this model).
+        Defaults to the evaluated model's own head (`safety_head_path`, the adapter or the model folder).
+    route_threshold (`float`, *optional*):
+        P(refuse) at or above which a prompt is routed. Defaults to the head's calibrated threshold (`threshold` in
+        its `safety_head_config.json`), else 0.5; the report says which.
+    route_primer (`str`, *optional*, defaults to `"Let's think about safety first."`):
+        The sentence `route="primer"` prefills at the start of the reasoning (SAFEPATH's by default).
+    route_refusal (`str`, *optional*, defaults to `"I'm sorry, but I can't help with that request."`):
+        The answer of `route="refuse"`.
+
     > Parameters that control the probe and the output
 
     probe (`bool`, *optional*, defaults to `True`):
@@ -301,6 +323,26 @@ class EvalConfig:
     judge_backend: str = field(
         default="auto", metadata={"help": "Generation backend of the guard model.", "choices": list(BACKENDS)}
     )
+    route: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Route thinking-on generation by the head's pre-CoT P(refuse): the policy answering routed "
+            f"prompts, one of {', '.join(ROUTE_POLICIES)}. Unset (or `none`): no routing."
+        },
+    )
+    route_gate: str | None = field(
+        default=None, metadata={"help": "Folder of the routing head. Default: the evaluated model's own head."}
+    )
+    route_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "P(refuse) at or above which a prompt is routed. Default: the head's calibrated one, else 0.5."
+        },
+    )
+    route_primer: str = field(
+        default=DEFAULT_ROUTE_PRIMER, metadata={"help": "Sentence prefilled at the start of the reasoning (primer)."}
+    )
+    route_refusal: str = field(default=DEFAULT_ROUTE_REFUSAL, metadata={"help": "The answer of route=refuse."})
     probe: bool = field(default=True, metadata={"help": "Compute the pre-CoT probe when the model has a head."})
     probe_threshold: float = field(default=0.5, metadata={"help": "Head P(refuse) threshold, in (0, 1)."})
     output_dir: str = field(default="eval_results", metadata={"help": "Where the report and the cache go."})
@@ -310,7 +352,15 @@ class EvalConfig:
 
     def __post_init__(self):
         # `--adapter_path none` (or an empty value) on the command line clears a path the recipe sets
-        for name in ("adapter_path", "safety_head_path", "chat_template_path", "judge_model_name_or_path", "run_name"):
+        for name in (
+            "adapter_path",
+            "safety_head_path",
+            "chat_template_path",
+            "judge_model_name_or_path",
+            "run_name",
+            "route",
+            "route_gate",
+        ):
             value = getattr(self, name)
             if isinstance(value, str) and value.strip().lower() in {"", "none", "null"}:
                 setattr(self, name, None)
@@ -377,6 +427,19 @@ class EvalConfig:
             )
         for name in ("judge_threshold", "probe_threshold"):
             check_range(name, getattr(self, name), 0, 1, False, False, "Use a probability in (0, 1).")
+        if self.route is not None:
+            check_choice("route", self.route, ROUTE_POLICIES)
+            if self.route == "primer" and not self.route_primer.strip():
+                fail("route_primer", self.route_primer, "Give the sentence to prefill at the start of the reasoning.")
+            if "on" not in self.thinking_modes:
+                fail(
+                    "route",
+                    self.route,
+                    f"Routing applies to thinking-on generation, but thinking_modes={self.thinking_modes}. Add 'on' "
+                    "to `thinking_modes`, or unset `route`.",
+                )
+        if self.route_threshold is not None:
+            check_range("route_threshold", self.route_threshold, 0, 1, fix="Use a probability in [0, 1].")
         if self.judge in {"classifier", "guard"} and not self.judge_model_name_or_path:
             what = "a `SafetyDecisionClassifier` folder" if self.judge == "classifier" else "a guard model"
             fail(

@@ -35,6 +35,7 @@ from .probe import run_probe
 from .prompts import build_work_items
 from .records import finish_records, make_records
 from .report import write_report
+from .route import make_router, precompute_probabilities, prepare_route, routing_section
 
 
 # 2: every rate has `<rate>_n` and a 95% Wilson interval `<rate>_ci`; the probe has bootstrap intervals and the
@@ -133,7 +134,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
     head_path = find_safety_head(config)
     if tokenizer is None:
         tokenizer = load_tokenizer(config)
-    if model is None and (backend == "transformers" or (config.probe and head_path is not None)):
+    if model is None and (backend == "transformers" or config.route or (config.probe and head_path is not None)):
         model = load_model(config)
 
     probe, probe_records = {"status": "skipped", "reason": "probe=False"}, []
@@ -142,18 +143,37 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
             probe, probe_records = run_probe(model, tokenizer, head_path, examples, config)
         except Exception as error:  # the probe is one figure among many: record, go on
             probe = {"status": "error", "error": error_text(error)}
+    # Routing: the head that routes goes on the model (after the probe, which reads the model's own head)
+    route = prepare_route(config, model, head_path)
+    router = make_router(route, model, tokenizer, config) if route is not None else None
+    fingerprint = model_fingerprint(config, model if backend == "transformers" else None)
+    items = build_work_items(examples, tokenizer, config, fingerprint, route.key if route is not None else None)
+    generations = JsonlCache(output_dir / "cache" / "generations.jsonl", resume=config.resume)
+    if router is not None and backend == "vllm":
+        # vLLM gives no prefill state to a head: the gate runs now, on the model in memory, before vLLM loads
+        needed = {
+            (item.example["dataset"], item.example["id"]): item.example
+            for item in items
+            if item.thinking == "on" and item.key not in generations
+        }
+        precompute_probabilities(route, router, list(needed.values()), config)
+        router.close()
+        router = None
     generation_model: Any = model
     if backend == "vllm":
         generation_model = merged_model_dir(config, model, tokenizer)
         model = None  # vLLM loads its own copy: free this one before it does
         free_memory()
 
-    fingerprint = model_fingerprint(config, generation_model if backend == "transformers" else None)
-    items = build_work_items(examples, tokenizer, config, fingerprint)
-    generations = JsonlCache(output_dir / "cache" / "generations.jsonl", resume=config.resume)
     from_cache = sum(item.key in generations for item in items)
-    generation_errors, generated = generate_all(items, generations, generation_model, tokenizer, config, backend)
-    generation_model = model = None  # free the policy before the judge (possibly another model) loads
+    try:
+        generation_errors, generated = generate_all(
+            items, generations, generation_model, tokenizer, config, backend, route, router
+        )
+    finally:
+        if router is not None:
+            router.close()
+    generation_model = model = router = None  # free the policy before the judge (possibly another model) loads
     free_memory()
 
     judge = build_judge(config)
@@ -170,6 +190,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
             "model_name_or_path": config.model_name_or_path,
             "adapter_path": config.adapter_path,
             "safety_head_path": head_path,
+            "route_gate": route.gate if route is not None else None,
             "backend": backend,
         },
         "judge": judge.describe(),
@@ -178,6 +199,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
         "summary": summarize(figures, probe, config),
         "figures": figures,
         "probe": probe,
+        "routing": routing_section(records, route, config),
         "errors": errors,
         "examples": records,
         "probe_examples": probe_records,

@@ -20,7 +20,26 @@ HEADLINE: list[tuple[str, str, str | None]] = [
     ("math_accuracy", "Reasoning accuracy (math)", "higher"),
     ("harmful_incomplete_rate", "No closing think tag (harmful prompts)", None),
     ("token_cap_rate", "Token cap hit (all prompts)", None),
+    ("degenerate_rate", "Degenerate outputs: empty answer or stray think tags (all prompts)", None),
 ]
+# Shown (in reports and comparisons) only for runs that route (`route`)
+ROUTING_HEADLINE: list[tuple[str, str, str | None]] = [
+    ("routed_rate", "Routed by the pre-CoT gate (all prompts)", None),
+    ("harmful_routed_rate", "Routed (harmful prompts)", "higher"),
+    ("benign_routed_rate", "Routed (benign-edgy prompts)", "lower"),
+    ("math_routed_rate", "Routed (math prompts)", "lower"),
+    ("routed_benign_compliance_rate", "Routed benign-edgy prompts answered helpfully", "higher"),
+    ("routed_math_accuracy", "Accuracy on routed math prompts", "higher"),
+]
+HEADLINE += ROUTING_HEADLINE
+ROUTING_KEYS = frozenset(key for key, _, _ in ROUTING_HEADLINE)
+
+
+def is_routed(report: dict[str, Any]) -> bool:
+    """Whether the run routed its thinking-on generation (`route`)."""
+    return bool((report.get("routing") or {}).get("enabled"))
+
+
 MODE_LABELS = {"on": "CoT on", "off": "CoT off"}
 TABLE_COLUMNS = {
     "harmful": [

@@ -109,6 +109,31 @@ def _generate_chunk(
     return generate_texts(model, tokenizer, [item.prompt_text for item in items], generation)
 
 
+def _route_chunk(
+    router: Any, route: Any, model: Any, tokenizer: Any, config: EvalConfig, backend: str, setting, seed, items: list
+) -> list[Any]:
+    """Routed thinking-on generation of a chunk: one prefill per batch through `router` (transformers), or, with
+    vLLM, the probabilities computed before it loaded and vLLM continuing the routed prompts."""
+    from ..routing import route_from_probabilities
+    from .prompts import eval_messages
+
+    generation = config.generation_arguments(setting, backend=backend, generation_seed=seed)
+    messages = [eval_messages(item.example, config) for item in items]
+    if router is not None:
+        return router.generate(messages, generation=generation, chat_template_kwargs=config.chat_template_kwargs)
+    return route_from_probabilities(
+        tokenizer,
+        messages,
+        [route.probabilities[(item.example["dataset"], item.example["id"])] for item in items],
+        lambda texts: generate_texts(model, tokenizer, texts, generation),
+        policy=route.policy,
+        threshold=route.threshold,
+        primer=route.primer,
+        refusal=route.refusal,
+        chat_template_kwargs=config.chat_template_kwargs,
+    )
+
+
 def generate_all(
     items: list[WorkItem],
     cache: JsonlCache,
@@ -116,6 +141,8 @@ def generate_all(
     tokenizer: Any,
     config: EvalConfig,
     backend: str,
+    route: Any = None,
+    router: Any = None,
 ) -> tuple[dict[str, str], int]:
     """Generates what the cache lacks, chunk by chunk; returns {key: error} for failed items and the number generated.
 
@@ -135,18 +162,28 @@ def generate_all(
     for index, chunk in enumerate(cut):
         todo = [item for item in chunk if item.key not in cache]
         seed = config.seed + index if backend != "vllm" else config.seed
-        run = partial(_generate_chunk, model, tokenizer, config, backend, chunk[0].setting, seed)
+        if route is not None and chunk[0].thinking == "on":
+            run = partial(_route_chunk, router, route, model, tokenizer, config, backend, chunk[0].setting, seed)
+        else:
+            run = partial(_generate_chunk, model, tokenizer, config, backend, chunk[0].setting, seed)
         if todo:
             chunks.append(Chunk(todo, run))
 
-    def record(item: WorkItem, response: str) -> dict[str, Any]:
+    def record(item: WorkItem, output: Any) -> dict[str, Any]:
+        from .route import route_record_fields
+
+        routed = not isinstance(output, str)
+        response = output.text if routed else output
+        # A fixed refusal is not generated: no token
+        generated = not routed or output.policy != "refuse"
         return {
             "key": item.key,
             "id": item.example["id"],
             "thinking": item.thinking,
             "decoding": item.setting.name,
             "response": response,
-            "num_tokens": len(tokenizer(response, add_special_tokens=False)["input_ids"]),
+            "num_tokens": len(tokenizer(response, add_special_tokens=False)["input_ids"]) if generated else 0,
+            **(route_record_fields(output) if routed else {}),
         }
 
     return run_chunks(chunks, cache, record, "Generation", "Generating", "prompt")

@@ -58,9 +58,16 @@ def split_generated(prompt_text: str, response: str) -> dict[str, Any]:
 
 
 def build_work_items(
-    examples: Sequence[dict[str, Any]], tokenizer: Any, config: EvalConfig, fingerprint: str
+    examples: Sequence[dict[str, Any]],
+    tokenizer: Any,
+    config: EvalConfig,
+    fingerprint: str,
+    route_key: str | None = None,
 ) -> list[WorkItem]:
-    """Every (example, thinking mode, decoding setting) to generate, in a fixed order (mode, setting, example)."""
+    """Every (example, thinking mode, decoding setting) to generate, in a fixed order (mode, setting, example).
+
+    With routing (`route_key`, what the route depends on: policy, threshold, head), thinking-on generations are keyed
+    by it too; unrouted keys are unchanged, so an unrouted run's cache stays valid."""
     items = []
     prompts = {
         (example["id"], mode): build_eval_prompt(example, tokenizer, mode, config)
@@ -73,8 +80,9 @@ def build_work_items(
                 if setting not in config.settings_for(example["category"]):
                     continue
                 prompt_text = prompts[(example["id"], mode)]
-                key = stable_hash(
-                    "generation", fingerprint, prompt_text, asdict(setting), config.max_new_tokens, config.seed
-                )
+                parts = ["generation", fingerprint, prompt_text, asdict(setting), config.max_new_tokens, config.seed]
+                if route_key is not None and mode == "on":
+                    parts.append(route_key)
+                key = stable_hash(*parts)
                 items.append(WorkItem(key, example, mode, setting, prompt_text))
     return items

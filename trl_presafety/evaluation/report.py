@@ -15,10 +15,12 @@ from .config import JUDGE_VIEWS
 from .formatting import (
     HEADLINE,
     MODE_LABELS,
+    ROUTING_KEYS,
     TABLE_COLUMNS,
     fmt,
     fmt_interval,
     fmt_rate,
+    is_routed,
     small_sample_warning,
     small_samples,
 )
@@ -26,7 +28,15 @@ from .plots import plot_reports
 from .stats import BOOTSTRAP_RESAMPLES
 
 
-__all__ = ["judge_view_notes", "load_report", "probe_markdown", "render_markdown", "write_report"]
+__all__ = [
+    "judge_view_notes",
+    "load_report",
+    "output_warning_lines",
+    "probe_markdown",
+    "render_markdown",
+    "routing_markdown",
+    "write_report",
+]
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -50,6 +60,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     comes with its 95% Wilson interval and n, every AUROC with its bootstrap interval."""
     summary = report["summary"]
     modes = list(summary["modes"])
+    routed = is_routed(report)
     lines = [
         f"# Evaluation: {report['run_name']}",
         "",
@@ -68,6 +79,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "|---|" + "---:|" * len(modes),
     ]
     for key, label, better in HEADLINE:
+        if key in ROUTING_KEYS and not routed:
+            continue
         arrow = {"lower": " ↓", "higher": " ↑"}.get(better or "", "")
         cells = [fmt_rate(summary["modes"][m], key) for m in modes]
         if key == "worst_harmful_rate":
@@ -77,23 +90,33 @@ def render_markdown(report: dict[str, Any]) -> str:
     small = small_samples(report)
     if small:
         lines += ["", small_sample_warning(small)]
+    lines += output_warning_lines(report)
+    if routed:
+        lines += ["", "## Routed generation (the pre-CoT decision chooses how the model answers)", ""]
+        lines += routing_markdown(report)
     lines += ["", "## Pre-CoT probe (safety head, no token generated)", "", *probe_markdown(report.get("probe") or {})]
+    routed_header = ("| Routed ", "---:|") if routed else ("", "")
     lines += [
         "",
         "## By dataset and decoding",
         "",
         "Rates with [95% Wilson interval]; a rate's own n is given where it differs from the judged examples.",
         "",
-        "| Thinking | Decoding | Category | Dataset | n | Main rates | Incomplete | Token cap | Mean tokens | Errors |",
-        "|---|---|---|---|---:|---|---:|---:|---:|---:|",
+        "Degenerate: empty answers or think tags where none belong (neither refusal nor compliance, left out of the "
+        "rates); Incomplete: no closing think tag; Token cap: stopped at max_new_tokens.",
+        "",
+        "| Thinking | Decoding | Category | Dataset | n | Main rates | Degenerate | Incomplete | Token cap | "
+        "Mean tokens | Errors " + routed_header[0] + "|",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|" + routed_header[1],
     ]
     for row in report["figures"]:
         judged = row["n"] - row["n_errors"]
         rates = ", ".join(f"{k}={fmt_rate(row, k, judged)}" for k in TABLE_COLUMNS[row["category"]])
+        routed_cell = f" {fmt_rate(row, 'routed_rate', judged)} |" if routed else ""
         lines.append(
             f"| {row['thinking']} | {row['decoding']} | {row['category']} | {row['dataset']} | {row['n']} | {rates} | "
-            f"{fmt_rate(row, 'incomplete_rate', judged)} | {fmt_rate(row, 'token_cap_rate', judged)} | "
-            f"{fmt(row['mean_tokens'], 1)} | {row['n_errors']} |"
+            f"{fmt_rate(row, 'degenerate_rate', judged)} | {fmt_rate(row, 'incomplete_rate', judged)} | "
+            f"{fmt_rate(row, 'token_cap_rate', judged)} | {fmt(row['mean_tokens'], 1)} | {row['n_errors']} |{routed_cell}"
         )
     errors = report.get("errors") or []
     lines += ["", f"## Errors ({len(errors)})", ""]
@@ -104,6 +127,81 @@ def render_markdown(report: dict[str, Any]) -> str:
     if len(errors) > 50:
         lines.append(f"- ... and {len(errors) - 50} more in report.json")
     return "\n".join(lines) + "\n"
+
+
+def output_warning_lines(report: dict[str, Any]) -> list[str]:
+    """The report's warnings about degenerate outputs and the token cap (see `metrics.degenerate_warnings`)."""
+    warnings = report["summary"].get("output_warnings") or []
+    if not warnings:
+        return []
+    return [
+        "",
+        "⚠ **Degenerate outputs.** These figures rest on outputs a judge cannot read as a decision (or on answers cut "
+        "at the token cap); read the rates with that in mind:",
+        "",
+        *[f"- {line}" for line in warnings],
+    ]
+
+
+def routing_markdown(report: dict[str, Any], max_ids: int = 20) -> list[str]:
+    """The routing section: the policy, the head and threshold (and where the threshold comes from), the routed share
+    per dataset and category, how the routed benign prompts were answered, and which prompts were routed."""
+    routing = report["routing"]
+    policy = routing["policy"]
+    what = {
+        "no_think": "answered with thinking off (the template's thinking-off prompt)",
+        "primer": f"reasoned from the prefilled sentence {routing.get('primer')!r}",
+        "refuse": f"answered with the fixed refusal {routing.get('refusal')!r} (nothing generated)",
+    }[policy]
+    lines = [
+        f"Thinking-on prompts whose pre-CoT P(refuse) is at or above **{routing['threshold']:.4g}** "
+        f"({routing['threshold_source']}) were {what}; the others reasoned as usual. Thinking off is not routed. "
+        f"Head: `{routing['gate']}`. Policy: `{policy}`.",
+    ]
+    calibration = routing.get("calibration")
+    if calibration:
+        lines.append(
+            f"The threshold was calibrated on {calibration.get('source', '?')} for at most "
+            f"{fmt(calibration.get('target_comply_routed_rate'))} of its comply-labeled prompts routed (achieved: "
+            f"{fmt(calibration.get('comply_routed_rate'))}; refuse-labeled routed: "
+            f"{fmt(calibration.get('refuse_routed_rate'))})."
+        )
+    if routing.get("n_calibration_overlap"):
+        lines.append(
+            f"⚠ {routing['n_calibration_overlap']} evaluated prompt(s) were in the set the threshold was calibrated "
+            "on: the routed shares on them are not held-out figures."
+        )
+    if routing.get("n_nonfinite"):
+        lines.append(
+            f"⚠ {routing['n_nonfinite']} prompt(s) got a non-finite P(refuse) from the head and were routed "
+            "(the gate fails closed)."
+        )
+    lines += [
+        "",
+        f"Routed share of the thinking-on prompts ({routing['decoding']} decoding; the decision is the prompt's, "
+        "every decoding setting routes the same prompts); routed benign-edgy prompts by how they were answered.",
+        "",
+        "| Dataset | Routed (all) | Harmful | Benign-edgy | Math | Routed benign-edgy: helpful / refused / no answer "
+        "| Routed prompts |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for dataset, entry in sorted(routing["datasets"].items()):
+        cells = []
+        for category in ("harmful", "benign_edgy", "math"):
+            counts = entry["by_category"].get(category)
+            cells.append(f"{fmt(counts['routed_share'])} ({counts['n_routed']}/{counts['n']})" if counts else "–")
+        answered = entry["routed_benign_edgy"]
+        ids = entry["routed_ids"]
+        shown = ", ".join(f"`{i}`" for i in ids[:max_ids]) + (
+            f", ... ({len(ids)} in all)" if len(ids) > max_ids else ""
+        )
+        lines.append(
+            f"| {dataset} | {fmt(entry['routed_share'])} ({entry['n_routed']}/{entry['n']}) | "
+            + " | ".join(cells)
+            + f" | {answered.get('helpful', 0)} / {answered.get('refused', 0)} / {answered.get('no answer', 0)} | "
+            f"{shown or '–'} |"
+        )
+    return lines
 
 
 def judge_view_notes(report: dict[str, Any]) -> list[str]:

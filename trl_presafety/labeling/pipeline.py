@@ -42,6 +42,7 @@ from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, l
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..fingerprints import fingerprint_model, fingerprint_weights
 from ..generation import GenerationArguments, generate_responses, load_causal_lm, resolve_backend
 from ..harmfulness import HARMFUL_COLUMN, HOW_TO_ADD_HARMFUL, parse_harmful
 from ..reasoning import build_prompt
@@ -70,8 +71,9 @@ _RESUME_KEYS = (
     "split",
     "prompt_column",
     "prompts_sha256",
-    "model",
-    "classifier",
+    # What was at the model's and the classifier's paths, not the paths: a retrained model at the same path relabels
+    "model_fingerprint",
+    "classifier_fingerprint",
     "thinking",
     "threshold",
     "decoding",
@@ -269,7 +271,9 @@ def label_dataset(
         "prompt_column": prompt_column,
         "prompts_sha256": _prompts_sha256(prompts),
         "model": _source(model if isinstance(model, str) else model.name_or_path),
+        "model_fingerprint": fingerprint_model(model),
         "classifier": _source(classifier.name_or_path),
+        "classifier_fingerprint": fingerprint_weights(classifier.model),
         "thinking": thinking,
         "threshold": threshold,
         "decoding": decoding,

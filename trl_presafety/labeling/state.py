@@ -35,20 +35,71 @@ class IncompleteLabelsError(ValueError):
 
 def find_label_folder(path: str | Path) -> Path | None:
     """The label folder `path` belongs to, or `None`: the folder itself, its `data/` folder, a shard in it or a glob
-    of its shards (as `data_files`). A hub id or any other path is not a label folder."""
+    of its shards (as `data_files`). A folder of our shards (`data/<split>-NNNNN-of-MMMMM.parquet` holding a label
+    column) without its state file is one too: it was copied without `labeling_state.json` and cannot be told
+    complete. A hub id or any other path is not a label folder."""
     path = Path(path)
     if (path / STATE_FILE).is_file():
         return path
     for folder in (path.parent, path.parent.parent):
         if (folder / STATE_FILE).is_file() and (path == folder / SHARDS_DIR or path.parent == folder / SHARDS_DIR):
             return folder
+    for folder in (path, path.parent, path.parent.parent):
+        if (path == folder or path == folder / SHARDS_DIR or path.parent == folder / SHARDS_DIR) and _stateless_shards(
+            folder
+        ):
+            return folder
     return None
+
+
+# Columns only the package's sharded commands write: a hub-layout folder holding them came from `label` / `build-sft`
+_OUR_COLUMNS = ("safety_label", "safe_response")
+
+
+def _stateless_shards(folder: Path) -> dict[str, Any] | None:
+    """For a folder without a state file whose `data/` holds shards in our naming: what is there (`missing` shard
+    indices of the first split seen, and whether the shards hold our label columns); `None` otherwise. A complete
+    hub-layout dataset of someone else's (every shard present, none of our columns) is not ours and gives `None`."""
+    if (folder / STATE_FILE).is_file() or not (folder / SHARDS_DIR).is_dir():
+        return None
+    splits: dict[tuple[str, int], set[int]] = {}
+    first = None
+    for shard in sorted((folder / SHARDS_DIR).glob("*.parquet")):
+        match = _SHARD_NAME.match(shard.name)
+        if match:
+            splits.setdefault((match["split"], int(match["total"])), set()).add(int(match["index"]))
+            first = first or shard
+    if not splits:
+        return None
+    missing = {
+        f"{split} ({total} shards)": sorted(set(range(total)) - done) for (split, total), done in splits.items()
+    }
+    missing = {k: v for k, v in missing.items() if v}
+    try:
+        import pyarrow.parquet as pq
+
+        ours = any(c in pq.read_schema(first).names for c in _OUR_COLUMNS)
+    except Exception:  # an unreadable shard: not a folder anyone can use as is
+        ours = True
+    if not missing and not ours:
+        return None
+    found = sum(len(done) for done in splits.values())
+    return {"missing": missing, "ours": ours, "found": found}
 
 
 def label_folder_status(folder: str | Path) -> dict[str, Any]:
     """What the state file and the shards on disk say: `complete`, `num_shards`, `shards_done`, `num_rows`,
     `rows_done`, `split`, and `problem` (why the folder does not count as complete, or `None`)."""
     folder = Path(folder)
+    if not (folder / STATE_FILE).is_file() and (stateless := _stateless_shards(folder)) is not None:
+        missing = "; ".join(f"{split}: {len(idx)} missing" for split, idx in stateless["missing"].items())
+        return {
+            "complete": False,
+            "problem": f"{folder / SHARDS_DIR} holds {stateless['found']} parquet shards but {folder / STATE_FILE} is "
+            f"missing ({missing or 'every shard named is present, but what they were computed from is unknown'}): "
+            "a label folder copied or kept without its state file cannot be told complete or checked against its "
+            "model and data",
+        }
     try:
         state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
         num_shards, shard_size, num_rows = int(state["num_shards"]), int(state["shard_size"]), int(state["num_rows"])
@@ -126,7 +177,10 @@ def check_label_folder(path: str | Path | None, allow_incomplete_labels: bool = 
             )
     else:
         done = "the shards done cannot be counted"
-        resume = f"Relabel into a new folder with `trl-presafety label --config <your label recipe>`, or restore {STATE_FILE}."
+        resume = (
+            f"Relabel into a new folder with `trl-presafety label --config <your label recipe>`, or copy the whole "
+            f"folder again with its {STATE_FILE}."
+        )
     if allow_incomplete_labels:
         logger.warning(f"Reading the incomplete label folder {folder} on purpose ({OPTION}=True): {done}.")
         return folder

@@ -30,7 +30,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..build_checks import ALLOW_EMPTY_CLASS_HELP, ALLOW_INVERTED_RATIO_HELP
+from ..data.build_checks import ALLOW_EMPTY_CLASS_HELP, ALLOW_INVERTED_RATIO_HELP
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 
 
@@ -81,15 +81,15 @@ class BuildAltTrainArguments:
 
 def make_parser():
     from ..data.alttrain import AltTrainConfig
-    from .utils import make_script_parser
+    from .arguments import make_script_parser
 
     return make_script_parser("build-alttrain", (BuildAltTrainArguments, AltTrainConfig), usage=None)
 
 
 def build(args: BuildAltTrainArguments, config) -> Path:
     """Builds and writes the AltTrain data; returns the path of `train.jsonl`."""
-    from ..build_checks import warn_if_inside_package
     from ..data.alttrain import build_alttrain_dataset
+    from ..data.build_checks import warn_if_inside_package
     from ..inputs import check_data_input
     from ..labeling.pipeline import load_prompt_dataset
 
@@ -120,7 +120,7 @@ def build(args: BuildAltTrainArguments, config) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     """Entry point of `trl-presafety build-alttrain`; returns the path of the written data."""
-    from .utils import parse_args_strict
+    from .arguments import parse_args_strict
 
     args, config = parse_args_strict(make_parser(), argv)
     return build(args, config)

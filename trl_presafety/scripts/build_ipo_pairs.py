@@ -35,7 +35,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..build_checks import (
+from ..data.build_checks import (
     ALLOW_EMPTY_CLASS_HELP,
     ALLOW_INVERTED_RATIO_HELP,
     CLASSES,
@@ -131,7 +131,7 @@ class BuildIPOPairsArguments:
 def make_parser():
     from ..data.ipo import IPOConfig
     from ..generation import GenerationArguments
-    from .utils import make_script_parser
+    from .arguments import make_script_parser
 
     dataclass_types = (BuildIPOPairsArguments, IPOConfig, GenerationArguments)
     return make_script_parser("build-ipo-pairs", dataclass_types, usage=None)
@@ -216,13 +216,7 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
             "batch_size": generation_args.generation_batch_size,
             "seed": generation_args.generation_seed,
         }
-    judge_args = JudgeArguments(
-        step_judge=args.step_judge,
-        classifier_path=args.classifier_path,
-        guard_model=args.guard_model,
-        guard_format=args.guard_format,
-        step_judge_threshold=args.step_judge_threshold,
-    )
+    judge_args = JudgeArguments.from_fields(args)
     answer_judge, step_judge = build_judges(judge_args, model=model, tokenizer=tokenizer, **judge_kwargs)
     builder = IPOPairBuilder(
         tokenizer,
@@ -254,7 +248,7 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     """Entry point of `trl-presafety build-ipo-pairs`; returns the builder's stats."""
-    from .utils import parse_args_strict
+    from .arguments import parse_args_strict
 
     args, ipo_config, generation_args = parse_args_strict(make_parser(), argv)
     return build(args, ipo_config, generation_args)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..build_checks import ALLOW_EMPTY_CLASS_HELP, class_balance_problems, warn_if_inside_package
+from ..data.build_checks import ALLOW_EMPTY_CLASS_HELP, class_balance_problems, warn_if_inside_package
 from ..data.build_sft import BuildSFTConfig
 from ..generation_arguments import GenerationArguments
 from ..judges.registry import JudgeArguments
@@ -52,7 +52,9 @@ RESUME_KEYS = (
     "shard_size",
     "split",
     "prompts_sha256",
-    "model",
+    # What was at the model's and judges' paths, not the paths: a retrained model at the same path rebuilds
+    "model_fingerprint",
+    "judges_fingerprints",
     "decoding",
     "build",
     "judges",
@@ -131,7 +133,7 @@ class BuildSFTScriptArguments(ShardWorkerArguments):
 def make_parser() -> Any:
     from trl import ModelConfig
 
-    from .utils import make_script_parser
+    from .arguments import make_script_parser
 
     dataclass_types = (BuildSFTScriptArguments, BuildSFTConfig, JudgeArguments, GenerationArguments, ModelConfig)
     return make_script_parser("build-sft", dataclass_types)
@@ -193,6 +195,7 @@ def build(
         output_features,
     )
     from ..data.sources import load_prompt_sources
+    from ..fingerprints import fingerprint_local_paths, fingerprint_path
     from ..generation import generate_responses_from_texts, load_causal_lm, resolve_backend
     from ..inputs import check_classifier_input, check_model_input
     from ..shards import ShardedJob, write_json_atomic
@@ -228,9 +231,11 @@ def build(
         "prompts": list(args.prompts),
         "prompts_sha256": fingerprint(prompts.to_list()),
         "model": _source(model_id),
+        "model_fingerprint": fingerprint_path(model_id),
         "decoding": decoding,
         "build": dataclasses.asdict(config),
         "judges": fingerprint(dataclasses.asdict(judge_args)),
+        "judges_fingerprints": fingerprint_local_paths(dataclasses.asdict(judge_args)),
         "pairs": pairs,
     }
     job = ShardedJob(
@@ -335,7 +340,7 @@ def _check_classes(prompts: Any, stats: dict, pairs: bool, allow: bool, folders:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of `trl-presafety build-sft`; returns the acceptance statistics."""
-    from .utils import parse_args_strict
+    from .arguments import parse_args_strict
 
     args, config, judge_args, generation, model_args = parse_args_strict(make_parser(), argv)
     return build(args, config, judge_args, generation, model_args)

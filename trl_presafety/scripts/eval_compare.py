@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .utils import make_script_parser, parse_args_strict
+from .arguments import make_script_parser, parse_args_strict
 
 
 @dataclass

@@ -25,7 +25,7 @@ trl-presafety eval-compare runs/base/eval/report.json runs/presafety-sft/eval/re
 from ..evaluation import EvalConfig, evaluate
 from ..evaluation.formatting import fmt_interval, fmt_rate, small_samples
 from ..evaluation.stats import SMALL_N
-from .utils import make_script_parser, parse_args_strict
+from .arguments import make_script_parser, parse_args_strict
 
 
 def make_parser():
@@ -53,6 +53,22 @@ def main(argv: list[str] | None = None) -> dict:
             )
         )
         print(f"  thinking {mode}: {shown}")
+    routing = report.get("routing") or {}
+    if routing.get("enabled"):
+        on = summary["modes"].get("on", {})
+        shares = ", ".join(
+            f"{key}={fmt_rate(on, key)}"
+            for key in (
+                "harmful_routed_rate",
+                "benign_routed_rate",
+                "math_routed_rate",
+                "routed_benign_compliance_rate",
+            )
+        )
+        print(
+            f"  routed ({routing['policy']}, P(refuse) >= {routing['threshold']:.4g}, {routing['threshold_source']}): "
+            + shares
+        )
     probe = report["probe"]
     if probe.get("status") == "ok" and probe.get("auroc") is not None:
         print(f"  pre-CoT probe AUROC: {probe['auroc']:.3f} {fmt_interval(probe.get('auroc_ci'))}")
@@ -61,6 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     small = small_samples(report)
     if small:
         print(f"  warning: n < {SMALL_N} for {len(small)} figure(s) (smallest n = {min(n for *_, n in small)})")
+    for line in summary.get("output_warnings") or []:
+        print(f"  warning: {line}")
     if report["errors"]:
         print(f"  {len(report['errors'])} example(s) failed; see `errors` in the report")
     print(f"Report: {config.output_dir}/report.json, report.md" + (", report.png" if config.plot else ""))

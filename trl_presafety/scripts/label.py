@@ -40,7 +40,7 @@ from ..inputs import check_classifier_input, check_data_input, check_model_input
 from ..labeling.pipeline import label_dataset, load_prompt_dataset
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, STATE_FILE, check_label_folder
 from ..shards import ShardWorkerArguments
-from .utils import make_script_parser, parse_args_strict
+from .arguments import make_script_parser, parse_args_strict
 
 
 @dataclass

@@ -32,8 +32,8 @@ accelerate launch --multi_gpu --num_processes 2 --mixed_precision no \
 ```
 """
 
-from .utils import (
-    PreSafetyScriptArguments,
+from .arguments import PreSafetyScriptArguments, make_script_parser, parse_args_strict
+from .training import (
     apply_model_init_kwargs,
     check_model_name,
     check_precision,
@@ -41,8 +41,6 @@ from .utils import (
     check_training_columns,
     check_training_inputs,
     load_training_datasets,
-    make_script_parser,
-    parse_args_strict,
     train_and_save,
     training_data_names,
 )

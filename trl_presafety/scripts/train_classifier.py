@@ -37,7 +37,7 @@ from trl import TrlParser
 from ..labeling.classifier import SafetyDecisionClassifier, default_encoder_path, measure_throughput
 from ..labeling.data import load_refusal_dataset, normalize_classifier_dataset
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP, check_label_folder
-from .utils import make_script_parser, parse_args_strict
+from .arguments import make_script_parser, parse_args_strict
 
 
 RESULTS_FILE = "classifier_results.json"

@@ -1,4 +1,5 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+from .callbacks import PreSafetyCallback
 from .presafety_arguments import PreSafetyArguments
 from .presafety_dpo_config import PreSafetyDPOConfig
 from .presafety_dpo_trainer import DataCollatorForPreSafetyPreference, PreSafetyDPOTrainer
@@ -10,6 +11,7 @@ __all__ = [
     "DataCollatorForPreSafetyLanguageModeling",
     "DataCollatorForPreSafetyPreference",
     "PreSafetyArguments",
+    "PreSafetyCallback",
     "PreSafetyDPOConfig",
     "PreSafetyDPOTrainer",
     "PreSafetySFTConfig",

@@ -12,11 +12,11 @@ import torch
 from accelerate.logging import get_logger
 from accelerate.utils import is_peft_model
 from torch import nn
-from transformers import TrainingArguments
+from transformers import PreTrainedModel, TrainingArguments, set_seed
 from transformers.trainer_utils import HubStrategy
+from trl.trainer.utils import create_model_from_path
 
 from ..anchors import MISSING_LABEL, AnchorSpec, describe_indices, detect_template_family, normalize_label
-from ..callbacks import PreSafetyCallback
 from ..modeling import (
     SAFETY_HEAD_ATTR,
     SAFETY_HEAD_CONFIG_NAME,
@@ -34,7 +34,7 @@ from ..modeling import (
     save_safety_head,
     split_safety_head_state,
 )
-from .utils import load_model_like_trl
+from .callbacks import PreSafetyCallback
 
 
 logger = get_logger(__name__)
@@ -126,7 +126,15 @@ class PreSafetyTrainerMixin:
                 "{'use_reentrant': False}` (the default), or leave `presafety_layer` unset to read the final hidden "
                 "state."
             )
-        self._presafety_capture = AnchorCapture(self.model, args.presafety_layer, args.presafety_pooling)
+        self._presafety_capture = AnchorCapture(
+            self.model, args.presafety_layer, args.presafety_pooling, detach=args.presafety_detach_head
+        )
+        if args.presafety_detach_head and args.max_grad_norm > 0 and not self._presafety_clips_apart():
+            logger.warning(
+                f"`presafety_detach_head=True` under {self.accelerator.distributed_type}: the engine clips gradients "
+                "by one global norm, which includes the head's gradient, so the model's update can differ from plain "
+                "TRL's when clipping is active. No auxiliary gradient reaches the model either way."
+            )
         callback = next((cb for cb in self.callback_handler.callbacks if isinstance(cb, PreSafetyCallback)), None)
         if callback is None:
             callback = PreSafetyCallback.from_args(args)
@@ -313,6 +321,32 @@ class PreSafetyTrainerMixin:
         self.presafety_callback.record_alignment_loss(mode, alignment)
         return (loss, outputs) if return_outputs else loss
 
+    def _presafety_clips_apart(self) -> bool:
+        """Whether the head's gradient can be clipped apart from the model's: not under DeepSpeed or FSDP, whose
+        engines clip all parameters by one norm."""
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+
+    def _clip_grad_norm(self, model):
+        # A detached head must leave the model's update exactly plain TRL's: clipping by a norm that counts the head's
+        # gradient would scale the model's gradients differently. The model is clipped (and its norm logged) as plain
+        # TRL does, the head by its own norm.
+        if (
+            not self.args.presafety_detach_head
+            or not self._presafety_clips_apart()
+            or self._has_mixed_mesh_grads(model)
+        ):
+            return super()._clip_grad_norm(model)
+        head = get_safety_head(model)
+        head_params = list(head.parameters())
+        ids = {id(p) for p in head_params}
+        norm = self.accelerator.clip_grad_norm_(
+            [p for p in model.parameters() if id(p) not in ids], self.args.max_grad_norm
+        )
+        torch.nn.utils.clip_grad_norm_(head_params, self.args.max_grad_norm)
+        return norm
+
     def _presafety_loss_is_scaled(self, num_items_in_batch: Any) -> bool:
         """Same rule as `Trainer.training_step`: whether the loss is already normalized for gradient accumulation."""
         if self.loss_is_scaled_for_ga is not None:
@@ -480,3 +514,26 @@ class PreSafetyTrainerMixin:
         check_head_tensors(tensors, head, folder)
         head.load_state_dict(tensors)  # copies into the parameters, in their dtype
         check_usable_head(head, folder)
+
+
+def load_model_like_trl(model_id: str, args: Any, quantization_config: Any = None) -> PreTrainedModel:
+    """Loads `model_id` exactly as TRL's SFT/DPO trainers do when given a model name.
+
+    The PreSafety trainers load the model themselves so that the safety head can be attached before TRL wraps the
+    model (PEFT, DeepSpeed); the head is trained beside the adapter and saved in its own file.
+    """
+    # PEFT initializes adapters randomly: TRL seeds before creating the model, so do we
+    set_seed(args.seed)
+    model_init_kwargs = dict(args.model_init_kwargs or {})
+    if quantization_config is not None:
+        if "quantization_config" in model_init_kwargs:
+            raise ValueError(
+                "You set `quantization_config` both as a trainer argument and in `args.model_init_kwargs`. "
+                "Please set it in only one place, preferably as a trainer argument."
+            )
+        model_init_kwargs["quantization_config"] = quantization_config
+    # Distributed training requires device_map=None ("auto" fails)
+    if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+        model_init_kwargs["device_map"] = None
+    model_init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    return create_model_from_path(model_id, **model_init_kwargs)
