@@ -298,8 +298,9 @@ def stage_inputs(stage: Stage) -> list[Input]:
             if "=" in body:
                 inputs.append(Input(body.split("=", 1)[1], "prompts"))
     elif stage.command == "eval":
-        if values.get("adapter_path") and str(values["adapter_path"]).lower() != "none":
-            inputs.append(Input(str(values["adapter_path"]), "adapter_path"))
+        for key in ("adapter_path", "route_gate"):  # the head that routes (`--route`), e.g. a `fit-gate` output
+            if values.get(key) and str(values[key]).lower() != "none":
+                inputs.append(Input(str(values[key]), key))
     elif stage.command == "eval-compare":
         inputs.extend(Input(str(report), "reports") for report in _as_list(values.get("reports") or []))
     elif stage.command == "train-classifier" and values.get("dataset_name"):
