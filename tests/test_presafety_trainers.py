@@ -38,6 +38,67 @@ def test_weight_zero_gives_the_plain_loss_and_update(tiny_model_dirs, tmp_path, 
 
 
 @pytest.mark.parametrize("kind", ["sft", "dpo"])
+def test_detached_head_gives_the_plain_update_and_a_trained_gate(tiny_model_dirs, tmp_path, kind, monkeypatch):
+    """`presafety_detach_head`: with a weight of 5 and clipping that binds, the model's update is bit-identical to
+    plain TRL's while the head trains, and the saved folder is a gate (`SafetyGate.from_pretrained`)."""
+    from trl_presafety import SafetyGate, SafetyHeadConfig
+    from trl_presafety.trainer.presafety_mixin import PreSafetyTrainerMixin
+
+    rows = load_tiny_rows(kind, 16 if kind == "sft" else 12)
+    kwargs = dict(max_grad_norm=0.5)
+    plain = build_trainer(kind, tiny_model_dirs["qwen3"], tmp_path, rows, plain=True, **kwargs)
+    plain.train()
+    ours = build_trainer(
+        kind, tiny_model_dirs["qwen3"], tmp_path, rows, presafety_loss_weight=5.0, presafety_detach_head=True, **kwargs
+    )
+    initial_head = {n: p.detach().clone() for n, p in ours.model.safety_head.named_parameters()}
+    ours.train()
+    plain_logs = [h for h in plain.state.log_history if "loss" in h and "train_runtime" not in h]
+    our_logs = [h for h in ours.state.log_history if "loss" in h and "train_runtime" not in h]
+    assert all(h["grad_norm"] > 0.5 for h in plain_logs), "clipping must bind for this test to mean anything"
+    # The model's gradient norm (what clipping used) is plain TRL's, and so is the alignment loss
+    assert [h["grad_norm"] for h in our_logs] == [h["grad_norm"] for h in plain_logs]
+    assert [h["presafety/alignment_loss"] for h in our_logs] == pytest.approx(
+        [h["loss"] for h in plain_logs], abs=1e-5
+    )
+    plain_params = dict(plain.model.named_parameters())
+    for name, param in ours.model.named_parameters():
+        if not name.startswith("safety_head"):
+            assert torch.equal(param, plain_params[name]), name
+    for name, param in ours.model.safety_head.named_parameters():
+        assert not torch.equal(param, initial_head[name]), f"the head did not train: {name}"
+
+    ours.save_model()
+    out = tmp_path / "out"
+    config = SafetyHeadConfig.load(out)
+    assert config.detached and config.loss_weight == 5.0
+    gate = SafetyGate.from_pretrained(out)
+    assert len(gate.predict_proba([r["prompt"] for r in rows[:3]])) == 3
+
+    # Controls: the same run without detaching, and detached but clipped by one norm over model and head, both move
+    # the model elsewhere
+    for control, options in (("attached", {}), ("one-norm", {"presafety_detach_head": True})):
+        if control == "one-norm":
+            monkeypatch.setattr(PreSafetyTrainerMixin, "_presafety_clips_apart", lambda self: False)
+        other = build_trainer(
+            kind, tiny_model_dirs["qwen3"], tmp_path / control, rows, presafety_loss_weight=5.0, **options, **kwargs
+        )
+        other.train()
+        assert any(
+            not torch.equal(param, plain_params[name])
+            for name, param in other.model.named_parameters()
+            if not name.startswith("safety_head")
+        ), control
+
+
+def test_detached_head_needs_a_positive_weight(tmp_path):
+    from trl_presafety import PreSafetySFTConfig
+
+    with pytest.raises(ValueError, match=r"Invalid `presafety_detach_head`: True\. A detached head is trained by"):
+        PreSafetySFTConfig(**config_kwargs(tmp_path, presafety_detach_head=True, presafety_loss_weight=0.0))
+
+
+@pytest.mark.parametrize("kind", ["sft", "dpo"])
 def test_alignment_loss_is_logged_on_the_scale_of_the_plain_loss(tiny_model_dirs, tmp_path, kind):
     # Same model, batch and first step: the alignment part of our loss is the plain trainer's loss (with GA, too)
     rows = load_tiny_rows(kind, 8)

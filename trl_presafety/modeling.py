@@ -363,6 +363,7 @@ def head_config_from_args(args: Any, model: nn.Module | int) -> SafetyHeadConfig
         think_token=args.presafety_think_token,
         model_type=model_type,
         loss_weight=float(args.presafety_loss_weight),
+        detached=bool(getattr(args, "presafety_detach_head", False)),
     )
 
 
@@ -661,10 +662,12 @@ class AnchorCapture:
     keeps a reference to its output; the head still runs in the backbone hook, outside any gradient-checkpointed region.
     """
 
-    def __init__(self, model: nn.Module, layer: int | None, pooling: str):
+    def __init__(self, model: nn.Module, layer: int | None, pooling: str, detach: bool = False):
         self.base = get_base_causal_lm(model)
         self.layer = layer
         self.pooling = pooling
+        # `presafety_detach_head`: the head reads detached states, so its loss sends no gradient into the model
+        self.detach = detach
         backbone = self.base.get_decoder()
         self.handles = [backbone.register_forward_hook(self._backbone_hook)]
         if layer is not None:
@@ -725,7 +728,7 @@ class AnchorCapture:
         if self._states:
             self.logits = anchor_states.detach()
             return
-        self.logits = head(anchor_states)
+        self.logits = head(anchor_states.detach() if self.detach else anchor_states)
         if self.logits.requires_grad and hasattr(output, "last_hidden_state"):
             output.last_hidden_state = _TieToOutput.apply(output.last_hidden_state, self.logits)
             return output

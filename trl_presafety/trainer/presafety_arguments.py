@@ -53,6 +53,12 @@ class PreSafetyArguments:
         Number of final epochs with the auxiliary loss on, for `presafety_weight_schedule="last_epochs"`.
     presafety_threshold (`float`, *optional*, defaults to `0.5`):
         Probability above which the head's prediction (and a soft label) counts as "refuse" for accuracy and AUROC.
+    presafety_detach_head (`bool`, *optional*, defaults to `False`):
+        Train the head on detached anchor states: no gradient of the auxiliary loss reaches the model, whose update
+        is then exactly the plain TRL trainer's (gradient clipping counts the model's gradients only, as plain TRL
+        does), while the head learns to read the decision and is saved beside the checkpoint as a gate
+        (`SafetyGate`, routed generation). The head trains at the optimizer's learning rate; `trl-presafety fit-gate`
+        on the saved model fits the optimal linear head in minutes.
     """
 
     presafety_loss_weight: float = field(
@@ -121,6 +127,13 @@ class PreSafetyArguments:
         default=0.5,
         metadata={"help": "Probability threshold for 'refuse' in accuracy and AUROC, in (0, 1)."},
     )
+    presafety_detach_head: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the head on detached anchor states: no auxiliary gradient reaches the model (its update is "
+            "plain TRL's), and a trained gate is saved beside the checkpoint."
+        },
+    )
 
     def _validate_presafety(self) -> None:
         # Python callers (and values set after parsing) get the same type checks as a YAML recipe
@@ -183,3 +196,11 @@ class PreSafetyArguments:
         check_range(
             "presafety_threshold", self.presafety_threshold, 0.0, 1.0, False, False, "Use a probability in (0, 1)."
         )
+        if self.presafety_detach_head and self.presafety_loss_weight == 0:
+            fail(
+                "presafety_detach_head",
+                self.presafety_detach_head,
+                "A detached head is trained by the auxiliary loss alone, which `presafety_loss_weight=0` switches "
+                "off: set a positive weight (it scales the head's gradient only), or leave presafety_detach_head "
+                "unset.",
+            )

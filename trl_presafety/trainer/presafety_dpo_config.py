@@ -18,7 +18,8 @@ class PreSafetyDPOConfig(PreSafetyArguments, DPOConfig):
     See [`PreSafetyArguments`]: `presafety_loss_weight`, `presafety_label_column`, `presafety_anchor`,
     `presafety_think_token`, `presafety_head`, `presafety_head_hidden_size`, `presafety_head_dropout`,
     `presafety_layer`, `presafety_pooling`, `presafety_pos_weight`, `presafety_on_missing_anchor`,
-    `presafety_weight_schedule`, `presafety_warmup_ratio`, `presafety_last_epochs`, `presafety_threshold`.
+    `presafety_weight_schedule`, `presafety_warmup_ratio`, `presafety_last_epochs`, `presafety_threshold`,
+    `presafety_detach_head`.
     """
 
     def __post_init__(self):

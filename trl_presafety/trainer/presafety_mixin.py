@@ -126,7 +126,15 @@ class PreSafetyTrainerMixin:
                 "{'use_reentrant': False}` (the default), or leave `presafety_layer` unset to read the final hidden "
                 "state."
             )
-        self._presafety_capture = AnchorCapture(self.model, args.presafety_layer, args.presafety_pooling)
+        self._presafety_capture = AnchorCapture(
+            self.model, args.presafety_layer, args.presafety_pooling, detach=args.presafety_detach_head
+        )
+        if args.presafety_detach_head and args.max_grad_norm > 0 and not self._presafety_clips_apart():
+            logger.warning(
+                f"`presafety_detach_head=True` under {self.accelerator.distributed_type}: the engine clips gradients "
+                "by one global norm, which includes the head's gradient, so the model's update can differ from plain "
+                "TRL's when clipping is active. No auxiliary gradient reaches the model either way."
+            )
         callback = next((cb for cb in self.callback_handler.callbacks if isinstance(cb, PreSafetyCallback)), None)
         if callback is None:
             callback = PreSafetyCallback.from_args(args)
@@ -174,6 +182,32 @@ class PreSafetyTrainerMixin:
             config.template_family = family
             config.anchor_token_id = ids[position] if position != MISSING_POSITION else None
         return config
+
+    def _presafety_check_rows(self, dataset: Any, name: str, preference: bool) -> Any:
+        """Checks every row's shape before TRL tokenizes (a string where messages are expected, a message without a
+        role or with `content: None`, a string prompt with message completions), naming the row and the accepted
+        shapes; ShareGPT rows (`from`/`value`, `conversations`) are converted as TRL converts them."""
+        from datasets import Dataset
+
+        from ..conversations import check_training_row, convert_sharegpt_example, is_sharegpt_example
+
+        if not isinstance(dataset, Dataset):  # a streamed dataset: converted lazily, checked by TRL as it goes
+            first = next(iter(dataset), None) if dataset is not None else None
+            if first is not None and is_sharegpt_example(first):
+                dataset = dataset.map(convert_sharegpt_example)
+            return dataset
+        if len(dataset) and is_sharegpt_example(dataset[0]):
+            columns = [c for c in ("conversations",) if c in dataset.column_names]
+            dataset = dataset.map(convert_sharegpt_example, remove_columns=columns, desc=f"Converting {name} dataset")
+        columns = [c for c in ("messages", "prompt", "completion", "chosen", "rejected") if c in dataset.column_names]
+        if columns:
+            values = {c: dataset[c] for c in columns}
+            for index in range(len(dataset)):
+                try:
+                    check_training_row({c: values[c][index] for c in columns}, index, preference)
+                except (TypeError, ValueError) as error:
+                    raise type(error)(f"The {name} dataset: {error}") from None
+        return dataset
 
     def _presafety_check_labels(self, dataset: Any, name: str, args: Any) -> None:
         """Fails early on a missing label column or a dataset without a single label (map-style datasets)."""
@@ -312,6 +346,32 @@ class PreSafetyTrainerMixin:
             alignment = self.accelerator.gather(alignment.float().reshape(1)).mean()
         self.presafety_callback.record_alignment_loss(mode, alignment)
         return (loss, outputs) if return_outputs else loss
+
+    def _presafety_clips_apart(self) -> bool:
+        """Whether the head's gradient can be clipped apart from the model's: not under DeepSpeed or FSDP, whose
+        engines clip all parameters by one norm."""
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type not in (DistributedType.DEEPSPEED, DistributedType.FSDP)
+
+    def _clip_grad_norm(self, model):
+        # A detached head must leave the model's update exactly plain TRL's: clipping by a norm that counts the head's
+        # gradient would scale the model's gradients differently. The model is clipped (and its norm logged) as plain
+        # TRL does, the head by its own norm.
+        if (
+            not self.args.presafety_detach_head
+            or not self._presafety_clips_apart()
+            or self._has_mixed_mesh_grads(model)
+        ):
+            return super()._clip_grad_norm(model)
+        head = get_safety_head(model)
+        head_params = list(head.parameters())
+        ids = {id(p) for p in head_params}
+        norm = self.accelerator.clip_grad_norm_(
+            [p for p in model.parameters() if id(p) not in ids], self.args.max_grad_norm
+        )
+        torch.nn.utils.clip_grad_norm_(head_params, self.args.max_grad_norm)
+        return norm
 
     def _presafety_loss_is_scaled(self, num_items_in_batch: Any) -> bool:
         """Same rule as `Trainer.training_step`: whether the loss is already normalized for gradient accumulation."""
