@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from .labeling.state import SHARDS_DIR, STATE_FILE, IncompleteLabelsError, check_label_folder, label_folder_status
+from .recipe_files import RecipeError, load_yaml_strict
 
 
 PIPELINE_STATE = "pipeline_state.json"
@@ -197,11 +198,10 @@ class Stage:
 
     def values(self) -> dict[str, Any]:
         """The recipe's values with the overrides on top (what the command will see for the keys read here)."""
-        import yaml
 
         values: dict[str, Any] = {}
         if self.config:
-            loaded = yaml.safe_load(Path(self.config).read_text(encoding="utf-8")) or {}
+            loaded = load_yaml_strict(self.config) or {}
             values.update(loaded if isinstance(loaded, dict) else {})
         if isinstance(self.args, Mapping):
             values.update(self.args)
@@ -240,14 +240,16 @@ def _substitute(value: Any, run_dir: str) -> Any:
 def load_pipeline(path: str | Path, run_dir: str | None = None) -> tuple[str, tuple[str, ...], list[Stage]]:
     """Reads and checks a pipeline file: `(run_dir, default paths, stages)`. `run_dir` replaces the file's own (and
     so every `${run_dir}` of its stages)."""
-    import yaml
 
     from .cli import COMMANDS
 
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"Pipeline file {path} does not exist. Pass `--config recipes/<model>/pipeline.yaml`.")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = load_yaml_strict(path)
+    except RecipeError as error:
+        raise PipelineError(str(error)) from None
     if not isinstance(data, dict):
         raise PipelineError(f"{path} must be a YAML mapping with the keys {list(TOP_LEVEL_KEYS)}.")
     for key in data:
@@ -388,8 +390,9 @@ def stage_inputs(stage: Stage) -> list[Input]:
             if "=" in body:
                 inputs.append(Input(body.split("=", 1)[1], "prompts"))
     elif stage.command == "eval":
-        if values.get("adapter_path") and str(values["adapter_path"]).lower() != "none":
-            inputs.append(Input(str(values["adapter_path"]), "adapter_path"))
+        for key in ("adapter_path", "route_gate"):  # the head that routes (`--route`), e.g. a `fit-gate` output
+            if values.get(key) and str(values[key]).lower() != "none":
+                inputs.append(Input(str(values[key]), key))
     elif stage.command == "eval-compare":
         inputs.extend(Input(str(report), "reports") for report in _as_list(values.get("reports") or []))
     elif stage.command == "train-classifier" and values.get("dataset_name"):
