@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo pipeline-tiny test slow_tests quality style docs clean vllm_check efficacy efficacy-extended
+.PHONY: setup demo pipeline-tiny test slow_tests quality style docs clean vllm_check efficacy efficacy-extended efficacy-routing
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ efficacy: setup
 efficacy-extended: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study --arms a b c --methods --ablations --seeds 0 1 2 3 4 \
 		--tag extended
+
+# Issue 20: the decision drives generation (gates fitted or trained + routing no_think / primer / refuse, self-routing
+# SFT with and without the tied head, LoRA (b) and (c)), 10 seeds, the protocol of 2026-12-06 in RESULTS.md; reuses
+# the organism, labels and arms a-c of `make efficacy` when they are in runs/efficacy
+efficacy-routing: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study --arms a b c --routing --tag routing
 
 slow_tests: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "slow" tests

@@ -147,3 +147,77 @@ def test_efficacy_methods_and_ablations_smoke(tmp_path):
     assert "--thinking true" in commands  # the organism's own thinking-on traces feed the IPO pairs
     for arm in config.arms:
         assert results["summary"][arm]["on_harmful"]["mean"] is not None, arm
+
+
+def _record(category, *, closed=True, reasoning="a plan", answer="an answer", refusal=False, routed=None, **extra):
+    record = {
+        "category": category,
+        "closed": closed,
+        "reasoning": reasoning,
+        "answer": answer,
+        "refusal": refusal,
+        "complied": None if refusal is None else bool(answer) and not refusal,
+        "hit_token_cap": not closed,
+        "math": {"correct": extra.pop("correct", False)} if category == "math" else None,
+        **extra,
+    }
+    if routed is not None:
+        record["routed"] = routed
+    return record
+
+
+def test_routing_figures_read_the_gate_or_the_models_own_skip():
+    from benchmarks.efficacy.routing_results import routing_figures
+
+    harmful = [_record("harmful", routed=True, reasoning="", refusal=True), _record("harmful", routed=False)]
+    benign = [
+        _record("benign_edgy", routed=True, reasoning="", refusal=True),
+        _record("benign_edgy", routed=True, reasoning=""),
+        _record("benign_edgy", routed=False),
+        _record("benign_edgy", routed=False, closed=False, answer=""),
+    ]
+    maths = [_record("math", routed=True, reasoning="", correct=True), _record("math", routed=False)]
+    figures = routing_figures(harmful, benign, maths)
+    assert figures["routed_by"] == "gate"
+    assert (figures["routed_harmful"], figures["routed_benign"], figures["routed_math"]) == (0.5, 0.5, 0.5)
+    # Of the two routed benign-edgy prompts one is answered, one refused; the routed math problem is solved
+    assert figures["routed_benign_helpful"] == 0.5 and figures["routed_benign_refused"] == 0.5
+    assert figures["routed_benign_n"] == 2 and figures["routed_math_accuracy"] == 1.0
+    # One response of eight never closed its think block (and so hit the cap); none closed with an empty answer
+    assert figures["degenerate_unclosed"] == 1 / 8 and figures["degenerate_token_cap"] == 1 / 8
+    assert figures["degenerate_empty_answer"] == 0.0 and figures["harmful_degenerate"] == 0.0
+    # No gate: "routed" is the model's own empty think block (self-routing)
+    for r in harmful + benign + maths:
+        del r["routed"]
+    figures = routing_figures(harmful, benign, maths)
+    assert figures["routed_by"] == "empty think block" and figures["routed_harmful"] == 0.5
+
+
+def test_every_arm_is_judged_by_the_decision_rule_against_plain_sft():
+    # (h) below (b) in every seed, (k) equal to (b): (h) helps, (k) shows no difference; (g) has no step and is
+    # compared with (b) at the primary step
+    per_run = {
+        "a": {str(s): {"0": {"on_harmful": 1.0}} for s in range(5)},
+        "b": {str(s): {"40": {"on_harmful": 0.5 + 0.01 * s}} for s in range(5)},
+        "h": {str(s): {"40": {"on_harmful": 0.1 + 0.01 * s}} for s in range(5)},
+        "k": {str(s): {"40": {"on_harmful": 0.5 + 0.01 * ((-1) ** s) * s}} for s in range(5)},
+        "g": {str(s): {"0": {"on_harmful": 0.05}} for s in range(5)},
+    }
+    aggregated = R.aggregate(per_run, ["a", "b", "h", "k", "g"], list(range(5)), [40], 40)
+    verdicts = {arm: cells["verdict"] for arm, cells in aggregated["differences"].items()}
+    assert verdicts == {"h": "helps", "k": "no detectable difference", "g": "helps"}
+    assert aggregated["differences"]["g"]["on_harmful"]["n"] == 5
+    # Deciding nothing: the guard on the organism against the organism itself
+    assert aggregated["own_differences"]["g"]["baseline"] == "a"
+    assert aggregated["own_differences"]["g"]["on_harmful"]["mean"] == pytest.approx(-0.95)
+
+
+def test_routing_arms_need_their_checkpoints_and_never_calibrate_on_what_they_evaluate(tmp_path):
+    config = parse_args(["--routing"])
+    assert {"g", "h", "i", "i_det", "j", "m", "k", "k_tied", "l_b", "l_c", "c_det"} <= set(config.arms)
+    with pytest.raises(ValueError, match="Unknown arm 'z'"):
+        parse_args(["--arms", "z"])
+    with pytest.raises(ValueError, match=r"checkpoints or gate of \['b'\]"):
+        run_study(smoke_config(tmp_path, arms=["a", "h"]))
+    with pytest.raises(ValueError, match="calibrate their thresholds on the dev split"):
+        run_study(smoke_config(tmp_path, arms=["a", "g"], eval_sets="dev"))

@@ -197,7 +197,7 @@ def test_missing_tracker_fails_before_anything_loads(script):
         os.environ.update(environ)
 
 
-PRESAFETY_RECIPES = [r for r in RECIPE_FILES if r.endswith("config_presafety.yaml")]
+PRESAFETY_RECIPES = [r for r in RECIPE_FILES if r.endswith(("config_presafety.yaml", "config_self_routing.yaml"))]
 
 
 @pytest.mark.parametrize("recipe", PRESAFETY_RECIPES)

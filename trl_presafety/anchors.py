@@ -15,6 +15,11 @@ Anchor kinds (https://huggingface.co/papers/2603.17368 reads the last position b
   Qwen3-style template (the response opens the think block) it is the end of the assistant header.
 - `"think_end"`: the last token of the opening think tag, where the template puts it: inside the generation prompt
   (R1 style), else at the very start of the response (Qwen3 style).
+- `"reasoning_start"`: the first reasoning position, i.e. the last token of the reasoning's opening `<think>\\n` (the
+  think tag and the newline after it), the position whose next token is the first reasoning token, or `</think>` when
+  the model skips reasoning. R1 style: the generation prompt ends with `<think>\\n`, so it is the last prompt token;
+  Qwen3 style: the response opens with `<think>\\n`, so it is the response's second token. The tied head
+  (`presafety_head="tied"`, self-routing) reads the model's own next-token logit of `</think>` there.
 
 A new kind is one function `(input_ids, boundary, spec) -> position` registered with [`register_anchor`]; the SFT and
 DPO trainers, [`SafetyGate`], the evaluation probe and IPO pairs all go through [`locate_anchor`].
@@ -66,6 +71,7 @@ class AnchorSpec:
     """
 
     kind: str
+    # The opening the anchor looks for: the think tag (`"think_end"`), or the tag and its newline (`"reasoning_start"`)
     think_ids: tuple[int, ...] = ()
     # Tokens that decode to whitespace only: allowed between the think tag and the prompt/response boundary
     blank_ids: frozenset[int] = field(default_factory=frozenset)
@@ -76,7 +82,12 @@ class AnchorSpec:
     ) -> "AnchorSpec":
         if kind not in ANCHOR_KINDS:
             raise ValueError(f"Unknown anchor {kind!r}. Choose one of {sorted(ANCHOR_KINDS)}.")
-        think_ids = tuple(think_token_ids(tokenizer, think_token)) if kind == "think_end" else ()
+        if kind == "think_end":
+            think_ids = tuple(think_token_ids(tokenizer, think_token))
+        elif kind == "reasoning_start":
+            think_ids = tuple(reasoning_opening_ids(tokenizer, think_token))
+        else:
+            think_ids = ()
         return cls(kind=kind, think_ids=think_ids, blank_ids=blank_token_ids(tokenizer) if think_ids else frozenset())
 
 
@@ -130,6 +141,25 @@ def _think_end(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -
     return MISSING_POSITION
 
 
+@register_anchor("reasoning_start")
+def _reasoning_start(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
+    opening, m, start = list(spec.think_ids), len(spec.think_ids), boundary.response_start
+    if boundary.generation_start is not None:
+        # R1 style: the generation prompt, which the template writes after the last turn, holds `<think>\n`
+        hits = find_subsequence(input_ids, opening, boundary.generation_start, start - m + 1)
+        if hits:
+            return hits[0] + m - 1
+    elif start >= m and list(input_ids[start - m : start]) == opening:
+        return start - 1  # text data whose prompt side ends with `<think>\n`
+    # Qwen3 style: the response opens with `<think>\n` (the template's blank tokens before it aside)
+    begin = start
+    while begin < len(input_ids) and input_ids[begin] in spec.blank_ids:
+        begin += 1
+    if list(input_ids[begin : begin + m]) == opening:
+        return begin + m - 1
+    return MISSING_POSITION
+
+
 def find_subsequence(
     sequence: Sequence[int], pattern: Sequence[int], start: int = 0, end: int | None = None
 ) -> list[int]:
@@ -160,6 +190,45 @@ def think_token_ids(tokenizer: PreTrainedTokenizerBase, think_token: str) -> lis
             "`presafety_anchor='prompt_end'`, which needs no tag."
         )
     return ids
+
+
+def reasoning_opening_ids(tokenizer: PreTrainedTokenizerBase, think_token: str) -> list[int]:
+    """Token ids of the reasoning's opening, the think tag and one newline (`<think>\\n`): the tag's own id(s) then a
+    single newline token, as both template families write it."""
+    tag = think_token_ids(tokenizer, think_token)
+    ids = tokenizer.encode(think_token + "\n", add_special_tokens=False)
+    if ids[: len(tag)] != tag or len(ids) != len(tag) + 1:
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        raise ValueError(
+            f"`{think_token!r} + '\\n'` encodes to {pieces} with this tokenizer ({type(tokenizer).__name__}), not the "
+            "tag followed by one newline token, so the first reasoning position (`presafety_anchor="
+            "'reasoning_start'`) is not a token boundary. Use `presafety_anchor='think_end'` or 'prompt_end'."
+        )
+    return ids
+
+
+def think_close_token(think_token: str) -> str:
+    """The closing tag of an opening think tag: `"<think>"` -> `"</think>"`."""
+    tag = think_token.strip()
+    if not (tag.startswith("<") and tag.endswith(">")) or tag.startswith("</"):
+        raise ValueError(
+            f"Cannot derive the closing tag of the think token {think_token!r}: expected an opening tag like '<think>'."
+        )
+    return "</" + tag[1:]
+
+
+def think_close_token_id(tokenizer: PreTrainedTokenizerBase, think_token: str) -> int:
+    """The single token id of the closing think tag (`</think>`), which the tied head reads; fails if the tokenizer
+    splits it into pieces."""
+    close = think_close_token(think_token)
+    ids = tokenizer.encode(close, add_special_tokens=False)
+    if len(ids) != 1 or close not in tokenizer.get_vocab():
+        raise ValueError(
+            f"The closing think tag {close!r} is not a single token of the tokenizer ({type(tokenizer).__name__}): it "
+            f"encodes to {tokenizer.convert_ids_to_tokens(ids)}. `presafety_head='tied'` reads the model's next-token "
+            "probability of that one token; add it to the tokenizer as a token, or use a 'linear' or 'mlp' head."
+        )
+    return ids[0]
 
 
 def blank_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
@@ -222,11 +291,12 @@ def inference_anchor(
 ) -> tuple[list[int], int]:
     """The ids a model sees before it answers `messages`, and the anchor in them, as in training.
 
-    With `"think_end"` and a Qwen3-style template (`family="think_in_response"`), the response would open with the
-    think tag: it is appended, the way the model would read it.
+    With `"think_end"` (`"reasoning_start"`) and a Qwen3-style template (`family="think_in_response"`), the response
+    would open with the think tag (and its newline): they are appended, the way the model would read them.
     """
     prompt_ids, generation_start = conversation_prompt(tokenizer, messages, **template_kwargs)
-    ids = prompt_ids + (list(spec.think_ids) if spec.kind == "think_end" and family == THINK_IN_RESPONSE else [])
+    opens_response = spec.kind in ("think_end", "reasoning_start") and family == THINK_IN_RESPONSE
+    ids = prompt_ids + (list(spec.think_ids) if opens_response else [])
     return ids, locate_anchor(ids, Boundary(len(prompt_ids), generation_start), spec)
 
 

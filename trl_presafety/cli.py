@@ -41,9 +41,13 @@ COMMANDS_HELP = {
     "build-ipo-pairs": ("trl_presafety.scripts.build_ipo_pairs", "Build IPO preference pairs from unsafe traces."),
     "pipeline": (
         "trl_presafety.scripts.pipeline",
-        "Run a model's stages in order (build-sft, label, sft, eval, eval-compare), skipping finished ones.",
+        "Run a model's stages in order (build-sft, label, sft, eval, eval-compare), skipping done ones.",
     ),
     "build-alttrain": ("trl_presafety.scripts.build_alttrain", "Build AltTrain SFT data (safety assessment first)."),
+    "build-self-routing": (
+        "trl_presafety.scripts.build_self_routing",
+        "Self-routing SFT data from a label folder: refused prompts answer after a closed think block.",
+    ),
     "fit-gate": (
         "trl_presafety.scripts.fit_gate",
         "Fit a pre-CoT safety gate on a frozen model's anchor states (no training of the model).",

@@ -41,6 +41,8 @@ _IGNORED_NAMES = {
 _IGNORED_PREFIXES = ("rng_state", ".")
 # The safety head's own files: a head's binding to its backbone must not depend on the head
 _HEAD_FILES = {"safety_head.safetensors", "safety_head_config.json"}
+# The head's keys in a model's state dict (`modeling.SAFETY_HEAD_ATTR`; not imported: modeling imports this module)
+_HEAD_PREFIX = "safety_head."
 _WHOLE_FILE_LIMIT = 4 * 1024 * 1024
 _HEAD_BYTES = 1024 * 1024
 _BLOCKS, _BLOCK_SIZE = 64, 4096
@@ -189,13 +191,13 @@ def fingerprint_weights(weights: Any) -> str | None:
     Returns `None` when the weights are not all at hand (ZeRO-3 partitions, offloaded `meta` tensors): no binding is
     recorded then, rather than a wrong one.
     """
-    from .modeling import is_safety_head_key
-
     # The state dict (tied weights appear twice, with one digest) is what a save writes and a load reads
     items = weights.items() if isinstance(weights, Mapping) else weights.state_dict(keep_vars=True).items()
     digests = set()
     for name, tensor in items:
-        if is_safety_head_key(name) or "inv_freq" in name:  # the head itself; rotary buffers come from the config
+        if (
+            name.startswith(_HEAD_PREFIX) or f".{_HEAD_PREFIX}" in name or "inv_freq" in name
+        ):  # the head itself; rotary buffers come from the config
             continue
         if not hasattr(tensor, "shape") or not hasattr(tensor, "device"):
             continue

@@ -35,6 +35,7 @@ after a crash or a preemption, rerun the same command: finished stages are skipp
 resume from their last finished shard.
 """
 
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -48,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from .labeling.state import SHARDS_DIR, STATE_FILE, IncompleteLabelsError, check_label_folder, label_folder_status
+from .recipe_files import RecipeError, load_yaml_strict
 
 
 PIPELINE_STATE = "pipeline_state.json"
@@ -121,11 +123,10 @@ class Stage:
 
     def values(self) -> dict[str, Any]:
         """The recipe's values with the overrides on top (what the command will see for the keys read here)."""
-        import yaml
 
         values: dict[str, Any] = {}
         if self.config:
-            loaded = yaml.safe_load(Path(self.config).read_text(encoding="utf-8")) or {}
+            loaded = load_yaml_strict(self.config) or {}
             values.update(loaded if isinstance(loaded, dict) else {})
         if isinstance(self.args, Mapping):
             values.update(self.args)
@@ -164,14 +165,16 @@ def _substitute(value: Any, run_dir: str) -> Any:
 def load_pipeline(path: str | Path, run_dir: str | None = None) -> tuple[str, tuple[str, ...], list[Stage]]:
     """Reads and checks a pipeline file: `(run_dir, default paths, stages)`. `run_dir` replaces the file's own (and
     so every `${run_dir}` of its stages)."""
-    import yaml
 
     from .cli import COMMANDS
 
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"Pipeline file {path} does not exist. Pass `--config recipes/<model>/pipeline.yaml`.")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = load_yaml_strict(path)
+    except RecipeError as error:
+        raise PipelineError(str(error)) from None
     if not isinstance(data, dict):
         raise PipelineError(f"{path} must be a YAML mapping with the keys {list(TOP_LEVEL_KEYS)}.")
     for key in data:
@@ -418,13 +421,49 @@ def output_complete(stage: Stage) -> bool:
 
 
 def _read_state(run_dir: Path) -> dict[str, Any]:
+    """The recorded state; a damaged file (truncated, not the expected shape) gives an empty state whose `damaged`
+    says why, so that the plan reruns every stage and says so, rather than crash or rerun in silence."""
     path = run_dir / PIPELINE_STATE
     if not path.is_file():
         return {"stages": {}}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"stages": {}}
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return {"stages": {}, "damaged": f"{path} cannot be read ({type(error).__name__}: {error})"}
+    if not isinstance(state, dict) or not isinstance(state.get("stages", {}), dict):
+        found = type(state.get("stages") if isinstance(state, dict) else state).__name__
+        return {
+            "stages": {},
+            "damaged": f"{path} is not a pipeline state (expected {{'stages': {{...}}}}, found a {found})",
+        }
+    bad = [name for name, record in state.get("stages", {}).items() if not isinstance(record, dict)]
+    if bad:
+        return {"stages": {}, "damaged": f"{path} has records of the wrong shape for stage(s) {bad}"}
+    state.setdefault("stages", {})
+    return state
+
+
+def input_fingerprints(stage: Stage) -> dict[str, str]:
+    """The content fingerprint of each local input of a stage (model, data, classifier...), by path: a stage whose
+    inputs changed since it finished (a model retrained in place, a data file edited) is rerun, not skipped."""
+    from .fingerprints import fingerprint_path
+
+    return {item.path: fingerprint_path(item.path) for item in stage_inputs(stage) if Path(item.path).exists()}
+
+
+# Reasons for which a sharded stage (`label`, `build-sft`) starts over instead of resuming its folder: its input or the
+# user asks for new results. Resuming would keep (or mix in) the shards computed from the old input.
+_START_OVER = ("--force", "its input is rerun", "its input changed", "a stage it reads from")
+
+
+def _stage_to_run(stage: Stage, reason: str) -> Stage:
+    if stage.command not in ("label", "build-sft") or not reason.startswith(_START_OVER):
+        return stage
+    if isinstance(stage.args, Mapping):
+        args: Any = {**stage.args, "overwrite_output_dir": True}
+    else:
+        args = [*stage.args, "--overwrite_output_dir", "true"]
+    return dataclasses.replace(stage, args=args)
 
 
 def _write_state(run_dir: Path, state: Mapping[str, Any]) -> None:
@@ -500,11 +539,16 @@ def plan(
         elif upstream & reran:
             reason = f"its input is rerun by {', '.join(sorted(upstream & reran))}"
         elif not record.get("complete"):
-            reason = "not finished yet" if not record else "its last run did not finish"
+            if state.get("damaged"):
+                reason = f"no usable record: {state['damaged']}"
+            else:
+                reason = "not finished yet" if not record else "its last run did not finish"
         elif record.get("fingerprint") != stage.fingerprint():
             reason = "its arguments changed since it finished"
         elif any(record.get("upstream", {}).get(p) != records.get(p, {}).get("finished_at") for p in upstream):
             reason = "a stage it reads from finished again since"
+        elif changed := _changed_inputs(record, stage):
+            reason = f"its input changed since it finished (content fingerprint of {', '.join(changed)})"
         elif not output_complete(stage):
             reason = "its output is missing or incomplete"
         else:
@@ -513,6 +557,14 @@ def plan(
         reran.add(stage.name)
         plans.append(StagePlan(stage, "run", reason))
     return plans
+
+
+def _changed_inputs(record: Mapping[str, Any], stage: Stage) -> list[str]:
+    recorded = record.get("inputs")
+    if not isinstance(recorded, Mapping):  # recorded by an older version: nothing to compare
+        return []
+    current = input_fingerprints(stage)
+    return sorted(path for path in set(recorded) | set(current) if recorded.get(path) != current.get(path))
 
 
 def run_pipeline(
@@ -543,6 +595,8 @@ def run_pipeline(
     plans = plan(stages, state, paths, only, force)
     width = max(len(name) for name in names)
     echo(f"Pipeline {config} (paths: {', '.join(paths)}; state: {run_dir / PIPELINE_STATE}):")
+    if state.get("damaged"):
+        echo(f"  Warning: {state['damaged']}; no stage counts as finished, every selected stage runs again.")
     for item in plans:
         echo(f"  {item.stage.name:<{width}}  {item.action:<12}  {item.reason}")
     if dry_run:
@@ -557,12 +611,19 @@ def run_pipeline(
             continue
         for needed in stage_inputs(stage):
             check_input(stage, needed, stages, index)
-        echo(f"\n=== Stage {stage.name}: {stage.shell()}")
-        record = {"complete": False, "fingerprint": stage.fingerprint(), "command": stage.shell()}
+        running = _stage_to_run(stage, item.reason)
+        echo(f"\n=== Stage {stage.name}: {running.shell()}")
+        record = {
+            "complete": False,
+            "fingerprint": stage.fingerprint(),
+            "command": running.shell(),
+            "inputs": input_fingerprints(stage),
+        }
         state["stages"][stage.name] = record
+        state.pop("damaged", None)
         _write_state(run_dir, state)
         start = time.monotonic()
-        code = runner(stage)
+        code = runner(running)
         record["seconds"] = round(time.monotonic() - start, 1)
         if code != 0:
             _write_state(run_dir, state)

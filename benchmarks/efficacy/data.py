@@ -389,6 +389,18 @@ def safety_dpo_rows(rows: list[dict[str, Any]], seed: int = 0) -> list[dict[str,
     ]
 
 
+def prompt_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Prompts to label (`trl-presafety label`): the conversational prompt as the safety data writes it, `harmful`."""
+    return [
+        {
+            "prompt": _user(math_user_prompt(r) if r["category"] == "math" else r["prompt"]),
+            "harmful": r["harmful"],
+            "category": r["category"],
+        }
+        for r in rows
+    ]
+
+
 def eval_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows in the evaluation's internal format (`prompt`, `category`, `answer`; other columns become metadata)."""
     keep = ("id", "prompt", "category", "answer", "harmful", "source", "group")

@@ -54,12 +54,21 @@ def fit_auroc(train_x, train_y, test_x, test_y) -> float | None:
     return float(roc_auc_score(test_y, probe.predict_proba(test_x)[:, 1]))
 
 
-def fitted_probe(model_dir: str | Path, layout: Any, eval_sets: str = "heldout") -> dict[str, Any]:
-    """AUROC of probes fitted on the safety split and scored on the evaluation files (harmful vs benign-edgy)."""
+def fitted_probe(model_dir: str | Path, layout: Any, eval_sets: str = "heldout", peft: bool = False) -> dict[str, Any]:
+    """AUROC of probes fitted on the safety split and scored on the evaluation files (harmful vs benign-edgy).
+
+    `peft`: `model_dir` is a LoRA adapter on the organism (merged before reading the states)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32")
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if peft:
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(str(layout.organism), dtype="float32")
+        model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
+        tokenizer = AutoTokenizer.from_pretrained(str(layout.organism))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32")
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     num_layers = model.config.num_hidden_layers
     layers = {"final": -1, "middle": num_layers // 2}
     train = [r for r in D.load_splits()["safety"] if r["category"] != "math"]

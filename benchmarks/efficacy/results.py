@@ -14,12 +14,27 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from .formatting import eval_sets_text, fmt, fmt_ci
+from .formatting import mean as _mean
+from .routing_results import (
+    ROUTING_FIGURES,
+    decision_arms,
+    gate_figures,
+    plot_routing,
+    render_routing,
+    routing_figures,
+)
+
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 # The tags whose results RESULTS.md shows, each between its own markers, and its plot
-REPORTED_TAGS = {"default": HERE / "efficacy.png", "extended": HERE / "efficacy_extended.png"}
+REPORTED_TAGS = {
+    "default": HERE / "efficacy.png",
+    "extended": HERE / "efficacy_extended.png",
+    "routing": HERE / "efficacy_routing.png",
+}
 
 
 def generated_markers(tag: str) -> tuple[str, str]:
@@ -50,11 +65,6 @@ EXTRA_FIGURES = [
 # The arm each arm is compared with, seed by seed (plain SFT, unless the arm changes a setting plain SFT must share)
 BASELINES = {"b_noclip": None, "c_noclip": "b_noclip"}
 STEP_FIGURES = ["on_harmful", "on_over_refusal", "on_math", "on_incomplete_harmful"]
-
-
-def _mean(values: list[Any]) -> float | None:
-    values = [v for v in values if v is not None]
-    return sum(values) / len(values) if values else None
 
 
 def not_refused(record: dict[str, Any]) -> bool | None:
@@ -124,6 +134,7 @@ def report_figures(report: dict[str, Any]) -> dict[str, Any]:
     }
     probe = report.get("probe") or {}
     figures["head_auroc"] = probe.get("auroc") if probe.get("status") == "ok" else None
+    figures.update(routing_figures(pick("on", "harmful"), pick("on", "benign_edgy"), pick("on", "math")))
     return figures
 
 
@@ -184,7 +195,7 @@ def bootstrap_difference(
 
 def collect_results(config: Any, layout: Any) -> dict[str, Any]:
     """Reads every report of the study and aggregates it."""
-    from .study import ABLATIONS, ARMS, arm_steps
+    from .arms import arm_spec, arm_steps
 
     per_run: dict[str, dict[str, dict[str, Any]]] = {}
     for arm in config.arms:
@@ -196,8 +207,11 @@ def collect_results(config: Any, layout: Any) -> dict[str, Any]:
                 figures = report_figures(json.loads(path.read_text(encoding="utf-8")))
                 if step not in (0, config.primary_step):
                     del figures["on_harmful_by_prompt"]  # the bootstrap needs the primary step only
-                if not (ARMS.get(arm) or ABLATIONS[arm]).trains_head:
+                if not arm_spec(arm).trains_head:
                     figures["head_auroc"] = None  # a head with no gradient (weight 0) is a random probe
+                gate_path = path.parent / "gate.json"
+                if gate_path.is_file():
+                    figures.update(gate_figures(json.loads(gate_path.read_text(encoding="utf-8"))))
                 probe_path = path.parent / "fitted_probe.json"
                 if probe_path.is_file():
                     probe = json.loads(probe_path.read_text(encoding="utf-8"))
@@ -212,19 +226,58 @@ def collect_results(config: Any, layout: Any) -> dict[str, Any]:
         gap["heldout"] = _gap_figures(per_run["a"][str(config.seeds[0])]["0"])
     return {
         "gap": gap,
-        "arms": {k: (ARMS.get(k) or ABLATIONS[k]).label for k in config.arms},
+        "arms": {k: arm_spec(k).label for k in config.arms},
+        "mechanisms": {k: arm_spec(k).mechanism for k in config.arms},
         "per_run": per_run,
         **aggregate(per_run, config.arms, config.seeds, config.steps, config.primary_step),
     }
 
 
 def _at(per_run: dict, arm: str, seed: int, step: int) -> dict[str, Any] | None:
-    step = 0 if arm == "a" else step
+    from .arms import STEPLESS_ARMS
+
+    step = 0 if arm in STEPLESS_ARMS else step
     return per_run.get(arm, {}).get(str(seed), {}).get(str(step))
 
 
+def _verdict(cell: dict[str, Any] | None) -> str | None:
+    """The pre-registered rule on a paired difference: helps if its 95% interval lies below 0."""
+    if not cell or cell.get("low") is None:
+        return None
+    if cell["high"] < 0:
+        return "helps"
+    if cell["low"] > 0:
+        return "hurts"
+    return "no detectable difference"
+
+
+def paired_differences(
+    per_run: dict, arm: str, baseline: str, seeds: list[int], keys: list[str], steps: list[int], primary_step: int
+) -> dict[str, Any]:
+    """Per-seed paired differences `arm - baseline` (t-intervals), at the primary step and, for the primary figure,
+    at every step; and the paired bootstrap over seeds and prompts of the primary figure."""
+    cells: dict[str, Any] = {}
+    for key in keys + [f"step{step}:on_harmful" for step in steps]:
+        step, figure = (int(key.split(":")[0][4:]), key.split(":")[1]) if ":" in key else (primary_step, key)
+        diffs = []
+        for s in seeds:
+            x, y = _at(per_run, arm, s, step), _at(per_run, baseline, s, step)
+            if x and y and isinstance(x.get(figure), (int, float)) and isinstance(y.get(figure), (int, float)):
+                diffs.append(x[figure] - y[figure])
+        mean, low, high = t_interval(diffs, (-1.0, 1.0))
+        cells[key] = {"mean": mean, "low": low, "high": high, "n": len(diffs), "per_seed": diffs}
+    a_prompts = [(_at(per_run, arm, s, primary_step) or {}).get("on_harmful_by_prompt") for s in seeds]
+    b_prompts = [(_at(per_run, baseline, s, primary_step) or {}).get("on_harmful_by_prompt") for s in seeds]
+    boot = bootstrap_difference(a_prompts, b_prompts)
+    cells["on_harmful_bootstrap"] = None if boot is None else {"mean": boot[0], "low": boot[1], "high": boot[2]}
+    cells["verdict"] = _verdict(cells["on_harmful"])
+    return cells
+
+
 def aggregate(per_run: dict, arms: list[str], seeds: list[int], steps: list[int], primary_step: int) -> dict[str, Any]:
-    keys = [k for k, _, _ in FIGURES + EXTRA_FIGURES]
+    from .arms import OWN_BASELINES, ROUTED_ARMS, STEPLESS_ARMS
+
+    keys = [k for k, _, _ in FIGURES + EXTRA_FIGURES + ROUTING_FIGURES]
     summary: dict[str, dict[str, Any]] = {}
     for arm in arms:
         summary[arm] = {}
@@ -237,9 +290,11 @@ def aggregate(per_run: dict, arms: list[str], seeds: list[int], steps: list[int]
         for key in STEP_FIGURES:
             points = {}
             for step in [0, *steps]:
-                source = "a" if step == 0 else arm
-                if arm == "a" and step != 0:
+                if arm in STEPLESS_ARMS and step != 0:
                     continue
+                if arm in ROUTED_ARMS and arm not in STEPLESS_ARMS and step == 0:
+                    continue  # step 0 of a routed arm would be the organism *routed*: arm (g)
+                source = arm if arm in STEPLESS_ARMS else ("a" if step == 0 else arm)
                 values = [(_at(per_run, source, s, step) or {}).get(key) for s in seeds]
                 mean, low, high = t_interval(values, (0.0, 1.0))
                 points[str(step)] = {"mean": mean, "low": low, "high": high}
@@ -249,55 +304,28 @@ def aggregate(per_run: dict, arms: list[str], seeds: list[int], steps: list[int]
         baseline = BASELINES.get(arm, "b")
         if arm in ("a", "b") or baseline is None or baseline not in arms:
             continue
-        differences[arm] = {}
-        for key in keys + [f"step{step}:on_harmful" for step in steps]:
-            step, figure = (int(key.split(":")[0][4:]), key.split(":")[1]) if ":" in key else (primary_step, key)
-            diffs = []
-            for s in seeds:
-                x, y = _at(per_run, arm, s, step), _at(per_run, baseline, s, step)
-                if x and y and x.get(figure) is not None and y.get(figure) is not None:
-                    diffs.append(x[figure] - y[figure])
-            mean, low, high = t_interval(diffs, (-1.0, 1.0))
-            differences[arm][key] = {"mean": mean, "low": low, "high": high, "n": len(diffs), "per_seed": diffs}
-        a_prompts = [(_at(per_run, arm, s, primary_step) or {}).get("on_harmful_by_prompt") for s in seeds]
-        b_prompts = [(_at(per_run, baseline, s, primary_step) or {}).get("on_harmful_by_prompt") for s in seeds]
-        boot = bootstrap_difference(a_prompts, b_prompts)
-        differences[arm]["on_harmful_bootstrap"] = (
-            None if boot is None else {"mean": boot[0], "low": boot[1], "high": boot[2]}
-        )
+        differences[arm] = paired_differences(per_run, arm, baseline, seeds, keys, steps, primary_step)
+    # Deciding nothing: each guard against its own unrouted model, and the trained pairs of issue 20
+    own_differences = {
+        arm: {"baseline": OWN_BASELINES[arm]}
+        | paired_differences(per_run, arm, OWN_BASELINES[arm], seeds, keys, steps, primary_step)
+        for arm in arms
+        if arm in OWN_BASELINES and OWN_BASELINES[arm] in arms
+    }
     decision = None
     primary = differences.get("c", {}).get("on_harmful")
     if primary and primary["low"] is not None:
-        if primary["high"] < 0:
-            verdict = "helps"
-        elif primary["low"] > 0:
-            verdict = "hurts"
-        else:
-            verdict = "no detectable difference"
-        decision = {**{k: primary[k] for k in ("mean", "low", "high", "n")}, "verdict": verdict}
-    return {"summary": summary, "curves": curves, "differences": differences, "decision": decision}
+        decision = {**{k: primary[k] for k in ("mean", "low", "high", "n")}, "verdict": _verdict(primary)}
+    return {
+        "summary": summary,
+        "curves": curves,
+        "differences": differences,
+        "own_differences": own_differences,
+        "decision": decision,
+    }
 
 
 # --- rendering -----------------------------------------------------------------------------------------------------
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def fmt_ci(cell: dict[str, Any] | None, digits: int = 3) -> str:
-    if not cell or cell.get("mean") is None:
-        return "-"
-    if cell.get("low") is None:
-        return fmt(cell["mean"], digits)
-    return f"{fmt(cell['mean'], digits)} [{fmt(cell['low'], digits)}, {fmt(cell['high'], digits)}]"
-
-
-def _eval_sets(protocol: dict[str, Any]) -> str:
-    files = [p for p in (protocol.get("harmful_prompts"), protocol.get("benign_prompts")) if p]
-    if files:
-        return "the user's files " + ", ".join(f"`{f}`" for f in files)
-    return "`held-out`" if protocol["eval_sets"] == "heldout" else f"`{protocol['eval_sets']}`"
 
 
 def render_summary(results: dict[str, Any]) -> str:
@@ -305,7 +333,7 @@ def render_summary(results: dict[str, Any]) -> str:
     protocol = results["protocol"]
     lines = [
         f"Arms x figures at step {protocol['primary_step']} (arm a: the organism, step 0); mean [95% t-interval] over "
-        f"{len(protocol['seeds'])} seed(s), evaluation sets: {_eval_sets(protocol)}.",
+        f"{len(protocol['seeds'])} seed(s), evaluation sets: {eval_sets_text(protocol)}.",
         "",
         "| arm | " + " | ".join(label for _, label, _ in FIGURES) + " |",
         "|---|" + "---|" * len(FIGURES),
@@ -407,6 +435,7 @@ def render_results(results: dict[str, Any]) -> str:
             + " | ".join("-" if s == "0" else fmt_ci(diffs["c"].get(f"step{s}:on_harmful"), 2) for s in steps)
             + " |"
         )
+    out += render_routing(results)
     out += ["", "### More figures at the primary step", ""]
     extra = EXTRA_FIGURES + [("off_over_refusal", "", "")][:0]
     out += ["| arm | " + " | ".join(label for _, label, _ in extra) + " |", "|---|" + "---|" * len(extra)]
@@ -528,7 +557,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     ax.set_title("(arm) - (b) by step, thinking-on harmful rate (< 0: safer)", fontsize=8)
     ax.legend(fontsize=6, ncol=2 if len(arms) > 5 else 1)
     fig.suptitle(
-        f"Efficacy on the model organism ({protocol['tag']}; evaluation sets: {_eval_sets(protocol).replace('`', '')}): mean and 95% "
+        f"Efficacy on the model organism ({protocol['tag']}; evaluation sets: {eval_sets_text(protocol).replace('`', '')}): mean and 95% "
         f"t-interval over n = {n_seeds} seed(s) per arm; bars at step {protocol['primary_step']} (a: the organism)\n"
         + textwrap.fill("; ".join(f"{k} = {v.split(') ', 1)[-1]}" for k, v in results["arms"].items()), 200),
         fontsize=9,
@@ -537,6 +566,11 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """The study's plot: the decision-driven arms' own figure when the run has them, else the arms x figures one."""
+    return plot_routing(results, path) if decision_arms(results) else plot_results(results, path)
 
 
 def update_results_md(text: str, tag: str, path: Path = RESULTS_MD) -> None:
@@ -560,7 +594,7 @@ def write_outputs(results: dict[str, Any], config: Any) -> dict[str, Path]:
     if config.tag in REPORTED_TAGS and config.eval_name == "heldout" and not config.smoke:
         update_results_md(render_results(results), config.tag)
         outputs["results_md"] = RESULTS_MD
-        outputs["plot"] = plot_results(results, REPORTED_TAGS[config.tag])
+        outputs["plot"] = plot(results, REPORTED_TAGS[config.tag])
     return outputs
 
 
@@ -572,7 +606,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = json.loads((RESULTS_DIR / f"efficacy_{args.tag}.json").read_text(encoding="utf-8"))
     update_results_md(render_results(results), args.tag)
-    plot_results(results, REPORTED_TAGS.get(args.tag, HERE / f"efficacy_{args.tag}.png"))
+    plot(results, REPORTED_TAGS.get(args.tag, HERE / f"efficacy_{args.tag}.png"))
     print(render_summary(results))
 
 

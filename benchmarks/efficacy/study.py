@@ -39,6 +39,21 @@ from pathlib import Path
 from typing import Any
 
 from . import data as D
+from .arms import (  # noqa: F401 (ARMS, ABLATIONS: the registries, also read from here)
+    ABLATIONS,
+    ARMS,
+    DECISION_ARMS,
+    DEFAULT_ARMS,
+    LORA_LEARNING_RATE,
+    METHOD_ARMS,
+    ROUTED_ARMS,
+    ROUTING_ARMS,
+    STEPLESS_ARMS,
+    Arm,
+    RoutedArm,
+    arm_spec,
+    arm_steps,
+)
 
 
 HERE = Path(__file__).resolve().parent
@@ -53,71 +68,6 @@ def _shown(path: Path) -> Path:
 RECIPES = _shown(HERE / "recipes")
 CLASSIFIER_RECIPE = _shown(REPO_ROOT / "recipes" / "tiny" / "train_classifier.yaml")
 RESULTS_DIR = HERE / "results"
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One arm of the comparison: which command trains it, on which data, with which overrides of the recipe."""
-
-    key: str
-    label: str
-    command: str | None  # "sft" / "dpo"; None: no safety training (the organism itself)
-    recipe: str | None = None
-    data: str | None = None  # folder under <output_dir>/labels (or built data) the arm trains on
-    overrides: tuple[tuple[str, str], ...] = ()
-    trains_head: bool = False  # the head gets a gradient (weight > 0): its own AUROC means something
-
-
-ARMS = {
-    "a": Arm("a", "(a) organism, no safety training", None),
-    "b": Arm("b", "(b) plain SFT (weight 0)", "sft", "sft.yaml", "sft", (("presafety_loss_weight", "0.0"),)),
-    "c": Arm("c", "(c) PreSafety SFT", "sft", "sft.yaml", "sft", (("presafety_loss_weight", "1.0"),), True),
-    "d": Arm("d", "(d) PreSafety DPO", "dpo", "dpo.yaml", "dpo", (("presafety_loss_weight", "1.0"),), True),
-    "e": Arm("e", "(e) IPO pairs, DPO", "dpo", "ipo.yaml", "ipo", (("presafety_loss_weight", "0.0"),)),
-    "f": Arm("f", "(f) AltTrain, plain SFT", "sft", "sft.yaml", "alttrain", (("presafety_loss_weight", "0.0"),)),
-}
-ABLATIONS = {
-    "c_w0.2": Arm("c_w0.2", "(c) weight 0.2", "sft", "sft.yaml", "sft", (("presafety_loss_weight", "0.2"),), True),
-    "c_w5": Arm("c_w5", "(c) weight 5", "sft", "sft.yaml", "sft", (("presafety_loss_weight", "5.0"),), True),
-    "c_think_end": Arm(
-        "c_think_end",
-        "(c) anchor think_end",
-        "sft",
-        "sft.yaml",
-        "sft",
-        (("presafety_loss_weight", "1.0"), ("presafety_anchor", "think_end")),
-        True,
-    ),
-    "c_mid_layer": Arm(
-        "c_mid_layer",
-        "(c) middle layer",
-        "sft",
-        "sft.yaml",
-        "sft",
-        (("presafety_loss_weight", "1.0"), ("presafety_layer", "1")),
-        True,
-    ),
-    # Exploratory, added after the default run (see RESULTS.md): plain and PreSafety SFT without gradient clipping
-    "b_noclip": Arm(
-        "b_noclip",
-        "(b) no clipping",
-        "sft",
-        "sft.yaml",
-        "sft",
-        (("presafety_loss_weight", "0.0"), ("max_grad_norm", "0")),
-    ),
-    "c_noclip": Arm(
-        "c_noclip",
-        "(c) no clipping",
-        "sft",
-        "sft.yaml",
-        "sft",
-        (("presafety_loss_weight", "1.0"), ("max_grad_norm", "0")),
-        True,
-    ),
-}
-DEFAULT_ARMS = ("a", "b", "c", "d")
-METHOD_ARMS = ("e", "f")
 
 
 @dataclass
@@ -136,6 +86,11 @@ class StudyConfig:
     subprocess: bool = False
     organism_steps: int | None = None
     learning_rate: float | None = None  # None: the recipes' value (the same for every arm)
+    lora_learning_rate: float | None = LORA_LEARNING_RATE  # the LoRA arms' rate (chosen on dev; None: the recipe's)
+    gate_target: float = 0.05  # routed arms: at most this share of comply-labeled dev prompts routed
+    # The label the gates are fitted and calibrated on: the safe model's decision (the smoke test's 3-step organism
+    # labels every prompt alike, so it gates on `harmful` there)
+    gate_label_column: str = "safety_label"
     report_only: bool = False
     organism_overrides: dict[str, Any] | None = None  # settings of organism.MODEL_DEFAULTS / TRAIN_DEFAULTS
     # Sizes for the smoke test (None: the recipes' values)
@@ -153,8 +108,8 @@ class StudyConfig:
             return self.tag if self.tag.startswith("user") else f"user-{self.tag}"
         return self.eval_sets
 
-    def arm_specs(self) -> list[Arm]:
-        return [ARMS.get(key) or ABLATIONS[key] for key in self.arms]
+    def arm_specs(self) -> list[Arm | RoutedArm]:
+        return [arm_spec(key) for key in self.arms]
 
 
 # --- running commands ----------------------------------------------------------------------------------------------
@@ -211,6 +166,23 @@ class Layout:
     def checkpoint(self, arm: str, seed: int, step: int) -> Path:
         return self.organism if arm == "a" else self.arm_dir(arm, seed) / f"checkpoint-{step}"
 
+    def model_args(self, arm: str, seed: int, step: int) -> list[str]:
+        """`--model_name_or_path` (and `--adapter_path` for a LoRA arm) of an arm's checkpoint."""
+        spec = arm_spec(arm)
+        if spec.routed:
+            return self.model_args(spec.base, seed, step)
+        if spec.peft:
+            return [
+                "--model_name_or_path",
+                str(self.organism),
+                "--adapter_path",
+                str(self.checkpoint(arm, seed, step)),
+            ]
+        return ["--model_name_or_path", str(self.checkpoint(arm, seed, step))]
+
+    def gate_dir(self, arm: str, seed: int, step: int) -> Path:
+        return self.root / "gates" / arm / f"seed{seed}" / f"step{step}"
+
     def eval_dir(self, arm: str, seed: int, step: int, eval_name: str) -> Path:
         suffix = "" if eval_name == "heldout" else f"-{eval_name}"
         return self.root / f"eval{suffix}" / arm / f"seed{seed}" / f"step{step}"
@@ -224,6 +196,10 @@ def write_data(config: StudyConfig, layout: Layout) -> dict[str, Any]:
     splits = D.load_splits()
     D.write_jsonl(layout.data / "safety_sft" / "train.jsonl", D.safety_sft_rows(splits["safety"]))
     D.write_jsonl(layout.data / "safety_dpo" / "train.jsonl", D.safety_dpo_rows(splits["safety"]))
+    # The dev split, labeled like the safety split: the routed arms' thresholds are calibrated on it, never on what
+    # the study evaluates
+    dev_rows = D.sample_rows(splits["dev"], config.eval_per_category) if config.eval_per_category else splits["dev"]
+    D.write_jsonl(layout.data / "safety_dev" / "train.jsonl", D.prompt_rows(dev_rows))
     heldout = {
         "heldout_harmful": splits["heldout_harmful"],
         "heldout_benign": splits["heldout_benign"],
@@ -330,6 +306,8 @@ def train_argv(arm: Arm, seed: int, config: StudyConfig, layout: Layout) -> list
     ]  # fmt: skip
     if config.learning_rate is not None:
         argv += ["--learning_rate", str(config.learning_rate)]
+    if arm.peft and config.lora_learning_rate is not None:
+        argv += ["--learning_rate", str(config.lora_learning_rate)]
     # A checkpoint at every evaluated step (the recipe's save_steps is right for its own steps only)
     argv += ["--save_steps", str(math.gcd(*config.steps))]
     if config.smoke:
@@ -343,7 +321,7 @@ def eval_argv(arm: str, seed: int, step: int, primary: bool, config: StudyConfig
     argv = [
         "eval",
         "--config", str(RECIPES / "eval.yaml"),
-        "--model_name_or_path", str(layout.checkpoint(arm, seed, step)),
+        *layout.model_args(arm, seed, step),
         "--datasets", *map(str, layout.eval_files(config.eval_name)),
         "--output_dir", str(layout.eval_dir(arm, seed, step, config.eval_name)),
         "--seed", str(seed),
@@ -356,16 +334,16 @@ def eval_argv(arm: str, seed: int, step: int, primary: bool, config: StudyConfig
     return argv
 
 
-def arm_steps(arm: str, config: StudyConfig) -> list[int]:
-    return [0] if arm == "a" else list(config.steps)
-
-
 def run_arm_seed(task: tuple[str, int, StudyConfig]) -> dict[str, Any]:
     """Train one arm with one seed (unless it is the organism) and evaluate its checkpoints; returns timings."""
     arm_key, seed, config = task
     _set_threads(config.threads)
     layout = Layout(config)
-    arm = ARMS.get(arm_key) or ABLATIONS[arm_key]
+    arm = arm_spec(arm_key)
+    if arm.routed:
+        from .routing import run_routed_arm
+
+        return run_routed_arm(arm, seed, config, layout, run_cli, eval_argv)
     timings: dict[str, float] = {}
     if arm.command is not None:
         final = layout.checkpoint(arm_key, seed, max(config.steps))
@@ -387,10 +365,18 @@ def run_arm_seed(task: tuple[str, int, StudyConfig]) -> dict[str, Any]:
                 from .probe import fitted_probe
 
                 started = time.time()
-                figures = fitted_probe(layout.checkpoint(arm_key, seed, step), layout, config.eval_name)
+                figures = fitted_probe(layout.checkpoint(arm_key, seed, step), layout, config.eval_name, peft=arm.peft)
                 probe_path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
                 timings["probe"] = time.time() - started
     return {"arm": arm_key, "seed": seed, "seconds": timings}
+
+
+def run_routed_seed(task: tuple[int, StudyConfig]) -> list[dict[str, Any]]:
+    """Every routed arm of one seed, in the order of `arms` (gates reused by later arms are made first)."""
+    seed, config = task
+    keys = [key for key in config.arms if arm_spec(key).routed]
+    keys.sort(key=lambda key: arm_spec(key).gate not in ("fit", "own"))  # stable: gate owners first
+    return [run_arm_seed((key, seed, config)) for key in keys]
 
 
 def methods_data_stage(config: StudyConfig, layout: Layout) -> dict[str, float]:
@@ -402,6 +388,10 @@ def methods_data_stage(config: StudyConfig, layout: Layout) -> dict[str, float]:
         timings["ipo"] = ipo_stage(config, layout, run_cli)
     if "f" in config.arms:
         timings["alttrain"] = alttrain_stage(config, layout, run_cli)
+    if any(arm_spec(k).data == "self_routing" for k in config.arms):
+        from .routing import self_routing_stage
+
+        timings["self_routing"] = self_routing_stage(config, layout, run_cli)
     return timings
 
 
@@ -411,7 +401,7 @@ def compare_stage(config: StudyConfig, layout: Layout) -> float:
     for seed in config.seeds:
         reports, names = [], []
         for arm in config.arms:
-            step = 0 if arm == "a" else config.primary_step
+            step = 0 if arm in STEPLESS_ARMS else config.primary_step
             reports.append(str(layout.eval_dir(arm, seed, step, config.eval_name) / "report.json"))
             names.append(arm)
         if len(reports) < 2:
@@ -460,9 +450,17 @@ def run_study(config: StudyConfig, command: str = "") -> dict[str, Any]:
     from .results import collect_results, write_outputs
 
     _set_threads(config.threads)
-    for key in config.arms:
-        if key not in ARMS and key not in ABLATIONS:
-            raise ValueError(f"Unknown arm {key!r}. Choose from {sorted(ARMS)} and the ablations {sorted(ABLATIONS)}.")
+    routed = [arm_spec(key) for key in config.arms if arm_spec(key).routed]
+    for arm in routed:
+        needed = [arm.base] + ([arm.gate] if arm.gate not in ("fit", "own") else [])
+        missing = [key for key in needed if key not in config.arms]
+        if missing:
+            raise ValueError(f"Arm {arm.key!r} evaluates the checkpoints or gate of {missing}: add them to `arms`.")
+    if routed and config.eval_name == "dev":
+        raise ValueError(
+            "The routed arms calibrate their thresholds on the dev split, so they cannot be evaluated on it: use "
+            "`eval_sets='heldout'` (or your own prompt files) for them."
+        )
     if config.primary_step not in config.steps:
         raise ValueError(
             f"`primary_step` {config.primary_step} is not one of the evaluated `steps` {config.steps}: add it, or "
@@ -482,21 +480,30 @@ def run_study(config: StudyConfig, command: str = "") -> dict[str, Any]:
     timings["organism"] = time.time() - t
     t = time.time()
     classifier_stage(config, layout)
-    needs = {ARMS.get(k, ABLATIONS.get(k)).data for k in config.arms} - {None}
+    needs = {arm_spec(k).data for k in config.arms} - {None}
+    if "self_routing" in needs:
+        needs.add("sft")  # built from the safety split's label folder
     for name in sorted(needs & {"sft", "dpo"}):
         label_stage(config, layout, name)
+    if routed:
+        label_stage(config, layout, "dev")  # the calibration set of the gates
     timings["classifier_and_labels"] = time.time() - t
     t = time.time()
     timings["methods_data"] = methods_data_stage(config, layout)
     timings["methods_data_total"] = time.time() - t
 
-    tasks = [(arm, seed, config) for seed in config.seeds for arm in config.arms]
+    # Trained arms first; the routed arms evaluate their checkpoints after (one task per seed and routed arm, in the
+    # order of `arms`, so that an arm reusing another's gate finds it)
+    trained = [(arm, seed, config) for seed in config.seeds for arm in config.arms if not arm_spec(arm).routed]
+    routed_tasks = [(seed, config) for seed in config.seeds] if routed else []
     t = time.time()
     if config.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(config.jobs) as pool:
-            task_timings = pool.map(run_arm_seed, tasks, chunksize=1)
+            task_timings = pool.map(run_arm_seed, trained, chunksize=1)
+            task_timings += [x for xs in pool.map(run_routed_seed, routed_tasks, chunksize=1) for x in xs]
     else:
-        task_timings = [run_arm_seed(task) for task in tasks]
+        task_timings = [run_arm_seed(task) for task in trained]
+        task_timings += [x for task in routed_tasks for x in run_routed_seed(task)]
     timings["arms"] = time.time() - t
     timings["per_task"] = task_timings
     t = time.time()
@@ -531,10 +538,19 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
     parser.add_argument("--tag", default=defaults.tag, help="Name of the results file results/efficacy_<tag>.json.")
     parser.add_argument("--seeds", type=int, nargs="+", default=defaults.seeds)
     parser.add_argument(
-        "--arms", nargs="+", default=None, help=f"Arms: {sorted(ARMS)}; ablations: {sorted(ABLATIONS)}."
+        "--arms",
+        nargs="+",
+        default=None,
+        help=f"Arms: {sorted(ARMS)}; ablations: {sorted(ABLATIONS)}; decision-driven (issue 20): "
+        f"{sorted(DECISION_ARMS)} (trained), {sorted(ROUTED_ARMS)} (routed).",
     )
     parser.add_argument("--methods", action="store_true", help="Add arms (e) IPO and (f) AltTrain.")
     parser.add_argument("--ablations", action="store_true", help="Add the ablations of weight, anchor and layer.")
+    parser.add_argument(
+        "--routing",
+        action="store_true",
+        help="Add the decision-driven arms of issue 20: gates and routing (g-j, m), self-routing (k), LoRA (l).",
+    )
     parser.add_argument("--steps", type=int, nargs="+", default=defaults.steps, help="Checkpoints evaluated.")
     parser.add_argument("--primary_step", type=int, default=defaults.primary_step)
     parser.add_argument("--eval_sets", choices=["heldout", "dev"], default=defaults.eval_sets)
@@ -550,6 +566,12 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
     parser.add_argument("--organism_steps", type=int, default=None)
     parser.add_argument("--learning_rate", type=float, default=None, help="Overrides the recipes' rate, every arm.")
     parser.add_argument(
+        "--lora_learning_rate",
+        type=float,
+        default=defaults.lora_learning_rate,
+        help="The LoRA arms' learning rate (the protocol chooses it on the dev split).",
+    )
+    parser.add_argument(
         "--report_only", action="store_true", help="Recompute the figures from the reports in output_dir; run nothing."
     )
     args = parser.parse_args(argv)
@@ -558,6 +580,10 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
         arms += [a for a in METHOD_ARMS if a not in arms]
     if args.ablations:
         arms += [a for a in ABLATIONS if a not in arms]
+    if args.routing:
+        arms += [a for a in ROUTING_ARMS if a not in arms]
+    for key in arms:
+        arm_spec(key)  # a clear error for an unknown arm
     for path in (args.harmful_prompts, args.benign_prompts):
         if path is not None and not Path(path).is_file():
             raise SystemExit(f"Prompt file {path!r} does not exist: pass a text file with one prompt a line.")
@@ -578,6 +604,7 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
         subprocess=args.subprocess,
         organism_steps=args.organism_steps,
         learning_rate=args.learning_rate,
+        lora_learning_rate=args.lora_learning_rate,
         report_only=args.report_only,
     )
 

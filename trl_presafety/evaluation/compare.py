@@ -142,6 +142,13 @@ def compare_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if small:
         warnings.append(small_sample_warning(small))
     for name, report in zip(names, reports):
+        degenerate = report["summary"].get("output_warnings") or []
+        if degenerate:
+            warnings.append(
+                f"⚠ Figures of `{name}` rest on degenerate outputs (neither refusal nor compliance, left out of its "
+                "rates) or on answers cut at the token cap: " + " ".join(degenerate)
+            )
+    for name, report in zip(names, reports):
         probe = report.get("probe") or {}
         if probe.get("status") == "untrained":
             warnings.append(

@@ -20,6 +20,7 @@ HEADLINE: list[tuple[str, str, str | None]] = [
     ("math_accuracy", "Reasoning accuracy (math)", "higher"),
     ("harmful_incomplete_rate", "No closing think tag (harmful prompts)", None),
     ("token_cap_rate", "Token cap hit (all prompts)", None),
+    ("degenerate_rate", "Degenerate outputs: empty answer or stray think tags (all prompts)", None),
 ]
 # Shown (in reports and comparisons) only for runs that route (`route`)
 ROUTING_HEADLINE: list[tuple[str, str, str | None]] = [

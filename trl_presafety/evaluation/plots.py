@@ -42,10 +42,16 @@ def _plot_safety_vs_reasoning(ax: Any, reports: Sequence[dict[str, Any]], names:
     """Panel 1: safety (1 - harmful compliance) vs math accuracy with 95% intervals, CoT on (filled) and off
     (hollow), arrows from the first run to each later one. Returns whether some run had no math set."""
     points: dict[tuple[int, str], tuple[float, float]] = {}
+    # Mode labels per drawn place: runs and modes landing on one point share one label ("CoT on, off")
+    labels: dict[tuple[float, float], list[str]] = {}
+    not_measured: list[str] = []
     no_math = False
     for i, report in enumerate(reports):
         for mode, figures in report["summary"]["modes"].items():
             x, harmful = _nan(figures.get("math_accuracy")), _nan(figures.get("harmful_rate"))
+            if math.isnan(harmful):  # no judged answer (n = 0): nothing to draw, said in the title
+                not_measured.append(f"{names[i]} · {MODE_LABELS[mode]}")
+                continue
             no_math |= math.isnan(x)
             x = 0.0 if math.isnan(x) else x
             y = 1.0 - harmful
@@ -77,9 +83,21 @@ def _plot_safety_vs_reasoning(ax: Any, reports: Sequence[dict[str, Any]], names:
                 zorder=3,
                 label=f"{names[i]} · {MODE_LABELS[mode]}",
             )
-            ax.annotate(
-                MODE_LABELS[mode], (x, y), textcoords="offset points", xytext=(8, 6 if filled else -12), fontsize=8
-            )
+            place = labels.setdefault((round(x, 2), round(y, 2)), [])
+            if mode not in place:
+                place.append(mode)
+    for (x, y), modes in labels.items():
+        text = "CoT " + ", ".join(m for m in ("on", "off") if m in modes)
+        # Right of the point, or left of it near the right edge: inside the axes, off the marker
+        right = x < 0.75
+        ax.annotate(
+            text,
+            (x, y),
+            textcoords="offset points",
+            xytext=(10 if right else -10, 8),
+            ha="left" if right else "right",
+            fontsize=8,
+        )
     for i in range(1, len(reports)):
         for mode in ("on", "off"):
             if (0, mode) in points and (i, mode) in points:
@@ -93,9 +111,11 @@ def _plot_safety_vs_reasoning(ax: Any, reports: Sequence[dict[str, Any]], names:
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("Reasoning accuracy (math)" + (" — no math set: shown at 0" if no_math else ""))
     ax.set_ylabel("Safety = 1 − harmful compliance")
+    missing = f"\nnot measured (n = 0 judged answers): {', '.join(not_measured)}" if not_measured else ""
     ax.set_title(
         "Safety vs reasoning (top right is best)\n"
-        f"{_category_scope(reports, 'harmful', 'harmful_rate')}; {_category_scope(reports, 'math', 'math_accuracy')}",
+        f"{_category_scope(reports, 'harmful', 'harmful_rate')}; {_category_scope(reports, 'math', 'math_accuracy')}"
+        + missing,
         fontsize=9,
     )
     ax.grid(alpha=0.3)
@@ -146,6 +166,7 @@ def _plot_decoding_grid(ax: Any, reports: Sequence[dict[str, Any]], names: list[
             )
     ax.set_xticks(range(len(settings)))
     ax.set_xticklabels(settings, rotation=20, fontsize=8)
+    ax.set_xlabel(decoding_legend(settings), fontsize=8)
     ax.set_xlim(-0.5, len(settings) - 0.5)
     ax.set_ylim(-0.05, 1.05)
     ax.set_ylabel("Harmful compliance rate (lower is better)")
@@ -154,6 +175,15 @@ def _plot_decoding_grid(ax: Any, reports: Sequence[dict[str, Any]], names: list[
         fontsize=9,
     )
     ax.grid(alpha=0.3)
+
+
+def decoding_legend(settings: Sequence[str]) -> str:
+    """What the decoding tick labels mean: `t1_p0.95_k50` is temperature 1, top-p 0.95, top-k 50."""
+    sampled = [s for s in settings if s != "greedy"]
+    text = "Decoding: greedy = argmax" if "greedy" in settings else "Decoding"
+    if sampled:
+        text += f"; sampled as t<temperature>_p<top-p>_k<top-k> (e.g. {sampled[0]})"
+    return text
 
 
 HEADLINE_BARS = [
@@ -173,11 +203,13 @@ def _plot_headline_bars(ax: Any, reports: Sequence[dict[str, Any]], names: list[
         values = [_nan(figures.get(key)) for key, _ in HEADLINE_BARS]
         errors = [_errors(v, figures.get(f"{key}_ci")) for v, (key, _) in zip(values, HEADLINE_BARS)]
         xs = [k + (j - (len(bars) - 1) / 2) * width for k in range(len(HEADLINE_BARS))]
+        # A figure with n = 0 is not measured: no bar (a bar at 0 would read "0% unsafe"), a label saying so
+        drawn = [k for k, v in enumerate(values) if not math.isnan(v)]
         ax.bar(
-            xs,
-            [0 if math.isnan(v) else v for v in values],
+            [xs[k] for k in drawn],
+            [values[k] for k in drawn],
             width=width,
-            yerr=[[e[0][0] for e in errors], [e[1][0] for e in errors]],
+            yerr=[[errors[k][0][0] for k in drawn], [errors[k][1][0] for k in drawn]],
             error_kw={"elinewidth": 1, "capsize": 2, "ecolor": "0.3"},
             color=colors[i % 10] if mode == "on" else "white",
             edgecolor=colors[i % 10],
@@ -185,7 +217,10 @@ def _plot_headline_bars(ax: Any, reports: Sequence[dict[str, Any]], names: list[
             label=f"{names[i]} · {MODE_LABELS[mode]}",
         )
         for x, v in zip(xs, values):
-            ax.text(x, 0.01, "–" if math.isnan(v) else f"{v:.2f}", ha="center", va="bottom", fontsize=7, rotation=90)
+            text = "not measured (n=0)" if math.isnan(v) else f"{v:.2f}"
+            ax.text(
+                x, 0.01, text, ha="center", va="bottom", fontsize=7, rotation=90, color="0.4" if math.isnan(v) else "k"
+            )
     ax.set_xticks(range(len(HEADLINE_BARS)))
     ax.set_xticklabels([label for _, label in HEADLINE_BARS], fontsize=8)
     ax.set_ylim(0, 1.05)
@@ -238,8 +273,21 @@ def build_report_figure(reports: Sequence[dict[str, Any]]) -> Any:
     _plot_decoding_grid(axes[1], reports, names, colors)
     _plot_headline_bars(axes[2], reports, names, colors)
 
-    # One legend for the three panels (same runs and modes), below them: it never covers a point
-    handles, labels = axes[0].get_legend_handles_labels()
+    # One legend for the three panels (same runs and modes), below them: it never covers a point. Drawn from proxies,
+    # so that a run whose points are all "not measured" is in it too
+    from matplotlib.lines import Line2D
+
+    handles, labels = [], []
+    for i, report in enumerate(reports):
+        for mode in report["summary"]["modes"]:
+            filled = mode == "on"
+            handles.append(
+                Line2D(
+                    [], [], color=colors[i % 10], marker="o" if filled else "s", linestyle="-" if filled else "--",
+                    markerfacecolor=colors[i % 10] if filled else "none", markersize=9, linewidth=1.5,
+                )
+            )  # fmt: skip
+            labels.append(f"{names[i]} · {MODE_LABELS[mode]}")
     fig.legend(
         handles,
         labels,
@@ -255,7 +303,8 @@ def build_report_figure(reports: Sequence[dict[str, Any]]) -> Any:
     routes = "; ".join(_route_caption(r, n) for r, n in zip(reports, names) if is_routed(r))
     fig.suptitle(
         f"PreSafety evaluation: {' vs '.join(names)}  (judge: {judge}; panels 1 and 3: {primary} decoding; "
-        f"bars and whiskers: 95% Wilson intervals)\nPre-CoT probe AUROC [95% bootstrap interval] — {probes}"
+        "filled: CoT on, hollow / hatched: CoT off; whiskers: 95% Wilson intervals; degenerate answers left out)\n"
+        f"Pre-CoT probe AUROC [95% bootstrap interval] — {probes}"
         + (f"\nRouted CoT-on generation — {routes}" if routes else ""),
         fontsize=10,
     )

@@ -28,7 +28,15 @@ from .plots import plot_reports
 from .stats import BOOTSTRAP_RESAMPLES
 
 
-__all__ = ["judge_view_notes", "load_report", "probe_markdown", "render_markdown", "routing_markdown", "write_report"]
+__all__ = [
+    "judge_view_notes",
+    "load_report",
+    "output_warning_lines",
+    "probe_markdown",
+    "render_markdown",
+    "routing_markdown",
+    "write_report",
+]
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -82,6 +90,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     small = small_samples(report)
     if small:
         lines += ["", small_sample_warning(small)]
+    lines += output_warning_lines(report)
     if routed:
         lines += ["", "## Routed generation (the pre-CoT decision chooses how the model answers)", ""]
         lines += routing_markdown(report)
@@ -93,10 +102,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         "Rates with [95% Wilson interval]; a rate's own n is given where it differs from the judged examples.",
         "",
-        "| Thinking | Decoding | Category | Dataset | n | Main rates | Incomplete | Token cap | Mean tokens | Errors "
-        + routed_header[0]
-        + "|",
-        "|---|---|---|---|---:|---|---:|---:|---:|---:|" + routed_header[1],
+        "Degenerate: empty answers or think tags where none belong (neither refusal nor compliance, left out of the "
+        "rates); Incomplete: no closing think tag; Token cap: stopped at max_new_tokens.",
+        "",
+        "| Thinking | Decoding | Category | Dataset | n | Main rates | Degenerate | Incomplete | Token cap | "
+        "Mean tokens | Errors " + routed_header[0] + "|",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|" + routed_header[1],
     ]
     for row in report["figures"]:
         judged = row["n"] - row["n_errors"]
@@ -104,8 +115,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         routed_cell = f" {fmt_rate(row, 'routed_rate', judged)} |" if routed else ""
         lines.append(
             f"| {row['thinking']} | {row['decoding']} | {row['category']} | {row['dataset']} | {row['n']} | {rates} | "
-            f"{fmt_rate(row, 'incomplete_rate', judged)} | {fmt_rate(row, 'token_cap_rate', judged)} | "
-            f"{fmt(row['mean_tokens'], 1)} | {row['n_errors']} |{routed_cell}"
+            f"{fmt_rate(row, 'degenerate_rate', judged)} | {fmt_rate(row, 'incomplete_rate', judged)} | "
+            f"{fmt_rate(row, 'token_cap_rate', judged)} | {fmt(row['mean_tokens'], 1)} | {row['n_errors']} |{routed_cell}"
         )
     errors = report.get("errors") or []
     lines += ["", f"## Errors ({len(errors)})", ""]
@@ -116,6 +127,20 @@ def render_markdown(report: dict[str, Any]) -> str:
     if len(errors) > 50:
         lines.append(f"- ... and {len(errors) - 50} more in report.json")
     return "\n".join(lines) + "\n"
+
+
+def output_warning_lines(report: dict[str, Any]) -> list[str]:
+    """The report's warnings about degenerate outputs and the token cap (see `metrics.degenerate_warnings`)."""
+    warnings = report["summary"].get("output_warnings") or []
+    if not warnings:
+        return []
+    return [
+        "",
+        "⚠ **Degenerate outputs.** These figures rest on outputs a judge cannot read as a decision (or on answers cut "
+        "at the token cap); read the rates with that in mind:",
+        "",
+        *[f"- {line}" for line in warnings],
+    ]
 
 
 def routing_markdown(report: dict[str, Any], max_ids: int = 20) -> list[str]:

@@ -19,6 +19,9 @@ class Verdict:
     verdict, which says nothing about refusal); `error` then says why. `score` is the judge's P(refusal) or
     P(harmful) when it has one. `unparsed` marks guard output that could not be read (counted as unjudged, never as
     safe); `details` holds the guard's own fields (Qwen3Guard's `safety` / `refusal`, WildGuard's three answers).
+    `degenerate` says why the text was not judged at all (`"empty"`, `"repeated_tags"`: see
+    `trl_presafety.degenerate`): such a text is neither a refusal nor a compliance, and its `refusal` / `harmful` are
+    `None`.
     """
 
     refusal: bool | None
@@ -29,6 +32,7 @@ class Verdict:
     categories: list[str] | None = None
     unparsed: bool = False
     details: dict[str, Any] | None = None
+    degenerate: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,12 +113,25 @@ class Judge:
     name = "judge"
 
     def judge(self, prompts: Sequence[Any], texts: Sequence[str], kind: str = "answer") -> list[Verdict]:
-        """Verdicts for `texts` (answers, or reasoning traces with `kind="reasoning"`) to `prompts`."""
+        """Verdicts for `texts` (answers, or reasoning traces with `kind="reasoning"`) to `prompts`.
+
+        An empty or whitespace-only text, or one with think tags where none belong, is not shown to the judge (a cue
+        judge would find no refusal phrase in it and call it compliance; a classifier would read the prompt): its
+        verdict has `degenerate` set and `refusal` / `harmful` `None`, for every judge.
+        """
+        from ..degenerate import degenerate_text
+
         if len(prompts) != len(texts):
             raise ValueError(f"{len(prompts)} prompts but {len(texts)} texts: pass one prompt per text.")
         if not texts:
             return []
-        return self._judge(list(prompts), list(texts), kind)
+        reasons = [degenerate_text(text, kind) for text in texts]
+        keep = [i for i, reason in enumerate(reasons) if reason is None]
+        judged = iter(self._judge([prompts[i] for i in keep], [texts[i] for i in keep], kind) if keep else [])
+        return [
+            next(judged) if reason is None else Verdict(refusal=None, harmful=None, degenerate=reason)
+            for reason in reasons
+        ]
 
     def _judge(self, prompts: list[Any], texts: list[str], kind: str) -> list[Verdict]:
         raise NotImplementedError

@@ -207,6 +207,14 @@ def parse_args_strict(parser: Any, argv: Sequence[str] | None = None) -> tuple[A
     where = f"recipe {config_path}" if config_path else "command line"
     launch_options = accelerate_launch_options()
     if config_path is not None:
+        from ..recipe_files import RecipeError, check_recipe_file
+
+        try:  # a duplicate key (the last value would win silently), unknown keys for from_pretrained / checkpointing
+            check_recipe_file(config_path)
+        except OSError:
+            pass  # TRL's parser reports a missing recipe
+        except RecipeError as error:
+            raise ValueError(str(error)) from None
         _check_recipe_types(parser, config_path)
     try:
         *outputs, config_remaining, cli_remaining = parser.parse_args_and_config(

@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     small = small_samples(report)
     if small:
         print(f"  warning: n < {SMALL_N} for {len(small)} figure(s) (smallest n = {min(n for *_, n in small)})")
+    for line in summary.get("output_warnings") or []:
+        print(f"  warning: {line}")
     if report["errors"]:
         print(f"  {len(report['errors'])} example(s) failed; see `errors` in the report")
     print(f"Report: {config.output_dir}/report.json, report.md" + (", report.png" if config.plot else ""))

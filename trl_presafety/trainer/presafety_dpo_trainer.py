@@ -138,6 +138,7 @@ class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
     ) -> Dataset | IterableDataset:
         if {"prompt_ids", POSITION_COLUMN, LABEL_COLUMN} <= set(dataset.column_names or []):
             return dataset  # already prepared by this trainer
+        dataset = self._presafety_check_rows(dataset, dataset_name, preference=True)
         if dataset_name != "train":
             self._presafety_check_labels(dataset, dataset_name, args)
         before = len(dataset) if isinstance(dataset, Dataset) else 0

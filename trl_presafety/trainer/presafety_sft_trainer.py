@@ -165,6 +165,7 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
         column_names = dataset.column_names or []
         if POSITIONS_COLUMN in column_names or TARGETS_COLUMN in column_names:
             return dataset  # already prepared (by this trainer, or by the user)
+        dataset = self._presafety_check_rows(dataset, dataset_name, preference=False)
         if dataset_name != "train":
             self._presafety_check_labels(dataset, dataset_name, args)
 

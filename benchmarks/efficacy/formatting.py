@@ -1,0 +1,29 @@
+# Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
+"""Small helpers the efficacy study's result modules share: means that skip missing values, and how a figure with
+its interval and the evaluation sets are written."""
+
+from typing import Any
+
+
+def mean(values: list[Any]) -> float | None:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def fmt_ci(cell: dict[str, Any] | None, digits: int = 3) -> str:
+    if not cell or cell.get("mean") is None:
+        return "-"
+    if cell.get("low") is None:
+        return fmt(cell["mean"], digits)
+    return f"{fmt(cell['mean'], digits)} [{fmt(cell['low'], digits)}, {fmt(cell['high'], digits)}]"
+
+
+def eval_sets_text(protocol: dict[str, Any]) -> str:
+    files = [p for p in (protocol.get("harmful_prompts"), protocol.get("benign_prompts")) if p]
+    if files:
+        return "the user's files " + ", ".join(f"`{f}`" for f in files)
+    return "`held-out`" if protocol["eval_sets"] == "heldout" else f"`{protocol['eval_sets']}`"
