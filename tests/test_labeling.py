@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from trl_presafety.labeling import (
     load_labeled_dataset,
     pipeline,
 )
+from trl_presafety.labeling.pipeline import STATUS_COLUMN
 from trl_presafety.scripts import label as label_script
 from trl_presafety.tiny import TINY_DATA_DIR
 
@@ -69,7 +71,7 @@ def prompts_dataset(n: int) -> Dataset:
 def test_labels_are_the_safe_models_decisions(lrm_dir, classifier):
     dataset = prompts_dataset(10)
     labeled = label_dataset(dataset, lrm_dir, None, classifier, generation=GENERATION, shard_size=4)
-    assert labeled.column_names == dataset.column_names + [LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN]
+    assert labeled.column_names == dataset.column_names + [LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN, STATUS_COLUMN]
     assert labeled["id"] == list(range(10)) and labeled["category"] == dataset["category"]
     # The safe answers are the model's thinking-off answers...
     expected = generate_responses(lrm_dir, None, dataset["prompt"], thinking=False, **GENERATION.to_kwargs())
@@ -113,6 +115,7 @@ def test_labeled_dataset_trains_presafety_sft(lrm_dir, classifier, tmp_path, lab
         LABEL_COLUMN,
         PROB_COLUMN,
         RESPONSE_COLUMN,
+        STATUS_COLUMN,
     ]
     args = PreSafetySFTConfig(
         output_dir=str(tmp_path / "sft"),
@@ -280,7 +283,7 @@ def test_resume_after_killed_process(lrm_dir, classifier_dir, tmp_path):
 
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "Labeled 60 prompts" in result.stdout
+    assert re.search(r"Labeled \d+ of 60 prompts", result.stdout)
     assert {name: data for name, data in finished.items()} == {
         name: (shards_dir / name).read_bytes() for name in finished
     }  # the shards finished before the kill were kept as they were
@@ -378,11 +381,12 @@ def test_label_script_end_to_end(lrm_dir, classifier_dir, tmp_path, capsys):
     args += ["--dataset_name", str(EVAL_PROMPTS), "--max_samples", "7", "--output_dir", str(out)]
     args += ["--shard_size", "3", "--max_new_tokens", "6", "--backend", "transformers"]
     label_script.main(args)
-    assert "Labeled 7 prompts" in capsys.readouterr().out
+    assert re.search(r"Labeled \d+ of 7 prompts", capsys.readouterr().out)
     labeled = load_dataset(str(out), split="train")
     rows = [json.loads(x) for x in EVAL_PROMPTS.read_text().splitlines()[:7]]
     assert labeled["prompt"] == [r["prompt"] for r in rows] and labeled["category"] == [r["category"] for r in rows]
-    assert labeled[LABEL_COLUMN] == [int(p >= 0.5) for p in labeled[PROB_COLUMN]]  # the recipe's default threshold
+    # The recipe's default threshold; a blank answer has no label
+    assert labeled[LABEL_COLUMN] == [None if p is None else int(p >= 0.5) for p in labeled[PROB_COLUMN]]
     assert all(isinstance(r, str) for r in labeled[RESPONSE_COLUMN])
 
 
