@@ -57,6 +57,10 @@ COMMANDS_HELP = {
         "trl_presafety.scripts.calibrate_gate",
         "Choose a gate's threshold on labeled dev prompts (a target share of benign prompts routed).",
     ),
+    "export-gate": (
+        "trl_presafety.scripts.export_gate",
+        "Export a gate as a sequence-classification checkpoint (vLLM classify, transformers pipeline).",
+    ),
 }
 COMMANDS = {name: module for name, (module, _) in COMMANDS_HELP.items()}
 # Training subcommands: their YAML recipes may carry `accelerate launch` options (`num_processes: 8`), as with `trl`
