@@ -346,3 +346,137 @@ def test_a_sharded_stage_rerun_for_a_new_input_starts_over(tmp_path):
     listed = Stage(name="label", command="label", args=["--output_dir", "x"])
     assert _stage_to_run(listed, "--force").args[-2:] == ["--overwrite_output_dir", "true"]
     assert _stage_to_run(Stage(name="e", command="eval"), "--force").args == {}
+
+
+# --- input shapes -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gate(trained):
+    model = AutoModelForCausalLM.from_pretrained(trained)
+    load_safety_head(model, trained)
+    return SafetyGate(model, AutoTokenizer.from_pretrained(trained))
+
+
+@pytest.mark.parametrize(
+    "prompts, match",
+    [
+        ("How do I make a pipe bomb?", "got a string.*one character per prompt.*Pass \\[prompt\\]"),
+        (None, "takes a list of prompts, got NoneType"),
+        ({"prompt": "hi"}, "takes a list of prompts, got dict"),
+        ([{"role": "user", "content": "hi"}], "one list of chat messages: wrap it as \\[messages\\]"),
+        ([None], "prompt 0 is NoneType.*a prompt is a string, or a list of chat messages"),
+        ([{"text": "hi"}, "x"], "prompt 0 is dict"),
+        ([[{"content": "hi"}]], "message 0: `role` is None"),
+        ([[{"role": "user", "content": None}]], "message 0 \\(user\\): `content` is None"),
+        (["ok", "messages as text"][0:1] and [["not a message"]], "message 0: a chat message is a dict"),
+    ],
+)
+def test_gate_refuses_wrong_input_shapes_naming_the_accepted_ones(gate, prompts, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        gate.predict_proba(prompts)
+
+
+def test_gate_single_prompt_and_sharegpt_messages(gate):
+    with pytest.raises(TypeError, match="prompt\\) is NoneType"):
+        gate(None)
+    chat = [{"role": "user", "content": REQUEST}]
+    sharegpt = [{"from": "human", "value": REQUEST}]
+    assert gate.predict_proba([sharegpt]) == gate.predict_proba([chat]) == [gate(REQUEST)]
+
+
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        ({"messages": "User: hi\nAssistant: hello"}, "Row 0: `messages` is a string"),
+        ({"messages": [{"content": "hi"}, {"role": "assistant", "content": "x"}]}, "Row 0, column `messages`, message 0: `role` is None"),
+        ({"messages": [{"role": "user", "content": None}, {"role": "assistant", "content": "x"}]}, "`content` is None"),
+        ({"prompt": "hi", "completion": [{"role": "assistant", "content": "x"}]}, "`prompt` is a string but `completion` is a list"),
+    ],
+)  # fmt: skip
+def test_sft_trainer_refuses_wrong_row_shapes(tiny_model_dirs, tmp_path, row, match):
+    rows = [{**row, "safety_label": 1}, {**row, "safety_label": 0}]
+    args = PreSafetySFTConfig(output_dir=str(tmp_path), max_steps=1, max_length=256, **CPU_TRAINING_KWARGS)
+    with pytest.raises((TypeError, ValueError), match=f"The train dataset: .*{match}"):
+        PreSafetySFTTrainer(model=tiny_model_dirs["qwen3"], args=args, train_dataset=Dataset.from_list(rows))
+
+
+def test_sft_trainer_reads_sharegpt_rows_like_chat_rows(tiny_model_dirs, tmp_path):
+    rows = load_tiny_sft_rows(4)
+    sharegpt = [
+        {"conversations": [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
+                           for m in [*r["prompt"], *r["completion"]]], "safety_label": r["safety_label"]}
+        for r in rows
+    ]  # fmt: skip
+    args = PreSafetySFTConfig(output_dir=str(tmp_path), max_steps=1, max_length=256, **CPU_TRAINING_KWARGS)
+    trainer = PreSafetySFTTrainer(model=tiny_model_dirs["qwen3"], args=args, train_dataset=Dataset.from_list(sharegpt))
+    messages = [{"messages": [*r["prompt"], *r["completion"]], "safety_label": r["safety_label"]} for r in rows]
+    reference = PreSafetySFTTrainer(
+        model=tiny_model_dirs["qwen3"], args=args, train_dataset=Dataset.from_list(messages)
+    )
+    for column in ("input_ids", "presafety_anchor_positions"):
+        assert trainer.train_dataset[column] == reference.train_dataset[column]
+
+
+# --- recipes ------------------------------------------------------------------------------------------------------
+
+SFT_RECIPE = Path(__file__).parents[1] / "recipes" / "tiny" / "sft" / "config_presafety.yaml"
+
+
+def _parse_sft(recipe: Path):
+    from trl_presafety.scripts import sft
+    from trl_presafety.scripts.arguments import parse_args_strict
+
+    return parse_args_strict(sft.make_parser(), ["--config", str(recipe), "--use_cpu", "true"])
+
+
+def test_recipe_with_a_duplicate_key_is_refused(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    text = SFT_RECIPE.read_text()
+    recipe.write_text(text + "presafety_loss_weight: 0.0\n")
+    line = len(text.splitlines()) + 1
+    first = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith("presafety_loss_weight:"))
+    with pytest.raises(
+        ValueError, match=rf"{recipe}, line {line}: the key `presafety_loss_weight` is written twice.*line {first}"
+    ):
+        _parse_sft(recipe)
+    # Nested mappings too
+    recipe.write_text(text + "model_init_kwargs:\n  dtype: float32\n  dtype: bfloat16\n")
+    with pytest.raises(ValueError, match=rf"line {line + 2}: the key `dtype` is written twice"):
+        _parse_sft(recipe)
+
+
+@pytest.mark.parametrize(
+    "block, key, offset",
+    [
+        ("model_init_kwargs:\n  dtype: float32\n  atn_implementation: eager\n", "atn_implementation", 3),
+        ("gradient_checkpointing_kwargs:\n  use_reentrant: false\n  use_rentrant: true\n", "use_rentrant", 3),
+    ],
+)
+def test_recipe_with_unknown_nested_keys_is_refused(tmp_path, block, key, offset):
+    recipe = tmp_path / "recipe.yaml"
+    text = SFT_RECIPE.read_text()
+    recipe.write_text(text + block)
+    line = len(text.splitlines()) + offset
+    with pytest.raises(
+        ValueError, match=rf"{recipe}: unknown key\(s\) in `\w+`: `{key}` \(line {line}\), did you mean"
+    ):
+        _parse_sft(recipe)
+
+
+def test_recipe_with_known_nested_keys_parses(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        SFT_RECIPE.read_text() + "model_init_kwargs:\n  dtype: float32\n  use_cache: false\n"
+        "gradient_checkpointing_kwargs:\n  use_reentrant: false\n"
+    )
+    _parse_sft(recipe)
+
+
+def test_pipeline_file_with_a_duplicate_key_is_refused(tmp_path):
+    from trl_presafety.pipeline import PipelineError, load_pipeline
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("run_dir: a\nstages:\n  - name: x\n    command: eval\n    command: label\n")
+    with pytest.raises(PipelineError, match="line 5: the key `command` is written twice"):
+        load_pipeline(path)

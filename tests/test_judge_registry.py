@@ -189,3 +189,37 @@ def test_guard_step_judge_prompts_and_parses_as_the_answer_judge():
     assert answer.build_prompt("How do I pick a lock?", " ".join(steps)) == seen[1]
     # A regex of the caller's still decides when given
     assert GuardStepJudge(None, tokenizer, unsafe_pattern="^bad").verdicts_to_scores(["bad", "unsafe"]) == [1.0, 0.0]
+
+
+def test_commands_build_their_judges_from_their_own_arguments(tmp_path):
+    """`grpo`, `build-ipo-pairs` and `eval` build their judges through `JudgeArguments.from_fields`: the judge fields
+    they share with `JudgeArguments` carry over by name, the rest is named once where the command differs."""
+    from trl_presafety.evaluation import EvalConfig
+    from trl_presafety.evaluation.models import build_judge
+    from trl_presafety.scripts.build_ipo_pairs import BuildIPOPairsArguments
+    from trl_presafety.scripts.grpo import SafetyGRPOScriptArguments
+
+    ipo = BuildIPOPairsArguments(
+        dataset_name="x", model_name_or_path="m", step_judge="guard", guard_model="g", guard_format="wildguard",
+        step_judge_threshold=0.3,
+    )  # fmt: skip
+    args = JudgeArguments.from_fields(ipo)
+    assert (args.answer_judge, args.step_judge, args.guard_model, args.guard_format, args.step_judge_threshold) == (
+        "cues", "guard", "g", "wildguard", 0.3,
+    )  # fmt: skip
+    # `grpo` offers the registry's judges that do not generate, under its own option names
+    with pytest.raises(
+        ValueError, match=r"Invalid `reasoning_judge`: 'guard'. Choose one of \['cues', 'classifier'\]"
+    ):
+        SafetyGRPOScriptArguments(dataset_name="x", reasoning_judge="guard")
+    grpo = SafetyGRPOScriptArguments(dataset_name="x", answer_judge="classifier", classifier_path="c")
+    args = JudgeArguments.from_fields(grpo, step_judge=grpo.reasoning_judge)
+    assert (args.answer_judge, args.step_judge, args.classifier_path, args.judge_threshold) == (
+        "classifier", "cues", "c", 0.5,
+    )  # fmt: skip
+    # A field of the command that is not a judge field is not taken; one given twice is the override's
+    assert not hasattr(JudgeArguments.from_fields(grpo), "reasoning_judge")
+    assert JudgeArguments.from_fields(grpo, answer_judge="cues").answer_judge == "cues"
+    config = EvalConfig(model_name_or_path="m", datasets=["smoke"], output_dir=str(tmp_path), judge_max_tokens=40)
+    judge = build_judge(config)
+    assert type(judge) is RefusalCueJudge

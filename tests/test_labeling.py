@@ -503,6 +503,12 @@ def _run_eval(path: str, *extra: str) -> None:
     evaluate.main(["--model_name_or_path", "unused", "--datasets", shard, "--output_dir", "unused-out", *extra])
 
 
+def _run_self_routing(path: str, *extra: str) -> None:
+    from trl_presafety.scripts import build_self_routing
+
+    build_self_routing.main(["--labels", path, "--output_dir", "unused-out", *extra])
+
+
 def _run_mixture(path: str, *extra: str) -> None:
     from trl import DatasetMixtureConfig
     from trl.scripts.utils import DatasetConfig
@@ -521,6 +527,7 @@ COMMANDS = {
     "grpo": _run_grpo,
     "build-alttrain": _run_alttrain,
     "build-ipo-pairs": _run_ipo,
+    "build-self-routing": _run_self_routing,
     "train-classifier": _run_train_classifier,
     "label": _run_label,
     "eval": _run_eval,
@@ -670,3 +677,87 @@ def test_label_script_reports_changed_labels(lrm_dir, classifier_dir, tmp_path, 
     new = load_labeled_dataset(tmp_path / "out")[LABEL_COLUMN]
     changed = sum(a != b for a, b in zip(old, new, strict=True))
     assert f"Relabeled: {changed} of the 6 existing labels changed" in capsys.readouterr().out
+
+
+# --- blank answers: never a label read from the prompt -------------------------------------------------------------
+# `label` never reads a decision off the prompt: blank, whitespace-only and tag-only answers get no label (or the
+# documented `blank_answer_label`), answers cut at the token cap are labeled from their text (or left unlabeled on
+# request), and the folder's summary counts them.
+
+BLANK_ANSWERS = {
+    "blank": "\n\n",
+    "spaces": "   ",
+    "empty": "",
+    "unclosed": "<think>\nstill thinking",
+    "tags": "Fine <think> step",
+    "cut": "I can not help with that because " * 4,
+    "ok": "I can't.",
+}
+
+
+@pytest.fixture
+def scripted_answers(monkeypatch):
+    def generate(model, tokenizer, prompts, **kwargs):
+        return [BLANK_ANSWERS[p] for p in prompts]
+
+    monkeypatch.setattr(pipeline, "generate_responses", generate)
+
+
+@pytest.fixture
+def recording_classifier(classifier, monkeypatch):
+    seen = []
+    real = classifier.predict_proba
+
+    def predict_proba(prompts, answers, **kwargs):
+        seen.extend(answers)
+        return real(prompts, answers, **kwargs)
+
+    monkeypatch.setattr(classifier, "predict_proba", predict_proba)
+    return classifier, seen
+
+
+@pytest.mark.parametrize("label_cut_answers", [True, False])
+def test_blank_answers_get_no_label_and_are_counted(
+    lrm_dir, recording_classifier, scripted_answers, tmp_path, label_cut_answers
+):
+    judge, seen = recording_classifier
+    dataset = Dataset.from_dict({"prompt": list(BLANK_ANSWERS)})
+    out = tmp_path / "labels"
+    labeled = label_dataset(
+        dataset, lrm_dir, None, judge, generation=GENERATION, output_dir=out, label_cut_answers=label_cut_answers
+    )
+    statuses = dict(zip(labeled["prompt"], labeled[STATUS_COLUMN]))
+    assert statuses == {
+        "blank": "empty", "spaces": "empty", "empty": "empty", "unclosed": "empty", "tags": "repeated_tags",
+        "cut": "cut", "ok": "ok",
+    }  # fmt: skip
+    labels = dict(zip(labeled["prompt"], labeled[LABEL_COLUMN]))
+    probs = dict(zip(labeled["prompt"], labeled[PROB_COLUMN]))
+    for name in ("blank", "spaces", "empty", "unclosed", "tags"):
+        assert labels[name] is None and probs[name] is None, name
+    assert labels["ok"] in (0, 1)
+    assert (labels["cut"] is None) is (not label_cut_answers)
+    # The classifier was never shown a blank answer (it would have read the prompt)
+    assert seen == [BLANK_ANSWERS["cut"], BLANK_ANSWERS["ok"]] if label_cut_answers else [BLANK_ANSWERS["ok"]]
+    state = json.loads((out / "labeling_state.json").read_text())
+    assert state["num_unlabeled"] == (5 if label_cut_answers else 6) and state["num_rows"] == 7
+    assert state["response_status"] == {"ok": 1, "cut": 1, "empty": 4, "repeated_tags": 1}
+    assert state["label_cut_answers"] is label_cut_answers
+
+
+def test_all_blank_answers_label_nothing(lrm_dir, recording_classifier, scripted_answers):
+    judge, seen = recording_classifier
+    labeled = label_dataset(Dataset.from_dict({"prompt": ["blank", "empty"]}), lrm_dir, None, judge)
+    assert labeled[LABEL_COLUMN] == [None, None] and seen == []
+
+
+def test_blank_answer_label_is_the_documented_label_not_the_classifiers(
+    lrm_dir, recording_classifier, scripted_answers
+):
+    judge, seen = recording_classifier
+    dataset = Dataset.from_dict({"prompt": ["blank", "tags", "ok"]})
+    labeled = label_dataset(dataset, lrm_dir, None, judge, blank_answer_label=0)
+    assert labeled[LABEL_COLUMN][:2] == [0, 0] and labeled[PROB_COLUMN][:2] == [0.0, 0.0]
+    assert seen == [BLANK_ANSWERS["ok"]]
+    with pytest.raises(ValueError, match="`blank_answer_label` must be None"):
+        label_dataset(dataset, lrm_dir, None, judge, blank_answer_label=2)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from .anchors import MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
+from .conversations import check_prompt, check_prompts
 from .modeling import (
     AnchorCapture,
     SafetyHeadConfig,
@@ -175,6 +176,7 @@ class SafetyGate:
     ) -> list[torch.Tensor]:
         """One backbone forward per batch of prompts; per prompt, the head's logit or (`states=True`) the state the
         head reads, in the input order. Prompts are batched by length, so that a batch pads little."""
+        prompts = check_prompts(prompts, f"SafetyGate.{'anchor_states' if states else 'predict_proba'}")
         encoded = [self._encode(p, chat_template_kwargs or {}) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
         base = get_base_causal_lm(self.model)
@@ -250,7 +252,8 @@ class SafetyGate:
         return [p >= self.threshold for p in self.predict_proba(prompts, **kwargs)]
 
     def __call__(self, prompt: str | Sequence[dict[str, str]], **kwargs) -> float:
-        return self.predict_proba([prompt], **kwargs)[0]
+        """P(refuse) of one prompt (a string or a list of chat messages)."""
+        return self.predict_proba([check_prompt(prompt, "SafetyGate(prompt)")], **kwargs)[0]
 
     def close(self) -> None:
         """Removes the gate's hooks from the model."""

@@ -117,16 +117,11 @@ def default_run_name(config: EvalConfig) -> str:
 def build_judge(config: EvalConfig) -> Judge:
     """The judge named by `config.judge`, from the judges' registry (a guard model loaded like any causal LM)."""
     path = config.judge_model_name_or_path
-    args = JudgeArguments(
+    args = JudgeArguments.from_fields(
+        config,
         answer_judge=config.judge,
         classifier_path=path if config.judge == "classifier" else None,
         guard_model=path if config.judge == "guard" else None,
-        guard_format=config.guard_format,
-        guard_controversial=config.guard_controversial,
-        judge_threshold=config.judge_threshold,
-        judge_max_tokens=config.judge_max_tokens,
-        judge_batch_size=config.judge_batch_size,
-        judge_backend=config.judge_backend,
         judge_dtype=config.dtype,
         judge_trust_remote_code=config.trust_remote_code,
     )

@@ -43,6 +43,7 @@ from .math_grading import grade_math
 from .registry import (
     ANSWER_JUDGE_REGISTRY,
     ANSWER_JUDGES,
+    GENERATING_JUDGES,
     STEP_JUDGE_REGISTRY,
     STEP_JUDGES,
     JudgeArguments,
@@ -63,6 +64,7 @@ __all__ = [
     "GUARD_TARGETS",
     "REASONING_REFUSAL_CUES",
     "REFUSAL_CUES",
+    "GENERATING_JUDGES",
     "STEP_JUDGES",
     "STEP_JUDGE_REGISTRY",
     "STEP_SPLITS",

@@ -14,7 +14,7 @@ answer_judge, step_judge = build_judges(
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..generation_arguments import BACKENDS, DTYPES
@@ -146,14 +146,17 @@ STEP_JUDGE_REGISTRY: dict[str, Callable[[_Build], StepJudge]] = {
 }
 ANSWER_JUDGES = tuple(ANSWER_JUDGE_REGISTRY)
 STEP_JUDGES = tuple(STEP_JUDGE_REGISTRY)
+# The judges that generate text with a model for every verdict (a guard model, sampled continuations): too slow to run
+# at every step of a training loop, where `grpo` does not offer them
+GENERATING_JUDGES = ("guard", "continuation_ratio")
 
 
 @dataclass
 class JudgeArguments:
     r"""
     Which answer judge and which step judge to build, and from what: one config for [`build_judges`]. The field names
-    are those of the commands' options (`trl-presafety grpo`, `build-ipo-pairs`), so a command can put this dataclass
-    in its parser.
+    are those of the commands' options (`trl-presafety grpo`, `build-ipo-pairs`, `eval`): a command builds its judges
+    from its own arguments with [`JudgeArguments.from_fields`].
 
     answer_judge (`str`, *optional*, defaults to `"cues"`):
         Judge of answers: `"cues"`, `"classifier"` or `"guard"`.
@@ -239,6 +242,21 @@ class JudgeArguments:
         for name in ("judge_max_tokens", "judge_batch_size"):
             if getattr(self, name) is not None:
                 check_range(name, getattr(self, name), 1, fix="Use a positive integer, or leave it unset.")
+
+    @classmethod
+    def from_fields(cls, source: Any, **overrides: Any) -> "JudgeArguments":
+        """The judge arguments a command's arguments (`source`, a dataclass or any object) carry under these fields'
+        names; `overrides` sets the fields the command names otherwise (e.g. `step_judge=args.reasoning_judge`).
+
+        Example:
+        ```python
+        >>> from types import SimpleNamespace
+        >>> JudgeArguments.from_fields(SimpleNamespace(step_judge="cues", guard_format="wildguard")).guard_format
+        'wildguard'
+        ```
+        """
+        values = {f.name: getattr(source, f.name) for f in fields(cls) if f.init and hasattr(source, f.name)}
+        return cls(**{**values, **overrides})
 
 
 def _answer_judge(build: _Build) -> Judge:

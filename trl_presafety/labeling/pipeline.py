@@ -49,6 +49,7 @@ from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset, l
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..conversations import check_prompt
 from ..fingerprints import fingerprint_model, fingerprint_weights
 from ..generation import GenerationArguments, generate_responses, load_causal_lm, resolve_backend
 from ..harmfulness import HARMFUL_COLUMN, HOW_TO_ADD_HARMFUL, parse_harmful
@@ -59,7 +60,7 @@ from ..shards import (  # noqa: F401 (shard_path: importable from here too)
     read_shards,
     shard_path,
 )
-from .classifier import SafetyDecisionClassifier, prompt_text
+from .classifier import SafetyDecisionClassifier
 from .state import check_label_folder
 
 
@@ -241,10 +242,11 @@ def label_dataset(
         blank_answer_label: the label of empty, whitespace-only and tag-only answers: `None` (no label, the default),
             or `0` / `1` to read every such answer as compliance / refusal (a random tiny model answers only blank
             lines). Never the classifier's reading of the prompt.
-        num_workers, worker_index: with `output_dir`, label only shards `worker_index, worker_index + num_workers,
-            ...`, as one of several workers sharing the folder (see [`trl_presafety.shards.ShardWorkerArguments`]).
-            Workers (of either kind) claim each shard before computing it, so copies of one call on one folder share
-            the shards with no coordinator.
+        num_workers: with `output_dir`, label only shards `worker_index, worker_index + num_workers, ...`, as one of
+            several workers sharing the folder (see [`trl_presafety.shards.ShardWorkerArguments`]). Every worker
+            claims a shard before computing it, so copies of one call on one folder share the shards with no
+            coordinator.
+        worker_index: this worker's index in `[0, num_workers)`.
         claim_timeout: seconds without a heartbeat after which another worker's shard claim is taken over.
         take_over_claims: take over every other worker's claim at once (they are known to be dead).
 
@@ -273,11 +275,10 @@ def label_dataset(
         raise ValueError(f"`threshold` must lie in [0, 1], got {threshold}. It is the P(refusal) cut-off, e.g. 0.5.")
     generation = generation or GenerationArguments()
     prompts = dataset[prompt_column]
-    for index, prompt in enumerate(prompts):  # fail before any model is loaded, naming the bad row
-        try:
-            prompt_text(prompt)
-        except TypeError as error:
-            raise TypeError(f"Row {index} of column {prompt_column!r}: {error}") from None
+    # Fail before any model is loaded, naming the bad row; ShareGPT messages (`from`/`value`) are converted
+    prompts = [
+        check_prompt(prompt, f"Row {index} of column {prompt_column!r}") for index, prompt in enumerate(prompts)
+    ]
     harmful_sha256 = _harmful_sha256(dataset)
 
     if tokenizer is None:
@@ -310,7 +311,7 @@ def label_dataset(
 
     def label_rows(index: int, rows: range) -> tuple[dict[str, Dataset], None]:
         shard = base.select(rows)
-        shard_prompts = shard[prompt_column]
+        shard_prompts = [prompts[i] for i in rows]  # checked (ShareGPT messages converted)
         responses = generate_responses(
             model,
             tokenizer,

@@ -64,6 +64,8 @@ ACCELERATE_CONFIG_ALIASES = {
     "zero3": "deepspeed_zero3",
     "deepspeed_zero2": "deepspeed_zero2",
     "deepspeed_zero3": "deepspeed_zero3",
+    "zero3_multinode": "deepspeed_zero3_multinode",
+    "deepspeed_zero3_multinode": "deepspeed_zero3_multinode",
     "fsdp2": "fsdp2",
 }
 
@@ -71,7 +73,8 @@ ACCELERATE_CONFIG_ALIASES = {
 def resolve_accelerate_config(name_or_path: str) -> Path:
     """The accelerate config file for `--accelerate_config`: an existing path, or a name of a packaged config.
 
-    Names: `multi_gpu`, `zero2` / `deepspeed_zero2`, `zero3` / `deepspeed_zero3`, `fsdp2`.
+    Names: `multi_gpu`, `zero2` / `deepspeed_zero2`, `zero3` / `deepspeed_zero3`, `zero3_multinode` /
+    `deepspeed_zero3_multinode` (several machines: docs/scaling.md), `fsdp2`.
     """
     path = Path(name_or_path)
     if path.is_file():
@@ -207,6 +210,14 @@ def parse_args_strict(parser: Any, argv: Sequence[str] | None = None) -> tuple[A
     where = f"recipe {config_path}" if config_path else "command line"
     launch_options = accelerate_launch_options()
     if config_path is not None:
+        from ..recipe_files import RecipeError, check_recipe_file
+
+        try:  # a duplicate key (the last value would win silently), unknown keys for from_pretrained / checkpointing
+            check_recipe_file(config_path)
+        except OSError:
+            pass  # TRL's parser reports a missing recipe
+        except RecipeError as error:
+            raise ValueError(str(error)) from None
         _check_recipe_types(parser, config_path)
     try:
         *outputs, config_remaining, cli_remaining = parser.parse_args_and_config(

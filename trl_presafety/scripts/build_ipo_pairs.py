@@ -216,13 +216,7 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
             "batch_size": generation_args.generation_batch_size,
             "seed": generation_args.generation_seed,
         }
-    judge_args = JudgeArguments(
-        step_judge=args.step_judge,
-        classifier_path=args.classifier_path,
-        guard_model=args.guard_model,
-        guard_format=args.guard_format,
-        step_judge_threshold=args.step_judge_threshold,
-    )
+    judge_args = JudgeArguments.from_fields(args)
     answer_judge, step_judge = build_judges(judge_args, model=model, tokenizer=tokenizer, **judge_kwargs)
     builder = IPOPairBuilder(
         tokenizer,

@@ -29,15 +29,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..harmfulness import HARMFUL_COLUMN, check_harmful_column, check_harmful_column_name
+from ..judges import ANSWER_JUDGES, GENERATING_JUDGES
 from ..rewards import REWARD_FUNCS_REGISTRY, RewardOptions, build_reward_func
 from ..validation import check_choice, check_range
 from .arguments import PreSafetyScriptArguments
 
 
-# Of the judges' vocabulary (`trl_presafety.judges`): a guard model generating at every GRPO step is not offered
-JUDGES = ("cues", "classifier")
 # The rewards that read the prompts' harmfulness (`math_accuracy_reward` reads it only when present)
 HARMFUL_REWARDS = ("reasoning_safety_reward", "answer_safety_reward")
+
+
+def _training_loop_judges() -> tuple[str, ...]:
+    """The judges of the judges' registry that `grpo` offers: those that run at every step without generating."""
+    return tuple(name for name in ANSWER_JUDGES if name not in GENERATING_JUDGES)
 
 
 @dataclass
@@ -96,10 +100,12 @@ class SafetyGRPOScriptArguments(PreSafetyScriptArguments):
     )
     solution_column: str = field(default="solution", metadata={"help": "Column of math reference answers."})
     reasoning_judge: str = field(
-        default="cues", metadata={"help": "Judge of compliance steps in the CoT.", "choices": list(JUDGES)}
+        default="cues",
+        metadata={"help": "Judge of compliance steps in the CoT.", "choices": list(_training_loop_judges())},
     )
     answer_judge: str = field(
-        default="cues", metadata={"help": "Judge of refusals in the answer.", "choices": list(JUDGES)}
+        default="cues",
+        metadata={"help": "Judge of refusals in the answer.", "choices": list(_training_loop_judges())},
     )
     classifier_path: str | None = field(
         default=None, metadata={"help": "Refusal classifier folder for the 'classifier' judges."}
@@ -125,8 +131,8 @@ class SafetyGRPOScriptArguments(PreSafetyScriptArguments):
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
         for name, value, allowed in (
-            ("reasoning_judge", self.reasoning_judge, JUDGES),
-            ("answer_judge", self.answer_judge, JUDGES),
+            ("reasoning_judge", self.reasoning_judge, _training_loop_judges()),
+            ("answer_judge", self.answer_judge, _training_loop_judges()),
             ("reasoning_reward_scope", self.reasoning_reward_scope, ("harmful", "all")),
         ):
             check_choice(name, value, allowed)
@@ -176,11 +182,9 @@ def build_reward_funcs(script_args: SafetyGRPOScriptArguments, training_args: An
     if think_in_prompt is None:
         think_in_prompt = detect_think_in_prompt(tokenizer, training_args.chat_template_kwargs)
     # One classifier load for both judges; on a reasoning prefix, the classifier reads the steps in their context
-    judge_args = JudgeArguments(
-        answer_judge=script_args.answer_judge,
+    judge_args = JudgeArguments.from_fields(
+        script_args,
         step_judge=script_args.reasoning_judge,
-        classifier_path=script_args.classifier_path,
-        judge_threshold=script_args.judge_threshold,
         step_judge_threshold=script_args.judge_threshold,
         step_context="prefix",
     )
