@@ -480,3 +480,52 @@ def test_pipeline_file_with_a_duplicate_key_is_refused(tmp_path):
     path.write_text("run_dir: a\nstages:\n  - name: x\n    command: eval\n    command: label\n")
     with pytest.raises(PipelineError, match="line 5: the key `command` is written twice"):
         load_pipeline(path)
+
+
+# --- prompts longer than the model's context ----------------------------------------------------------------------
+
+LONG = "Tell me about locks. " * 6000  # far past the tiny model's 4,096 positions
+
+
+def test_gate_refuses_a_prompt_past_the_context(gate):
+    with pytest.raises(ValueError, match=r"1 of 2 prompts to gate are longer than the model's context of 4,096.*1 \("):
+        gate.predict_proba([REQUEST, LONG])
+
+
+def test_label_refuses_a_prompt_past_the_context_before_loading(label_inputs, tmp_path, monkeypatch):
+    from trl_presafety import generation
+    from trl_presafety.labeling import label_dataset
+
+    root, classifier = label_inputs
+    monkeypatch.setattr(generation, "load_causal_lm", lambda *a, **k: pytest.fail("the model was loaded"))
+    dataset = Dataset.from_list([{"prompt": "hi"}, {"prompt": LONG}])
+    with pytest.raises(
+        ValueError, match=r"1 of 2 prompts are longer than the model's context of 4,096 positions: row 1"
+    ):
+        label_dataset(dataset, str(root / "lrm"), None, classifier, output_dir=tmp_path / "labels")
+    assert not (tmp_path / "labels").exists()
+
+
+def test_eval_refuses_a_prompt_past_the_context_before_loading(tiny_model_dirs, tmp_path, monkeypatch):
+    from trl_presafety.evaluation import EvalConfig, evaluate, evaluator
+
+    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "trl_presafety/data/eval/smoke.jsonl").open()][
+        :2
+    ]
+    rows[1]["prompt"] = LONG
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(evaluator, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    config = EvalConfig(model_name_or_path=tiny_model_dirs["qwen3"], datasets=[str(data)], backend="transformers",
+                        max_new_tokens=8, output_dir=str(tmp_path / "out"), dtype="float32")  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"evaluation prompts are longer than the model's context of 4,096.*\(thinking"
+    ):
+        evaluate(config)
+
+
+def test_generation_refuses_a_prompt_past_the_context(tiny_model_dirs):
+    from trl_presafety.generation import generate_responses
+
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        generate_responses(tiny_model_dirs["qwen3"], None, [LONG], thinking=False, backend="transformers")

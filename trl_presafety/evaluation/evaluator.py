@@ -32,7 +32,7 @@ from .models import (
     model_fingerprint,
 )
 from .probe import run_probe
-from .prompts import build_work_items
+from .prompts import build_work_items, check_eval_prompt_lengths
 from .records import finish_records, make_records
 from .report import write_report
 from .route import make_router, precompute_probabilities, prepare_route, routing_section
@@ -134,6 +134,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
     head_path = find_safety_head(config)
     if tokenizer is None:
         tokenizer = load_tokenizer(config)
+    check_eval_prompt_lengths(examples, tokenizer, model, config)  # before any model is loaded or memory allocated
     if model is None and (backend == "transformers" or config.route or (config.probe and head_path is not None)):
         model = load_model(config)
 
