@@ -529,3 +529,68 @@ def test_generation_refuses_a_prompt_past_the_context(tiny_model_dirs):
 
     with pytest.raises(ValueError, match="longer than the model's context"):
         generate_responses(tiny_model_dirs["qwen3"], None, [LONG], thinking=False, backend="transformers")
+
+
+# --- training entry points ----------------------------------------------------------------------------------------
+
+
+def test_resume_from_checkpoint_true_takes_the_latest_checkpoint(tmp_path):
+    from trl_presafety.scripts.training import resolve_resume_from_checkpoint
+
+    with pytest.raises(ValueError, match=r"resumes the latest `checkpoint-N` folder in `output_dir`.*there is none"):
+        resolve_resume_from_checkpoint("true", str(tmp_path))
+    for step in (5, 20, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert resolve_resume_from_checkpoint("true", str(tmp_path)) == str(tmp_path / "checkpoint-20")
+    assert resolve_resume_from_checkpoint(True, str(tmp_path)) == str(tmp_path / "checkpoint-20")
+    assert resolve_resume_from_checkpoint("false", str(tmp_path)) is None
+    assert resolve_resume_from_checkpoint(None, str(tmp_path)) is None
+    assert resolve_resume_from_checkpoint(str(tmp_path / "checkpoint-5"), None) == str(tmp_path / "checkpoint-5")
+    with pytest.raises(ValueError, match="is not a checkpoint folder"):
+        resolve_resume_from_checkpoint(str(tmp_path / "checkpoint-7"), None)
+
+
+def test_sft_script_resolves_resume_from_checkpoint_before_loading(tiny_model_dirs, tmp_path):
+    from trl_presafety.scripts import sft
+
+    recipe = Path(__file__).parents[1] / "recipes" / "tiny" / "sft" / "config_presafety.yaml"
+    with pytest.raises(ValueError, match="resumes the latest `checkpoint-N`"):
+        sft.main(["--config", str(recipe), "--output_dir", str(tmp_path), "--resume_from_checkpoint", "true",
+                  "--use_cpu", "true", "--dataset_name", "trl_presafety/data/tiny/sft",
+                  "--model_name_or_path", tiny_model_dirs["qwen3"]])  # fmt: skip
+
+
+def test_labels_made_by_another_model_get_a_note(label_inputs, tmp_path, caplog):
+    import shutil
+
+    from trl_presafety.generation import GenerationArguments
+    from trl_presafety.labeling import label_dataset
+    from trl_presafety.scripts.training import note_label_provenance
+
+    root, classifier = label_inputs
+    generation = GenerationArguments(backend="transformers", max_new_tokens=4, generation_batch_size=4)
+    label_dataset(_prompts(2), str(root / "lrm"), None, classifier, generation=generation,
+                  output_dir=tmp_path / "labels", show_progress=False)  # fmt: skip
+    shutil.copytree(root / "lrm", tmp_path / "same")
+    assert note_label_provenance(tmp_path / "labels", str(tmp_path / "same")) is None  # same weights elsewhere
+    _retrain_in_place(tmp_path / "same")
+    note = note_label_provenance(tmp_path / "labels", str(tmp_path / "same"))
+    assert note is not None and "were made by another model" in note and "relabel" in note
+
+
+def test_a_template_whose_assistant_turn_drops_the_generation_prompt_is_named(tmp_path):
+    from trl_presafety.tiny import build_tiny_model
+
+    model, tokenizer = build_tiny_model(style="r1", hidden_size=16, num_attention_heads=2, num_key_value_heads=1)
+    # As the stock DeepSeek-R1 template does: the assistant turn without the reasoning (and its opening tag)
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        "message['content'] + '<｜end▁of▁sentence｜>'",
+        "message['content'].split('</think>')[-1] + '<｜end▁of▁sentence｜>'",
+    )
+    args = PreSafetySFTConfig(output_dir=str(tmp_path), max_steps=1, max_length=256, **CPU_TRAINING_KWARGS)
+    with pytest.raises(
+        ValueError, match=r"is not a prefix of prompt \+ completion.*training template.*chat_template_path"
+    ) as error:
+        PreSafetySFTTrainer(model=model, processing_class=tokenizer, args=args,
+                            train_dataset=Dataset.from_list(load_tiny_sft_rows(4)))  # fmt: skip
+    assert "merge" not in str(error.value).split("; indices")[0]

@@ -46,6 +46,16 @@ MERGE_REASON = (
     "on a token boundary"
 )
 
+NOT_PREFIX_REASON = (
+    "the prompt rendered alone, with the chat template's generation prompt (what the gate reads), is not a prefix of "
+    "prompt + completion rendered together: the template renders the assistant turn without what its generation "
+    "prompt ends with (the stock DeepSeek-R1 template drops the generation prompt's `<think>` and the reasoning from "
+    "assistant turns), so the rendered completion does not start where the generation prompt ends and training would "
+    "read another position than inference. Train with a training template whose assistant turn keeps the generation "
+    "prompt and the reasoning (`chat_template_path`, as recipes/DeepSeek-R1-Distill-Qwen-7B/sft/"
+    "deepseek_r1_distill_training.jinja ships)"
+)
+
 
 def exclude_safety_head_from_adapters(peft_config: Any, head: nn.Module | None) -> None:
     """Keeps LoRA off the safety head: `target_modules="all-linear"` (or a name such as `proj`) would otherwise wrap the

@@ -25,7 +25,7 @@ from ..anchors import (
     locate_anchor,
     normalize_label,
 )
-from .presafety_mixin import MERGE_REASON, PreSafetyTrainerMixin
+from .presafety_mixin import MERGE_REASON, NOT_PREFIX_REASON, PreSafetyTrainerMixin
 from .presafety_sft_config import PreSafetySFTConfig
 
 
@@ -40,7 +40,7 @@ TARGETS_COLUMN = "presafety_labels"
 POSITIONS_COLUMN = "presafety_anchor_positions"
 ANCHOR_LABELS_COLUMN = "presafety_anchor_labels"
 # Outcome of the anchor search per example, for the missing-anchor report
-_OK, _UNLABELED, _NO_ANCHOR, _TRUNCATED, _DROPPED, _MERGED = 0, 1, 2, 3, 4, 5
+_OK, _UNLABELED, _NO_ANCHOR, _TRUNCATED, _DROPPED, _MERGED, _NOT_PREFIX = 0, 1, 2, 3, 4, 5, 6
 
 
 @dataclass
@@ -212,6 +212,10 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
                 no_anchor = [i for i, s in enumerate(status) if s == _NO_ANCHOR]
                 truncated = [i for i, s in enumerate(status) if s == _TRUNCATED]
                 merged = [i for i, s in enumerate(status) if s == _MERGED]
+                not_prefix = [i for i, s in enumerate(status) if s == _NOT_PREFIX]
+                self._presafety_report_missing(
+                    not_prefix, len(labeled), dataset_name, NOT_PREFIX_REASON, args.presafety_on_missing_anchor
+                )
                 self._presafety_report_missing(
                     merged, len(labeled), dataset_name, MERGE_REASON, args.presafety_on_missing_anchor
                 )
@@ -269,9 +273,10 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
     @staticmethod
     def _presafety_boundary(
         example: dict[str, Any], input_ids: list[int], processing_class, chat_template: str | None
-    ) -> tuple[Boundary | None, int | None]:
+    ) -> tuple[Boundary | None, int | None, list[int] | None]:
         """Where the model's output starts in `input_ids` (and the template's generation prompt, for conversations),
-        and how many leading tokens the prompt tokenized alone shares with `input_ids` (`None` when unknown).
+        how many leading tokens the prompt tokenized alone shares with `input_ids`, and the prompt's own tokens
+        (`None` when unknown).
 
         Found from the template's structure, the way TRL finds the completion start, never from the text.
         """
@@ -289,7 +294,7 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
             last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
             prompt = messages[:last] if last not in (None, 0) else None
             if prompt is None:
-                return None, None
+                return None, None, None
         if prompt is not None:
             if is_conversational({"prompt": prompt}):
                 prompt_ids, generation_start = conversation_prompt(tokenizer, prompt, **template_kwargs)
@@ -298,11 +303,18 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
                 head = prompt if offset is None else prompt[:offset]
                 prompt_ids, generation_start = _tokenize(processing_class, head)["input_ids"], None
             boundary = Boundary(len(prompt_ids), generation_start)
-            return boundary, common_prefix_length(prompt_ids, input_ids)
+            return boundary, common_prefix_length(prompt_ids, input_ids), prompt_ids
         # Already tokenized data: the completion starts at the first trained token
         if example.get("completion_mask") is not None and 1 in example["completion_mask"]:
-            return Boundary(example["completion_mask"].index(1)), None
-        return None, None
+            return Boundary(example["completion_mask"].index(1)), None, None
+        return None, None, None
+
+
+def _text_is_prefix(processing_class, prompt_ids: list[int], input_ids: list[int]) -> bool:
+    """Whether the conversation's text starts with the text of the prompt rendered alone: true for a token merge at
+    the boundary, false when the template renders the assistant turn differently from its generation prompt."""
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    return tokenizer.decode(input_ids).startswith(tokenizer.decode(prompt_ids))
 
 
 def _anchors_of(targets: list[float]) -> tuple[list[int], list[float]]:
@@ -324,9 +336,11 @@ def _build_presafety_targets(
     input_ids = example["input_ids"]
     labels = example["labels"]
     label = normalize_label(example.get(args.presafety_label_column), args.presafety_label_column, index)
-    position, shared, boundary = example.get("presafety_position"), None, None
+    position, shared, boundary, prefix_ids = example.get("presafety_position"), None, None, None
     if position is None:
-        boundary, shared = PreSafetySFTTrainer._presafety_boundary(example, input_ids, processing_class, chat_template)
+        boundary, shared, prefix_ids = PreSafetySFTTrainer._presafety_boundary(
+            example, input_ids, processing_class, chat_template
+        )
         if boundary is None and "completion_mask" not in example and not is_conversational(example):
             # Tokenized data without a completion mask: the first trained label marks the completion
             first = next((i for i, t in enumerate(labels) if t != -100), None)
@@ -334,10 +348,16 @@ def _build_presafety_targets(
                 boundary = Boundary(first)
         position = MISSING_POSITION if boundary is None else locate_anchor(input_ids, boundary, spec)
     merged = shared is not None and boundary is not None and shared < boundary.response_start
+    # Not a token merge: the rendered conversation does not start with the rendered prompt (a template whose
+    # assistant turn drops what the generation prompt ends with, as the stock DeepSeek-R1 template drops `<think>`)
+    not_prefix = merged and prefix_ids is not None and not _text_is_prefix(processing_class, prefix_ids, input_ids)
+    merged = merged and not not_prefix
     targets = [MISSING_LABEL] * len(input_ids)
     status = _UNLABELED if label == MISSING_LABEL else _OK
     if status == _OK:
-        if position == MISSING_POSITION or position >= len(input_ids):
+        if not_prefix:
+            status = _NOT_PREFIX
+        elif position == MISSING_POSITION or position >= len(input_ids):
             status = _NO_ANCHOR
         elif merged and position >= shared:
             status = _MERGED  # the token at the anchor is not the one the prompt alone (the gate's input) has there
@@ -362,7 +382,7 @@ def _build_presafety_targets(
                 status = _TRUNCATED
             if all(t == -100 for t in output["labels"]):
                 status = _DROPPED  # TRL drops it below: no trainable token left
-    if raise_on_missing and status in (_NO_ANCHOR, _TRUNCATED, _MERGED):
+    if raise_on_missing and status in (_NO_ANCHOR, _TRUNCATED, _MERGED, _NOT_PREFIX):
         raise ValueError(
             f"Example {index} of a streamed dataset has no usable pre-CoT anchor (not found, or cut by "
             f"max_length={max_length}). Set `presafety_on_missing_anchor='skip'` to train it without the auxiliary "
