@@ -90,6 +90,15 @@ def test_lora_save_records_the_fingerprint_of_base_and_adapter(tiny_model_dirs, 
     # The base model alone is not what the head was trained with
     with pytest.raises(ValueError, match="other weights"):
         load_safety_head(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), out)
+    # Merged by the package (as `eval` merges an adapter): the merged model remembers the weights it came from
+    from trl_presafety.modeling import merge_adapter
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
+    load_safety_head(merge_adapter(PeftModel.from_pretrained(base, out)), out)
+    # Merged by hand, the package cannot tell what it was merged from: refused unless said explicitly
+    by_hand = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), out)
+    with pytest.raises(ValueError, match="merged LoRA weights"):
+        load_safety_head(by_hand.merge_and_unload(), out)
 
 
 def test_consolidated_state_dict_fingerprint_matches_the_model():
@@ -594,3 +603,25 @@ def test_a_template_whose_assistant_turn_drops_the_generation_prompt_is_named(tm
         PreSafetySFTTrainer(model=model, processing_class=tokenizer, args=args,
                             train_dataset=Dataset.from_list(load_tiny_sft_rows(4)))  # fmt: skip
     assert "merge" not in str(error.value).split("; indices")[0]
+
+
+def test_eval_report_names_the_weights_by_content_and_a_retrained_model_is_not_served_from_cache(
+    tmp_path, tiny_model_dirs
+):
+    import shutil
+
+    from trl_presafety.evaluation import evaluate
+
+    from .test_evaluation import small_config
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dirs["qwen3"], model_dir)
+    config = small_config(
+        str(model_dir), tmp_path / "out", sampling_grid=["greedy"], datasets=["smoke@1"], probe=False, plot=False
+    )
+    first = evaluate(config)
+    assert first["model"]["fingerprints"] == {"model": fingerprint_path(model_dir)}
+    _retrain_in_place(model_dir)
+    again = evaluate(config)
+    assert again["model"]["fingerprints"]["model"] != first["model"]["fingerprints"]["model"]
+    assert again["runtime"]["generations_from_cache"] == 0

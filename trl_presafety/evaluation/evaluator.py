@@ -24,6 +24,7 @@ from .metrics import compute_figures, summarize
 from .models import (
     build_judge,
     default_run_name,
+    evaluated_fingerprints,
     find_safety_head,
     free_memory,
     load_model,
@@ -193,6 +194,8 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
             "safety_head_path": head_path,
             "route_gate": route.gate if route is not None else None,
             "backend": backend,
+            # What was evaluated, by content: a report names the weights, not only where they were
+            "fingerprints": evaluated_fingerprints(config, model if backend == "transformers" else None),
         },
         "judge": judge.describe(),
         "config": asdict(config),
