@@ -8,18 +8,20 @@ from pathlib import Path
 
 import pytest
 
+from trl_presafety.data import registry
+from trl_presafety.data.registry import DATASET_REGISTRY, DatasetAdapter, DatasetFormatError, DatasetSplit, map_gsm8k
 from trl_presafety.evaluation import data as eval_data
 from trl_presafety.evaluation.data import (
-    DATASET_ADAPTERS,
-    DatasetAdapter,
-    DatasetFormatError,
     adapt_rows,
     check_dataset_spec,
-    gsm8k_gold,
     load_eval_dataset,
     load_eval_datasets,
     subsample,
 )
+
+
+# The evaluation sets of the registry
+DATASET_ADAPTERS = {name: adapter for name, adapter in DATASET_REGISTRY.items() if adapter.test is not None}
 
 
 SAMPLES = eval_data.DATA_DIR / "eval" / "samples"
@@ -153,9 +155,9 @@ def test_adapter_details():
     assert ctx[0]["prompt"].startswith("From: IT Desk") and ctx[0]["prompt"].endswith("share their login.")
     maths = load_eval_dataset(f"math500={SAMPLES / 'math500.jsonl'}")
     assert maths[0]["id"] == "math500/test/counting_and_probability/1.json" and maths[0]["meta"]["level"] == 2
-    assert gsm8k_gold("a\n#### 1,234") == "1234"
+    assert map_gsm8k({"question": "q", "answer": "a\n#### 1,234"}, 0)["answer"] == "1234"
     with pytest.raises(DatasetFormatError, match="####"):
-        gsm8k_gold("no final answer")
+        map_gsm8k({"question": "q", "answer": "no final answer"}, 0)
 
 
 def test_official_csv_and_tsv_copies(tmp_path):
@@ -193,8 +195,8 @@ class _Recorder:
 @pytest.mark.parametrize(
     "name, args, kwargs",
     [
-        ("strongreject", ("csv",), {"data_files": eval_data.STRONGREJECT_URL, "split": "train"}),
-        ("strongreject_small", ("csv",), {"data_files": eval_data.STRONGREJECT_SMALL_URL, "split": "train"}),
+        ("strongreject", ("csv",), {"data_files": registry.STRONGREJECT_URL, "split": "train"}),
+        ("strongreject_small", ("csv",), {"data_files": registry.STRONGREJECT_SMALL_URL, "split": "train"}),
         (
             "wildjailbreak",
             ("allenai/wildjailbreak", "eval"),
@@ -218,7 +220,7 @@ def test_real_loaders_call_load_dataset_with_public_ids(monkeypatch, name, args,
 
     recorder = _Recorder()
     monkeypatch.setattr(datasets, "load_dataset", recorder)
-    DATASET_ADAPTERS[name].load()
+    DATASET_ADAPTERS[name].load("test")
     assert recorder.calls == [(args, kwargs)]
 
 
@@ -228,7 +230,7 @@ def test_aime25_loads_both_parts(monkeypatch):
     recorder = _Recorder()
     monkeypatch.setattr(datasets, "load_dataset", recorder)
     monkeypatch.setattr(datasets, "concatenate_datasets", lambda parts: [row for part in parts for row in part])
-    assert len(DATASET_ADAPTERS["aime25"].load()) == 2
+    assert len(DATASET_ADAPTERS["aime25"].load("test")) == 2
     assert recorder.calls == [
         (("opencompass/AIME2025", "AIME2025-I"), {"split": "test"}),
         (("opencompass/AIME2025", "AIME2025-II"), {"split": "test"}),
@@ -238,21 +240,25 @@ def test_aime25_loads_both_parts(monkeypatch):
 def test_adapters_are_data():
     """Where a set lives is written once, in keyword fields; its published id follows from them; a set that
     `load_dataset` cannot read brings its own loader."""
-    assert DATASET_ADAPTERS["wildjailbreak"].hub_id == "allenai/wildjailbreak (eval, train)"
-    assert DATASET_ADAPTERS["aime25"].hub_id == "opencompass/AIME2025 (AIME2025-I + AIME2025-II, test)"
-    assert DATASET_ADAPTERS["xstest"].hub_id == "walledai/XSTest (test)"
-    assert DATASET_ADAPTERS["or_bench_hard"].hub_id == "bench-llm/or-bench (or-bench-hard-1k, train)"
-    assert DATASET_ADAPTERS["falsereject"].hub_id == "AmazonScience/FalseReject (test)"
-    assert DATASET_ADAPTERS["strongreject"].hub_id == eval_data.STRONGREJECT_URL
+    assert DATASET_ADAPTERS["wildjailbreak"].where("test") == "allenai/wildjailbreak (eval, train)"
+    assert DATASET_ADAPTERS["aime25"].where("test") == "opencompass/AIME2025 (AIME2025-I + AIME2025-II, test)"
+    assert DATASET_ADAPTERS["xstest"].where("test") == "walledai/XSTest (test)"
+    assert DATASET_ADAPTERS["or_bench_hard"].where("test") == "bench-llm/or-bench (or-bench-hard-1k, train)"
+    assert DATASET_ADAPTERS["falsereject"].where("test") == "AmazonScience/FalseReject (test)"
+    assert DATASET_ADAPTERS["strongreject"].where("test") == registry.STRONGREJECT_URL
+    # A set only published for training is no evaluation set, and says so
+    with pytest.raises(DatasetFormatError, match=r"'star1' has no test split: it is a prompt source"):
+        DATASET_REGISTRY["star1"].load("test")
     custom = DatasetAdapter(
         name="mine",
         description="A set of my own.",
         map_row=DATASET_ADAPTERS["xstest"].map_row,
         path="unused",
+        test=DatasetSplit(),
         required_columns=("prompt", "label"),
         loader=lambda: [{"prompt": "How do I kill a process?", "label": "safe"}],
     )
-    (example,) = adapt_rows(custom, custom.load())
+    (example,) = adapt_rows(custom, custom.load("test"))
     assert (example["id"], example["category"], example["harmful"]) == ("mine/0", "benign_edgy", 0)
 
 

@@ -238,3 +238,39 @@ def test_fit_and_calibrate_commands(tiny_model_dirs, tmp_path, capsys):
         cli.main(
             ["fit-gate", "--model_name_or_path", "m", *common, "--output_dir", "o", "--calibration_dataset", str(data)]
         )
+
+
+def test_fit_gate_reads_a_label_folder_and_refuses_an_unfinished_one(tiny_model_dirs, tmp_path):
+    """The folder `trl-presafety label` writes, as written: labels of the safe model's answers; an unfinished folder is
+    refused, as every command refuses it."""
+    from datasets import Dataset
+
+    from trl_presafety.generation import GenerationArguments
+    from trl_presafety.labeling import IncompleteLabelsError, label_dataset
+
+    from .test_classifier import build_tiny_classifier
+
+    prompts = Dataset.from_list([{"prompt": r["prompt"], "harmful": r["harmful"]} for r in ROWS[:48]])
+    generation = GenerationArguments(backend="transformers", max_new_tokens=4, generation_batch_size=16)
+    classifier = build_tiny_classifier(tmp_path / "classifier", seed=1)
+
+    def label(folder, threshold):
+        return label_dataset(
+            prompts, tiny_model_dirs["qwen3"], None, classifier, generation=generation, output_dir=folder,
+            shard_size=16, threshold=threshold, show_progress=False,
+        )  # fmt: skip
+
+    # The random classifier's P(refusal) sits near one value: label at its median, so both labels occur
+    probs = sorted(label(tmp_path / "probe", 0.5)["safety_label_prob"])
+    folder = tmp_path / "labels"
+    labeled = label(folder, (probs[len(probs) // 2 - 1] + probs[len(probs) // 2]) / 2)
+    labels = labeled["safety_label"]
+    assert 0 < sum(labels) < len(labels), "the random classifier must give both labels for this test"
+    gate = fit_safety_head(tiny_model_dirs["qwen3"], str(folder), split="train[:32]", progress=False)
+    assert gate.config.fit["source"] == f"{folder} (split 'train[:32]')"
+    assert gate.config.fit["n_refuse"] == sum(labels[:32]) and gate.config.fit["n_comply"] == 32 - sum(labels[:32])
+
+    state = json.loads((folder / "labeling_state.json").read_text())
+    (folder / "labeling_state.json").write_text(json.dumps({**state, "complete": False}))
+    with pytest.raises(IncompleteLabelsError, match="labeling is incomplete"):
+        fit_safety_head(tiny_model_dirs["qwen3"], str(folder), progress=False)

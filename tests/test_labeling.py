@@ -499,6 +499,12 @@ def _run_eval(path: str, *extra: str) -> None:
     evaluate.main(["--model_name_or_path", "unused", "--datasets", shard, "--output_dir", "unused-out", *extra])
 
 
+def _run_self_routing(path: str, *extra: str) -> None:
+    from trl_presafety.scripts import build_self_routing
+
+    build_self_routing.main(["--labels", path, "--output_dir", "unused-out", *extra])
+
+
 def _run_mixture(path: str, *extra: str) -> None:
     from trl import DatasetMixtureConfig
     from trl.scripts.utils import DatasetConfig
@@ -517,6 +523,7 @@ COMMANDS = {
     "grpo": _run_grpo,
     "build-alttrain": _run_alttrain,
     "build-ipo-pairs": _run_ipo,
+    "build-self-routing": _run_self_routing,
     "train-classifier": _run_train_classifier,
     "label": _run_label,
     "eval": _run_eval,

@@ -272,6 +272,7 @@ def reduced_tiny_pipeline(tmp_path: Path, model: str, classifier: str) -> Path:
         "plain-sft": {"model_name_or_path": model, "max_steps": 2, "max_length": 64, "logging_steps": 1},
         "eval-presafety-sft": {"max_new_tokens": 8, "sampling_grid": ["greedy"]},
         "eval-plain-sft": {"max_new_tokens": 8, "sampling_grid": ["greedy"]},
+        "eval-presafety-sft-routed": {"max_new_tokens": 8, "sampling_grid": ["greedy"], "route_threshold": 0.0},
     }  # fmt: skip
     stages = []
     for stage in config["stages"]:
@@ -292,13 +293,19 @@ def test_tiny_chain_end_to_end(tmp_path, tiny_model_dirs, monkeypatch, capsys):
     config = reduced_tiny_pipeline(tmp_path, tiny_model_dirs["qwen3"], classifier)
     state = run_pipeline(config)
     out = capsys.readouterr().out
-    names = ["build-sft", "label", "presafety-sft", "plain-sft", "eval-presafety-sft", "eval-plain-sft", "compare-sft"]
+    names = ["build-sft", "label", "presafety-sft", "plain-sft", "eval-presafety-sft", "eval-plain-sft",
+             "eval-presafety-sft-routed", "compare-sft"]  # fmt: skip
     assert all(state["stages"][name]["complete"] for name in names)
     compare = tmp_path / "run" / "compare-sft"
     assert (compare / "compare.md").is_file() and (compare / "compare.png").is_file()
     assert f"{compare / 'compare.md'}; plot: {compare / 'compare.png'}" in out
     report = json.loads((tmp_path / "run" / "eval-plain-sft" / "report.json").read_text())
     assert report["run_name"] == "plain-sft"
+    # The routed eval stage: the PreSafety model's own head routes every thinking-on prompt at threshold 0
+    routed = json.loads((tmp_path / "run" / "eval-presafety-sft-routed" / "report.json").read_text())
+    assert routed["routing"]["policy"] == "no_think" and routed["routing"]["gate"].endswith("presafety-sft")
+    assert routed["summary"]["modes"]["on"]["routed_rate"] == 1.0
+    assert "Routed by the pre-CoT gate" in (compare / "compare.md").read_text()
     # the rerun skips every stage
     runner = FakeRunner()
     run(config, runner)

@@ -6,6 +6,7 @@ and both anchors: routed outputs equal plain generation on the chosen path's ful
 reads the generation's own prefill (backbone forwards and tokens counted); a non-finite gate output routes; typed
 think tags and template markers steer nothing; `trl-presafety eval --route` records, reports and resumes."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -440,6 +441,23 @@ def test_eval_route_refuse_and_how_routed_benign_prompts_were_answered(routed_mo
     summary = report["summary"]["modes"]["on"]
     assert summary["routed_benign_compliance_rate"] == 0.0 and summary["routed_benign_compliance_rate_n"] == 3
     assert "| smoke | 1.000 (12/12) |" in (tmp_path / "report.md").read_text()
+    # The comparison shows the routed shares (thinking on) when a run routes, and the plot's caption gives them
+    from trl_presafety.evaluation.compare import compare_reports, render_comparison
+    from trl_presafety.evaluation.plots import build_report_figure
+
+    unrouted = {**report, "routing": {"enabled": False}, "run_name": "unrouted"}
+    comparison = compare_reports([unrouted, report])
+    routed_rows = [r for r in comparison["rows"] if r["figure"] == "benign_routed_rate"]
+    assert [r["mode"] for r in routed_rows] == ["on"] and routed_rows[0]["values"][1] == 1.0
+    assert "Routed generation (thinking on): unrouted: none;" in render_comparison(comparison)
+    assert not any(r["figure"].endswith("routed_rate") for r in compare_reports([unrouted])["rows"])
+    figure = build_report_figure([report])
+    assert "Routed CoT-on generation" in figure._suptitle.get_text() and "refuse at P(refuse) ≥ 0" in (
+        figure._suptitle.get_text()
+    )
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
 
 
 def test_eval_route_fails_closed_on_a_non_finite_head(routed_model_dir, tmp_path, monkeypatch):
@@ -516,3 +534,34 @@ def test_eval_route_uses_the_calibrated_threshold_and_flags_calibration_prompts(
     report = evaluate(eval_config(str(plain_folder), tmp_path / "out2", route="no_think", thinking_modes=["on"]))
     assert report["routing"]["threshold"] == 0.5 and report["routing"]["threshold_source"].startswith("default 0.5")
     assert "default 0.5" in (tmp_path / "out2" / "report.md").read_text()
+
+
+def test_eval_route_with_vllm_gates_before_the_engine_loads(routed_model_dir, tmp_path, monkeypatch):
+    # vLLM is replaced by a recorder (it needs a GPU): the gate's probabilities are computed on the model in memory
+    # before the engine would load, and the engine is asked for the routed prompts
+    from trl_presafety.evaluation import evaluator, loop
+
+    asked = []
+
+    def fake_engine(model, tokenizer, texts, generation):
+        asked.append((model, generation.backend, list(texts)))
+        return ["The answer is 4." for _ in texts]
+
+    monkeypatch.setattr(evaluator, "resolve_backend", lambda backend, model: "vllm")
+    monkeypatch.setattr(loop, "generate_texts", fake_engine)
+    config = eval_config(
+        routed_model_dir, tmp_path, backend="vllm", route="refuse", thinking_modes=["on"], probe=False
+    )
+    probs = gate_probabilities(routed_model_dir, config)
+    threshold = split_threshold(list(probs.values()))
+    report = evaluate(dataclasses.replace(config, route_threshold=threshold))
+    tokenizer = AutoTokenizer.from_pretrained(routed_model_dir)
+    examples = {e["id"]: e for e in load_eval_datasets(["smoke"])}
+    kept = [i for i, p in probs.items() if p < threshold]
+    sent = [text for _, _, texts in asked for text in texts]
+    assert {model for model, _, _ in asked} == {routed_model_dir} and {b for _, b, _ in asked} == {"vllm"}
+    assert sorted(sent) == sorted(route_prompt(tokenizer, eval_messages(examples[i], config), None) for i in kept)
+    for record in report["examples"]:
+        assert record["route_proba"] == pytest.approx(probs[record["id"]], abs=1e-5)
+        assert record["routed"] is (probs[record["id"]] >= threshold)
+        assert record["response"] == (DEFAULT_REFUSAL if record["routed"] else "The answer is 4.")

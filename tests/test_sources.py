@@ -9,14 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trl_presafety.data.sources import (
-    COLUMNS,
-    PROMPT_SOURCES,
-    PromptSourceError,
-    adapt_source,
-    load_prompt_sources,
-    parse_source_spec,
-)
+from trl_presafety.data.registry import DATASET_REGISTRY, DatasetFormatError
+from trl_presafety.data.sources import COLUMNS, adapt_source, load_prompt_sources, parse_source_spec
 
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sources"
@@ -71,7 +65,7 @@ def test_safechain_published_parquet(tmp_path):
     # The opening tag the card says is missing is added back, so the trace splits like any other
     assert rows[0]["reference_completion"] == "<think>\n" + SAFECHAIN_ROWS["response"][0]
     bad = write_safechain(tmp_path / "bad.parquet", {**SAFECHAIN_ROWS, "label": ["vanilla_harmful", "unsafe"]})
-    with pytest.raises(PromptSourceError, match=r"SafeChain row 1: column `label` holds 'unsafe'; expected one of"):
+    with pytest.raises(DatasetFormatError, match=r"SafeChain row 1: column `label` holds 'unsafe'; expected one of"):
         rows_of(f"safechain={bad}")
 
 
@@ -81,12 +75,14 @@ def test_gsm8k_published_parquet(tmp_path):
     rows = rows_of(f"gsm8k={path}")
     assert [(r["answer"], r["category"], r["harmful"]) for r in rows] == [("72", "math", 0), ("10", "math", 0)]
     assert rows[0]["prompt"].startswith("Natalia sold clips") and rows[0]["reference_completion"] is None
-    source = PROMPT_SOURCES["gsm8k"]
-    assert (source.hub_id, source.config, source.split) == ("openai/gsm8k", "main", "train")
+    source = DATASET_REGISTRY["gsm8k"]
+    assert (
+        source.where("train") == "openai/gsm8k (main, train)" and source.where("test") == "openai/gsm8k (main, test)"
+    )
     table = {"question": ["How much is 600 + 600?", "And this?"], "answer": ["600+600=1200\n#### 1,200", "no answer"]}
     bad = tmp_path / "gsm8k.parquet"
     pq.write_table(pa.table(table), bad)
-    with pytest.raises(PromptSourceError, match=r"GSM8K row 1: column `answer` has no `####` final answer"):
+    with pytest.raises(DatasetFormatError, match=r"GSM8K row 1: column `answer` has no `####` final answer"):
         rows_of(f"gsm8k={bad}")
     pq.write_table(pa.table({key: values[:1] for key, values in table.items()}), bad)
     assert rows_of(f"gsm8k={bad}")[0]["answer"] == "1200"  # thousands separators dropped, as math-verify reads numbers
@@ -112,8 +108,8 @@ def test_wildjailbreak_train_tsv_splits_by_data_type():
 
 def test_wildjailbreak_reads_tsv_with_its_published_loader_arguments():
     # The hub call and the local one share `delimiter="\t"` and `keep_default_na=False`
-    source = PROMPT_SOURCES["wildjailbreak"]
-    assert (source.hub_id, source.config) == ("allenai/wildjailbreak", "train")
+    source = DATASET_REGISTRY["wildjailbreak"]
+    assert source.where("train") == "allenai/wildjailbreak (train, train)"
     assert source.load_kwargs == {"delimiter": "\t", "keep_default_na": False}
 
 
@@ -134,24 +130,28 @@ def test_plain_files(tmp_path):
     benign = tmp_path / "benign.txt"
     benign.write_text("How do I bake bread?\n")
     assert rows_of(f"benign={benign}")[0]["harmful"] == 0
-    with pytest.raises(PromptSourceError, match="no harmfulness: a plain file needs a `harmful` column"):
+    with pytest.raises(DatasetFormatError, match="no harmfulness: a plain file needs a `harmful` column"):
         rows_of(str(benign))
-    with pytest.raises(PromptSourceError, match="its `harmful` column says 1 but the file was given as `benign=PATH`"):
+    with pytest.raises(
+        DatasetFormatError, match="its `harmful` column says 1 but the file was given as `benign=PATH`"
+    ):
         rows_of(f"benign={FIXTURES / 'mixed.jsonl'}")
     chat = tmp_path / "chat.jsonl"
     chat.write_text(json.dumps({"prompt": [{"role": "system", "content": "x"}, {"role": "user", "content": "y"}]}))
-    with pytest.raises(PromptSourceError, match="a string or a list holding one user message"):
+    with pytest.raises(DatasetFormatError, match="a string or a list holding one user message"):
         rows_of(f"harmful={chat}")
     wrong = tmp_path / "wrong.jsonl"
     wrong.write_text(json.dumps({"prompt": "Hi", "harmful": 0, "category": "harmful"}))
-    with pytest.raises(PromptSourceError, match="`category` is 'harmful' but `harmful` is 0"):
+    with pytest.raises(DatasetFormatError, match="`category` is 'harmful' but `harmful` is 0"):
         rows_of(str(wrong))
 
 
 def test_a_file_without_the_published_columns_names_them(tmp_path):
     renamed = tmp_path / "star1.json"
     renamed.write_text(json.dumps([{"prompt": "x", "response": "y"}]))
-    with pytest.raises(PromptSourceError, match=r"has no column\(s\) \['question'\].*`star1` reads \['question'\]"):
+    with pytest.raises(
+        DatasetFormatError, match=r"`star1`.*missing column\(s\) \['question'\].*reads the columns of UCSC-VLAA/STAR-1"
+    ):
         rows_of(f"star1={renamed}")
 
 
@@ -177,22 +177,22 @@ def test_limit_draws_with_the_seed_and_keeps_order():
     ],
 )
 def test_bad_specs(spec, match):
-    with pytest.raises(PromptSourceError, match=match):
+    with pytest.raises(DatasetFormatError, match=match):
         parse_source_spec(spec)
 
 
 def test_missing_file_and_empty_source(tmp_path):
-    with pytest.raises(PromptSourceError, match="does not exist"):
+    with pytest.raises(DatasetFormatError, match="does not exist"):
         rows_of(f"star1={tmp_path / 'none.json'}")
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    with pytest.raises(PromptSourceError, match="gave no prompt"):
+    with pytest.raises(DatasetFormatError, match="gave no prompt"):
         rows_of(f"harmful={empty}")
 
 
 def test_every_published_source_names_its_paper_and_hub_id():
-    for name, source in PROMPT_SOURCES.items():
-        if name in ("harmful", "benign", "file", "tiny"):
+    for name, source in DATASET_REGISTRY.items():
+        if source.train is None:
             continue
-        assert source.hub_id and source.reference.startswith("https://huggingface.co/papers/"), name
+        assert source.path and source.reference.startswith("https://huggingface.co/papers/"), name
     assert adapt_source(parse_source_spec("tiny"), [], 0) == []

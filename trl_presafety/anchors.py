@@ -8,16 +8,22 @@ template's generation prompt starts (`generation_start`). Only the tokens betwee
 the response, are written by the template or the model.
 
 Anchor kinds (https://huggingface.co/papers/2603.17368 reads the last position before the CoT), each one function in
-[`ANCHOR_KINDS`]:
+[`ANCHOR_REGISTRY`] (their names, [`ANCHORS`], are the choices of `presafety_anchor`):
 
 - `"prompt_end"`: the last token of the generation prompt, i.e. the position that predicts the first response token.
   With an R1-style template (generation prompt ending in `<think>\\n`) it is the `\\n` after the tag; with a
   Qwen3-style template (the response opens the think block) it is the end of the assistant header.
 - `"think_end"`: the last token of the opening think tag, where the template puts it: inside the generation prompt
   (R1 style), else at the very start of the response (Qwen3 style).
+- `"reasoning_start"`: the first reasoning position, i.e. the last token of the reasoning's opening `<think>\\n` (the
+  think tag and the newline after it), the position whose next token is the first reasoning token, or `</think>` when
+  the model skips reasoning. R1 style: the generation prompt ends with `<think>\\n`, so it is the last prompt token;
+  Qwen3 style: the response opens with `<think>\\n`, so it is the response's second token. The tied head
+  (`presafety_head="tied"`, self-routing) reads the model's own next-token logit of `</think>` there.
 
-A new kind is one function `(input_ids, boundary, spec) -> position` registered with [`register_anchor`]; the SFT and
-DPO trainers, [`SafetyGate`], the evaluation probe and IPO pairs all go through [`locate_anchor`].
+A new kind is one function `(input_ids, boundary, spec) -> position` added to [`ANCHOR_REGISTRY`]; the SFT and DPO
+trainers, [`SafetyGate`], the evaluation probe and IPO pairs all go through [`locate_anchor`], and every setting of an
+anchor kind (trainer config, head config, [`AnchorSpec`]) is checked by [`check_anchor`].
 """
 
 import math
@@ -66,6 +72,7 @@ class AnchorSpec:
     """
 
     kind: str
+    # The opening the anchor looks for: the think tag (`"think_end"`), or the tag and its newline (`"reasoning_start"`)
     think_ids: tuple[int, ...] = ()
     # Tokens that decode to whitespace only: allowed between the think tag and the prompt/response boundary
     blank_ids: frozenset[int] = field(default_factory=frozenset)
@@ -74,39 +81,30 @@ class AnchorSpec:
     def from_tokenizer(
         cls, tokenizer: PreTrainedTokenizerBase, kind: str, think_token: str = "<think>"
     ) -> "AnchorSpec":
-        if kind not in ANCHOR_KINDS:
-            raise ValueError(f"Unknown anchor {kind!r}. Choose one of {sorted(ANCHOR_KINDS)}.")
-        think_ids = tuple(think_token_ids(tokenizer, think_token)) if kind == "think_end" else ()
+        check_anchor(kind)
+        if kind == "think_end":
+            think_ids = tuple(think_token_ids(tokenizer, think_token))
+        elif kind == "reasoning_start":
+            think_ids = tuple(reasoning_opening_ids(tokenizer, think_token))
+        else:
+            think_ids = ()
         return cls(kind=kind, think_ids=think_ids, blank_ids=blank_token_ids(tokenizer) if think_ids else frozenset())
 
 
 AnchorFn = Callable[[Sequence[int], Boundary, AnchorSpec], int]
-ANCHOR_KINDS: dict[str, AnchorFn] = {}
-
-
-def register_anchor(name: str) -> Callable[[AnchorFn], AnchorFn]:
-    """Registers an anchor kind: `fn(input_ids, boundary, spec)` returns the anchor index or `MISSING_POSITION`."""
-
-    def decorator(fn: AnchorFn) -> AnchorFn:
-        ANCHOR_KINDS[name] = fn
-        return fn
-
-    return decorator
 
 
 def locate_anchor(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
     """Index of the anchor token in `input_ids`, or `MISSING_POSITION` when the template structure has none."""
     if not 0 < boundary.response_start <= len(input_ids):
         return MISSING_POSITION
-    return ANCHOR_KINDS[spec.kind](input_ids, boundary, spec)
+    return ANCHOR_REGISTRY[spec.kind](input_ids, boundary, spec)
 
 
-@register_anchor("prompt_end")
 def _prompt_end(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
     return boundary.response_start - 1
 
 
-@register_anchor("think_end")
 def _think_end(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
     tag, m, start = list(spec.think_ids), len(spec.think_ids), boundary.response_start
     if boundary.generation_start is not None:
@@ -128,6 +126,41 @@ def _think_end(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -
     if list(input_ids[begin : begin + m]) == tag:
         return begin + m - 1
     return MISSING_POSITION
+
+
+def _reasoning_start(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
+    opening, m, start = list(spec.think_ids), len(spec.think_ids), boundary.response_start
+    if boundary.generation_start is not None:
+        # R1 style: the generation prompt, which the template writes after the last turn, holds `<think>\n`
+        hits = find_subsequence(input_ids, opening, boundary.generation_start, start - m + 1)
+        if hits:
+            return hits[0] + m - 1
+    elif start >= m and list(input_ids[start - m : start]) == opening:
+        return start - 1  # text data whose prompt side ends with `<think>\n`
+    # Qwen3 style: the response opens with `<think>\n` (the template's blank tokens before it aside)
+    begin = start
+    while begin < len(input_ids) and input_ids[begin] in spec.blank_ids:
+        begin += 1
+    if list(input_ids[begin : begin + m]) == opening:
+        return begin + m - 1
+    return MISSING_POSITION
+
+
+# name -> function `(input_ids, boundary, spec) -> position` (`MISSING_POSITION` when the structure has none)
+ANCHOR_REGISTRY: dict[str, AnchorFn] = {
+    "prompt_end": _prompt_end,
+    "think_end": _think_end,
+    "reasoning_start": _reasoning_start,
+}
+ANCHORS = tuple(ANCHOR_REGISTRY)
+
+
+def check_anchor(kind: Any, field_name: str = "presafety_anchor") -> None:
+    """Fails on a name that is not an anchor kind of [`ANCHOR_REGISTRY`], naming the field and the kinds."""
+    if kind not in ANCHOR_REGISTRY:
+        raise ValueError(
+            f"Invalid `{field_name}`: {kind!r}. Choose one of {list(ANCHOR_REGISTRY)} (see `trl_presafety.anchors`)."
+        )
 
 
 def find_subsequence(
@@ -160,6 +193,45 @@ def think_token_ids(tokenizer: PreTrainedTokenizerBase, think_token: str) -> lis
             "`presafety_anchor='prompt_end'`, which needs no tag."
         )
     return ids
+
+
+def reasoning_opening_ids(tokenizer: PreTrainedTokenizerBase, think_token: str) -> list[int]:
+    """Token ids of the reasoning's opening, the think tag and one newline (`<think>\\n`): the tag's own id(s) then a
+    single newline token, as both template families write it."""
+    tag = think_token_ids(tokenizer, think_token)
+    ids = tokenizer.encode(think_token + "\n", add_special_tokens=False)
+    if ids[: len(tag)] != tag or len(ids) != len(tag) + 1:
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        raise ValueError(
+            f"`{think_token!r} + '\\n'` encodes to {pieces} with this tokenizer ({type(tokenizer).__name__}), not the "
+            "tag followed by one newline token, so the first reasoning position (`presafety_anchor="
+            "'reasoning_start'`) is not a token boundary. Use `presafety_anchor='think_end'` or 'prompt_end'."
+        )
+    return ids
+
+
+def think_close_token(think_token: str) -> str:
+    """The closing tag of an opening think tag: `"<think>"` -> `"</think>"`."""
+    tag = think_token.strip()
+    if not (tag.startswith("<") and tag.endswith(">")) or tag.startswith("</"):
+        raise ValueError(
+            f"Cannot derive the closing tag of the think token {think_token!r}: expected an opening tag like '<think>'."
+        )
+    return "</" + tag[1:]
+
+
+def think_close_token_id(tokenizer: PreTrainedTokenizerBase, think_token: str) -> int:
+    """The single token id of the closing think tag (`</think>`), which the tied head reads; fails if the tokenizer
+    splits it into pieces."""
+    close = think_close_token(think_token)
+    ids = tokenizer.encode(close, add_special_tokens=False)
+    if len(ids) != 1 or close not in tokenizer.get_vocab():
+        raise ValueError(
+            f"The closing think tag {close!r} is not a single token of the tokenizer ({type(tokenizer).__name__}): it "
+            f"encodes to {tokenizer.convert_ids_to_tokens(ids)}. `presafety_head='tied'` reads the model's next-token "
+            "probability of that one token; add it to the tokenizer as a token, or use a 'linear' or 'mlp' head."
+        )
+    return ids[0]
 
 
 def blank_token_ids(tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
@@ -222,11 +294,12 @@ def inference_anchor(
 ) -> tuple[list[int], int]:
     """The ids a model sees before it answers `messages`, and the anchor in them, as in training.
 
-    With `"think_end"` and a Qwen3-style template (`family="think_in_response"`), the response would open with the
-    think tag: it is appended, the way the model would read it.
+    With `"think_end"` (`"reasoning_start"`) and a Qwen3-style template (`family="think_in_response"`), the response
+    would open with the think tag (and its newline): they are appended, the way the model would read them.
     """
     prompt_ids, generation_start = conversation_prompt(tokenizer, messages, **template_kwargs)
-    ids = prompt_ids + (list(spec.think_ids) if spec.kind == "think_end" and family == THINK_IN_RESPONSE else [])
+    opens_response = spec.kind in ("think_end", "reasoning_start") and family == THINK_IN_RESPONSE
+    ids = prompt_ids + (list(spec.think_ids) if opens_response else [])
     return ids, locate_anchor(ids, Boundary(len(prompt_ids), generation_start), spec)
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .anchors import ANCHOR_KINDS, TEMPLATE_FAMILIES
+from .anchors import TEMPLATE_FAMILIES, check_anchor
 
 
 logger = logging.getLogger(__name__)
@@ -31,9 +31,10 @@ SAFETY_HEAD_CONFIG_NAME = "safety_head_config.json"
 # The head's weights live in their own file beside a standard checkpoint, whose weight keys stay exactly those of a
 # plain TRL run: `from_pretrained`, `PeftModel.from_pretrained` and vLLM load the folder unchanged.
 SAFETY_HEAD_WEIGHTS_NAME = "safety_head.safetensors"
-HEAD_TYPES = ("linear", "mlp")
+# "tied": no weights of its own; the head's logit is the model's own next-token log-odds of closing the think block
+HEAD_TYPES = ("linear", "mlp", "tied")
+TIED_HEAD = "tied"
 POOLINGS = ("last", "mean")
-ANCHORS = tuple(ANCHOR_KINDS)
 
 
 @dataclass
@@ -42,14 +43,15 @@ class SafetyHeadConfig:
 
     Args:
         hidden_size (`int`): Width of the hidden state the head reads.
-        head_type (`str`, *optional*, defaults to `"linear"`): `"linear"` (`Linear(hidden, 1)`) or `"mlp"`.
+        head_type (`str`, *optional*, defaults to `"linear"`): `"linear"` (`Linear(hidden, 1)`), `"mlp"`, or `"tied"`
+            (no weights: the logit is the LM's own log-odds of `close_token_id` at the anchor, see [`TiedSafetyHead`]).
         mlp_hidden_size (`int`, *optional*): Width of the MLP's hidden layer; defaults to `hidden_size`.
         dropout (`float`, *optional*, defaults to `0.0`): Dropout on the head's input.
         layer (`int`, *optional*): Decoder layer whose output is read; `None` is the final hidden state (after the
             final norm).
         pooling (`str`, *optional*, defaults to `"last"`): `"last"` reads the anchor token; `"mean"` averages the
             prompt span up to and including the anchor (SafeKey-style).
-        anchor (`str`, *optional*, defaults to `"prompt_end"`): An anchor kind of `trl_presafety.anchors.ANCHOR_KINDS`.
+        anchor (`str`, *optional*, defaults to `"prompt_end"`): An anchor kind of `trl_presafety.anchors.ANCHOR_REGISTRY`.
         think_token (`str`, *optional*, defaults to `"<think>"`): Opening think tag, for `anchor="think_end"`.
         model_type (`str`, *optional*): `config.model_type` of the model the head was trained on (e.g. `"qwen3"`).
         template_family (`str`, *optional*): Where the chat template puts the think tag (`"think_in_prompt"`,
@@ -77,6 +79,8 @@ class SafetyHeadConfig:
             routed, the calibration set's n per class, the achieved rates and the set's fingerprint.
         fit (`dict`, *optional*): How a head fitted on a frozen model was fitted (data, n per class, L2, training
             figures).
+        close_token_id (`int`, *optional*): For `head_type="tied"`, the id of the closing think tag (`</think>`) whose
+            next-token probability at the anchor is P(refuse).
     """
 
     hidden_size: int
@@ -92,6 +96,7 @@ class SafetyHeadConfig:
     anchor_token_id: int | None = None
     boundary_merges: int | None = None
     loss_weight: float | None = None
+    close_token_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     backbone_fingerprint: str | None = None
     detached: bool = False
@@ -106,8 +111,7 @@ class SafetyHeadConfig:
             raise ValueError(f"Unknown safety head type {self.head_type!r}. Choose one of {list(HEAD_TYPES)}.")
         if self.pooling not in POOLINGS:
             raise ValueError(f"Unknown pooling {self.pooling!r}. Choose one of {list(POOLINGS)}.")
-        if self.anchor not in ANCHOR_KINDS:
-            raise ValueError(f"Unknown anchor {self.anchor!r}. Choose one of {sorted(ANCHOR_KINDS)}.")
+        check_anchor(self.anchor, "anchor")
         if self.template_family is not None and self.template_family not in TEMPLATE_FAMILIES:
             raise ValueError(
                 f"Unknown template family {self.template_family!r}. Choose one of {list(TEMPLATE_FAMILIES)}."
@@ -119,6 +123,8 @@ class SafetyHeadConfig:
                 f"Invalid safety head `threshold`: {self.threshold!r}. Use a probability in [0, 1] (calibrate it with "
                 "`trl-presafety calibrate-gate`), or None for 0.5."
             )
+        if self.head_type == TIED_HEAD:
+            check_tied_head_settings(self.anchor, self.layer, self.pooling, self.dropout)
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Writes `safety_head_config.json` with a fresh `checksum`: every writer of a head config (training, fitting,
@@ -163,6 +169,7 @@ class SafetyHeadConfig:
             "anchor_token_id": (int, type(None)),
             "boundary_merges": (int, type(None)),
             "loss_weight": (int, float, type(None)),
+            "close_token_id": (int, type(None)),
             "head_type": str,
             "pooling": str,
             "anchor": str,
@@ -227,6 +234,97 @@ class SafetyHead(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.proj(self.dropout(hidden_states)).squeeze(-1)
+
+
+def check_tied_head_settings(anchor: str, layer: int | None, pooling: str, dropout: float) -> None:
+    """The tied head is the LM's own next-token distribution: at the first reasoning position, on the final hidden
+    state of that one token. Refuses the settings that would read anything else."""
+    problems = []
+    if anchor != "reasoning_start":
+        problems.append(
+            f"anchor={anchor!r}: the tied logit is the next-token logit of the closing think tag at the first "
+            "reasoning position, set `presafety_anchor='reasoning_start'`"
+        )
+    if layer is not None:
+        problems.append(f"layer={layer}: the LM head reads the final hidden state, leave `presafety_layer` unset")
+    if pooling != "last":
+        problems.append(f"pooling={pooling!r}: the next token is predicted from one position, use 'last'")
+    if dropout:
+        problems.append(f"dropout={dropout}: the tied head has no input dropout, use 0.0")
+    if problems:
+        raise ValueError("`presafety_head='tied'` cannot be combined with " + "; ".join(problems) + ".")
+
+
+def lm_logits(model: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """The model's next-token logits from final hidden states, as its forward computes them: the output embeddings,
+    then the logit scaling some architectures apply (Cohere's `logit_scale`, Granite's `logits_scaling`, Gemma's
+    `final_logit_softcapping`)."""
+    base = get_base_causal_lm(model)
+    logits = base.get_output_embeddings()(hidden_states)
+    config = base.config.get_text_config()
+    scale = getattr(config, "logit_scale", None)
+    if scale is not None:
+        logits = logits * scale
+    scaling = getattr(config, "logits_scaling", None)
+    if scaling is not None:
+        logits = logits / scaling
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def token_log_odds(logits: torch.Tensor, token_id: int) -> torch.Tensor:
+    """`log p - log(1 - p)` of `token_id` under `softmax(logits)`, i.e. its logit minus the logsumexp of all the other
+    tokens', in float32: `sigmoid` of it is exactly the token's softmax probability."""
+    logits = logits.float()
+    others = torch.cat([logits[..., :token_id], logits[..., token_id + 1 :]], dim=-1)
+    return logits[..., token_id] - torch.logsumexp(others, dim=-1)
+
+
+class TiedSafetyHead(nn.Module):
+    """The decision as the model's own next token: no weights, the logit of the closing think tag at the anchor.
+
+    At the first reasoning position (`anchor="reasoning_start"`, after `<think>\\n`) the LM chooses between opening
+    its reasoning and closing the think block at once. This head returns the log-odds of `</think>` there (its LM
+    logit minus the logsumexp of all the others), so `sigmoid` of it is the probability that generation closes the
+    think block, and the BCE against `safety_label` trains the token the model generates. The logits come from the
+    model's own output embeddings applied to the anchor's final hidden state, which is the LM's logit at that position
+    under every loss path of the trainers (fused, chunked, Liger), with no extra forward.
+
+    The LM head is reached through the model it is bound to (never registered as a submodule: its weights belong to
+    the model, and the head saves no file of its own).
+    """
+
+    def __init__(self, config: SafetyHeadConfig, model: nn.Module | None = None):
+        super().__init__()
+        self.config = config
+        self.__dict__["_model"] = None
+        if model is not None:
+            self.bind(model)
+
+    def bind(self, model: nn.Module) -> None:
+        self.__dict__["_model"] = get_base_causal_lm(model)
+
+    @property
+    def close_token_id(self) -> int | None:
+        return self.config.close_token_id
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        model = self.__dict__["_model"]
+        if model is None or self.config.close_token_id is None:
+            raise RuntimeError(
+                "The tied safety head is not bound to a model and its closing token: attach it with "
+                "`attach_safety_head` / `load_safety_head`, or let the PreSafety trainer set it up."
+            )
+        return token_log_odds(lm_logits(model, hidden_states), self.config.close_token_id)
+
+
+def build_safety_head(config: SafetyHeadConfig, model: nn.Module | None = None) -> nn.Module:
+    """The head described by `config`: a [`SafetyHead`], or a [`TiedSafetyHead`] bound to `model`."""
+    if config.head_type == TIED_HEAD:
+        return TiedSafetyHead(config, model)
+    return SafetyHead(config)
 
 
 def gather_anchor_states(
@@ -319,8 +417,9 @@ def _is_peft_model(model: nn.Module) -> bool:
     return isinstance(model, PeftModel)
 
 
-def attach_safety_head(model: nn.Module, config: SafetyHeadConfig | Any, seed: int = 0) -> SafetyHead:
-    """Builds a `SafetyHead` and registers it as `model.safety_head` (on the base model under PEFT).
+def attach_safety_head(model: nn.Module, config: SafetyHeadConfig | Any, seed: int = 0) -> nn.Module:
+    """Builds a `SafetyHead` (or a weightless [`TiedSafetyHead`]) and registers it as `model.safety_head` (on the base
+    model under PEFT).
 
     Registration makes the head part of the model: the optimizer trains it and DeepSpeed shards it. The PreSafety
     trainers save it in its own file beside the checkpoint (see [`save_safety_head`]), so the checkpoint's weight keys
@@ -339,7 +438,7 @@ def attach_safety_head(model: nn.Module, config: SafetyHeadConfig | Any, seed: i
     reference = base.get_input_embeddings().weight
     with torch.random.fork_rng(devices=[reference.device] if reference.device.type == "cuda" else []):
         torch.manual_seed(seed)
-        head = SafetyHead(config)
+        head = build_safety_head(config, base)
     head.to(device=reference.device, dtype=reference.dtype)
     setattr(base, SAFETY_HEAD_ATTR, head)
     return head
@@ -392,6 +491,9 @@ def save_safety_head(
 ) -> None:
     """Writes the head beside a checkpoint: `safety_head.safetensors` (its own keys) and `safety_head_config.json`.
 
+    A tied head has no weights: only its config is written (and a weights file left by an earlier save is removed,
+    so the folder says one thing).
+
     Args:
         directory: The checkpoint folder.
         state_dict: The head's tensors (keys relative to the head, e.g. `"proj.weight"`).
@@ -408,6 +510,10 @@ def save_safety_head(
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if config.head_type == TIED_HEAD:
+        (directory / SAFETY_HEAD_WEIGHTS_NAME).unlink(missing_ok=True)
+        config.save(directory)
+        return
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     save_file(tensors, str(directory / SAFETY_HEAD_WEIGHTS_NAME), metadata={"format": "pt"})
     config.save(directory)
@@ -601,7 +707,7 @@ def check_head_weights_binding(
     )
 
 
-def load_safety_head(model: nn.Module, path: str | os.PathLike, allow_other_weights: bool = False) -> SafetyHead:
+def load_safety_head(model: nn.Module, path: str | os.PathLike, allow_other_weights: bool = False) -> nn.Module:
     """Re-attaches a trained head to a model loaded with `from_pretrained` (or `PeftModel.from_pretrained`).
 
     Reads `safety_head.safetensors` and `safety_head_config.json` from `path`, a folder written by the trainers'
@@ -609,7 +715,8 @@ def load_safety_head(model: nn.Module, path: str | os.PathLike, allow_other_weig
     after checking, failing closed: the config is unchanged since it was saved (its checksum), the head fits the
     architecture (type, width, layer), the model holds the weights the head was saved with (the config's
     `backbone_fingerprint`), and the head's tensors have the expected names, shapes and a float dtype, are finite and
-    not all zero.
+    not all zero. A tied head (`head_type="tied"`) has no weights file: it is rebuilt from its config and reads the
+    model's own LM head (its P(refuse) is the model's next-token probability of `</think>`, on whatever weights).
 
     Args:
         model (`PreTrainedModel` or `PeftModel`): The model to attach the head to.
@@ -632,6 +739,24 @@ def load_safety_head(model: nn.Module, path: str | os.PathLike, allow_other_weig
             "the head was trained on, and has no checksum: where the head reads cannot be checked. Use the config "
             "saved by the run."
         )
+    if config.head_type == TIED_HEAD:
+        if config.close_token_id is None:
+            raise ValueError(
+                f"The tied safety head in {directory} has no `close_token_id`; the config is incomplete. Copy "
+                f"{SAFETY_HEAD_CONFIG_NAME} again from the training output folder."
+            )
+        vocab = get_base_causal_lm(model).get_output_embeddings().weight.shape[0]
+        if not 0 <= config.close_token_id < vocab:
+            raise ValueError(
+                f"The tied safety head in {directory} reads token id {config.close_token_id}, outside this model's "
+                f"vocabulary of {vocab}: it was trained for another model."
+            )
+        # Its P(refuse) is the model's own, but a calibrated threshold belongs to the weights it was chosen on
+        check_head_weights_binding(config, model, str(directory), allow_other_weights)
+        head = TiedSafetyHead(config, model)
+        setattr(get_base_causal_lm(model), SAFETY_HEAD_ATTR, head)
+        head.eval()
+        return head
     tensors = read_safety_head_state(directory)
     if not tensors:
         raise ValueError(

@@ -123,7 +123,7 @@ LORA_LEARNING_RATE: float | None = None  # None until the dev rule has chosen it
 DECISION_ARMS = {
     "c_det": Arm(
         "c_det",
-        "(i') SFT, detached head (unrouted)",
+        "SFT with a detached head, unrouted (= b)",
         "sft",
         "sft.yaml",
         "sft",
@@ -144,7 +144,8 @@ DECISION_ARMS = {
         "sft",
         "sft.yaml",
         "self_routing",
-        (("presafety_loss_weight", "1.0"), ("presafety_head", "tied")),
+        # The tied logit: the model's own next-token log-odds of </think> at the first reasoning position
+        (("presafety_loss_weight", "1.0"), ("presafety_head", "tied"), ("presafety_anchor", "reasoning_start")),
         True,
     ),
     "l_b": Arm(

@@ -14,9 +14,6 @@ from .compare import compare_reports, render_comparison
 from .config import DecodingSetting, EvalConfig, parse_decoding_setting
 from .data import (
     CATEGORIES,
-    DATASET_ADAPTERS,
-    DatasetAdapter,
-    DatasetFormatError,
     adapt_rows,
     load_eval_dataset,
     load_eval_datasets,
@@ -29,9 +26,6 @@ from .report import load_report, render_markdown, write_report
 
 __all__ = [
     "CATEGORIES",
-    "DATASET_ADAPTERS",
-    "DatasetAdapter",
-    "DatasetFormatError",
     "DecodingSetting",
     "EvalConfig",
     "adapt_rows",

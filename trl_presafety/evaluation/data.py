@@ -14,83 +14,34 @@ Internal format, one dict per example:
 - `answer` (`str | None`): the gold answer of a math problem, as `math-verify` parses it (LaTeX or a number).
 - `meta` (`dict`): whatever else the source carries (harm category, subject, level, ...), kept in the records.
 
-Each adapter (`adapters.py`) says how `load_dataset(...)` reads the public set (it needs the Hub) and maps a row with a
-pure `map_row` (tested offline on rows shaped like the public ones). A dataset spec in `EvalConfig.datasets` is one of:
+The public sets are the `test` splits of the dataset registry (`trl_presafety.data.registry`, shared with the prompt
+sources of `build-sft`): each adapter says how `load_dataset(...)` reads the set (it needs the Hub) and maps a row with
+a pure `map_row` (tested offline on rows shaped like the public ones). A dataset spec in `EvalConfig.datasets` is one
+of:
 
-- a registered name (`"strongreject"`, `"wildjailbreak"`, ... see `DATASET_ADAPTERS`), loaded from the Hub;
+- a registered name (`"strongreject"`, `"wildjailbreak"`, ... see `DATASET_REGISTRY`), loaded from the Hub;
 - `"name=path"`: a local copy of a public set (CSV/TSV/JSON/JSONL/Parquet with the public columns), mapped by the
   adapter `name` (for machines without the Hub: download once, evaluate anywhere);
 - `"tiny"` / `"smoke"`: the bundled local files (`trl_presafety/data/tiny/eval`, `trl_presafety/data/eval/smoke.jsonl`);
 - a path to a file already in the internal format.
 """
 
-import csv
 import difflib
-import json
 import random
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..harmfulness import parse_harmful
-from .adapters import (
-    DATASET_ADAPTERS,
-    STRONGREJECT_SMALL_URL,
-    STRONGREJECT_URL,
+from ..data.registry import (
+    DATASET_REGISTRY,
     DatasetAdapter,
     DatasetFormatError,
-    gsm8k_gold,
-    map_aime,
-    map_falsereject,
-    map_gsm8k,
-    map_harmbench,
-    map_jailbreakbench,
-    map_jailbreakbench_benign,
-    map_math500,
-    map_or_bench,
-    map_or_bench_toxic,
-    map_strongreject,
-    map_wildjailbreak,
-    map_xstest,
+    check_columns,
+    parse_dataset_spec,
+    read_rows,
 )
-
-
-# The adapters (`adapters.py`) are importable from here too, as they were before they moved
-__all__ = [
-    "BUNDLED_FILES",
-    "CATEGORIES",
-    "DATASET_ADAPTERS",
-    "DATA_DIR",
-    "STRONGREJECT_SMALL_URL",
-    "STRONGREJECT_URL",
-    "DatasetAdapter",
-    "DatasetFormatError",
-    "adapt_rows",
-    "check_dataset_spec",
-    "dataset_names",
-    "gsm8k_gold",
-    "load_eval_dataset",
-    "load_eval_datasets",
-    "load_internal_file",
-    "map_aime",
-    "map_falsereject",
-    "map_gsm8k",
-    "map_harmbench",
-    "map_jailbreakbench",
-    "map_jailbreakbench_benign",
-    "map_math500",
-    "map_or_bench",
-    "map_or_bench_toxic",
-    "map_strongreject",
-    "map_wildjailbreak",
-    "map_xstest",
-    "parse_dataset_spec",
-    "read_rows",
-    "split_limit",
-    "subsample",
-    "validate_example",
-]
+from ..data.registry import dataset_names as registered_names
+from ..harmfulness import parse_harmful
 
 
 CATEGORIES = ("harmful", "benign_edgy", "math")
@@ -101,52 +52,7 @@ BUNDLED_FILES = {
 }
 
 
-# --- reading local files ------------------------------------------------------------------------------------------
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a local CSV, TSV, JSON (a list or `{"data": [...]}`), JSON-lines or Parquet file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Dataset file {path} does not exist.")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise DatasetFormatError(f"{path}, line {number}: not valid JSON ({error}).") from error
-        return rows
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict):
-            data = data.get("data") or data.get("rows") or data.get("examples")
-        if not isinstance(data, list):
-            raise DatasetFormatError(f"{path}: expected a JSON list of rows (or {{'data': [...]}}).")
-        return data
-    if suffix in {".csv", ".tsv"}:
-        with path.open(encoding="utf-8", newline="") as handle:
-            return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
-    if suffix == ".parquet":
-        from datasets import load_dataset
-
-        return list(load_dataset("parquet", data_files=str(path), split="train"))
-    raise DatasetFormatError(
-        f"Unsupported dataset file type {suffix!r} ({path}). Use .jsonl, .json, .csv, .tsv or .parquet."
-    )
-
-
-def _check_columns(adapter: DatasetAdapter, row: dict[str, Any], index: int, where: str) -> None:
-    missing = [column for column in adapter.required_columns if column not in row]
-    missing += [" or ".join(group) for group in adapter.any_of_columns if not any(c in row for c in group)]
-    if missing:
-        raise DatasetFormatError(
-            f"Dataset `{adapter.name}` ({where}), row {index}: missing column(s) {missing}; the row has "
-            f"{sorted(row)}. The `{adapter.name}` adapter reads the columns of {adapter.hub_id}: point it at a copy of "
-            "that set, or convert the file to the internal format (prompt, category, answer) and pass its path alone."
-        )
+_CONVERT_HINT = ", or convert the file to the internal format (prompt, category, answer) and pass its path alone"
 
 
 def adapt_rows(adapter: DatasetAdapter, rows: Iterable[dict[str, Any]], where: str = "") -> list[dict[str, Any]]:
@@ -154,12 +60,18 @@ def adapt_rows(adapter: DatasetAdapter, rows: Iterable[dict[str, Any]], where: s
     examples = []
     for index, row in enumerate(rows):
         row = dict(row)
-        _check_columns(adapter, row, index, where or adapter.hub_id)
+        check_columns(adapter, row, where or adapter.where("test"), "test", index, _CONVERT_HINT)
         mapped = adapter.map_row(row, index)
         if mapped is None:
             continue
-        row_id = mapped.pop("row_id", str(index))
-        example = {"id": f"{adapter.name}/{row_id}", "dataset": adapter.name, **mapped}
+        # The evaluation's categories: a benign prompt of a safety set is benign-but-edgy (over-refusal)
+        category = "harmful" if mapped["harmful"] else "math" if mapped.get("answer") is not None else "benign_edgy"
+        example = {
+            "id": f"{adapter.name}/{mapped.get('row_id', index)}",
+            "dataset": adapter.name,
+            "category": category,
+            **{key: mapped[key] for key in ("harmful", "prompt", "answer", "meta") if key in mapped},
+        }
         examples.append(validate_example(example, where=f"`{adapter.name}` row {index}"))
     return _dedupe_ids(examples)
 
@@ -242,30 +154,19 @@ def load_internal_file(path: str | Path, name: str | None = None) -> list[dict[s
     return _dedupe_ids(examples)
 
 
-_LIMIT = re.compile(r"^(?P<spec>.+)@(?P<limit>\d+)$")
-
-
-def split_limit(spec: str) -> tuple[str, int | None]:
-    """`"wildjailbreak@250"` -> (`"wildjailbreak"`, 250): a per-dataset cap on examples per category."""
-    match = _LIMIT.match(spec.strip())
-    if match is None:
-        return spec.strip(), None
-    return match["spec"], int(match["limit"])
-
-
-def parse_dataset_spec(spec: str) -> tuple[str, str | None]:
-    """`"name"`, `"name=path"` or `"path"` (each with an optional `@N`) -> (adapter name or "file", path or None)."""
-    spec = split_limit(spec)[0]
-    if "=" in spec:
-        name, path = spec.split("=", 1)
-        return name.strip(), path.strip()
-    if spec in DATASET_ADAPTERS or spec in BUNDLED_FILES:
-        return spec, None
-    return "file", spec
+def resolve_dataset_spec(spec: str) -> tuple[str, str | None]:
+    """`"name"`, `"name=path"` or `"path"` (each with an optional `@N`) -> (dataset name or "file", path or None)."""
+    parsed = parse_dataset_spec(spec, "`datasets` entry")
+    if parsed.path is not None:
+        return parsed.name, parsed.path
+    if parsed.name in registered_names("test") or parsed.name in BUNDLED_FILES:
+        return parsed.name, None
+    return "file", parsed.name
 
 
 def dataset_names() -> list[str]:
-    return sorted(DATASET_ADAPTERS) + sorted(BUNDLED_FILES)
+    """The names `EvalConfig.datasets` accepts: the registry's datasets with a `test` split, and the bundled files."""
+    return sorted(registered_names("test")) + sorted(BUNDLED_FILES)
 
 
 def check_dataset_spec(spec: str) -> None:
@@ -274,10 +175,8 @@ def check_dataset_spec(spec: str) -> None:
         f"Use a registered name ({', '.join(dataset_names())}), `name=path/to/local_copy` for a downloaded copy of a "
         "public set, or the path of a file in the internal format; append `@N` to keep N examples per category."
     )
-    if split_limit(spec)[1] == 0:
-        raise ValueError(f"Invalid `datasets` entry {spec!r}: `@0` keeps no example. {fix}")
-    name, path = parse_dataset_spec(spec)
-    spec = split_limit(spec)[0]
+    name, path = resolve_dataset_spec(spec)
+    spec = parse_dataset_spec(spec, "`datasets` entry").body
     if name == "file":
         if not Path(path).is_file():
             close = difflib.get_close_matches(spec, dataset_names(), n=1, cutoff=0.7)
@@ -286,7 +185,7 @@ def check_dataset_spec(spec: str) -> None:
                 f"Invalid `datasets` entry {spec!r}: not a registered dataset name{hint} nor an existing file. {fix}"
             )
         return
-    if name not in DATASET_ADAPTERS and not (name in BUNDLED_FILES and path is None):
+    if name not in registered_names("test") and not (name in BUNDLED_FILES and path is None):
         raise ValueError(f"Invalid `datasets` entry {spec!r}: unknown dataset name {name!r}. {fix}")
     if path is not None and not Path(path).is_file():
         raise ValueError(f"Invalid `datasets` entry {spec!r}: local file {path!r} does not exist. {fix}")
@@ -300,16 +199,16 @@ def load_eval_dataset(spec: str, allow_incomplete_labels: bool = False) -> list[
     from ..labeling.state import check_label_folder
 
     check_dataset_spec(spec)
-    name, path = parse_dataset_spec(spec)
+    name, path = resolve_dataset_spec(spec)
     check_label_folder(path, allow_incomplete_labels)
     if name == "file":
         return load_internal_file(path)
     if name in BUNDLED_FILES:
         return load_internal_file(BUNDLED_FILES[name], name=name)
-    adapter = DATASET_ADAPTERS[name]
+    adapter = DATASET_REGISTRY[name]
     if path is not None:
-        return adapt_rows(adapter, read_rows(path), where=path)
-    return adapt_rows(adapter, adapter.load(), where=adapter.hub_id)
+        return adapt_rows(adapter, read_rows(path, adapter, "test"), where=path)
+    return adapt_rows(adapter, adapter.load("test"), where=adapter.where("test"))
 
 
 def subsample(examples: list[dict[str, Any]], max_examples: int | None, seed: int = 0) -> list[dict[str, Any]]:
@@ -342,7 +241,7 @@ def load_eval_datasets(
     examples: list[dict[str, Any]] = []
     seen_ids: set[str] = set()
     for spec in specs:
-        limit = split_limit(spec)[1] or max_examples
+        limit = parse_dataset_spec(spec, "`datasets` entry").limit or max_examples
         for example in subsample(load_eval_dataset(spec, allow_incomplete_labels), limit, seed):
             if example["id"] in seen_ids:
                 raise DatasetFormatError(

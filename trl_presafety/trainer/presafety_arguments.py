@@ -1,8 +1,8 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 from dataclasses import dataclass, field, fields
 
-from ..anchors import ANCHOR_KINDS
-from ..modeling import ANCHORS, HEAD_TYPES, POOLINGS
+from ..anchors import ANCHORS, check_anchor
+from ..modeling import HEAD_TYPES, POOLINGS, check_tied_head_settings
 from ..validation import check_choice, check_field_types, check_range, fail
 
 
@@ -24,12 +24,17 @@ class PreSafetyArguments:
         Dataset column with the safety decision signal: 1 (refuse), 0 (comply), a float in [0, 1] (soft label), or
         `None` / -100 (no auxiliary loss for that example).
     presafety_anchor (`str`, *optional*, defaults to `"prompt_end"`):
-        Position the head reads: `"prompt_end"` (last prompt token) or `"think_end"` (last token of the opening think
-        tag, wherever the template puts it).
+        Position the head reads: `"prompt_end"` (last prompt token), `"think_end"` (last token of the opening think
+        tag, wherever the template puts it) or `"reasoning_start"` (the first reasoning position: the newline after the
+        opening tag, whose next token is the first reasoning token or `</think>`).
     presafety_think_token (`str`, *optional*, defaults to `"<think>"`):
         Opening think tag of the chat template, used by `presafety_anchor="think_end"`.
     presafety_head (`str`, *optional*, defaults to `"linear"`):
-        Head architecture: `"linear"` (`Linear(hidden, 1)`) or `"mlp"`.
+        Head architecture: `"linear"` (`Linear(hidden, 1)`), `"mlp"`, or `"tied"`: no head weights, the auxiliary
+        logit is the model's own next-token log-odds of the closing think tag (`</think>`) at the first reasoning
+        position (its LM logit minus the logsumexp of all other tokens), so the loss trains the token the model
+        generates and P(refuse) is that token's probability. Needs `presafety_anchor="reasoning_start"`, the final
+        hidden state (`presafety_layer` unset), `presafety_pooling="last"` and no head dropout.
     presafety_head_hidden_size (`int`, *optional*):
         Width of the MLP head's hidden layer; defaults to the model's hidden size.
     presafety_head_dropout (`float`, *optional*, defaults to `0.0`):
@@ -79,7 +84,11 @@ class PreSafetyArguments:
     )
     presafety_head: str = field(
         default="linear",
-        metadata={"help": "Safety head architecture.", "choices": list(HEAD_TYPES)},
+        metadata={
+            "help": "Safety head architecture. 'tied': no weights, the logit is the model's own next-token log-odds of "
+            "</think> at the first reasoning position (needs presafety_anchor='reasoning_start').",
+            "choices": list(HEAD_TYPES),
+        },
     )
     presafety_head_hidden_size: int | None = field(
         default=None,
@@ -146,8 +155,8 @@ class PreSafetyArguments:
             low=0.0,
             fix="Use a finite weight >= 0 (0 disables the aux loss).",
         )
+        check_anchor(self.presafety_anchor)
         choices = {
-            "presafety_anchor": ANCHOR_KINDS,
             "presafety_head": HEAD_TYPES,
             "presafety_pooling": POOLINGS,
             "presafety_on_missing_anchor": MISSING_ANCHOR_POLICIES,
@@ -155,6 +164,20 @@ class PreSafetyArguments:
         }
         for name, allowed in choices.items():
             check_choice(name, getattr(self, name), allowed)
+        if self.presafety_head == "tied":
+            try:
+                check_tied_head_settings(
+                    self.presafety_anchor, self.presafety_layer, self.presafety_pooling, self.presafety_head_dropout
+                )
+            except ValueError as error:
+                fail("presafety_head", self.presafety_head, str(error))
+            if self.presafety_detach_head:
+                fail(
+                    "presafety_detach_head",
+                    self.presafety_detach_head,
+                    "The tied head has no weights of its own: its logit is the model's LM head, so a detached tied "
+                    "head would still train the model. Leave presafety_detach_head false, or use a 'linear' head.",
+                )
         if not self.presafety_label_column:
             fail("presafety_label_column", self.presafety_label_column, "Name the dataset column of safety labels.")
         if not self.presafety_think_token.strip():

@@ -16,16 +16,24 @@ from transformers import PreTrainedModel, TrainingArguments, set_seed
 from transformers.trainer_utils import HubStrategy
 from trl.trainer.utils import create_model_from_path
 
-from ..anchors import MISSING_LABEL, AnchorSpec, describe_indices, detect_template_family, normalize_label
+from ..anchors import (
+    MISSING_LABEL,
+    AnchorSpec,
+    detect_template_family,
+    normalize_label,
+    think_close_token_id,
+)
 from ..modeling import (
     SAFETY_HEAD_ATTR,
     SAFETY_HEAD_CONFIG_NAME,
     SAFETY_HEAD_WEIGHTS_NAME,
+    TIED_HEAD,
     AnchorCapture,
     SafetyHeadConfig,
     attach_safety_head,
     check_head_tensors,
     check_usable_head,
+    get_base_causal_lm,
     get_safety_head,
     head_config_from_args,
     presafety_bce,
@@ -40,21 +48,6 @@ from .callbacks import PreSafetyCallback
 logger = get_logger(__name__)
 
 PRESAFETY_BATCH_KEYS = ("presafety_index", "presafety_labels", "presafety_span_start")
-MERGE_REASON = (
-    "the prompt's last tokens merge with the completion's first, so the anchor token the gate reads at inference is "
-    "absent in training; `presafety_anchor='think_end'` reads the tag, which no merge touches, or start completions "
-    "on a token boundary"
-)
-
-NOT_PREFIX_REASON = (
-    "the prompt rendered alone, with the chat template's generation prompt (what the gate reads), is not a prefix of "
-    "prompt + completion rendered together: the template renders the assistant turn without what its generation "
-    "prompt ends with (the stock DeepSeek-R1 template drops the generation prompt's `<think>` and the reasoning from "
-    "assistant turns), so the rendered completion does not start where the generation prompt ends and training would "
-    "read another position than inference. Train with a training template whose assistant turn keeps the generation "
-    "prompt and the reasoning (`chat_template_path`, as recipes/DeepSeek-R1-Distill-Qwen-7B/sft/"
-    "deepseek_r1_distill_training.jinja ships)"
-)
 
 
 def exclude_safety_head_from_adapters(peft_config: Any, head: nn.Module | None) -> None:
@@ -156,7 +149,28 @@ class PreSafetyTrainerMixin:
             raise RuntimeError("The safety head is missing after the trainer set-up; this is a bug.")
         # PEFT freezes every weight that is not an adapter's, the head too: it is trained (and saved) on its own
         head.requires_grad_(True)
+        if head.config.head_type == TIED_HEAD:
+            head.config.close_token_id = self._presafety_close_token_id()
+            head.bind(self.model)
         self._presafety_head_config = self._presafety_describe_head()
+
+    def _presafety_close_token_id(self) -> int:
+        """The id of the closing think tag, the token whose probability the tied head reads; checked against the
+        model's output vocabulary."""
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        if tokenizer is None:
+            raise ValueError(
+                "`presafety_head='tied'` needs the tokenizer to find the closing think tag's id; pass "
+                "`processing_class`."
+            )
+        token_id = think_close_token_id(tokenizer, self.args.presafety_think_token)
+        vocab = get_base_causal_lm(self.model).get_output_embeddings().weight.shape[0]
+        if token_id >= vocab:
+            raise ValueError(
+                f"The closing think tag has id {token_id}, outside the model's output vocabulary of {vocab}: the "
+                "tokenizer was extended without resizing the model's embeddings (`model.resize_token_embeddings`)."
+            )
+        return token_id
 
     def _presafety_anchor_spec(self, processing_class: Any, args: Any) -> AnchorSpec:
         """The anchor kind and the tokenizer's tag ids, built once (dataset preparation runs per dataset)."""
@@ -184,6 +198,7 @@ class PreSafetyTrainerMixin:
 
         config = head_config_from_args(self.args, self.model)
         config.boundary_merges = getattr(self, "_presafety_merges", None)
+        config.close_token_id = get_safety_head(self.model).config.close_token_id
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         if tokenizer is not None and getattr(tokenizer, "chat_template", None) is not None:
             spec = self._presafety_anchor_spec(tokenizer, self.args)
@@ -255,24 +270,6 @@ class PreSafetyTrainerMixin:
             raise ValueError(
                 f"Every example of the {name} dataset ({before} rows) was removed during preparation: {fix}"
             )
-
-    def _presafety_report_missing(
-        self, missing: list[int], total: int, name: str, reason: str, policy: str | None = None
-    ) -> None:
-        if not missing:
-            return
-        message = (
-            f"{len(missing)} of {total} labeled examples of the {name} dataset have no usable pre-CoT anchor "
-            f"({reason}); indices {describe_indices(missing)}."
-        )
-        if (policy or self.args.presafety_on_missing_anchor) == "error":
-            raise ValueError(
-                f"{message} Set `presafety_on_missing_anchor='skip'` to train them without the auxiliary loss, or fix "
-                "the data (check the chat template, `presafety_anchor`, `presafety_think_token` and `max_length`)."
-            )
-        logger.warning(
-            f"{message} They are trained without the auxiliary loss (`presafety_on_missing_anchor='skip'`)."
-        )
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -428,7 +425,9 @@ class PreSafetyTrainerMixin:
             return
         if head_state is None:
             head_state = head.state_dict()
-        if not head_state or any(t.numel() == 0 for t in head_state.values()):
+        if self._presafety_head_config.head_type == TIED_HEAD:
+            head_state = {}  # no weights of its own: the config says "tied", the model's LM head is the head
+        elif not head_state or any(t.numel() == 0 for t in head_state.values()):
             # ZeRO-3 without `stage3_gather_16bit_weights_on_model_save`: only the DeepSpeed checkpoint has the head
             logger.warning(
                 f"The safety head was not gathered for saving, so {output_dir} has no {SAFETY_HEAD_WEIGHTS_NAME}. Set "
@@ -546,6 +545,8 @@ class PreSafetyTrainerMixin:
                 f"run's head ({head.config.head_type}, hidden {head.config.hidden_size}). Resume with the "
                 "`presafety_head*` settings of the run that wrote the checkpoint."
             )
+        if saved.head_type == TIED_HEAD:
+            return  # nothing to load: the tied head is the model's own LM head, restored with the weights
         tensors = read_safety_head_state(folder)
         check_head_tensors(tensors, head, folder)
         head.load_state_dict(tensors)  # copies into the parameters, in their dtype
