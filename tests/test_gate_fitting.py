@@ -159,6 +159,7 @@ def test_calibration_record(fitted):
     assert sum(p >= lower for p in comply) / 29 > 0.05
     assert record["source_fingerprint"].startswith("sha256:") and len(record["prompt_hashes"]) == len(DEV)
     assert calibration_overlap(folder, [row["prompt"] for row in DEV[:3] + FIT[:5]]) == 3
+    assert calibration_overlap(folder, [row["prompt"][0]["content"] for row in DEV[:4]]) == 4
 
 
 def test_threshold_defaults_to_half_without_calibration(tiny_model_dirs, tmp_path, caplog):
@@ -178,6 +179,9 @@ def test_calibration_refuses_evaluation_and_fitting_prompts(fitted, tiny_model_d
     gate, _, _ = fitted["qwen3"]
     with pytest.raises(ValueError, match="3 of the 40 calibration prompts .* are prompts the evaluation reports on"):
         calibrate_safety_head(gate, DEV, evaluation_prompts=[row["prompt"] for row in DEV[:3]])
+    # Evaluation sets hold the user's text, label folders chat messages: the same request either way
+    with pytest.raises(ValueError, match="2 of the 40 calibration prompts"):
+        calibrate_safety_head(gate, DEV, evaluation_prompts=[row["prompt"][0]["content"] + " " for row in DEV[:2]])
     with pytest.raises(ValueError, match="is the set the head is fitted on"):
         calibrate_safety_head(gate, FIT)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
