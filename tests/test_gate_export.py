@@ -138,3 +138,14 @@ def test_vllm_loads_the_classifier_and_its_head_gives_the_gate_probabilities(exp
         logits = head(torch.stack(pooled), metadata).reshape(-1).tolist()
     expected = gate.predict_proba([r["prompt"] for r in DEV[:12]])
     assert max(abs(sigmoid(z) - e) for z, e in zip(logits, expected)) < 1e-4
+
+
+def test_export_refuses_a_tied_head_with_where_to_read_it(exported):
+    from dataclasses import replace
+
+    from trl_presafety.gate_export import check_exportable
+
+    gate, _ = exported["qwen3"]
+    tied = SimpleNamespace(config=replace(gate.config, head_type="tied", anchor="reasoning_start"), model=gate.model)
+    with pytest.raises(ValueError, match=r"tied head.*logprobs; there is no classifier to export"):
+        check_exportable(tied)

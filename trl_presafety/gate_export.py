@@ -64,6 +64,12 @@ def _sigmoid(x: float) -> float:
 def check_exportable(gate: SafetyGate) -> None:
     """Refuses a head a sequence classifier cannot serve: it pools the final hidden state of the last token."""
     config = gate.config
+    if config.head_type == "tied":
+        raise ValueError(
+            "This gate is a tied head (`head_type='tied'`): its P(refuse) is the model's own probability of closing "
+            "the think block at the first reasoning position, which any engine returns with the generation's "
+            "logprobs; there is no classifier to export. See 'Self-routing' in docs/serving.md."
+        )
     problems = []
     if config.anchor != "prompt_end":
         problems.append(

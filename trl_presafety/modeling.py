@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .anchors import ANCHOR_KINDS, TEMPLATE_FAMILIES
+from .anchors import TEMPLATE_FAMILIES, check_anchor
 
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ SAFETY_HEAD_WEIGHTS_NAME = "safety_head.safetensors"
 HEAD_TYPES = ("linear", "mlp", "tied")
 TIED_HEAD = "tied"
 POOLINGS = ("last", "mean")
-ANCHORS = tuple(ANCHOR_KINDS)
 
 
 @dataclass
@@ -52,7 +51,7 @@ class SafetyHeadConfig:
             final norm).
         pooling (`str`, *optional*, defaults to `"last"`): `"last"` reads the anchor token; `"mean"` averages the
             prompt span up to and including the anchor (SafeKey-style).
-        anchor (`str`, *optional*, defaults to `"prompt_end"`): An anchor kind of `trl_presafety.anchors.ANCHOR_KINDS`.
+        anchor (`str`, *optional*, defaults to `"prompt_end"`): An anchor kind of `trl_presafety.anchors.ANCHOR_REGISTRY`.
         think_token (`str`, *optional*, defaults to `"<think>"`): Opening think tag, for `anchor="think_end"`.
         model_type (`str`, *optional*): `config.model_type` of the model the head was trained on (e.g. `"qwen3"`).
         template_family (`str`, *optional*): Where the chat template puts the think tag (`"think_in_prompt"`,
@@ -112,8 +111,7 @@ class SafetyHeadConfig:
             raise ValueError(f"Unknown safety head type {self.head_type!r}. Choose one of {list(HEAD_TYPES)}.")
         if self.pooling not in POOLINGS:
             raise ValueError(f"Unknown pooling {self.pooling!r}. Choose one of {list(POOLINGS)}.")
-        if self.anchor not in ANCHOR_KINDS:
-            raise ValueError(f"Unknown anchor {self.anchor!r}. Choose one of {sorted(ANCHOR_KINDS)}.")
+        check_anchor(self.anchor, "anchor")
         if self.template_family is not None and self.template_family not in TEMPLATE_FAMILIES:
             raise ValueError(
                 f"Unknown template family {self.template_family!r}. Choose one of {list(TEMPLATE_FAMILIES)}."
@@ -655,6 +653,22 @@ def check_head_tensors(tensors: dict[str, torch.Tensor], head: nn.Module, source
         )
 
 
+# Set on a model merged from base + adapter by [`merge_adapter`]: the fingerprint of the unmerged weights, which a head
+# trained with LoRA records
+MERGED_FROM_ATTR = "_presafety_merged_from_fingerprint"
+
+
+def merge_adapter(model: nn.Module) -> nn.Module:
+    """`PeftModel.merge_and_unload()`, remembering the fingerprint of the unmerged weights: a head trained with the
+    adapter (bound to base + adapter) still loads on the merged model, which computes the same function."""
+    from .fingerprints import fingerprint_weights
+
+    fingerprint = fingerprint_weights(model)
+    merged = model.merge_and_unload()
+    setattr(merged, MERGED_FROM_ATTR, fingerprint)
+    return merged
+
+
 def check_head_weights_binding(
     config: SafetyHeadConfig, model: nn.Module, source: str, allow_other_weights: bool = False
 ) -> None:
@@ -668,7 +682,8 @@ def check_head_weights_binding(
         )
         return
     actual = fingerprint_weights(model)
-    if actual == config.backbone_fingerprint:
+    # A model merged from an adapter by this package (`merge_adapter`) remembers the weights it was merged from
+    if config.backbone_fingerprint in (actual, getattr(get_base_causal_lm(model), MERGED_FROM_ATTR, None)):
         return
     if actual is None:
         logger.warning(
