@@ -44,7 +44,14 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..conversations import check_prompt
 from ..fingerprints import fingerprint_model, fingerprint_weights
-from ..generation import GenerationArguments, generate_responses, load_causal_lm, resolve_backend
+from ..generation import (
+    GenerationArguments,
+    check_prompt_lengths,
+    context_length,
+    generate_responses,
+    load_causal_lm,
+    resolve_backend,
+)
 from ..harmfulness import HARMFUL_COLUMN, HOW_TO_ADD_HARMFUL, parse_harmful
 from ..reasoning import build_prompt
 from ..shards import (  # noqa: F401 (shard_path: importable from here too)
@@ -259,6 +266,11 @@ def label_dataset(
         model_id = model if isinstance(model, str) else model.name_or_path
         tokenizer = AutoTokenizer.from_pretrained(model_id)
     build_prompt(tokenizer, prompts[0], thinking, chat_template_kwargs)  # raises clearly without a chat template
+    # Every prompt the model cannot read whole is refused before the first shard (and before any model is loaded)
+    texts = [build_prompt(tokenizer, p, thinking, chat_template_kwargs) for p in prompts]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    max_model_len = (vllm_kwargs or {}).get("max_model_len", generation.vllm_kwargs().get("max_model_len"))
+    check_prompt_lengths(lengths, context_length(model, max_model_len), [f"row {i}" for i in range(len(prompts))])
     if isinstance(classifier, (str, Path)):
         classifier = SafetyDecisionClassifier.from_pretrained(classifier)
 
