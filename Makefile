@@ -53,7 +53,8 @@ efficacy-routing: setup
 slow_tests: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "slow" tests
 
-# vLLM's own weight and LoRA loaders checked against what the trainers save, on this machine's CPU: vLLM's Python code
+# vLLM's own weight and LoRA loaders checked against what the trainers save, and its architecture resolution, weight
+# loader and classification head against an exported gate (export-gate), on this machine's CPU: vLLM's Python code
 # and its pure-Python needs go into $(VLLM_SITE), outside the venv (its GPU parts are not needed). Not part of `test`.
 VLLM_SITE := .vllm-site
 VLLM_PURE_DEPS := pyzmq cbor2 openai-harmony openai sniffio pybase64 cachetools msgspec uvloop prometheus-client \
@@ -61,7 +62,8 @@ VLLM_PURE_DEPS := pyzmq cbor2 openai-harmony openai sniffio pybase64 cachetools 
 
 vllm_check: setup
 	$(BIN)/python -m pip install -q --no-deps --target $(VLLM_SITE) "vllm>=0.10.0" $(VLLM_PURE_DEPS)
-	PYTHONPATH=$(VLLM_SITE) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -p no:xdist tests/test_artifacts.py -k vllm -rs
+	PYTHONPATH=$(VLLM_SITE) HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -p no:xdist tests/test_artifacts.py tests/test_gate_export.py \
+		-k vllm -rs
 
 quality: setup
 	$(BIN)/ruff check trl_presafety tests benchmarks docs

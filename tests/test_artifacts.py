@@ -248,7 +248,9 @@ def test_truncated_or_altered_head_config_is_refused(saved_head):
     with pytest.raises(ValueError, match=r"unknown keys \['heads'\]"):
         load_safety_head(model, saved_head)
     path.write_text(json.dumps(dict(values, anchor="middle")))
-    with pytest.raises(ValueError, match="Unknown anchor 'middle'"):
+    with pytest.raises(
+        ValueError, match=r"Invalid `anchor`: 'middle'. Choose one of \['prompt_end', 'think_end', 'reasoning_start'\]"
+    ):
         load_safety_head(model, saved_head)
 
 

@@ -29,6 +29,7 @@ EXPECTED_CONFIGS = {
     "multi_gpu": ("MULTI_GPU", None),
     "deepspeed_zero2": ("DEEPSPEED", 2),
     "deepspeed_zero3": ("DEEPSPEED", 3),
+    "deepspeed_zero3_multinode": ("DEEPSPEED", 3),
     "fsdp2": ("FSDP", None),
 }
 

@@ -17,6 +17,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -121,9 +122,11 @@ def _launch(launch_args: list[str], kind: str, report_dir: Path, script_args: li
         )
 
 
-def _read_reports(report_dir: Path) -> list[dict[str, Any]]:
-    reports = [json.loads(path.read_text()) for path in sorted(report_dir.glob("rank*.json"))]
-    assert [r["rank"] for r in reports] == [0, 1], f"expected a report from each of the 2 ranks, got {len(reports)}"
+def _read_reports(report_dir: Path, world_size: int = 2) -> list[dict[str, Any]]:
+    reports = sorted((json.loads(path.read_text()) for path in report_dir.glob("rank*.json")), key=lambda r: r["rank"])
+    assert [r["rank"] for r in reports] == list(range(world_size)), (
+        f"expected a report from each of the {world_size} ranks, got {len(reports)}"
+    )
     return reports
 
 
@@ -177,15 +180,16 @@ def single_process_runs(tiny_model_dirs, tmp_path_factory) -> dict[str, dict[str
 def _check_against_single_process(
     reports: list[dict[str, Any]], reference: dict[str, Any], output_dir: Path, metrics: tuple[str, ...]
 ) -> None:
-    # Both ranks trained: each ran its own forwards, for every step, and ends with the same head
+    # Every rank trained: each ran its own forwards, for every step, and ends with the same head
     for report in reports:
-        assert report["world_size"] == 2
+        assert report["world_size"] == len(reports)
         assert report["global_step"] == MAX_STEPS
         assert report["forward_calls"] == MAX_STEPS  # one backbone forward per step, the head inside it (issue 7)
         assert report["labeled_anchors"] > 0
-    torch.testing.assert_close(
-        torch.tensor(reports[0]["head_values"]), torch.tensor(reports[1]["head_values"]), rtol=0, atol=0
-    )
+    for report in reports[1:]:
+        torch.testing.assert_close(
+            torch.tensor(reports[0]["head_values"]), torch.tensor(report["head_values"]), rtol=0, atol=0
+        )
 
     # Same losses as one process with the same global batch, step by step (and the aux loss is logged)
     distributed = _step_logs(reports[0]["log_history"])
@@ -262,6 +266,55 @@ def test_deepspeed_cpu_sft(stage, tiny_model_dirs, single_process_runs, tmp_path
             assert report["head_in_optimizer"]
             assert report["local_partition_numel"] < report["total_trainable_numel"]
         assert sum(r["local_partition_numel"] for r in reports) >= reports[0]["total_trainable_numel"]
+
+
+@pytest.mark.distributed
+@pytest.mark.slow  # four DeepSpeed processes on CPU
+@require_deepspeed
+def test_deepspeed_zero3_over_two_machines(tiny_model_dirs, single_process_runs, tmp_path):
+    """The multi-node config (`--accelerate_config zero3_multinode`) as two machines of 2 processes on this host: one
+    `accelerate launch` per machine rank, meeting at 127.0.0.1 (the static rendezvous a Slurm job uses), trains like
+    one process with the same global batch (4 processes x 2 = 1 x 8)."""
+    from trl_presafety.scripts.arguments import resolve_accelerate_config
+
+    output_dir, report_dir = tmp_path / "out", tmp_path / "reports"
+    script_args = _script_args("sft", tiny_model_dirs["qwen3"], output_dir, PER_DEVICE_BATCH // 2)
+    port = str(_free_port())
+    machines = []
+    for rank in (0, 1):
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+        command += [str(resolve_accelerate_config("zero3_multinode")), "--num_machines", "2", "--num_processes", "4"]
+        command += ["--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", port]
+        command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tests.test_distributed", "sft"]
+        environment = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "WANDB_DISABLED": "true"}
+        machines.append(
+            subprocess.Popen(
+                [*command, str(report_dir), *script_args],
+                cwd=REPO_ROOT,
+                env=environment,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # a hung machine is killed with its ranks, not just its launcher
+            )
+        )
+    outputs = []
+    try:
+        for machine in machines:
+            outputs.append(machine.communicate(timeout=LAUNCH_TIMEOUT))
+    finally:  # one machine failed or hung: the other would wait at the rendezvous until its own timeout
+        for machine in machines:
+            if machine.poll() is None:
+                os.killpg(machine.pid, signal.SIGKILL)
+                machine.wait()
+    for rank, (machine, (stdout, stderr)) in enumerate(zip(machines, outputs, strict=True)):
+        assert machine.returncode == 0, f"machine {rank}:\n{stdout[-3000:]}\n{stderr[-6000:]}"
+    reports = _read_reports(report_dir, world_size=4)
+    for report in reports:
+        assert report["distributed_type"] == "DEEPSPEED" and report["zero_stage"] == 3
+    _check_against_single_process(
+        reports, single_process_runs("sft"), output_dir, ("loss", "presafety/loss", "presafety/accuracy")
+    )
 
 
 # --- what each launched process runs -----------------------------------------------------------------------------

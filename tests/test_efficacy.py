@@ -109,11 +109,18 @@ def smoke_config(tmp_path, **changes) -> StudyConfig:
     return StudyConfig(**{**settings, **changes})
 
 
-def test_efficacy_study_smoke(tmp_path):
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory):
+    """One smoke run folder for the module: the study resumes, so the decision-driven arms reuse the organism, the
+    classifier, the labels and the (b)/(c) checkpoints of the first smoke run when both run in one process."""
+    return tmp_path_factory.mktemp("efficacy-smoke")
+
+
+def test_efficacy_study_smoke(smoke_root, tmp_path):
     """The whole pipeline, through the CLI commands, at tiny sizes: one seed, arms (a)-(d), two checkpoints."""
-    config = smoke_config(tmp_path, steps=[1, 2])
+    config = smoke_config(smoke_root, steps=[1, 2])
     results = run_study(config)
-    run = tmp_path / "run"
+    run = smoke_root / "run"
     commands = (run / "commands.sh").read_text()
     for command in ("train-classifier", "label", "sft", "dpo", "eval", "eval-compare"):
         assert f"trl-presafety {command} " in commands, command
@@ -221,3 +228,51 @@ def test_routing_arms_need_their_checkpoints_and_never_calibrate_on_what_they_ev
         run_study(smoke_config(tmp_path, arms=["a", "h"]))
     with pytest.raises(ValueError, match="calibrate their thresholds on the dev split"):
         run_study(smoke_config(tmp_path, arms=["a", "g"], eval_sets="dev"))
+
+
+def test_efficacy_decision_arms_smoke(smoke_root, tmp_path):
+    """Issue 20's arms through their commands at tiny sizes: gates fitted on a model's own states (g, h) or trained
+    beside it (i), calibrated on the dev split, routing no_think / primer / refuse; self-routing SFT with the tied
+    head; LoRA PreSafety SFT. Checks the commands connect and every figure is produced, not the effect."""
+    arms = ["a", "b", "c", "k_tied", "l_c", "g", "h", "i", "j", "m"]
+    # A 3-step organism labels every prompt alike: the gates learn `harmful` here (the study: `safety_label`)
+    config = smoke_config(smoke_root, arms=arms, steps=[2], gate_label_column="harmful")
+    results = run_study(config)
+    run = smoke_root / "run"
+    commands = (run / "commands.sh").read_text()
+    for command in (
+        "trl-presafety fit-gate ",
+        "trl-presafety calibrate-gate ",
+        "trl-presafety build-self-routing ",
+        "--route no_think",
+        "--route primer",
+        "--route refuse",
+        "--presafety_head tied",
+        "--use_peft true",
+        "--adapter_path",
+    ):
+        assert command in commands, command
+    # Thresholds are chosen on the labeled dev split, and the evaluation files are named so that an overlap fails
+    calibrations = [c for c in commands.splitlines() if "fit-gate" in c or "calibrate-gate" in c]
+    assert calibrations and all(
+        str(run / "labels" / "dev") in c and "--evaluation_datasets" in c for c in calibrations
+    )
+    labeled = json.loads((run / "labels" / "dev" / "labeling_state.json").read_text())
+    assert labeled["complete"] and labeled["thinking"] is False
+    for arm in arms:
+        figures = results["summary"][arm]
+        for key in ("on_harmful", "on_over_refusal", "on_math", "routed_harmful", "degenerate_unclosed"):
+            value = figures[key]["mean"]
+            assert value is not None and 0.0 <= value <= 1.0, (arm, key, value)
+    for arm in ("g", "h", "i", "j", "m"):
+        step = "0" if arm == "g" else "2"
+        run_figures = results["per_run"][arm]["0"][step]
+        assert run_figures["routed_by"] == "gate", arm
+        assert run_figures["gate_threshold"] is not None and run_figures["gate_dev_n"]["comply"], arm
+    # (j) and (m) route with (h)'s gate: one fit, the same threshold
+    assert results["per_run"]["j"]["0"]["2"]["gate_threshold"] == results["per_run"]["h"]["0"]["2"]["gate_threshold"]
+    assert commands.count("--output_dir " + str(run / "gates" / "h")) == 1
+    assert results["mechanisms"]["h"] == "guard" and results["mechanisms"]["k_tied"] == "training"
+    text = R.render_results(results)
+    assert "Decision rule per arm" in text and "guard at inference" in text
+    assert R.plot_routing(results, tmp_path / "routing.png").stat().st_size > 10_000

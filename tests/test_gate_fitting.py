@@ -159,6 +159,7 @@ def test_calibration_record(fitted):
     assert sum(p >= lower for p in comply) / 29 > 0.05
     assert record["source_fingerprint"].startswith("sha256:") and len(record["prompt_hashes"]) == len(DEV)
     assert calibration_overlap(folder, [row["prompt"] for row in DEV[:3] + FIT[:5]]) == 3
+    assert calibration_overlap(folder, [row["prompt"][0]["content"] for row in DEV[:4]]) == 4
 
 
 def test_threshold_defaults_to_half_without_calibration(tiny_model_dirs, tmp_path, caplog):
@@ -178,6 +179,9 @@ def test_calibration_refuses_evaluation_and_fitting_prompts(fitted, tiny_model_d
     gate, _, _ = fitted["qwen3"]
     with pytest.raises(ValueError, match="3 of the 40 calibration prompts .* are prompts the evaluation reports on"):
         calibrate_safety_head(gate, DEV, evaluation_prompts=[row["prompt"] for row in DEV[:3]])
+    # Evaluation sets hold the user's text, label folders chat messages: the same request either way
+    with pytest.raises(ValueError, match="2 of the 40 calibration prompts"):
+        calibrate_safety_head(gate, DEV, evaluation_prompts=[row["prompt"][0]["content"] + " " for row in DEV[:2]])
     with pytest.raises(ValueError, match="is the set the head is fitted on"):
         calibrate_safety_head(gate, FIT)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
@@ -238,3 +242,39 @@ def test_fit_and_calibrate_commands(tiny_model_dirs, tmp_path, capsys):
         cli.main(
             ["fit-gate", "--model_name_or_path", "m", *common, "--output_dir", "o", "--calibration_dataset", str(data)]
         )
+
+
+def test_fit_gate_reads_a_label_folder_and_refuses_an_unfinished_one(tiny_model_dirs, tmp_path):
+    """The folder `trl-presafety label` writes, as written: labels of the safe model's answers; an unfinished folder is
+    refused, as every command refuses it."""
+    from datasets import Dataset
+
+    from trl_presafety.generation import GenerationArguments
+    from trl_presafety.labeling import IncompleteLabelsError, label_dataset
+
+    from .test_classifier import build_tiny_classifier
+
+    prompts = Dataset.from_list([{"prompt": r["prompt"], "harmful": r["harmful"]} for r in ROWS[:48]])
+    generation = GenerationArguments(backend="transformers", max_new_tokens=4, generation_batch_size=16)
+    classifier = build_tiny_classifier(tmp_path / "classifier", seed=1)
+
+    def label(folder, threshold):
+        return label_dataset(
+            prompts, tiny_model_dirs["qwen3"], None, classifier, generation=generation, output_dir=folder,
+            shard_size=16, threshold=threshold, show_progress=False,
+        )  # fmt: skip
+
+    # The random classifier's P(refusal) sits near one value: label at its median, so both labels occur
+    probs = sorted(label(tmp_path / "probe", 0.5)["safety_label_prob"])
+    folder = tmp_path / "labels"
+    labeled = label(folder, (probs[len(probs) // 2 - 1] + probs[len(probs) // 2]) / 2)
+    labels = labeled["safety_label"]
+    assert 0 < sum(labels) < len(labels), "the random classifier must give both labels for this test"
+    gate = fit_safety_head(tiny_model_dirs["qwen3"], str(folder), split="train[:32]", progress=False)
+    assert gate.config.fit["source"] == f"{folder} (split 'train[:32]')"
+    assert gate.config.fit["n_refuse"] == sum(labels[:32]) and gate.config.fit["n_comply"] == 32 - sum(labels[:32])
+
+    state = json.loads((folder / "labeling_state.json").read_text())
+    (folder / "labeling_state.json").write_text(json.dumps({**state, "complete": False}))
+    with pytest.raises(IncompleteLabelsError, match="labeling is incomplete"):
+        fit_safety_head(tiny_model_dirs["qwen3"], str(folder), progress=False)

@@ -6,15 +6,15 @@ import torch
 
 from trl_presafety import SafetyHead, SafetyHeadConfig, gather_anchor_states, presafety_loss
 from trl_presafety.anchors import (
-    ANCHOR_KINDS,
+    ANCHOR_REGISTRY,
     MISSING_LABEL,
     MISSING_POSITION,
     AnchorSpec,
     Boundary,
+    check_anchor,
     find_subsequence,
     locate_anchor,
     normalize_label,
-    register_anchor,
 )
 from trl_presafety.modeling import presafety_bce
 
@@ -151,13 +151,12 @@ def test_anchor_rules():
     assert find_subsequence([1, 9, 1, 9], [9]) == [1, 3]
 
 
-def test_a_new_anchor_kind_is_one_registered_function():
-    @register_anchor("first_response_token")
+def test_a_new_anchor_kind_is_one_registered_function(monkeypatch):
     def first_response_token(ids, boundary, spec):
         return boundary.response_start
 
-    try:
-        assert locate_anchor([1, 2, 3, 4], Boundary(2, 1), AnchorSpec(kind="first_response_token")) == 2
-        assert "first_response_token" in ANCHOR_KINDS
-    finally:
-        del ANCHOR_KINDS["first_response_token"]
+    monkeypatch.setitem(ANCHOR_REGISTRY, "first_response_token", first_response_token)
+    assert locate_anchor([1, 2, 3, 4], Boundary(2, 1), AnchorSpec(kind="first_response_token")) == 2
+    # Every place that takes an anchor kind checks it against the registry: the new kind is accepted everywhere
+    check_anchor("first_response_token")
+    assert SafetyHeadConfig(hidden_size=4, anchor="first_response_token").anchor == "first_response_token"

@@ -309,9 +309,13 @@ def test_misspelled_required_key_is_named_not_its_effect(tmp_path):
         (
             "presafety_anchor",
             "think_start",
-            r"presafety_anchor`: 'think_start'. Choose one of \['prompt_end', 'think_end'\]",
+            r"presafety_anchor`: 'think_start'. Choose one of \['prompt_end', 'think_end', 'reasoning_start'\]",
         ),
-        ("presafety_head", "transformer", r"presafety_head`: 'transformer'. Choose one of \['linear', 'mlp'\]"),
+        (
+            "presafety_head",
+            "transformer",
+            r"presafety_head`: 'transformer'. Choose one of \['linear', 'mlp', 'tied'\]",
+        ),
         ("presafety_loss_weight", "-0.5", r"presafety_loss_weight`: -0.5. Use a finite weight >= 0"),
         (
             "presafety_head_hidden_size",

@@ -277,3 +277,91 @@ def test_build_self_routing_command(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="thinking: True.*thinking-off"):
         cli.main(["build-self-routing", "--labels", str(thinking), "--output_dir", "out3"])
     assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
+
+
+# --- build-sft --self_routing -------------------------------------------------------------------------------------
+def test_build_sft_self_routing_rows():
+    from trl_presafety.data.build_sft import BuildSFTConfig, CompletionJudges, SFTRowBuilder
+    from trl_presafety.judges import RefusalCueJudge
+    from trl_presafety.tiny import build_tiny_tokenizer
+
+    from .test_build_sft import ANSWER, EDGY, HARMFUL, MATH, REFUSAL, ScriptedGenerator, math_answer, prompt_row
+
+    tokenizer = build_tiny_tokenizer("qwen3")
+    generator = ScriptedGenerator(
+        {(HARMFUL, True): [REFUSAL], (EDGY, False): [ANSWER], (MATH, False): [math_answer(5)]}, tokenizer
+    )
+    off = {HARMFUL: "I can't help with that.", EDGY: "I'm sorry, I can't help with killing.", MATH: "5"}
+    off_texts = []
+
+    def thinking_off(texts, seed):
+        off_texts.extend(texts)
+        return [next(answer for prompt, answer in off.items() if prompt in text) for text in texts]
+
+    config = BuildSFTConfig(num_samples=1, self_routing=True)
+    builder = SFTRowBuilder(generator, tokenizer, config, CompletionJudges(RefusalCueJudge()),
+                            generate_thinking_off=thinking_off)  # fmt: skip
+    rows = [prompt_row(HARMFUL, 1, "harmful"), prompt_row(EDGY, 0, "benign_edgy"), prompt_row(MATH, 0, "math", "5")]
+    sft, _, _, stats = builder.build(rows, seed=0)
+    # The safe model answered with thinking off (the template's switch), once per prompt
+    assert len(off_texts) == 3 and all(t.endswith("<think>\n\n</think>\n\n") for t in off_texts)
+    assert [r["safety_label"] for r in sft] == [1, 1, 0]
+    assert [r["completion"][0]["content"] for r in sft] == [
+        "<think>\n</think>\n\nI can't help with that.",
+        "<think>\n</think>\n\nI'm sorry, I can't help with killing.",  # the safe model's over-refusal, as it is
+        math_answer(5),  # complied: the reasoning row stays
+    ]
+    assert [r["origin"] for r in sft] == ["self_routed", "self_routed", "generated"]
+    assert [r["self_routed"] for r in sft] == [True, True, False] and [r["harmful"] for r in sft] == [1, 0, 0]
+    assert [r["safe_response"] for r in sft] == list(off.values())
+    assert stats["harmful"]["self_routed"] == 1 and stats["math"]["safe_model:complied"] == 1
+    with pytest.raises(ValueError, match="generate_thinking_off"):
+        SFTRowBuilder(generator, tokenizer, config, CompletionJudges(RefusalCueJudge()))
+
+
+def test_build_sft_self_routing_command(tiny_model_dirs, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from datasets import load_dataset
+
+    import trl_presafety.generation
+    from trl_presafety.judges import RefusalCueJudge
+    from trl_presafety.scripts import build_sft
+
+    from .test_build_sft import args_for
+
+    # The random model's greedy thinking-off answers are blank lines, and it never refuses in words: the real
+    # generation runs, its answers get a text, and the cue judge is told that the prompts of even length were refused
+    generate, off_calls = trl_presafety.generation.generate_responses_from_texts, []
+
+    def generate_and_mark(model, tokenizer, texts, **kwargs):
+        outputs = generate(model, tokenizer, texts, **kwargs)
+        if kwargs["generation"].do_sample:
+            return outputs
+        off_calls.append((list(texts), kwargs["num_return_sequences"]))
+        return [f"Answer {i}." + text for i, text in enumerate(outputs)]
+
+    judge = RefusalCueJudge.judge
+
+    def decide(self, prompts, texts, **kwargs):
+        verdicts = judge(self, prompts, texts, **kwargs)
+        return [replace(v, refusal=len(p) % 2 == 0) for p, v in zip(prompts, verdicts)]
+
+    monkeypatch.setattr(trl_presafety.generation, "generate_responses_from_texts", generate_and_mark)
+    monkeypatch.setattr(RefusalCueJudge, "judge", decide)
+    args = [a for a in args_for(tiny_model_dirs["qwen3"], tmp_path) if a != "--pairs_output_dir"]
+    args.remove(str(tmp_path / "pairs"))
+    build_sft.main([*args, "--self_routing", "--answer_judge", "cues"])
+    # One greedy answer per prompt, with thinking off (Qwen3's switch)
+    assert sum(len(texts) for texts, _ in off_calls) == 12 and {n for _, n in off_calls} == {1}
+    assert all(text.endswith("<think>\n\n</think>\n\n") for texts, _ in off_calls for text in texts)
+    sft = load_dataset(str(tmp_path / "sft"), split="train")
+    assert {"safety_label", "safe_response", "self_routed", "harmful"} <= set(sft.column_names)
+    assert 0 < sum(sft["self_routed"]) < len(sft)
+    for row in sft:
+        assert row["safety_label"] == int(len(row["prompt"][0]["content"]) % 2 == 0)
+        assert row["self_routed"] == (row["origin"] == "self_routed") == (row["safety_label"] == 1)
+        content = row["completion"][0]["content"]
+        assert content.startswith("<think>\n</think>\n\n") == row["self_routed"]
+        if row["self_routed"]:
+            assert content == "<think>\n</think>\n\n" + row["safe_response"].strip()

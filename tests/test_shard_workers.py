@@ -357,3 +357,32 @@ def test_two_workers_started_on_the_same_shard_do_not_both_write_it(tmp_path):
     assert _log(tmp_path)[0]["pid"] == winner
     written = pq.read_table(tmp_path / "out" / "data" / "train-00000-of-00001.parquet").to_pydict()
     assert written == {"row": [0, 1, 2], "pid": [winner] * 3}
+
+
+# --- `trl-presafety build-sft` by two workers (two folders per shard, per-shard samples, statistics at the end) ------
+def test_build_sft_workers_split_the_job_and_the_last_one_finishes_it(tiny_model_dirs, tmp_path, capsys):
+    from datasets import load_dataset
+
+    from trl_presafety.labeling.state import IncompleteLabelsError, check_label_folder
+    from trl_presafety.scripts import build_sft as build_sft_script
+
+    from .test_build_sft import args_for
+
+    split = tmp_path / "split"
+    assert build_sft_script.main(args_for(tiny_model_dirs["qwen3"], split, "--num_workers", "2")) == {}
+    assert "Worker 0 of 2 finished its part (2 shard(s) written); 2 of 3 shards" in capsys.readouterr().out
+    for folder in ("sft", "pairs"):  # both folders stay refused until the other worker is done
+        with pytest.raises(IncompleteLabelsError, match=r"2 of 3 shards done"):
+            check_label_folder(split / folder)
+    stats = build_sft_script.main(
+        args_for(tiny_model_dirs["qwen3"], split, "--num_workers", "2", "--worker_index", "1")
+    )
+    assert "build-sft acceptance (12 prompts, k=2 draws each)" in capsys.readouterr().out
+    # Every row once, as one uninterrupted worker writes them, with the statistics of the whole job
+    single = tmp_path / "single"
+    assert build_sft_script.main(args_for(tiny_model_dirs["qwen3"], single)) == stats
+    for folder in ("sft", "pairs"):
+        assert check_label_folder(split / folder) == split / folder
+        rows = load_dataset(str(split / folder), split="train").to_list()
+        assert rows == load_dataset(str(single / folder), split="train").to_list()
+    assert json.loads((split / "sft" / "build_sft_stats.json").read_text())["acceptance"] == stats

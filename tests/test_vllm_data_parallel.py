@@ -7,10 +7,12 @@ processes, pipes and the split of the requests are the package's own.
 """
 
 import dataclasses
+import importlib.util
 import json
 import sys
 
 import pytest
+import torch
 
 from trl_presafety import generation
 from trl_presafety.evaluation.config import EvalConfig
@@ -143,3 +145,52 @@ def test_split_evenly_covers_every_request_once():
             blocks = split_evenly(n, parts)
             assert [i for block in blocks for i in block] == list(range(n))
             assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+
+
+def test_every_generating_command_takes_the_setting():
+    """`label`, `build-sft`, `build-ipo-pairs` and `eval` read `vllm_data_parallel_size` from a recipe or the command
+    line, and hand it to the engine factory with their other vLLM settings."""
+    from trl_presafety.scripts import build_ipo_pairs, build_sft, label
+    from trl_presafety.scripts.arguments import parse_args_strict
+
+    flags = ["--vllm_data_parallel_size", "4", "--vllm_tensor_parallel_size", "2"]
+    required = {
+        label: ["--dataset_name", "d", "--output_dir", "o", "--classifier_name_or_path", "c"],
+        build_sft: ["--prompts", "tiny", "--output_dir", "o"],
+        build_ipo_pairs: ["--dataset_name", "d", "--output_dir", "o", "--model_name_or_path", "m"],
+    }
+    for module, argv in required.items():
+        parsed = parse_args_strict(module.make_parser(), argv + flags)
+        (generation,) = [p for p in parsed if isinstance(p, GenerationArguments)]
+        assert generation.to_kwargs()["vllm_kwargs"] == {
+            "gpu_memory_utilization": 0.9,
+            "tensor_parallel_size": 2,
+            "data_parallel_size": 4,
+        }
+    config = EvalConfig(model_name_or_path="m", vllm_data_parallel_size=4, vllm_tensor_parallel_size=2)
+    assert config.generation_arguments().to_kwargs()["vllm_kwargs"]["data_parallel_size"] == 4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None or not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+    reason="needs vLLM and 2 GPUs",
+)
+def test_two_real_engines_answer_like_one(tmp_path):
+    # head_dim 64: vLLM's attention kernels do not take the tiny head sizes of the CPU tests
+    from trl_presafety.tiny import build_tiny_model
+
+    model, tokenizer = build_tiny_model(style="r1", hidden_size=128, num_attention_heads=2, num_key_value_heads=1)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    texts = [f"prompt number {i}" for i in range(9)]
+    args = GenerationArguments(backend="vllm", max_new_tokens=8, vllm_gpu_memory_utilization=0.3)
+    single = generate_responses_from_texts(str(tmp_path), tokenizer, texts, generation=args)
+    parallel_args = dataclasses.replace(args, vllm_data_parallel_size=2)
+    try:
+        parallel = generate_responses_from_texts(str(tmp_path), tokenizer, texts, generation=parallel_args)
+        assert len(generation._VLLM_ENGINE["engine"].groups) == 2
+    finally:
+        generation._VLLM_ENGINE.get("engine").close()
+        generation._VLLM_ENGINE.clear()
+    assert parallel == single  # greedy: the split changes nothing

@@ -8,7 +8,7 @@ template's generation prompt starts (`generation_start`). Only the tokens betwee
 the response, are written by the template or the model.
 
 Anchor kinds (https://huggingface.co/papers/2603.17368 reads the last position before the CoT), each one function in
-[`ANCHOR_KINDS`]:
+[`ANCHOR_REGISTRY`] (their names, [`ANCHORS`], are the choices of `presafety_anchor`):
 
 - `"prompt_end"`: the last token of the generation prompt, i.e. the position that predicts the first response token.
   With an R1-style template (generation prompt ending in `<think>\\n`) it is the `\\n` after the tag; with a
@@ -21,8 +21,9 @@ Anchor kinds (https://huggingface.co/papers/2603.17368 reads the last position b
   Qwen3 style: the response opens with `<think>\\n`, so it is the response's second token. The tied head
   (`presafety_head="tied"`, self-routing) reads the model's own next-token logit of `</think>` there.
 
-A new kind is one function `(input_ids, boundary, spec) -> position` registered with [`register_anchor`]; the SFT and
-DPO trainers, [`SafetyGate`], the evaluation probe and IPO pairs all go through [`locate_anchor`].
+A new kind is one function `(input_ids, boundary, spec) -> position` added to [`ANCHOR_REGISTRY`]; the SFT and DPO
+trainers, [`SafetyGate`], the evaluation probe and IPO pairs all go through [`locate_anchor`], and every setting of an
+anchor kind (trainer config, head config, [`AnchorSpec`]) is checked by [`check_anchor`].
 """
 
 import math
@@ -80,8 +81,7 @@ class AnchorSpec:
     def from_tokenizer(
         cls, tokenizer: PreTrainedTokenizerBase, kind: str, think_token: str = "<think>"
     ) -> "AnchorSpec":
-        if kind not in ANCHOR_KINDS:
-            raise ValueError(f"Unknown anchor {kind!r}. Choose one of {sorted(ANCHOR_KINDS)}.")
+        check_anchor(kind)
         if kind == "think_end":
             think_ids = tuple(think_token_ids(tokenizer, think_token))
         elif kind == "reasoning_start":
@@ -92,32 +92,19 @@ class AnchorSpec:
 
 
 AnchorFn = Callable[[Sequence[int], Boundary, AnchorSpec], int]
-ANCHOR_KINDS: dict[str, AnchorFn] = {}
-
-
-def register_anchor(name: str) -> Callable[[AnchorFn], AnchorFn]:
-    """Registers an anchor kind: `fn(input_ids, boundary, spec)` returns the anchor index or `MISSING_POSITION`."""
-
-    def decorator(fn: AnchorFn) -> AnchorFn:
-        ANCHOR_KINDS[name] = fn
-        return fn
-
-    return decorator
 
 
 def locate_anchor(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
     """Index of the anchor token in `input_ids`, or `MISSING_POSITION` when the template structure has none."""
     if not 0 < boundary.response_start <= len(input_ids):
         return MISSING_POSITION
-    return ANCHOR_KINDS[spec.kind](input_ids, boundary, spec)
+    return ANCHOR_REGISTRY[spec.kind](input_ids, boundary, spec)
 
 
-@register_anchor("prompt_end")
 def _prompt_end(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
     return boundary.response_start - 1
 
 
-@register_anchor("think_end")
 def _think_end(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
     tag, m, start = list(spec.think_ids), len(spec.think_ids), boundary.response_start
     if boundary.generation_start is not None:
@@ -141,7 +128,6 @@ def _think_end(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -
     return MISSING_POSITION
 
 
-@register_anchor("reasoning_start")
 def _reasoning_start(input_ids: Sequence[int], boundary: Boundary, spec: AnchorSpec) -> int:
     opening, m, start = list(spec.think_ids), len(spec.think_ids), boundary.response_start
     if boundary.generation_start is not None:
@@ -158,6 +144,23 @@ def _reasoning_start(input_ids: Sequence[int], boundary: Boundary, spec: AnchorS
     if list(input_ids[begin : begin + m]) == opening:
         return begin + m - 1
     return MISSING_POSITION
+
+
+# name -> function `(input_ids, boundary, spec) -> position` (`MISSING_POSITION` when the structure has none)
+ANCHOR_REGISTRY: dict[str, AnchorFn] = {
+    "prompt_end": _prompt_end,
+    "think_end": _think_end,
+    "reasoning_start": _reasoning_start,
+}
+ANCHORS = tuple(ANCHOR_REGISTRY)
+
+
+def check_anchor(kind: Any, field_name: str = "presafety_anchor") -> None:
+    """Fails on a name that is not an anchor kind of [`ANCHOR_REGISTRY`], naming the field and the kinds."""
+    if kind not in ANCHOR_REGISTRY:
+        raise ValueError(
+            f"Invalid `{field_name}`: {kind!r}. Choose one of {list(ANCHOR_REGISTRY)} (see `trl_presafety.anchors`)."
+        )
 
 
 def find_subsequence(

@@ -13,6 +13,7 @@ the command runs in this process, as `python -m trl_presafety.scripts.<cmd>` wou
 """
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +56,10 @@ COMMANDS_HELP = {
     "calibrate-gate": (
         "trl_presafety.scripts.calibrate_gate",
         "Choose a gate's threshold on labeled dev prompts (a target share of benign prompts routed).",
+    ),
+    "export-gate": (
+        "trl_presafety.scripts.export_gate",
+        "Export a gate as a sequence-classification checkpoint (vLLM classify, transformers pipeline).",
     ),
 }
 COMMANDS = {name: module for name, (module, _) in COMMANDS_HELP.items()}
@@ -225,10 +230,50 @@ def launch(
 
     from .scripts.arguments import resolve_accelerate_config
 
-    accelerate_args = ["--config_file", str(resolve_accelerate_config(config))] if config is not None else []
+    config_file = resolve_accelerate_config(config) if config is not None else None
+    accelerate_args = ["--config_file", str(config_file)] if config_file is not None else []
     accelerate_args += [*launch_args, "--module", module_name, *script_args]
-    (launch_command_fn or launch_command)(launch_command_parser().parse_args(accelerate_args))
+    parsed = launch_command_parser().parse_args(accelerate_args)
+    check_machines(parsed, config_file)
+    (launch_command_fn or launch_command)(parsed)
     return accelerate_args
+
+
+def check_machines(parsed: Any, config_file: Any = None, environ: Any = None) -> None:
+    """Stops a launch over several machines that would hang at the rendezvous: no address of the rank-0 machine, or
+    (under Slurm) a machine rank that is not this node's. `parsed`: `accelerate launch`'s arguments; the config file
+    gives what the command line leaves unset."""
+    import yaml
+
+    environ = os.environ if environ is None else environ
+    values = {}
+    if config_file is not None:
+        loaded = yaml.safe_load(open(config_file, encoding="utf-8")) or {}
+        values = loaded if isinstance(loaded, dict) else {}
+
+    def setting(name: str, default: Any) -> Any:
+        value = getattr(parsed, name, None)
+        return value if value is not None else values.get(name, default)
+
+    num_machines = int(setting("num_machines", 1) or 1)
+    if num_machines < 2:
+        return
+    where = f"accelerate config {config_file}" if config_file is not None else "the launch options"
+    if not setting("main_process_ip", None):
+        raise ValueError(
+            f"Invalid `main_process_ip`: None with `num_machines: {num_machines}` ({where}): every machine must reach "
+            "the rank-0 machine. Pass `--main_process_ip <its address>` (Slurm: the first host of "
+            "`scontrol show hostnames $SLURM_JOB_NODELIST`) and `--machine_rank <this machine's rank>`; see "
+            "docs/scaling.md."
+        )
+    machine_rank = int(setting("machine_rank", 0) or 0)
+    node = environ.get("SLURM_NODEID")
+    if node is not None and node.isdigit() and int(node) != machine_rank and int(node) < num_machines:
+        raise ValueError(
+            f"Invalid `machine_rank`: {machine_rank} on Slurm node {node} (SLURM_NODEID) with `num_machines: "
+            f"{num_machines}`: two machines with one rank never meet at the rendezvous. Pass "
+            "`--machine_rank $SLURM_NODEID`."
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -86,9 +86,15 @@ def load_labeled_prompts(
 
 
 def text_hash(prompt: Any) -> str:
-    """A short hash of one prompt (a string, or a list of chat messages), the same for the same text (whitespace
-    runs count as one space)."""
-    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+    """A short hash of one prompt, the same for the same request however it is written: a string, or chat messages
+    (their user turns; so a one-turn conversation and its user text hash alike, as the label folders and the evaluation
+    sets write them). Whitespace runs count as one space."""
+    if isinstance(prompt, str):
+        text = prompt
+    elif isinstance(prompt, (list, tuple)) and all(isinstance(m, dict) for m in prompt):
+        text = "\n".join(str(m.get("content", "")) for m in prompt if m.get("role") == "user")
+    else:
+        text = json.dumps(prompt, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
 
 

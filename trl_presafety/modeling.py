@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .anchors import ANCHOR_KINDS, TEMPLATE_FAMILIES
+from .anchors import TEMPLATE_FAMILIES, check_anchor
 
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ SAFETY_HEAD_WEIGHTS_NAME = "safety_head.safetensors"
 HEAD_TYPES = ("linear", "mlp", "tied")
 TIED_HEAD = "tied"
 POOLINGS = ("last", "mean")
-ANCHORS = tuple(ANCHOR_KINDS)
 
 
 @dataclass
@@ -52,7 +51,7 @@ class SafetyHeadConfig:
             final norm).
         pooling (`str`, *optional*, defaults to `"last"`): `"last"` reads the anchor token; `"mean"` averages the
             prompt span up to and including the anchor (SafeKey-style).
-        anchor (`str`, *optional*, defaults to `"prompt_end"`): An anchor kind of `trl_presafety.anchors.ANCHOR_KINDS`.
+        anchor (`str`, *optional*, defaults to `"prompt_end"`): An anchor kind of `trl_presafety.anchors.ANCHOR_REGISTRY`.
         think_token (`str`, *optional*, defaults to `"<think>"`): Opening think tag, for `anchor="think_end"`.
         model_type (`str`, *optional*): `config.model_type` of the model the head was trained on (e.g. `"qwen3"`).
         template_family (`str`, *optional*): Where the chat template puts the think tag (`"think_in_prompt"`,
@@ -112,8 +111,7 @@ class SafetyHeadConfig:
             raise ValueError(f"Unknown safety head type {self.head_type!r}. Choose one of {list(HEAD_TYPES)}.")
         if self.pooling not in POOLINGS:
             raise ValueError(f"Unknown pooling {self.pooling!r}. Choose one of {list(POOLINGS)}.")
-        if self.anchor not in ANCHOR_KINDS:
-            raise ValueError(f"Unknown anchor {self.anchor!r}. Choose one of {sorted(ANCHOR_KINDS)}.")
+        check_anchor(self.anchor, "anchor")
         if self.template_family is not None and self.template_family not in TEMPLATE_FAMILIES:
             raise ValueError(
                 f"Unknown template family {self.template_family!r}. Choose one of {list(TEMPLATE_FAMILIES)}."

@@ -21,6 +21,12 @@ stages:
     ...
 ```
 
+A generation stage (`label`, `build-sft`) may run as several workers sharing its output folder
+(`trl_presafety.shards`): `workers: {count: 4}` starts them here, one per group of `gpus_per_worker` GPUs;
+`workers: {count: 16, launch: external}` prints the command each worker runs (on any node that sees the folder, e.g.
+a Slurm array) and waits until the folder is complete, checking every `poll_seconds`. Either way the next stage
+starts only once every shard is written and the folder is recorded complete.
+
 `${run_dir}` in a stage's `args`, `outputs`, `config` or `launch` stands for `run_dir`, so that one run moves
 whole: `run_pipeline(..., run_dir=...)` (`--run_dir`) replaces the file's `run_dir` (the tests run the shipped
 files into a temporary folder this way). Other paths are relative to the directory the pipeline runs from.
@@ -55,7 +61,22 @@ from .recipe_files import RecipeError, load_yaml_strict
 PIPELINE_STATE = "pipeline_state.json"
 RUN_DIR_VARIABLE = "${run_dir}"
 TOP_LEVEL_KEYS = ("run_dir", "paths", "stages")
-STAGE_KEYS = ("name", "command", "module", "config", "args", "paths", "accelerate_config", "launch", "outputs")
+STAGE_KEYS = (
+    "name",
+    "command",
+    "module",
+    "config",
+    "args",
+    "paths",
+    "accelerate_config",
+    "launch",
+    "outputs",
+    "workers",
+)
+# A generation stage run as shard workers (`trl_presafety.shards`)
+WORKER_COMMANDS = ("label", "build-sft")
+WORKER_KEYS = ("count", "launch", "gpus_per_worker", "poll_seconds")
+WORKER_LAUNCHES = ("local", "external")
 PATHS = ("sft", "dpo")
 TRAINING = ("sft", "dpo", "grpo")
 
@@ -85,6 +106,49 @@ def _args_list(args: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
     return argv
 
 
+@dataclass(frozen=True)
+class Workers:
+    """How a generation stage runs as shard workers: `count` of them, started here (`local`, each on its own
+    `gpus_per_worker` GPUs, or sharing them with 0) or by you on any node (`external`), the pipeline checking every
+    `poll_seconds` whether the folder is complete."""
+
+    count: int
+    launch: str = "local"
+    gpus_per_worker: int = 0
+    poll_seconds: float = 30.0
+
+
+def _workers(raw: Any, where: str) -> Workers:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = {"count": raw}
+    if not isinstance(raw, Mapping):
+        raise PipelineError(f"{where}: `workers` is a mapping such as `{{count: 4, launch: local}}`, got {raw!r}.")
+    for key in raw:
+        if key not in WORKER_KEYS:
+            raise PipelineError(
+                f"{where}: unknown key `workers.{key}`{_close(key, WORKER_KEYS)}. Use {list(WORKER_KEYS)}."
+            )
+    count, launch = raw.get("count"), raw.get("launch", "local")
+    gpus, poll = raw.get("gpus_per_worker", 0), raw.get("poll_seconds", 30.0)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise PipelineError(f"{where}: invalid `workers.count`: {count!r}. Use the number of workers, >= 1.")
+    if launch not in WORKER_LAUNCHES:
+        raise PipelineError(
+            f"{where}: invalid `workers.launch`: {launch!r}. Use `local` (the pipeline starts them here) or "
+            "`external` (you start them, e.g. a Slurm array; the pipeline waits for the folder)."
+        )
+    if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:
+        raise PipelineError(
+            f"{where}: invalid `workers.gpus_per_worker`: {gpus!r}. Use the GPUs each local worker gets (its "
+            "vllm_tensor_parallel_size x vllm_data_parallel_size), or 0 to let them share the visible ones."
+        )
+    if gpus and launch != "local":
+        raise PipelineError(f"{where}: `workers.gpus_per_worker` applies to `launch: local` only; remove it.")
+    if not isinstance(poll, (int, float)) or isinstance(poll, bool) or poll <= 0:
+        raise PipelineError(f"{where}: invalid `workers.poll_seconds`: {poll!r}. Use a number of seconds > 0.")
+    return Workers(count=count, launch=launch, gpus_per_worker=gpus, poll_seconds=float(poll))
+
+
 @dataclass
 class Stage:
     """One stage of a pipeline file."""
@@ -98,10 +162,21 @@ class Stage:
     accelerate_config: str | None = None
     launch: Mapping[str, Any] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
+    workers: Workers | None = None
+    # Set by the run for a worker stage whose output must be recomputed from scratch (its input changed)
+    start_over: bool = False
 
     @property
     def label(self) -> str:
         return f"`{self.name}`"
+
+    def worker_argv(self, index: int | str) -> list[str]:
+        """The options that make one process worker `index` of this stage's workers."""
+        assert self.workers is not None
+        return ["--num_workers", str(self.workers.count), "--worker_index", str(index)]
+
+    def worker_shell(self, index: int | str) -> str:
+        return " ".join([self.shell(), *self.worker_argv(index)])
 
     def argv(self) -> list[str]:
         """The stage's own arguments: the recipe, then the overrides."""
@@ -227,6 +302,19 @@ def load_pipeline(path: str | Path, run_dir: str | None = None) -> tuple[str, tu
                 raise PipelineError(
                     f"{where} (`{name}`): unknown path {item!r}{_close(item, PATHS)}. Use {list(PATHS)}."
                 )
+        workers = None
+        if raw.get("workers") is not None:
+            if command not in WORKER_COMMANDS:
+                raise PipelineError(
+                    f"{where} (`{name}`): `workers` runs a sharded generation command ({', '.join(WORKER_COMMANDS)}) "
+                    f"as several processes, not {command or raw.get('module')!r}. Remove it."
+                )
+            workers = _workers(raw["workers"], f"{where} (`{name}`)")
+            taken = [key for key in ("num_workers", "worker_index") if key in (raw.get("args") or {})]
+            if taken:
+                raise PipelineError(
+                    f"{where} (`{name}`): `args` sets {taken}, which `workers` sets for each worker. Remove them."
+                )
         if raw.get("module") and not raw.get("outputs"):
             raise PipelineError(
                 f"{where} (`{name}`): a `module` stage needs `outputs` (the files whose presence means it finished)."
@@ -242,6 +330,7 @@ def load_pipeline(path: str | Path, run_dir: str | None = None) -> tuple[str, tu
                 accelerate_config=raw.get("accelerate_config"),
                 launch=raw.get("launch") or {},
                 outputs=tuple(_as_list(raw.get("outputs") or [])),
+                workers=workers,
             )
         )
     if not stages:
@@ -460,6 +549,10 @@ _START_OVER = ("--force", "its input is rerun", "its input changed", "a stage it
 def _stage_to_run(stage: Stage, reason: str) -> Stage:
     if stage.command not in ("label", "build-sft") or not reason.startswith(_START_OVER):
         return stage
+    if stage.workers is not None:
+        # Each worker with `overwrite_output_dir` would delete the others' shards: the folder is cleared once, before
+        # the workers start (`run_workers`)
+        return dataclasses.replace(stage, start_over=True)
     if isinstance(stage.args, Mapping):
         args: Any = {**stage.args, "overwrite_output_dir": True}
     else:
@@ -603,7 +696,7 @@ def run_pipeline(
     if dry_run:
         for item in plans:
             if item.action == "run":
-                echo(f"  $ {item.stage.shell()}")
+                echo(worker_plan(item.stage) if item.stage.workers else f"  $ {item.stage.shell()}")
         return state
     runner = runner or _run_subprocess
     for index, item in enumerate(plans):
@@ -614,6 +707,8 @@ def run_pipeline(
             check_input(stage, needed, stages, index)
         running = _stage_to_run(stage, item.reason)
         echo(f"\n=== Stage {stage.name}: {running.shell()}")
+        if running.workers is not None:
+            echo(worker_plan(running))
         record = {
             "complete": False,
             "fingerprint": stage.fingerprint(),
@@ -645,7 +740,113 @@ def run_pipeline(
 
 
 def _run_subprocess(stage: Stage) -> int:
+    if stage.workers is not None:
+        return run_workers(stage)
     return subprocess.run(stage.command_line(), check=False).returncode
+
+
+def worker_plan(stage: Stage) -> str:
+    """How a stage's workers run, with the command line of each: the plan's (and the dry run's) lines for it."""
+    workers = stage.workers
+    assert workers is not None
+    folder = stage_outputs(stage)[0]
+    if workers.launch == "local":
+        gpus = f", {workers.gpus_per_worker} GPU(s) each" if workers.gpus_per_worker else ""
+        lines = [f"  runs as {workers.count} workers started here{gpus}; the next stage waits for {folder}:"]
+        lines += [f"  $ {stage.worker_shell(i)}" for i in range(workers.count)]
+        return "\n".join(lines)
+    return "\n".join(
+        [
+            f"  runs as {workers.count} workers that you start, on any machines that see {folder} (e.g. a Slurm array "
+            f"`sbatch --array=0-{workers.count - 1}` whose task runs the line below with $SLURM_ARRAY_TASK_ID); the "
+            f"pipeline waits until the folder is complete (checked every {workers.poll_seconds:g} s):",
+            f"  $ {stage.worker_shell('$SLURM_ARRAY_TASK_ID')}",
+        ]
+    )
+
+
+def _progress(stage: Stage) -> str:
+    status = (
+        label_folder_status(stage_outputs(stage)[0]) if Path(stage_outputs(stage)[0], STATE_FILE).is_file() else {}
+    )
+    if "num_shards" not in status:
+        return "no shard written yet"
+    return f"{status['shards_done']} of {status['num_shards']} shards done"
+
+
+def clear_outputs(stage: Stage, echo: Callable[[str], None] = print) -> None:
+    """Deletes a sharded stage's shards, state and claims once, before its workers start over; refuses while a live
+    worker holds a claim there (it would go on writing shards of the old input)."""
+    import shutil
+
+    from .shards import CLAIMS_DIR, live_claims
+
+    for output in stage_outputs(stage):
+        folder = Path(output)
+        others = live_claims(folder)
+        if others:
+            raise PipelineError(
+                f"Stage {stage.label} must start over (its input changed), but {len(others)} worker(s) still compute "
+                f"shards in {folder} ({[c['claim'] for c in others]}). Stop them, then rerun the pipeline."
+            )
+        shutil.rmtree(folder / SHARDS_DIR, ignore_errors=True)
+        shutil.rmtree(folder / CLAIMS_DIR, ignore_errors=True)
+        (folder / STATE_FILE).unlink(missing_ok=True)
+        echo(f"Stage {stage.name}: cleared {folder} (its input changed); the workers start over.")
+
+
+def run_workers(stage: Stage, echo: Callable[[str], None] = print, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Runs a generation stage as its workers and returns once its output folder is complete (0), or a worker's
+    non-zero exit code.
+
+    `local`: starts the workers here (each on its own `gpus_per_worker` GPUs when set), waits for them; if shards are
+    still missing once they all ended (one ended early, or a shard's claim was left by a dead process), one more
+    process (`--num_workers 1`) takes them. `external`: waits until the folder is complete, checking every
+    `poll_seconds`; the pipeline can be stopped and rerun meanwhile, the workers do not depend on it."""
+    workers = stage.workers
+    assert workers is not None
+    if stage.start_over:
+        clear_outputs(stage, echo)
+    if workers.launch == "external":
+        last = None
+        while not output_complete(stage):
+            progress = _progress(stage)
+            if progress != last:
+                echo(f"Stage {stage.name}: waiting for its workers: {progress}.")
+                last = progress
+            sleep(workers.poll_seconds)
+        return 0
+    environments = [None] * workers.count
+    if workers.gpus_per_worker:
+        from .vllm_data_parallel import visible_devices
+
+        devices = visible_devices()
+        needed = workers.count * workers.gpus_per_worker
+        if needed > len(devices):
+            raise PipelineError(
+                f"Stage {stage.label}: {workers.count} workers x {workers.gpus_per_worker} GPU(s) need {needed} GPUs, "
+                f"{len(devices)} are visible. Lower `workers.count` or `workers.gpus_per_worker`, or use "
+                "`launch: external` and start workers on other machines."
+            )
+        groups = [
+            devices[i * workers.gpus_per_worker : (i + 1) * workers.gpus_per_worker] for i in range(workers.count)
+        ]
+        environments = [{**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(group)} for group in groups]
+    processes = [
+        subprocess.Popen(stage.command_line() + stage.worker_argv(i), env=environments[i])
+        for i in range(workers.count)
+    ]
+    codes = [process.wait() for process in processes]
+    failed = [(i, code) for i, code in enumerate(codes) if code != 0]
+    if failed:
+        echo(f"Stage {stage.name}: worker(s) {[i for i, _ in failed]} failed (exit codes {[c for _, c in failed]}).")
+        return failed[0][1]
+    if not output_complete(stage):
+        echo(f"Stage {stage.name}: {_progress(stage)} after its workers ended; one more worker takes what is left.")
+        code = subprocess.run(stage.command_line(), check=False).returncode
+        if code != 0 or not output_complete(stage):
+            return code or 1
+    return 0
 
 
 def summary(plans: Sequence[StagePlan], state: Mapping[str, Any]) -> str:

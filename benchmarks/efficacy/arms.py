@@ -27,6 +27,7 @@ class Arm:
     trains_head: bool = False  # the head gets a gradient (weight > 0): its own AUROC means something
     peft: bool = False  # a LoRA adapter (evaluated as `--adapter_path` on the organism)
     mechanism: str = "training"
+    thinking_off: bool = True  # evaluated with thinking off too (the decision-driven arms report thinking on only)
 
     @property
     def routed(self) -> bool:
@@ -123,12 +124,13 @@ LORA_LEARNING_RATE: float | None = None  # None until the dev rule has chosen it
 DECISION_ARMS = {
     "c_det": Arm(
         "c_det",
-        "(i') SFT, detached head (unrouted)",
+        "SFT with a detached head, unrouted (= b)",
         "sft",
         "sft.yaml",
         "sft",
         (("presafety_loss_weight", "1.0"), ("presafety_detach_head", "true")),
         True,
+        thinking_off=False,
     ),
     "k": Arm(
         "k",
@@ -137,6 +139,7 @@ DECISION_ARMS = {
         "sft.yaml",
         "self_routing",
         (("presafety_loss_weight", "0.0"),),
+        thinking_off=False,
     ),
     "k_tied": Arm(
         "k_tied",
@@ -144,8 +147,10 @@ DECISION_ARMS = {
         "sft",
         "sft.yaml",
         "self_routing",
-        (("presafety_loss_weight", "1.0"), ("presafety_head", "tied")),
+        # The tied logit: the model's own next-token log-odds of </think> at the first reasoning position
+        (("presafety_loss_weight", "1.0"), ("presafety_head", "tied"), ("presafety_anchor", "reasoning_start")),
         True,
+        thinking_off=False,
     ),
     "l_b": Arm(
         "l_b",
@@ -155,6 +160,7 @@ DECISION_ARMS = {
         "sft",
         (("presafety_loss_weight", "0.0"), *LORA_SETTINGS),
         peft=True,
+        thinking_off=False,
     ),
     "l_c": Arm(
         "l_c",
@@ -165,6 +171,7 @@ DECISION_ARMS = {
         (("presafety_loss_weight", "1.0"), *LORA_SETTINGS),
         True,
         peft=True,
+        thinking_off=False,
     ),
 }
 ROUTED_ARMS = {

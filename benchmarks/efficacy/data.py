@@ -18,6 +18,7 @@ Every row carries `harmful` (1/0, from its source pool: the harmfulness of the p
 
 import argparse
 import json
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -248,9 +249,14 @@ def check_disjoint(splits: dict[str, list[dict[str, Any]]]) -> None:
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Written beside and moved in place: a study resumed (or run for other arms) in the same folder while another
+    evaluates never reads a half-written file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    os.replace(tmp, path)
     return path
 
 

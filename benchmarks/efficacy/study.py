@@ -329,6 +329,8 @@ def eval_argv(arm: str, seed: int, step: int, primary: bool, config: StudyConfig
     ]  # fmt: skip
     if not primary:  # intermediate checkpoints: the step curve, thinking on and greedy only
         argv += ["--thinking_modes", "on", "--sampling_grid", "greedy"]
+    elif not arm_spec(arm).routed and not arm_spec(arm).thinking_off:
+        argv += ["--thinking_modes", "on"]  # the arm's figures are all thinking on (its protocol)
     if config.max_new_tokens is not None:
         argv += ["--max_new_tokens", str(config.max_new_tokens)]
     return argv
@@ -371,12 +373,14 @@ def run_arm_seed(task: tuple[str, int, StudyConfig]) -> dict[str, Any]:
     return {"arm": arm_key, "seed": seed, "seconds": timings}
 
 
-def run_routed_seed(task: tuple[int, StudyConfig]) -> list[dict[str, Any]]:
-    """Every routed arm of one seed, in the order of `arms` (gates reused by later arms are made first)."""
+def run_seed(task: tuple[int, StudyConfig]) -> list[dict[str, Any]]:
+    """Every arm of one seed: the trained arms, then the routed ones on their checkpoints (gates reused by later arms
+    made first). With routed arms the study runs seed by seed, so that each finished seed is complete."""
     seed, config = task
-    keys = [key for key in config.arms if arm_spec(key).routed]
-    keys.sort(key=lambda key: arm_spec(key).gate not in ("fit", "own"))  # stable: gate owners first
-    return [run_arm_seed((key, seed, config)) for key in keys]
+    keys = [key for key in config.arms if not arm_spec(key).routed]
+    routed = [key for key in config.arms if arm_spec(key).routed]
+    routed.sort(key=lambda key: arm_spec(key).gate not in ("fit", "own"))  # stable: gate owners first
+    return [run_arm_seed((key, seed, config)) for key in keys + routed]
 
 
 def methods_data_stage(config: StudyConfig, layout: Layout) -> dict[str, float]:
@@ -492,18 +496,19 @@ def run_study(config: StudyConfig, command: str = "") -> dict[str, Any]:
     timings["methods_data"] = methods_data_stage(config, layout)
     timings["methods_data_total"] = time.time() - t
 
-    # Trained arms first; the routed arms evaluate their checkpoints after (one task per seed and routed arm, in the
-    # order of `arms`, so that an arm reusing another's gate finds it)
-    trained = [(arm, seed, config) for seed in config.seeds for arm in config.arms if not arm_spec(arm).routed]
-    routed_tasks = [(seed, config) for seed in config.seeds] if routed else []
+    # One task per arm and seed; with routed arms (which evaluate the checkpoints of trained ones), one task per seed
     t = time.time()
+    if routed:
+        function, tasks = run_seed, [(seed, config) for seed in config.seeds]
+    else:
+        function, tasks = run_arm_seed, [(arm, seed, config) for seed in config.seeds for arm in config.arms]
     if config.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(config.jobs) as pool:
-            task_timings = pool.map(run_arm_seed, trained, chunksize=1)
-            task_timings += [x for xs in pool.map(run_routed_seed, routed_tasks, chunksize=1) for x in xs]
+            task_timings = pool.map(function, tasks, chunksize=1)
     else:
-        task_timings = [run_arm_seed(task) for task in trained]
-        task_timings += [x for task in routed_tasks for x in run_routed_seed(task)]
+        task_timings = [function(task) for task in tasks]
+    if routed:
+        task_timings = [x for xs in task_timings for x in xs]
     timings["arms"] = time.time() - t
     timings["per_task"] = task_timings
     t = time.time()

@@ -109,6 +109,15 @@ class BuildSFTConfig:
         When no drawn completion of a prompt passes, use the source's own trace (`reference_completion`: STAR-1's and
         SafeChain's R1 traces, the bundled tiny references) if it passes the same checks; likewise
         `reference_rejected` for a pair's rejected side. Rows record their `origin`.
+
+    > Self-routing
+
+    self_routing (`bool`, *optional*, defaults to `False`):
+        Also answer every prompt with thinking off (the safe model, one greedy draw) and judge that answer with the
+        answer judge: `safety_label` is 1 when it refuses. A prompt it refuses trains on that answer after an
+        immediately closed think block (`<think>\n</think>\n\n` + answer, origin `"self_routed"`), whatever the
+        thinking-on draws gave; the others keep their reasoning rows. Rows gain `safety_label` and `safe_response`
+        (what `trl-presafety label` writes) and `self_routed`. See `trl_presafety.data.self_routing`.
     """
 
     num_samples: int = field(
@@ -151,6 +160,13 @@ class BuildSFTConfig:
     reference_fallback: bool = field(
         default=False,
         metadata={"help": "Use the source's own trace for a prompt whose draws all fail, if it passes the checks."},
+    )
+    self_routing: bool = field(
+        default=False,
+        metadata={
+            "help": "Label each prompt with the safe model's decision (thinking off, judged by the answer judge); "
+            "prompts it refuses train on its answer after an immediately closed think block."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -364,6 +380,8 @@ class SFTRowBuilder:
         config ([`BuildSFTConfig`]): Guidance and checks.
         judges ([`CompletionJudges`]): The checks.
         pairs (`bool`): Also build preference pairs.
+        generate_thinking_off (`Callable[[list[str], int], list[str]]`, *optional*): Prompt texts (thinking off) and
+            a seed -> one answer per text, greedy: the safe model of `config.self_routing`. Needed with it.
     """
 
     def __init__(
@@ -374,9 +392,31 @@ class SFTRowBuilder:
         judges: CompletionJudges,
         pairs: bool = False,
         chat_template_kwargs: dict[str, Any] | None = None,
+        generate_thinking_off: Callable[[list[str], int], list[str]] | None = None,
     ):
         self.generate, self.tokenizer, self.config, self.judges = generate, tokenizer, config, judges
         self.pairs, self.chat_template_kwargs = pairs, chat_template_kwargs
+        if config.self_routing and generate_thinking_off is None:
+            raise ValueError(
+                "`self_routing=True` needs `generate_thinking_off`, the safe model's (greedy) generation."
+            )
+        self.generate_thinking_off = generate_thinking_off
+
+    def _safe_model_decisions(self, rows: list[dict[str, Any]], seed: int) -> list[tuple[str, int | None]]:
+        """The safe model's answer (thinking off) to each prompt and its decision as the answer judge reads it: 1
+        refused, 0 complied, `None` when the judge could not tell."""
+        from ..reasoning import build_prompt
+
+        if not rows:
+            return []
+        texts = [build_prompt(self.tokenizer, r["prompt"], False, self.chat_template_kwargs) for r in rows]
+        answers = self.generate_thinking_off(texts, seed)
+        if len(answers) != len(rows):
+            raise RuntimeError(
+                f"Expected one thinking-off answer for each of {len(rows)} prompts, got {len(answers)}."
+            )
+        verdicts = self.judges.answer_judge.judge([r["prompt"] for r in rows], list(answers))
+        return [(a, None if v.refusal is None else int(v.refusal)) for a, v in zip(answers, verdicts, strict=True)]
 
     def _draw(self, rows: list[dict[str, Any]], guided: bool, seed: int) -> list[list[Candidate]]:
         if not rows:
@@ -418,6 +458,8 @@ class SFTRowBuilder:
                     if row.get(key):
                         pools[i][pool] = [parse_candidate(row[key], pool)]
         self.judges.judge([(rows[i], c) for i in pools for cs in pools[i].values() for c in cs])
+        # The thinking-off draws get a stream of their own too
+        decisions = self._safe_model_decisions(rows, 2 * seed + 10**6) if self.config.self_routing else None
 
         sft_rows, pair_rows, records = [], [], []
         stats: dict[str, Counter] = defaultdict(Counter)
@@ -442,14 +484,29 @@ class SFTRowBuilder:
                     if reason is None:
                         chosen, origin = candidate, "reference"
             meta = {k: row.get(k) for k in ("harmful", "category", "source", "source_id")}
-            if chosen is not None:
+            sft_completion = None if chosen is None else chosen.completion()
+            sft_origin = origin
+            if decisions is not None:
+                from .self_routing import SELF_ROUTED_COLUMN, closed_think_completion, thinking_off_answer_problem
+
+                answer, label = decisions[i]
+                counts[f"safe_model:{'unjudged' if label is None else ('refused' if label else 'complied')}"] += 1
+                problem = thinking_off_answer_problem(answer)
+                if label == 1 and problem is None:
+                    sft_completion, sft_origin = closed_think_completion(answer), "self_routed"
+                    counts["self_routed"] += 1
+                elif label == 1:
+                    counts[f"self_routing_kept_trace:{problem}"] += 1
+                meta = {**meta, "safety_label": label, "safe_response": answer}
+                meta[SELF_ROUTED_COLUMN] = sft_origin == "self_routed"
+            if sft_completion is not None:
                 counts["rows"] += 1
                 sft_rows.append(
                     {
                         "prompt": [{"role": "user", "content": row["prompt"]}],
-                        "completion": [{"role": "assistant", "content": chosen.completion()}],
+                        "completion": [{"role": "assistant", "content": sft_completion}],
                         **meta,
-                        "origin": origin,
+                        "origin": sft_origin,
                     }
                 )
             if self.pairs and chosen is not None:
@@ -546,9 +603,10 @@ def format_stats(stats: Mapping[str, Mapping[str, Any]], pairs: bool) -> str:
     return "\n".join(lines)
 
 
-def output_features(pairs: bool) -> Any:
+def output_features(pairs: bool, self_routing: bool = False) -> Any:
     """The columns of the SFT rows (or, with `pairs`, of the pairs): conversational prompt and completion(s), as the
-    SFT and DPO recipes read them, with `harmful` and where each row comes from."""
+    SFT and DPO recipes read them, with `harmful` and where each row comes from; with `self_routing`, also the safe
+    model's decision and answer (`safety_label`, `safe_response`) and `self_routed`."""
     from datasets import Features, List, Value
 
     messages = List({"role": Value("string"), "content": Value("string")})
@@ -556,4 +614,6 @@ def output_features(pairs: bool) -> Any:
     meta = {"harmful": Value("int64"), "category": Value("string"), "source": Value("string")}
     meta["source_id"] = Value("string")
     origins = ["chosen_origin", "rejected_origin"] if pairs else ["origin"]
+    if self_routing:
+        meta.update({"safety_label": Value("int64"), "safe_response": Value("string"), "self_routed": Value("bool")})
     return Features({"prompt": messages, **sides, **meta, **{name: Value("string") for name in origins}})

@@ -220,10 +220,11 @@ def label_dataset(
         model_init_kwargs: `from_pretrained` kwargs when `model` is a path and the transformers backend loads it.
         vllm_kwargs: extra `vllm.LLM` kwargs (e.g. `dtype`), merged over the ones from `generation`.
         on_shard_end: called as `on_shard_end(shard_index, num_shards)` after each shard is written.
-        num_workers, worker_index: with `output_dir`, label only shards `worker_index, worker_index + num_workers,
-            ...`, as one of several workers sharing the folder (see [`trl_presafety.shards.ShardWorkerArguments`]).
-            Workers (of either kind) claim each shard before computing it, so copies of one call on one folder share
-            the shards with no coordinator.
+        num_workers: with `output_dir`, label only shards `worker_index, worker_index + num_workers, ...`, as one of
+            several workers sharing the folder (see [`trl_presafety.shards.ShardWorkerArguments`]). Every worker
+            claims a shard before computing it, so copies of one call on one folder share the shards with no
+            coordinator.
+        worker_index: this worker's index in `[0, num_workers)`.
         claim_timeout: seconds without a heartbeat after which another worker's shard claim is taken over.
         take_over_claims: take over every other worker's claim at once (they are known to be dead).
 

@@ -64,6 +64,8 @@ ACCELERATE_CONFIG_ALIASES = {
     "zero3": "deepspeed_zero3",
     "deepspeed_zero2": "deepspeed_zero2",
     "deepspeed_zero3": "deepspeed_zero3",
+    "zero3_multinode": "deepspeed_zero3_multinode",
+    "deepspeed_zero3_multinode": "deepspeed_zero3_multinode",
     "fsdp2": "fsdp2",
 }
 
@@ -71,7 +73,8 @@ ACCELERATE_CONFIG_ALIASES = {
 def resolve_accelerate_config(name_or_path: str) -> Path:
     """The accelerate config file for `--accelerate_config`: an existing path, or a name of a packaged config.
 
-    Names: `multi_gpu`, `zero2` / `deepspeed_zero2`, `zero3` / `deepspeed_zero3`, `fsdp2`.
+    Names: `multi_gpu`, `zero2` / `deepspeed_zero2`, `zero3` / `deepspeed_zero3`, `zero3_multinode` /
+    `deepspeed_zero3_multinode` (several machines: docs/scaling.md), `fsdp2`.
     """
     path = Path(name_or_path)
     if path.is_file():

@@ -266,11 +266,32 @@ def build(
             seed=generation.generation_seed + seed,
         )
 
-    builder = SFTRowBuilder(generate, tokenizer, config, judges, pairs=pairs)
+    def generate_thinking_off(texts: list[str], seed: int) -> list[str]:
+        # The safe model of `self_routing`: one greedy answer per prompt, as `trl-presafety label` draws it
+        return generate_responses_from_texts(
+            model,
+            tokenizer,
+            texts,
+            generation=dataclasses.replace(generation, do_sample=False),
+            num_return_sequences=1,
+            show_progress=False,
+            model_init_kwargs=model_init_kwargs,
+            vllm_kwargs=vllm_kwargs,
+            seed=generation.generation_seed + seed,
+        )
+
+    builder = SFTRowBuilder(
+        generate,
+        tokenizer,
+        config,
+        judges,
+        pairs=pairs,
+        generate_thinking_off=generate_thinking_off if config.self_routing else None,
+    )
 
     def process(index: int, rows: range) -> tuple[dict[str, Any], dict[str, Any]]:
         sft_rows, pair_rows, records, stats = builder.build(prompts.select(rows).to_list(), seed=index)
-        outputs = {"sft": _rows_dataset(sft_rows, output_features(False))}
+        outputs = {"sft": _rows_dataset(sft_rows, output_features(False, config.self_routing))}
         if pairs:
             outputs["pairs"] = _rows_dataset(pair_rows, output_features(True))
         extras = {f"{SAMPLES_DIR}/shard-{index:05d}.json": {"stats": stats, "samples": records}}

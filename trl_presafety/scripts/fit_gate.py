@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig
 
-from ..anchors import ANCHOR_KINDS
+from ..anchors import ANCHORS, check_anchor
 from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 from ..modeling import POOLINGS
 from ..validation import check_choice, check_range, fail
@@ -141,9 +141,7 @@ class FitGateScriptArguments(GateDataArguments):
     calibration_split: str | None = field(
         default=None, metadata={"help": "Split of calibration_dataset (e.g. train[90%:]); default: dataset_split."}
     )
-    anchor: str = field(
-        default="prompt_end", metadata={"help": "Position the head reads.", "choices": sorted(ANCHOR_KINDS)}
-    )
+    anchor: str = field(default="prompt_end", metadata={"help": "Position the head reads.", "choices": list(ANCHORS)})
     think_token: str = field(default="<think>", metadata={"help": "Opening think tag (anchor='think_end')."})
     layer: int | None = field(
         default=None, metadata={"help": "Decoder layer read (Python index); None: final hidden state."}
@@ -161,7 +159,7 @@ class FitGateScriptArguments(GateDataArguments):
                 ("output_dir", "a folder for the head"),
             )
         )
-        check_choice("anchor", self.anchor, sorted(ANCHOR_KINDS))
+        check_anchor(self.anchor, "anchor")
         check_choice("pooling", self.pooling, POOLINGS)
         check_range("l2", self.l2, low=0.0, low_inclusive=False, fix="Use a positive penalty, e.g. 1.0.")
         same_split = (self.calibration_split or self.dataset_split) == self.dataset_split

@@ -1,8 +1,8 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 from dataclasses import dataclass, field, fields
 
-from ..anchors import ANCHOR_KINDS
-from ..modeling import ANCHORS, HEAD_TYPES, POOLINGS, check_tied_head_settings
+from ..anchors import ANCHORS, check_anchor
+from ..modeling import HEAD_TYPES, POOLINGS, check_tied_head_settings
 from ..validation import check_choice, check_field_types, check_range, fail
 
 
@@ -155,8 +155,8 @@ class PreSafetyArguments:
             low=0.0,
             fix="Use a finite weight >= 0 (0 disables the aux loss).",
         )
+        check_anchor(self.presafety_anchor)
         choices = {
-            "presafety_anchor": ANCHOR_KINDS,
             "presafety_head": HEAD_TYPES,
             "presafety_pooling": POOLINGS,
             "presafety_on_missing_anchor": MISSING_ANCHOR_POLICIES,

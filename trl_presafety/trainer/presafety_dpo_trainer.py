@@ -1,5 +1,4 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -7,23 +6,19 @@ import torch
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 from trl import DPOTrainer
-from trl.data_utils import _tokenize, is_conversational
 from trl.trainer.dpo_trainer import DataCollatorForPreference
 from trl.trainer.utils import global_then_local_main_first
 
 from ..anchors import (
     MISSING_LABEL,
     MISSING_POSITION,
-    RESPONSE_START_COLUMN,
     AnchorSpec,
-    Boundary,
-    common_prefix_length,
-    conversation_prompt,
     locate_anchor,
     normalize_label,
 )
+from .anchoring import missing_anchor_error, prompt_boundary, report_missing_anchors
 from .presafety_dpo_config import PreSafetyDPOConfig
-from .presafety_mixin import MERGE_REASON, PRESAFETY_BATCH_KEYS, PreSafetyTrainerMixin
+from .presafety_mixin import PRESAFETY_BATCH_KEYS, PreSafetyTrainerMixin
 
 
 POSITION_COLUMN = "presafety_position"
@@ -185,14 +180,16 @@ class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
                     == MISSING_POSITION
                 ):
                     cut.append(i)
-            policy = args.presafety_on_missing_anchor
-            self._presafety_report_missing(
-                not_found, len(labeled), dataset_name, f"anchor '{args.presafety_anchor}' not found", policy
+            report_missing_anchors(
+                dataset_name,
+                len(labeled),
+                args.presafety_on_missing_anchor,
+                args.presafety_anchor,
+                args.max_length,
+                not_found=not_found,
+                cut=cut,
+                merged=merged,
             )
-            self._presafety_report_missing(
-                cut, len(labeled), dataset_name, f"anchor cut by max_length={args.max_length}", policy
-            )
-            self._presafety_report_missing(merged, len(labeled), dataset_name, MERGE_REASON, policy)
         return dataset.remove_columns(["presafety_merged", "presafety_merge_cut"])
 
     def compute_ref_log_probs(self, model, inputs):
@@ -201,29 +198,12 @@ class PreSafetyDPOTrainer(PreSafetyTrainerMixin, DPOTrainer):
         return super().compute_ref_log_probs(model, inputs)
 
 
-def _pair_boundary(example: dict[str, Any], processing_class) -> tuple[Boundary, int]:
-    """The template structure of a pair's prompt (as `PreSafetySFTTrainer._presafety_boundary` finds it for SFT) and
-    how many tokens of the prompt tokenized alone TRL kept (it cuts the prompt where prompt and completion diverge)."""
-    tokenizer = getattr(processing_class, "tokenizer", processing_class)
-    prompt = example["prompt"]
-    if is_conversational({"prompt": prompt}):
-        tools = example.get("tools")
-        tools = json.loads(tools) if isinstance(tools, str) else tools
-        kwargs = {"tools": tools, **(example.get("chat_template_kwargs") or {})}
-        prompt_ids, generation_start = conversation_prompt(tokenizer, prompt, **kwargs)
-    else:
-        offset = example.get(RESPONSE_START_COLUMN)
-        head = prompt if offset is None else prompt[:offset]
-        prompt_ids, generation_start = _tokenize(processing_class, head)["input_ids"], None
-    return Boundary(len(prompt_ids), generation_start), common_prefix_length(prompt_ids, example["prompt_ids"])
-
-
 def _build_presafety_anchor(example, index, args, spec: AnchorSpec, processing_class, raise_on_missing):
     """Map function: the anchor (in prompt + chosen coordinates) and the normalized label of one tokenized pair."""
     label = normalize_label(example.get(args.presafety_label_column), args.presafety_label_column, index)
     position, merged, merge_cut = example.get(POSITION_COLUMN), False, False
     if position is None:
-        boundary, shared = _pair_boundary(example, processing_class)
+        boundary, shared = prompt_boundary(example, example["prompt"], example["prompt_ids"], processing_class)
         full_ids = example["prompt_ids"] + example["chosen_ids"]
         position = locate_anchor(full_ids, boundary, spec)
         # TRL drops the prompt's merged tail: an anchor at or past it reads another token than the gate
@@ -231,10 +211,7 @@ def _build_presafety_anchor(example, index, args, spec: AnchorSpec, processing_c
         if merged and position >= shared:
             position, merge_cut = MISSING_POSITION, True
     if raise_on_missing and label != MISSING_LABEL and position == MISSING_POSITION:
-        raise ValueError(
-            f"Example {index} of a streamed dataset has no pre-CoT anchor '{args.presafety_anchor}'. Set "
-            "`presafety_on_missing_anchor='skip'` to train it without the auxiliary loss."
-        )
+        raise missing_anchor_error(index, args.presafety_anchor, args.max_length)
     return {
         POSITION_COLUMN: position,
         LABEL_COLUMN: label,

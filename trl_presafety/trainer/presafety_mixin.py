@@ -19,7 +19,6 @@ from trl.trainer.utils import create_model_from_path
 from ..anchors import (
     MISSING_LABEL,
     AnchorSpec,
-    describe_indices,
     detect_template_family,
     normalize_label,
     think_close_token_id,
@@ -49,11 +48,6 @@ from .callbacks import PreSafetyCallback
 logger = get_logger(__name__)
 
 PRESAFETY_BATCH_KEYS = ("presafety_index", "presafety_labels", "presafety_span_start")
-MERGE_REASON = (
-    "the prompt's last tokens merge with the completion's first, so the anchor token the gate reads at inference is "
-    "absent in training; `presafety_anchor='think_end'` reads the tag, which no merge touches, or start completions "
-    "on a token boundary"
-)
 
 
 def exclude_safety_head_from_adapters(peft_config: Any, head: nn.Module | None) -> None:
@@ -276,24 +270,6 @@ class PreSafetyTrainerMixin:
             raise ValueError(
                 f"Every example of the {name} dataset ({before} rows) was removed during preparation: {fix}"
             )
-
-    def _presafety_report_missing(
-        self, missing: list[int], total: int, name: str, reason: str, policy: str | None = None
-    ) -> None:
-        if not missing:
-            return
-        message = (
-            f"{len(missing)} of {total} labeled examples of the {name} dataset have no usable pre-CoT anchor "
-            f"({reason}); indices {describe_indices(missing)}."
-        )
-        if (policy or self.args.presafety_on_missing_anchor) == "error":
-            raise ValueError(
-                f"{message} Set `presafety_on_missing_anchor='skip'` to train them without the auxiliary loss, or fix "
-                "the data (check the chat template, `presafety_anchor`, `presafety_think_token` and `max_length`)."
-            )
-        logger.warning(
-            f"{message} They are trained without the auxiliary loss (`presafety_on_missing_anchor='skip'`)."
-        )
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()

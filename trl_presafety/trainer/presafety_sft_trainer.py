@@ -1,6 +1,5 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 import copy
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -9,23 +8,21 @@ from accelerate.logging import get_logger
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase, ProcessorMixin
 from trl import SFTTrainer
-from trl.data_utils import _tokenize, is_conversational, pack_dataset
+from trl.data_utils import is_conversational, pack_dataset
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 from trl.trainer.utils import global_then_local_main_first
 
 from ..anchors import (
     MISSING_LABEL,
     MISSING_POSITION,
-    RESPONSE_START_COLUMN,
     AnchorSpec,
     Boundary,
-    common_prefix_length,
-    conversation_prompt,
     describe_indices,
     locate_anchor,
     normalize_label,
 )
-from .presafety_mixin import MERGE_REASON, PreSafetyTrainerMixin
+from .anchoring import missing_anchor_error, prompt_boundary, report_missing_anchors
+from .presafety_mixin import PreSafetyTrainerMixin
 from .presafety_sft_config import PreSafetySFTConfig
 
 
@@ -209,25 +206,15 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
                         f"{describe_indices(dropped)}."
                     )
                 self._presafety_count_merges(sum(dataset["presafety_merged"]), dataset_name)
-                no_anchor = [i for i, s in enumerate(status) if s == _NO_ANCHOR]
-                truncated = [i for i, s in enumerate(status) if s == _TRUNCATED]
-                merged = [i for i, s in enumerate(status) if s == _MERGED]
-                self._presafety_report_missing(
-                    merged, len(labeled), dataset_name, MERGE_REASON, args.presafety_on_missing_anchor
-                )
-                self._presafety_report_missing(
-                    no_anchor,
-                    len(labeled),
+                report_missing_anchors(
                     dataset_name,
-                    f"anchor '{args.presafety_anchor}' not found",
-                    args.presafety_on_missing_anchor,
-                )
-                self._presafety_report_missing(
-                    truncated,
                     len(labeled),
-                    dataset_name,
-                    f"anchor cut by max_length={args.max_length}",
                     args.presafety_on_missing_anchor,
+                    args.presafety_anchor,
+                    args.max_length,
+                    not_found=[i for i, s in enumerate(status) if s == _NO_ANCHOR],
+                    cut=[i for i, s in enumerate(status) if s == _TRUNCATED],
+                    merged=[i for i, s in enumerate(status) if s == _MERGED],
                 )
             dataset = dataset.remove_columns(["presafety_status", "presafety_merged"])
 
@@ -273,16 +260,8 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
         """Where the model's output starts in `input_ids` (and the template's generation prompt, for conversations),
         and how many leading tokens the prompt tokenized alone shares with `input_ids` (`None` when unknown).
 
-        Found from the template's structure, the way TRL finds the completion start, never from the text.
+        Found from the template's structure ([`prompt_boundary`], shared with the DPO trainer), never from the text.
         """
-        tokenizer = getattr(processing_class, "tokenizer", processing_class)
-        tools = example.get("tools")
-        tools = json.loads(tools) if isinstance(tools, str) else tools
-        template_kwargs = {
-            "chat_template": chat_template,
-            "tools": tools,
-            **(example.get("chat_template_kwargs") or {}),
-        }
         prompt = example.get("prompt")
         if prompt is None and example.get("messages"):
             messages = example["messages"]
@@ -291,14 +270,7 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
             if prompt is None:
                 return None, None
         if prompt is not None:
-            if is_conversational({"prompt": prompt}):
-                prompt_ids, generation_start = conversation_prompt(tokenizer, prompt, **template_kwargs)
-            else:
-                offset = example.get(RESPONSE_START_COLUMN)
-                head = prompt if offset is None else prompt[:offset]
-                prompt_ids, generation_start = _tokenize(processing_class, head)["input_ids"], None
-            boundary = Boundary(len(prompt_ids), generation_start)
-            return boundary, common_prefix_length(prompt_ids, input_ids)
+            return prompt_boundary(example, prompt, input_ids, processing_class, chat_template)
         # Already tokenized data: the completion starts at the first trained token
         if example.get("completion_mask") is not None and 1 in example["completion_mask"]:
             return Boundary(example["completion_mask"].index(1)), None
@@ -363,11 +335,7 @@ def _build_presafety_targets(
             if all(t == -100 for t in output["labels"]):
                 status = _DROPPED  # TRL drops it below: no trainable token left
     if raise_on_missing and status in (_NO_ANCHOR, _TRUNCATED, _MERGED):
-        raise ValueError(
-            f"Example {index} of a streamed dataset has no usable pre-CoT anchor (not found, or cut by "
-            f"max_length={max_length}). Set `presafety_on_missing_anchor='skip'` to train it without the auxiliary "
-            "loss, or check the chat template, `presafety_anchor` and `presafety_think_token`."
-        )
+        raise missing_anchor_error(index, args.presafety_anchor, max_length)
     output["presafety_status"] = status
     output["presafety_merged"] = merged
     return output
