@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .anchors import MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
 from .conversations import check_prompt, check_prompts
+from .generation import check_prompt_lengths, context_length
 from .modeling import (
     AnchorCapture,
     SafetyHeadConfig,
@@ -178,6 +179,8 @@ class SafetyGate:
         head reads, in the input order. Prompts are batched by length, so that a batch pads little."""
         prompts = check_prompts(prompts, f"SafetyGate.{'anchor_states' if states else 'predict_proba'}")
         encoded = [self._encode(p, chat_template_kwargs or {}) for p in prompts]
+        # Before any forward: a prompt past the model's positions was not read, and gets no decision
+        check_prompt_lengths([len(ids) for ids, _ in encoded], context_length(self.model), what="prompts to gate")
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
         base = get_base_causal_lm(self.model)
         device = base.get_input_embeddings().weight.device
