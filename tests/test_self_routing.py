@@ -281,7 +281,8 @@ def test_build_self_routing_command(tmp_path, monkeypatch):
 
 # --- build-sft --self_routing -------------------------------------------------------------------------------------
 def test_build_sft_self_routing_rows():
-    from trl_presafety.data.build_sft import BuildSFTConfig, CompletionJudges, SFTRowBuilder
+    from trl_presafety.data.build_sft import CompletionJudges, SFTRowBuilder
+    from trl_presafety.data.build_sft_config import BuildSFTConfig
     from trl_presafety.judges import RefusalCueJudge
     from trl_presafety.tiny import build_tiny_tokenizer
 
