@@ -1,25 +1,31 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """The package's layering, read from the source's import statements (lazy and `TYPE_CHECKING` imports included):
-model-level code never imports the trainers, `data` never imports `evaluation`, and no two parts import each other."""
+model-level code never imports the trainers, `data` never imports `evaluation`, and no two parts import each other;
+in `benchmarks/`, no module imports another that imports it back (directly or around a longer circle), and the package
+never imports the benchmarks."""
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 
-PACKAGE = Path(__file__).resolve().parents[1] / "trl_presafety"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "trl_presafety"
+BENCHMARKS = ROOT / "benchmarks"
 
 
-def _module_name(path: Path) -> str:
-    parts = ("trl_presafety", *path.relative_to(PACKAGE).with_suffix("").parts)
+def _module_name(path: Path, root: Path = PACKAGE) -> str:
+    parts = (root.name, *path.relative_to(root).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """The `trl_presafety` modules a file imports, anywhere in it (inside functions too)."""
-    module = _module_name(path)
+def _imports(path: Path, root: Path = PACKAGE) -> set[str]:
+    """The modules of `root`'s package a file imports, anywhere in it (inside functions too); `from . import x` names
+    the module `x`."""
+    module = _module_name(path, root)
     package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -32,7 +38,13 @@ def _imports(path: Path) -> set[str]:
             else:
                 target = node.module or ""
             found.add(target)
-    return {name for name in found if name.startswith("trl_presafety")}
+            found.update(f"{target}.{alias.name}" for alias in node.names)  # `from . import data` is a module
+    return {name for name in found if name in _known_modules(root)}
+
+
+@functools.cache
+def _known_modules(root: Path) -> frozenset[str]:
+    return frozenset(_module_name(path, root) for path in root.rglob("*.py"))
 
 
 # The command layer: `cli` names the commands, `scripts` holds them, `pipeline` runs them by name and parses each
@@ -47,6 +59,7 @@ def _part(module: str) -> str:
     return "commands" if part in COMMAND_LAYER else part
 
 
+@functools.cache  # read once: the source does not change during a test session
 def part_graph() -> dict[str, set[str]]:
     graph = defaultdict(set)
     for path in PACKAGE.rglob("*.py"):
@@ -82,3 +95,63 @@ def test_no_two_parts_import_each_other():
     graph = part_graph()
     cycles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if a in graph.get(b, ())})
     assert cycles == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of `graph` (module -> modules it imports): its strongly connected components of more than
+    one module, and the modules that import themselves."""
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1 or node in graph.get(node, ()):
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return cycles
+
+
+@functools.cache
+def benchmark_graph() -> dict[str, set[str]]:
+    graph = {}
+    for path in BENCHMARKS.rglob("*.py"):
+        module = _module_name(path, BENCHMARKS)
+        # A package's `__init__` is imported with any of its modules: only its own imports count
+        graph[module] = {target for target in _imports(path, BENCHMARKS) if target != module}
+    return graph
+
+
+def test_cycle_finder_finds_circles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+    assert "benchmarks.efficacy.data" in benchmark_graph()["benchmarks.efficacy.methods"]  # `from . import data`
+
+
+def test_no_import_circles_in_the_benchmarks():
+    assert _cycles(benchmark_graph()) == []
+
+
+def test_the_package_never_imports_the_benchmarks():
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        names += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and not node.level]
+        assert not any(name.split(".")[0] == "benchmarks" for name in names), path

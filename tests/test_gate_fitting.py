@@ -159,6 +159,7 @@ def test_calibration_record(fitted):
     assert sum(p >= lower for p in comply) / 29 > 0.05
     assert record["source_fingerprint"].startswith("sha256:") and len(record["prompt_hashes"]) == len(DEV)
     assert calibration_overlap(folder, [row["prompt"] for row in DEV[:3] + FIT[:5]]) == 3
+    assert calibration_overlap(folder, [row["prompt"][0]["content"] for row in DEV[:4]]) == 4
 
 
 def test_threshold_defaults_to_half_without_calibration(tiny_model_dirs, tmp_path, caplog):
@@ -178,6 +179,9 @@ def test_calibration_refuses_evaluation_and_fitting_prompts(fitted, tiny_model_d
     gate, _, _ = fitted["qwen3"]
     with pytest.raises(ValueError, match="3 of the 40 calibration prompts .* are prompts the evaluation reports on"):
         calibrate_safety_head(gate, DEV, evaluation_prompts=[row["prompt"] for row in DEV[:3]])
+    # Evaluation sets hold the user's text, label folders chat messages: the same request either way
+    with pytest.raises(ValueError, match="2 of the 40 calibration prompts"):
+        calibrate_safety_head(gate, DEV, evaluation_prompts=[row["prompt"][0]["content"] + " " for row in DEV[:2]])
     with pytest.raises(ValueError, match="is the set the head is fitted on"):
         calibrate_safety_head(gate, FIT)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
@@ -274,3 +278,31 @@ def test_fit_gate_reads_a_label_folder_and_refuses_an_unfinished_one(tiny_model_
     (folder / "labeling_state.json").write_text(json.dumps({**state, "complete": False}))
     with pytest.raises(IncompleteLabelsError, match="labeling is incomplete"):
         fit_safety_head(tiny_model_dirs["qwen3"], str(folder), progress=False)
+
+
+def test_a_gate_fitted_on_a_lora_adapter_reads_the_merged_weights(tiny_model_dirs, tmp_path):
+    """A LoRA run's output is an adapter folder: the gate is fitted on the merged weights, the ones an evaluation
+    (which merges adapters) and a server run, and is bound to them."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from trl_presafety.fingerprints import fingerprint_weights
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # a trained adapter (B = 0 at init would merge to the base weights)
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(0))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    gate = fit_safety_head(str(tmp_path / "adapter"), FIT, tmp_path / "gate", progress=False)
+
+    merged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), str(tmp_path / "adapter")
+    ).merge_and_unload()
+    fingerprint = fingerprint_weights(merged)
+    assert gate.config.backbone_fingerprint == fingerprint
+    assert fingerprint != fingerprint_weights(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]))
+    assert gate.config.base_model == str(tmp_path / "adapter")
+    prompts = [row["prompt"] for row in DEV[:4]]
+    assert SafetyGate.from_pretrained(tmp_path / "gate").predict_proba(prompts) == gate.predict_proba(prompts)
+    load_safety_head(merged, tmp_path / "gate")  # the evaluation's merged model takes the head

@@ -90,6 +90,15 @@ def test_lora_save_records_the_fingerprint_of_base_and_adapter(tiny_model_dirs, 
     # The base model alone is not what the head was trained with
     with pytest.raises(ValueError, match="other weights"):
         load_safety_head(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), out)
+    # Merged by the package (as `eval` merges an adapter): the merged model remembers the weights it came from
+    from trl_presafety.modeling import merge_adapter
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
+    load_safety_head(merge_adapter(PeftModel.from_pretrained(base, out)), out)
+    # Merged by hand, the package cannot tell what it was merged from: refused unless said explicitly
+    by_hand = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), out)
+    with pytest.raises(ValueError, match="merged LoRA weights"):
+        load_safety_head(by_hand.merge_and_unload(), out)
 
 
 def test_consolidated_state_dict_fingerprint_matches_the_model():
@@ -480,3 +489,139 @@ def test_pipeline_file_with_a_duplicate_key_is_refused(tmp_path):
     path.write_text("run_dir: a\nstages:\n  - name: x\n    command: eval\n    command: label\n")
     with pytest.raises(PipelineError, match="line 5: the key `command` is written twice"):
         load_pipeline(path)
+
+
+# --- prompts longer than the model's context ----------------------------------------------------------------------
+
+LONG = "Tell me about locks. " * 6000  # far past the tiny model's 4,096 positions
+
+
+def test_gate_refuses_a_prompt_past_the_context(gate):
+    with pytest.raises(ValueError, match=r"1 of 2 prompts to gate are longer than the model's context of 4,096.*1 \("):
+        gate.predict_proba([REQUEST, LONG])
+
+
+def test_label_refuses_a_prompt_past_the_context_before_loading(label_inputs, tmp_path, monkeypatch):
+    from trl_presafety import generation
+    from trl_presafety.labeling import label_dataset
+
+    root, classifier = label_inputs
+    monkeypatch.setattr(generation, "load_causal_lm", lambda *a, **k: pytest.fail("the model was loaded"))
+    dataset = Dataset.from_list([{"prompt": "hi"}, {"prompt": LONG}])
+    with pytest.raises(
+        ValueError, match=r"1 of 2 prompts are longer than the model's context of 4,096 positions: row 1"
+    ):
+        label_dataset(dataset, str(root / "lrm"), None, classifier, output_dir=tmp_path / "labels")
+    assert not (tmp_path / "labels").exists()
+
+
+def test_eval_refuses_a_prompt_past_the_context_before_loading(tiny_model_dirs, tmp_path, monkeypatch):
+    from trl_presafety.evaluation import EvalConfig, evaluate, evaluator
+
+    rows = [json.loads(line) for line in (Path(__file__).parents[1] / "trl_presafety/data/eval/smoke.jsonl").open()][
+        :2
+    ]
+    rows[1]["prompt"] = LONG
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(evaluator, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    config = EvalConfig(model_name_or_path=tiny_model_dirs["qwen3"], datasets=[str(data)], backend="transformers",
+                        max_new_tokens=8, output_dir=str(tmp_path / "out"), dtype="float32")  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"evaluation prompts are longer than the model's context of 4,096.*\(thinking"
+    ):
+        evaluate(config)
+
+
+def test_generation_refuses_a_prompt_past_the_context(tiny_model_dirs):
+    from trl_presafety.generation import generate_responses
+
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        generate_responses(tiny_model_dirs["qwen3"], None, [LONG], thinking=False, backend="transformers")
+
+
+# --- training entry points ----------------------------------------------------------------------------------------
+
+
+def test_resume_from_checkpoint_true_takes_the_latest_checkpoint(tmp_path):
+    from trl_presafety.scripts.training import resolve_resume_from_checkpoint
+
+    with pytest.raises(ValueError, match=r"resumes the latest `checkpoint-N` folder in `output_dir`.*there is none"):
+        resolve_resume_from_checkpoint("true", str(tmp_path))
+    for step in (5, 20, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert resolve_resume_from_checkpoint("true", str(tmp_path)) == str(tmp_path / "checkpoint-20")
+    assert resolve_resume_from_checkpoint(True, str(tmp_path)) == str(tmp_path / "checkpoint-20")
+    assert resolve_resume_from_checkpoint("false", str(tmp_path)) is None
+    assert resolve_resume_from_checkpoint(None, str(tmp_path)) is None
+    assert resolve_resume_from_checkpoint(str(tmp_path / "checkpoint-5"), None) == str(tmp_path / "checkpoint-5")
+    with pytest.raises(ValueError, match="is not a checkpoint folder"):
+        resolve_resume_from_checkpoint(str(tmp_path / "checkpoint-7"), None)
+
+
+def test_sft_script_resolves_resume_from_checkpoint_before_loading(tiny_model_dirs, tmp_path):
+    from trl_presafety.scripts import sft
+
+    recipe = Path(__file__).parents[1] / "recipes" / "tiny" / "sft" / "config_presafety.yaml"
+    with pytest.raises(ValueError, match="resumes the latest `checkpoint-N`"):
+        sft.main(["--config", str(recipe), "--output_dir", str(tmp_path), "--resume_from_checkpoint", "true",
+                  "--use_cpu", "true", "--dataset_name", "trl_presafety/data/tiny/sft",
+                  "--model_name_or_path", tiny_model_dirs["qwen3"]])  # fmt: skip
+
+
+def test_labels_made_by_another_model_get_a_note(label_inputs, tmp_path, caplog):
+    import shutil
+
+    from trl_presafety.generation import GenerationArguments
+    from trl_presafety.labeling import label_dataset
+    from trl_presafety.scripts.training import note_label_provenance
+
+    root, classifier = label_inputs
+    generation = GenerationArguments(backend="transformers", max_new_tokens=4, generation_batch_size=4)
+    label_dataset(_prompts(2), str(root / "lrm"), None, classifier, generation=generation,
+                  output_dir=tmp_path / "labels", show_progress=False)  # fmt: skip
+    shutil.copytree(root / "lrm", tmp_path / "same")
+    assert note_label_provenance(tmp_path / "labels", str(tmp_path / "same")) is None  # same weights elsewhere
+    _retrain_in_place(tmp_path / "same")
+    note = note_label_provenance(tmp_path / "labels", str(tmp_path / "same"))
+    assert note is not None and "were made by another model" in note and "relabel" in note
+
+
+def test_a_template_whose_assistant_turn_drops_the_generation_prompt_is_named(tmp_path):
+    from trl_presafety.tiny import build_tiny_model
+
+    model, tokenizer = build_tiny_model(style="r1", hidden_size=16, num_attention_heads=2, num_key_value_heads=1)
+    # As the stock DeepSeek-R1 template does: the assistant turn without the reasoning (and its opening tag)
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        "message['content'] + '<｜end▁of▁sentence｜>'",
+        "message['content'].split('</think>')[-1] + '<｜end▁of▁sentence｜>'",
+    )
+    args = PreSafetySFTConfig(output_dir=str(tmp_path), max_steps=1, max_length=256, **CPU_TRAINING_KWARGS)
+    with pytest.raises(
+        ValueError, match=r"is not a prefix of prompt \+ completion.*training template.*chat_template_path"
+    ) as error:
+        PreSafetySFTTrainer(model=model, processing_class=tokenizer, args=args,
+                            train_dataset=Dataset.from_list(load_tiny_sft_rows(4)))  # fmt: skip
+    assert "merge" not in str(error.value).split("; indices")[0]
+
+
+def test_eval_report_names_the_weights_by_content_and_a_retrained_model_is_not_served_from_cache(
+    tmp_path, tiny_model_dirs
+):
+    import shutil
+
+    from trl_presafety.evaluation import evaluate
+
+    from .test_evaluation import small_config
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dirs["qwen3"], model_dir)
+    config = small_config(
+        str(model_dir), tmp_path / "out", sampling_grid=["greedy"], datasets=["smoke@1"], probe=False, plot=False
+    )
+    first = evaluate(config)
+    assert first["model"]["fingerprints"] == {"model": fingerprint_path(model_dir)}
+    _retrain_in_place(model_dir)
+    again = evaluate(config)
+    assert again["model"]["fingerprints"]["model"] != first["model"]["fingerprints"]["model"]
+    assert again["runtime"]["generations_from_cache"] == 0

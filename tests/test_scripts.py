@@ -32,6 +32,10 @@ def _head_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _assert_saved_head_matches(output_dir: Path, base_model_dir: str | Path, trained: dict[str, torch.Tensor]) -> None:
     model = AutoModelForCausalLM.from_pretrained(base_model_dir)
+    if (Path(output_dir) / "adapter_config.json").is_file():  # the head is bound to the base weights + the adapter
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, output_dir)
     loaded = load_safety_head(model, output_dir).state_dict()
     assert loaded.keys() == trained.keys()
     for name, value in trained.items():

@@ -93,7 +93,7 @@ from trl_presafety.shards import claim_shard
 folder = Path(sys.argv[1])
 (folder / f"ready-{os.getpid()}").touch()
 while not (folder / "go").exists():
-    pass
+    time.sleep(0.001)
 claim = claim_shard(folder / "s.claim", claim_timeout=60)
 print("won" if claim is not None else "lost", flush=True)
 time.sleep(2.0)

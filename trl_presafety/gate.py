@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .anchors import MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
 from .conversations import check_prompt, check_prompts
+from .generation import check_prompt_lengths, context_length
 from .modeling import (
     AnchorCapture,
     SafetyHeadConfig,
@@ -26,6 +27,32 @@ from .modeling import (
 
 logger = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.5
+
+
+def load_causal_lm(name_or_path: str | os.PathLike, **model_kwargs) -> nn.Module:
+    """`AutoModelForCausalLM.from_pretrained`, except that a PEFT adapter folder is merged into its base model: the
+    weights an evaluation (which merges adapters) or a server runs, so that a gate fitted on them is bound to those."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    path = Path(name_or_path)
+    adapter = path / "adapter_config.json"
+    if adapter.is_file() and not (path / "config.json").is_file():
+        from peft import PeftModel
+
+        base = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+        model = AutoModelForCausalLM.from_pretrained(base, **model_kwargs)
+        return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    return AutoModelForCausalLM.from_pretrained(str(name_or_path), **model_kwargs)
+
+
+def _tokenizer_source(*candidates: str | os.PathLike | None) -> str:
+    """The first candidate folder holding a tokenizer, else the last candidate (a hub id)."""
+    for candidate in candidates:
+        if candidate is not None and (Path(candidate) / "tokenizer_config.json").is_file():
+            return str(candidate)
+    return str([c for c in candidates if c is not None][-1])
 
 
 class SafetyGate:
@@ -138,10 +165,12 @@ class SafetyGate:
                 "names no `base_model`. Pass the output folder of the training run, or refit the head with "
                 "`trl-presafety fit-gate`, which records the base model."
             )
-        model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
+        if has_weights:  # a training run's output: its weights (or its adapter over the base) as saved with the head
+            model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
+        else:  # a fitted head reads the base model's weights, an adapter merged (as fit-gate read them)
+            model = load_causal_lm(model_path, **model_kwargs)
         if tokenizer is None:
-            has_tokenizer = (folder / "tokenizer_config.json").is_file()
-            tokenizer = AutoTokenizer.from_pretrained(str(folder) if has_tokenizer else model_path)
+            tokenizer = AutoTokenizer.from_pretrained(_tokenizer_source(folder, model_path))
         # Refused on other weights than the head read when it was fitted or trained (its `backbone_fingerprint`)
         load_safety_head(model, folder, allow_other_weights=allow_other_weights)
         return cls(model, tokenizer, threshold=threshold, batch_size=batch_size)
@@ -178,6 +207,8 @@ class SafetyGate:
         head reads, in the input order. Prompts are batched by length, so that a batch pads little."""
         prompts = check_prompts(prompts, f"SafetyGate.{'anchor_states' if states else 'predict_proba'}")
         encoded = [self._encode(p, chat_template_kwargs or {}) for p in prompts]
+        # Before any forward: a prompt past the model's positions was not read, and gets no decision
+        check_prompt_lengths([len(ids) for ids, _ in encoded], context_length(self.model), what="prompts to gate")
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
         base = get_base_causal_lm(self.model)
         device = base.get_input_embeddings().weight.device

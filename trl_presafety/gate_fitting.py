@@ -30,7 +30,7 @@ from torch import nn
 
 from .anchors import MISSING_LABEL, MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
 from .fingerprints import fingerprint_json, fingerprint_weights
-from .gate import SafetyGate
+from .gate import SafetyGate, _tokenizer_source, load_causal_lm
 from .modeling import SafetyHeadConfig, attach_safety_head, get_base_causal_lm, get_safety_head, save_safety_head
 
 
@@ -86,9 +86,15 @@ def load_labeled_prompts(
 
 
 def text_hash(prompt: Any) -> str:
-    """A short hash of one prompt (a string, or a list of chat messages), the same for the same text (whitespace
-    runs count as one space)."""
-    text = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+    """A short hash of one prompt, the same for the same request however it is written: a string, or chat messages
+    (their user turns; so a one-turn conversation and its user text hash alike, as the label folders and the evaluation
+    sets write them). Whitespace runs count as one space."""
+    if isinstance(prompt, str):
+        text = prompt
+    elif isinstance(prompt, (list, tuple)) and all(isinstance(m, dict) for m in prompt):
+        text = "\n".join(str(m.get("content", "")) for m in prompt if m.get("role") == "user")
+    else:
+        text = json.dumps(prompt, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:16]
 
 
@@ -312,7 +318,7 @@ def fit_safety_head(
         model_init_kwargs (`dict`, *optional*): Passed to `AutoModelForCausalLM.from_pretrained` for a model given by
             name (e.g. `{"dtype": "bfloat16"}`).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if l2 <= 0 or not math.isfinite(l2):
         raise ValueError(f"Invalid `l2`: {l2!r}. Use a positive penalty, e.g. 1.0 (scikit-learn's C = 1 / l2).")
@@ -333,13 +339,13 @@ def fit_safety_head(
 
     if isinstance(model, (str, os.PathLike)):
         base_model = str(model)
-        model = AutoModelForCausalLM.from_pretrained(base_model, **(model_init_kwargs or {}))
+        model = load_causal_lm(base_model, **(model_init_kwargs or {}))  # an adapter folder: merged
     else:
         base_model = getattr(get_base_causal_lm(model).config, "_name_or_path", None) or None
     if tokenizer is None:
         if base_model is None:
             raise ValueError("The model has no `name_or_path` to load its tokenizer from: pass `tokenizer`.")
-        tokenizer = AutoTokenizer.from_pretrained(base_model)
+        tokenizer = AutoTokenizer.from_pretrained(_tokenizer_source(base_model, _adapter_base(base_model)))
     if get_safety_head(model) is not None:
         raise ValueError(
             "The model already carries a safety head (a PreSafety run's, or one loaded with `load_safety_head`). "
@@ -397,6 +403,11 @@ def fit_safety_head(
     if output_dir is not None:
         save_fitted_gate(gate, output_dir)
     return gate
+
+
+def _adapter_base(name_or_path: str) -> str | None:
+    config = Path(name_or_path) / "adapter_config.json"
+    return json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path") if config.is_file() else None
 
 
 def save_fitted_gate(gate: SafetyGate, output_dir: str | os.PathLike) -> Path:

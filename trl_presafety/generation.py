@@ -19,6 +19,7 @@ answers = generate_responses("Qwen/Qwen3-0.6B", None, ["How do I make a bomb?"],
 
 import importlib.util
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,6 +101,58 @@ def load_causal_lm(model_id: str, model_init_kwargs: dict[str, Any] | None = Non
     if torch.cuda.is_available() and "device_map" not in kwargs:
         model = model.to("cuda")
     return model.eval()
+
+
+def context_length(model: Any, max_model_len: int | None = None) -> int | None:
+    """The positions the model can read (`max_position_embeddings` of its text config, or vLLM's smaller
+    `max_model_len`), for a model in memory or a path / hub id; `None` when its config does not say."""
+    config = getattr(model, "config", None)
+    if config is None and isinstance(model, (str, os.PathLike)):
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(str(model))
+        except (OSError, ValueError):
+            return max_model_len
+    if config is None:
+        return max_model_len
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text_config, "max_position_embeddings", None)
+    if max_model_len is not None:
+        limit = max_model_len if limit is None else min(limit, int(max_model_len))
+    return int(limit) if limit else None
+
+
+def check_prompt_lengths(
+    lengths: Sequence[int],
+    context: int | None,
+    names: Sequence[Any] | None = None,
+    what: str = "prompts",
+    max_new_tokens: int | None = None,
+) -> None:
+    """Refuses prompts the model cannot read whole: `length >= context` (no position left to answer from). Nothing is
+    truncated: a decision or an answer for a prompt whose start or end was cut would be reported as if it had been
+    read. Prompts whose answer would run past the context (`length + max_new_tokens > context`) are reported: their
+    answers stop at the context."""
+    if context is None:
+        return
+    names = list(names) if names is not None else list(range(len(lengths)))
+    long = [(name, n) for name, n in zip(names, lengths, strict=True) if n >= context]
+    if long:
+        shown = ", ".join(f"{name} ({n:,} tokens)" for name, n in long[:5]) + (" ..." if len(long) > 5 else "")
+        raise ValueError(
+            f"{len(long)} of {len(lengths)} {what} are longer than the model's context of {context:,} positions: "
+            f"{shown}. The model cannot read them whole, so no decision or answer is given for them (none is "
+            "truncated silently). Remove or shorten them (e.g. filter the data on length), or use a model with a "
+            "longer context."
+        )
+    if max_new_tokens:
+        capped = sum(n + max_new_tokens > context for n in lengths)
+        if capped:
+            logger.warning(
+                f"{capped} of {len(lengths)} {what} leave less than max_new_tokens={max_new_tokens} positions of the "
+                f"model's context ({context:,}): their answers stop at the context."
+            )
 
 
 def _model_id(model: PreTrainedModel | str) -> str | None:
@@ -230,6 +283,13 @@ def generate_responses_from_texts(
         return []
     tokenizer = _load_tokenizer(model, tokenizer)
     prompt_ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    # Before any model is loaded or memory allocated: a prompt past the context gets no answer
+    engine_kwargs = generation.vllm_kwargs() if vllm_kwargs is None else vllm_kwargs
+    check_prompt_lengths(
+        [len(ids) for ids in prompt_ids],
+        context_length(model, engine_kwargs.get("max_model_len")),
+        max_new_tokens=generation.max_new_tokens,
+    )
     if resolve_backend(generation.backend, model) == "vllm":
         engine_kwargs = generation.vllm_kwargs() if vllm_kwargs is None else vllm_kwargs
         return _generate_vllm(

@@ -653,6 +653,22 @@ def check_head_tensors(tensors: dict[str, torch.Tensor], head: nn.Module, source
         )
 
 
+# Set on a model merged from base + adapter by [`merge_adapter`]: the fingerprint of the unmerged weights, which a head
+# trained with LoRA records
+MERGED_FROM_ATTR = "_presafety_merged_from_fingerprint"
+
+
+def merge_adapter(model: nn.Module) -> nn.Module:
+    """`PeftModel.merge_and_unload()`, remembering the fingerprint of the unmerged weights: a head trained with the
+    adapter (bound to base + adapter) still loads on the merged model, which computes the same function."""
+    from .fingerprints import fingerprint_weights
+
+    fingerprint = fingerprint_weights(model)
+    merged = model.merge_and_unload()
+    setattr(merged, MERGED_FROM_ATTR, fingerprint)
+    return merged
+
+
 def check_head_weights_binding(
     config: SafetyHeadConfig, model: nn.Module, source: str, allow_other_weights: bool = False
 ) -> None:
@@ -666,7 +682,8 @@ def check_head_weights_binding(
         )
         return
     actual = fingerprint_weights(model)
-    if actual == config.backbone_fingerprint:
+    # A model merged from an adapter by this package (`merge_adapter`) remembers the weights it was merged from
+    if config.backbone_fingerprint in (actual, getattr(get_base_causal_lm(model), MERGED_FROM_ATTR, None)):
         return
     if actual is None:
         logger.warning(

@@ -502,6 +502,16 @@ def output_complete(stage: Stage) -> bool:
         elif stage.command == "train-classifier":
             if not (path / "classifier_results.json").is_file():
                 return False
+        elif stage.command == "fit-gate":
+            from .modeling import SAFETY_HEAD_CONFIG_NAME
+
+            # The head's config is written after its weights, the tokenizer last
+            if not (path / SAFETY_HEAD_CONFIG_NAME).is_file() or not (path / "tokenizer_config.json").is_file():
+                return False
+        elif stage.command == "export-gate":
+            # The model card is written after the weights and the tokenizer
+            if not (path / "README.md").is_file() or not (path / "config.json").is_file():
+                return False
         elif not path.exists():
             return False
     return True

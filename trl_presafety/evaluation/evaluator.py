@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..generation import resolve_backend
+from ..overlap import training_overlap
 from .cache import JsonlCache, stable_hash
 from .config import JUDGE_VIEWS, EvalConfig
 from .data import load_eval_datasets
@@ -24,6 +25,7 @@ from .metrics import compute_figures, summarize
 from .models import (
     build_judge,
     default_run_name,
+    evaluated_fingerprints,
     find_safety_head,
     free_memory,
     load_model,
@@ -32,7 +34,7 @@ from .models import (
     model_fingerprint,
 )
 from .probe import run_probe
-from .prompts import build_work_items
+from .prompts import build_work_items, check_eval_prompt_lengths
 from .records import finish_records, make_records
 from .report import write_report
 from .route import make_router, precompute_probabilities, prepare_route, routing_section
@@ -134,6 +136,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
     head_path = find_safety_head(config)
     if tokenizer is None:
         tokenizer = load_tokenizer(config)
+    check_eval_prompt_lengths(examples, tokenizer, model, config)  # before any model is loaded or memory allocated
     if model is None and (backend == "transformers" or config.route or (config.probe and head_path is not None)):
         model = load_model(config)
 
@@ -192,9 +195,12 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
             "safety_head_path": head_path,
             "route_gate": route.gate if route is not None else None,
             "backend": backend,
+            # What was evaluated, by content: a report names the weights, not only where they were
+            "fingerprints": evaluated_fingerprints(config, model if backend == "transformers" else None),
         },
         "judge": judge.describe(),
         "config": asdict(config),
+        "training_overlap": training_overlap([config.adapter_path, config.model_name_or_path], examples),
         "datasets": sorted({e["dataset"] for e in examples}),
         "summary": summarize(figures, probe, config),
         "figures": figures,

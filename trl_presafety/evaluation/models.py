@@ -59,7 +59,10 @@ def load_model(config: EvalConfig) -> Any:
     if config.adapter_path:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, config.adapter_path).merge_and_unload()
+        from ..modeling import merge_adapter
+
+        # Merged once for speed; the merged model remembers the adapter's weights, to which a LoRA run's head is bound
+        model = merge_adapter(PeftModel.from_pretrained(model, config.adapter_path))
     if torch.cuda.is_available():
         model = model.to("cuda")
     model.eval()
@@ -82,21 +85,24 @@ def merged_model_dir(config: EvalConfig, model: Any | None, tokenizer: Any) -> s
 
 
 def model_fingerprint(config: EvalConfig, model: Any | None) -> str:
-    """What identifies the evaluated weights in the cache keys (paths plus weight-file sizes and times)."""
-    parts: list[Any] = [config.model_name_or_path, config.adapter_path]
-    for folder in (config.model_name_or_path, config.adapter_path):
-        if folder and Path(folder).is_dir():
-            for file in sorted(Path(folder).glob("*.safetensors")) + sorted(Path(folder).glob("*.bin")):
-                stat = file.stat()
-                parts.append([file.name, stat.st_size, stat.st_mtime_ns])
-    if model is not None and not any(isinstance(p, list) for p in parts):
-        # An in-memory model with no files to stat: a checksum of its first tensors
-        import torch
+    """What identifies the evaluated weights in the cache keys: the content fingerprints of the model and adapter
+    (`trl_presafety.fingerprints`), not their paths or file times, so that a model retrained at the same path is
+    evaluated again and an identical copy elsewhere reuses the cache; for a model in memory, its weights'."""
+    return stable_hash(list(evaluated_fingerprints(config, model).values()))
 
-        with torch.no_grad():
-            params = list(model.parameters())[:4]
-            parts.append([type(model).__name__, [round(float(p.float().sum()), 4) for p in params]])
-    return stable_hash(parts)
+
+def evaluated_fingerprints(config: EvalConfig, model: Any | None) -> dict[str, str | None]:
+    """The content fingerprints of what is evaluated (recorded in the report): the model (its files, or its weights
+    when it was given in memory) and the adapter."""
+    from ..fingerprints import fingerprint_path, fingerprint_weights
+
+    local = config.model_name_or_path and Path(config.model_name_or_path).exists()
+    if model is not None and not local:
+        return {"model_weights": fingerprint_weights(model)}
+    values = {"model": fingerprint_path(config.model_name_or_path)}
+    if config.adapter_path:
+        values["adapter"] = fingerprint_path(config.adapter_path)
+    return values
 
 
 def free_memory() -> None:

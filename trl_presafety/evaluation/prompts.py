@@ -57,6 +57,25 @@ def split_generated(prompt_text: str, response: str) -> dict[str, Any]:
     return {"reasoning": split.reasoning, "answer": split.answer, "closed": split.closed}
 
 
+def check_eval_prompt_lengths(
+    examples: Sequence[dict[str, Any]], tokenizer: Any, model: Any, config: EvalConfig
+) -> None:
+    """Refuses, before any model is loaded, the examples whose prompt (in any thinking mode) is longer than the model's
+    context: they would get no readable answer (see `generation.check_prompt_lengths`)."""
+    from ..generation import check_prompt_lengths, context_length
+
+    context = context_length(model if model is not None else config.model_name_or_path, config.vllm_max_model_len)
+    if context is None:
+        return
+    names, texts = [], []
+    for example in examples:
+        for mode in config.thinking_modes:
+            names.append(f"{example['dataset']}/{example['id']} (thinking {mode})")
+            texts.append(build_eval_prompt(example, tokenizer, mode, config))
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    check_prompt_lengths(lengths, context, names, what="evaluation prompts", max_new_tokens=config.max_new_tokens)
+
+
 def build_work_items(
     examples: Sequence[dict[str, Any]],
     tokenizer: Any,

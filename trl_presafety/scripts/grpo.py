@@ -242,7 +242,7 @@ def train(script_args, training_args, model_args, dataset_args):
     )
 
     model_name = check_model_name(model_args)
-    check_training_inputs(script_args, dataset_args, model_args)
+    check_training_inputs(script_args, dataset_args, model_args, training_args)
     check_precision(training_args)
     check_trackers(training_args)
     apply_model_init_kwargs(model_args, training_args)

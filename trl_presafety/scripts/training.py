@@ -165,16 +165,79 @@ def check_precision(training_args: Any) -> str:
     return wanted
 
 
-def check_training_inputs(script_args: Any, dataset_args: Any, model_args: Any) -> None:
+def check_training_inputs(
+    script_args: Any, dataset_args: Any, model_args: Any, training_args: Any | None = None
+) -> None:
     """Stops before anything loads (or tries the network) when a local input of the recipe is missing: the data (a
     label folder not written yet, or one whose labeling did not finish), then the model folder. Each error names the
-    field and the command that makes the input."""
+    field and the command that makes the input. Notes labels made with another model than the one trained (see
+    [`note_label_provenance`]) and resolves `resume_from_checkpoint` (see [`resolve_resume_from_checkpoint`])."""
     from ..inputs import check_data_input, check_model_input, looks_local
 
     _check_data_inputs(script_args, dataset_args, check_data_input, looks_local)
+    folders = []
     for path in _local_dataset_paths(script_args, dataset_args):
-        check_label_folder(path, script_args.allow_incomplete_labels)
+        folder = check_label_folder(path, script_args.allow_incomplete_labels)
+        if folder is not None and folder not in folders:
+            folders.append(folder)
     check_model_input(model_args.model_name_or_path)
+    for folder in folders:
+        note_label_provenance(folder, model_args.model_name_or_path)
+    if training_args is not None:
+        training_args.resume_from_checkpoint = resolve_resume_from_checkpoint(
+            training_args.resume_from_checkpoint, training_args.output_dir
+        )
+
+
+def note_label_provenance(folder: str | Path, model_name_or_path: str | None) -> str | None:
+    """A note (a warning, returned too) when a label folder's labels were made with other weights than the model about
+    to be trained. The rule: a note, not an error. The method's safe model is usually the trained LRM itself with
+    thinking off, so a mismatch is most often stale labels (a model retrained since, another checkpoint); but labels
+    from a separate safe model are a legitimate choice, which the note names so that it is a visible one."""
+    from ..fingerprints import fingerprint_path
+    from ..labeling.state import label_folder_status
+
+    state = label_folder_status(folder).get("state") or {}
+    recorded = state.get("model_fingerprint")
+    if state.get("command", "label") != "label" or not recorded or not model_name_or_path:
+        return None
+    if fingerprint_path(model_name_or_path) == recorded:
+        return None
+    note = (
+        f"The labels in {folder} were made by another model ({state.get('model')!r}, fingerprint {recorded[:19]}...) "
+        f"than the one trained here ({model_name_or_path!r}): the safety labels are that model's decisions. If it is "
+        "the same model retrained since, or another checkpoint of it, relabel with `trl-presafety label` on this "
+        "model; if a separate safe model is intended, this note only records it."
+    )
+    warn_on_main_process(note)
+    return note
+
+
+def resolve_resume_from_checkpoint(value: Any, output_dir: str | None) -> str | None:
+    """`--resume_from_checkpoint true` as TRL users expect: the latest `checkpoint-N` in `output_dir` (transformers
+    takes the string "true" for a folder name). `false`/`none` start fresh; a folder must exist."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if value is None or value is False:
+        return None
+    text = str(value).strip()
+    if text.lower() in ("", "false", "none", "no", "0"):
+        return None
+    if value is True or text.lower() in ("true", "yes", "1", "latest", "last"):
+        latest = get_last_checkpoint(output_dir) if output_dir and Path(output_dir).is_dir() else None
+        if latest is None:
+            raise ValueError(
+                f"Invalid `resume_from_checkpoint`: {value!r} resumes the latest `checkpoint-N` folder in `output_dir` "
+                f"({output_dir!r}), but there is none. Remove the option to start a new run, or pass the path of a "
+                "checkpoint folder."
+            )
+        return latest
+    if not Path(text).is_dir():
+        raise ValueError(
+            f"Invalid `resume_from_checkpoint`: {value!r} is not a checkpoint folder. Pass the path of a "
+            "`checkpoint-N` folder, or `true` to resume the latest one in `output_dir`."
+        )
+    return text
 
 
 def _check_data_inputs(script_args: Any, dataset_args: Any, check_data_input: Any, looks_local: Any) -> None:
@@ -225,4 +288,10 @@ def train_and_save(trainer: Any, training_args: Any, train_dataset: Any, data_na
     trainer.save_model(training_args.output_dir)
     if data_names:  # `save_model` does not know where the data came from: write the card again, naming it
         trainer.create_model_card(dataset_name=data_names)
+    if trainer.is_world_process_zero() and hasattr(train_dataset, "__len__"):
+        from ..overlap import TRAINING_PROMPTS_FILE, record_training_prompts
+
+        # Hashes of the training prompts: `eval` says when its prompts were trained on
+        record_training_prompts(train_dataset, training_args.output_dir, data_names or [])
+        trainer.accelerator.print(f"Training prompts recorded in {TRAINING_PROMPTS_FILE} (hashes, for `eval`).")
     trainer.accelerator.print(f"💾 Model and safety head saved to {training_args.output_dir}.")

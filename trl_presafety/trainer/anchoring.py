@@ -18,6 +18,15 @@ MERGE_REASON = (
     "absent in training; `presafety_anchor='think_end'` reads the tag, which no merge touches, or start completions "
     "on a token boundary"
 )
+NOT_PREFIX_REASON = (
+    "the prompt rendered alone, with the chat template's generation prompt (what the gate reads), is not a prefix of "
+    "prompt + completion rendered together: the template renders the assistant turn without what its generation "
+    "prompt ends with (the stock DeepSeek-R1 template drops the generation prompt's `<think>` and the reasoning from "
+    "assistant turns), so the rendered completion does not start where the generation prompt ends and training would "
+    "read another position than inference. Train with a training template whose assistant turn keeps the generation "
+    "prompt and the reasoning (`chat_template_path`, as recipes/DeepSeek-R1-Distill-Qwen-7B/sft/"
+    "deepseek_r1_distill_training.jinja ships)"
+)
 MISSING_ANCHOR_FIX = "check the chat template, `presafety_anchor`, `presafety_think_token` and `max_length`"
 
 
@@ -51,6 +60,24 @@ def prompt_boundary(
     return Boundary(len(prompt_ids), generation_start), common_prefix_length(prompt_ids, token_ids)
 
 
+def prompt_is_text_prefix(
+    example: dict[str, Any], prompt: Any, token_ids: list[int], processing_class: Any, chat_template: str | None = None
+) -> bool:
+    """Whether the text of the tokenized example starts with the text of the prompt rendered alone (with the
+    generation prompt). True when the tokens differ only by a merge at the boundary; false when the template renders
+    the assistant turn differently from its generation prompt (asked only for examples whose tokens differ)."""
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    if is_conversational({"prompt": prompt}):
+        tools = example.get("tools")
+        tools = json.loads(tools) if isinstance(tools, str) else tools
+        kwargs = {"tools": tools, **(example.get("chat_template_kwargs") or {})}
+        if chat_template is not None:
+            kwargs["chat_template"] = chat_template
+        prompt_ids, _ = conversation_prompt(tokenizer, prompt, **kwargs)
+        return tokenizer.decode(token_ids).startswith(tokenizer.decode(prompt_ids))
+    return True  # a text prompt is a prefix of prompt + completion by construction
+
+
 def report_missing_anchors(
     name: str,
     total: int,
@@ -60,6 +87,7 @@ def report_missing_anchors(
     not_found: list[int] = (),
     cut: list[int] = (),
     merged: list[int] = (),
+    not_prefix: list[int] = (),
 ) -> None:
     """The labeled examples of the `name` dataset without a usable anchor, by cause: stops under the `"error"`
     policy, else warns that they train without the auxiliary loss."""
@@ -67,6 +95,7 @@ def report_missing_anchors(
         (not_found, f"anchor '{anchor}' not found"),
         (cut, f"anchor cut by max_length={max_length}"),
         (merged, MERGE_REASON),
+        (not_prefix, NOT_PREFIX_REASON),
     ):
         if not missing:
             continue

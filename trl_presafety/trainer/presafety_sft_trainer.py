@@ -21,7 +21,7 @@ from ..anchors import (
     locate_anchor,
     normalize_label,
 )
-from .anchoring import missing_anchor_error, prompt_boundary, report_missing_anchors
+from .anchoring import missing_anchor_error, prompt_boundary, prompt_is_text_prefix, report_missing_anchors
 from .presafety_mixin import PreSafetyTrainerMixin
 from .presafety_sft_config import PreSafetySFTConfig
 
@@ -37,7 +37,7 @@ TARGETS_COLUMN = "presafety_labels"
 POSITIONS_COLUMN = "presafety_anchor_positions"
 ANCHOR_LABELS_COLUMN = "presafety_anchor_labels"
 # Outcome of the anchor search per example, for the missing-anchor report
-_OK, _UNLABELED, _NO_ANCHOR, _TRUNCATED, _DROPPED, _MERGED = 0, 1, 2, 3, 4, 5
+_OK, _UNLABELED, _NO_ANCHOR, _TRUNCATED, _DROPPED, _MERGED, _NOT_PREFIX = 0, 1, 2, 3, 4, 5, 6
 
 
 @dataclass
@@ -215,6 +215,7 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
                     not_found=[i for i, s in enumerate(status) if s == _NO_ANCHOR],
                     cut=[i for i, s in enumerate(status) if s == _TRUNCATED],
                     merged=[i for i, s in enumerate(status) if s == _MERGED],
+                    not_prefix=[i for i, s in enumerate(status) if s == _NOT_PREFIX],
                 )
             dataset = dataset.remove_columns(["presafety_status", "presafety_merged"])
 
@@ -262,19 +263,25 @@ class PreSafetySFTTrainer(PreSafetyTrainerMixin, SFTTrainer):
 
         Found from the template's structure ([`prompt_boundary`], shared with the DPO trainer), never from the text.
         """
-        prompt = example.get("prompt")
+        prompt = _example_prompt(example)
         if prompt is None and example.get("messages"):
-            messages = example["messages"]
-            last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
-            prompt = messages[:last] if last not in (None, 0) else None
-            if prompt is None:
-                return None, None
+            return None, None
         if prompt is not None:
             return prompt_boundary(example, prompt, input_ids, processing_class, chat_template)
         # Already tokenized data: the completion starts at the first trained token
         if example.get("completion_mask") is not None and 1 in example["completion_mask"]:
             return Boundary(example["completion_mask"].index(1)), None
         return None, None
+
+
+def _example_prompt(example: dict[str, Any]) -> Any:
+    """The prompt of an SFT row: `prompt`, or the messages before the last assistant turn of `messages`."""
+    prompt = example.get("prompt")
+    if prompt is None and example.get("messages"):
+        messages = example["messages"]
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        prompt = messages[:last] if last not in (None, 0) else None
+    return prompt
 
 
 def _anchors_of(targets: list[float]) -> tuple[list[int], list[float]]:
@@ -306,10 +313,18 @@ def _build_presafety_targets(
                 boundary = Boundary(first)
         position = MISSING_POSITION if boundary is None else locate_anchor(input_ids, boundary, spec)
     merged = shared is not None and boundary is not None and shared < boundary.response_start
+    # Not a token merge when the texts differ too: the template renders the assistant turn without what its
+    # generation prompt ends with (the stock DeepSeek-R1 template drops `<think>`)
+    not_prefix = merged and not prompt_is_text_prefix(
+        example, _example_prompt(example), input_ids, processing_class, chat_template
+    )
+    merged = merged and not not_prefix
     targets = [MISSING_LABEL] * len(input_ids)
     status = _UNLABELED if label == MISSING_LABEL else _OK
     if status == _OK:
-        if position == MISSING_POSITION or position >= len(input_ids):
+        if not_prefix:
+            status = _NOT_PREFIX
+        elif position == MISSING_POSITION or position >= len(input_ids):
             status = _NO_ANCHOR
         elif merged and position >= shared:
             status = _MERGED  # the token at the anchor is not the one the prompt alone (the gate's input) has there
@@ -334,7 +349,7 @@ def _build_presafety_targets(
                 status = _TRUNCATED
             if all(t == -100 for t in output["labels"]):
                 status = _DROPPED  # TRL drops it below: no trainable token left
-    if raise_on_missing and status in (_NO_ANCHOR, _TRUNCATED, _MERGED):
+    if raise_on_missing and status in (_NO_ANCHOR, _TRUNCATED, _MERGED, _NOT_PREFIX):
         raise missing_anchor_error(index, args.presafety_anchor, max_length)
     output["presafety_status"] = status
     output["presafety_merged"] = merged
