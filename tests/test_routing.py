@@ -587,8 +587,15 @@ def test_eval_routes_with_a_gate_fitted_on_the_frozen_model(tmp_path):
     routing = report["routing"]
     assert routing["gate"] == str(tmp_path / "gate") and routing["threshold_source"].startswith("calibrated")
     gate = SafetyGate.from_pretrained(str(tmp_path / "gate"))
-    assert routing["threshold"] == gate.threshold and routing["n_calibration_overlap"] == 0
+    # Two smoke prompts are also tiny SFT prompts, in the calibration rows: the report counts and flags them
     examples = load_eval_datasets(["smoke"])
+    calibration_texts = {row["prompt"][-1]["content"] for row in rows[100:]}
+    overlap = sum(e["prompt"] in calibration_texts for e in examples)
+    assert overlap == 2 and routing["threshold"] == gate.threshold and routing["n_calibration_overlap"] == overlap
+    assert (
+        "⚠ 2 evaluated prompt(s) were in the set the threshold was calibrated on"
+        in (tmp_path / "out" / "report.md").read_text()
+    )
     probs = dict(
         zip(
             [e["id"] for e in examples],

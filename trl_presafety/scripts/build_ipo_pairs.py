@@ -129,7 +129,7 @@ class BuildIPOPairsArguments:
 
 
 def make_parser():
-    from ..data.ipo import IPOConfig
+    from ..data.ipo_config import IPOConfig
     from ..generation import GenerationArguments
     from .arguments import make_script_parser
 
