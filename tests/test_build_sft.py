@@ -12,15 +12,13 @@ import pytest
 from datasets import load_dataset
 
 from trl_presafety.data.build_sft import (
-    DEFAULT_SAFETY_POLICY,
-    SAFEPATH_PREFILL,
-    BuildSFTConfig,
     CompletionJudges,
     SFTRowBuilder,
     aggregate_stats,
     generation_text,
     parse_candidate,
 )
+from trl_presafety.data.build_sft_config import DEFAULT_SAFETY_POLICY, SAFEPATH_PREFILL, BuildSFTConfig
 from trl_presafety.judges import CueStepJudge, RefusalCueJudge
 from trl_presafety.labeling import IncompleteLabelsError, check_label_folder
 from trl_presafety.scripts import build_sft as build_sft_script

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from trl_presafety.data import registry
-from trl_presafety.data.registry import DATASET_REGISTRY, DatasetAdapter, DatasetFormatError, DatasetSplit, map_gsm8k
+from trl_presafety.data.adapters import DatasetAdapter, DatasetFormatError, DatasetSplit
+from trl_presafety.data.registry import DATASET_REGISTRY, map_gsm8k
 from trl_presafety.evaluation import data as eval_data
 from trl_presafety.evaluation.data import (
     adapt_rows,

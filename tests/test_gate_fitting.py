@@ -278,3 +278,31 @@ def test_fit_gate_reads_a_label_folder_and_refuses_an_unfinished_one(tiny_model_
     (folder / "labeling_state.json").write_text(json.dumps({**state, "complete": False}))
     with pytest.raises(IncompleteLabelsError, match="labeling is incomplete"):
         fit_safety_head(tiny_model_dirs["qwen3"], str(folder), progress=False)
+
+
+def test_a_gate_fitted_on_a_lora_adapter_reads_the_merged_weights(tiny_model_dirs, tmp_path):
+    """A LoRA run's output is an adapter folder: the gate is fitted on the merged weights, the ones an evaluation
+    (which merges adapters) and a server run, and is bound to them."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from trl_presafety.fingerprints import fingerprint_weights
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # a trained adapter (B = 0 at init would merge to the base weights)
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(0))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    gate = fit_safety_head(str(tmp_path / "adapter"), FIT, tmp_path / "gate", progress=False)
+
+    merged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), str(tmp_path / "adapter")
+    ).merge_and_unload()
+    fingerprint = fingerprint_weights(merged)
+    assert gate.config.backbone_fingerprint == fingerprint
+    assert fingerprint != fingerprint_weights(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]))
+    assert gate.config.base_model == str(tmp_path / "adapter")
+    prompts = [row["prompt"] for row in DEV[:4]]
+    assert SafetyGate.from_pretrained(tmp_path / "gate").predict_proba(prompts) == gate.predict_proba(prompts)
+    load_safety_head(merged, tmp_path / "gate")  # the evaluation's merged model takes the head

@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_presafety.data import DEFAULT_TRIGGERS, IPOConfig, IPOPairBuilder, build_ipo_pairs
-from trl_presafety.data.ipo import DEFAULT_BENIGN_REFUSAL
+from trl_presafety.data.ipo_config import DEFAULT_BENIGN_REFUSAL
 from trl_presafety.generation import generate_responses_from_texts
 from trl_presafety.judges import CueStepJudge, StepJudge, split_steps
 from trl_presafety.reasoning import reasoning_start_text

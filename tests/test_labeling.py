@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from trl_presafety.labeling import (
     load_labeled_dataset,
     pipeline,
 )
+from trl_presafety.labeling.pipeline import STATUS_COLUMN
 from trl_presafety.scripts import label as label_script
 from trl_presafety.tiny import TINY_DATA_DIR
 
@@ -69,7 +71,7 @@ def prompts_dataset(n: int) -> Dataset:
 def test_labels_are_the_safe_models_decisions(lrm_dir, classifier):
     dataset = prompts_dataset(10)
     labeled = label_dataset(dataset, lrm_dir, None, classifier, generation=GENERATION, shard_size=4)
-    assert labeled.column_names == dataset.column_names + [LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN]
+    assert labeled.column_names == dataset.column_names + [LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN, STATUS_COLUMN]
     assert labeled["id"] == list(range(10)) and labeled["category"] == dataset["category"]
     # The safe answers are the model's thinking-off answers...
     expected = generate_responses(lrm_dir, None, dataset["prompt"], thinking=False, **GENERATION.to_kwargs())
@@ -113,6 +115,7 @@ def test_labeled_dataset_trains_presafety_sft(lrm_dir, classifier, tmp_path, lab
         LABEL_COLUMN,
         PROB_COLUMN,
         RESPONSE_COLUMN,
+        STATUS_COLUMN,
     ]
     args = PreSafetySFTConfig(
         output_dir=str(tmp_path / "sft"),
@@ -280,7 +283,7 @@ def test_resume_after_killed_process(lrm_dir, classifier_dir, tmp_path):
 
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "Labeled 60 prompts" in result.stdout
+    assert re.search(r"Labeled \d+ of 60 prompts", result.stdout)
     assert {name: data for name, data in finished.items()} == {
         name: (shards_dir / name).read_bytes() for name in finished
     }  # the shards finished before the kill were kept as they were
@@ -378,11 +381,12 @@ def test_label_script_end_to_end(lrm_dir, classifier_dir, tmp_path, capsys):
     args += ["--dataset_name", str(EVAL_PROMPTS), "--max_samples", "7", "--output_dir", str(out)]
     args += ["--shard_size", "3", "--max_new_tokens", "6", "--backend", "transformers"]
     label_script.main(args)
-    assert "Labeled 7 prompts" in capsys.readouterr().out
+    assert re.search(r"Labeled \d+ of 7 prompts", capsys.readouterr().out)
     labeled = load_dataset(str(out), split="train")
     rows = [json.loads(x) for x in EVAL_PROMPTS.read_text().splitlines()[:7]]
     assert labeled["prompt"] == [r["prompt"] for r in rows] and labeled["category"] == [r["category"] for r in rows]
-    assert labeled[LABEL_COLUMN] == [int(p >= 0.5) for p in labeled[PROB_COLUMN]]  # the recipe's default threshold
+    # The recipe's default threshold; a blank answer has no label
+    assert labeled[LABEL_COLUMN] == [None if p is None else int(p >= 0.5) for p in labeled[PROB_COLUMN]]
     assert all(isinstance(r, str) for r in labeled[RESPONSE_COLUMN])
 
 
@@ -673,3 +677,87 @@ def test_label_script_reports_changed_labels(lrm_dir, classifier_dir, tmp_path, 
     new = load_labeled_dataset(tmp_path / "out")[LABEL_COLUMN]
     changed = sum(a != b for a, b in zip(old, new, strict=True))
     assert f"Relabeled: {changed} of the 6 existing labels changed" in capsys.readouterr().out
+
+
+# --- blank answers: never a label read from the prompt -------------------------------------------------------------
+# `label` never reads a decision off the prompt: blank, whitespace-only and tag-only answers get no label (or the
+# documented `blank_answer_label`), answers cut at the token cap are labeled from their text (or left unlabeled on
+# request), and the folder's summary counts them.
+
+BLANK_ANSWERS = {
+    "blank": "\n\n",
+    "spaces": "   ",
+    "empty": "",
+    "unclosed": "<think>\nstill thinking",
+    "tags": "Fine <think> step",
+    "cut": "I can not help with that because " * 4,
+    "ok": "I can't.",
+}
+
+
+@pytest.fixture
+def scripted_answers(monkeypatch):
+    def generate(model, tokenizer, prompts, **kwargs):
+        return [BLANK_ANSWERS[p] for p in prompts]
+
+    monkeypatch.setattr(pipeline, "generate_responses", generate)
+
+
+@pytest.fixture
+def recording_classifier(classifier, monkeypatch):
+    seen = []
+    real = classifier.predict_proba
+
+    def predict_proba(prompts, answers, **kwargs):
+        seen.extend(answers)
+        return real(prompts, answers, **kwargs)
+
+    monkeypatch.setattr(classifier, "predict_proba", predict_proba)
+    return classifier, seen
+
+
+@pytest.mark.parametrize("label_cut_answers", [True, False])
+def test_blank_answers_get_no_label_and_are_counted(
+    lrm_dir, recording_classifier, scripted_answers, tmp_path, label_cut_answers
+):
+    judge, seen = recording_classifier
+    dataset = Dataset.from_dict({"prompt": list(BLANK_ANSWERS)})
+    out = tmp_path / "labels"
+    labeled = label_dataset(
+        dataset, lrm_dir, None, judge, generation=GENERATION, output_dir=out, label_cut_answers=label_cut_answers
+    )
+    statuses = dict(zip(labeled["prompt"], labeled[STATUS_COLUMN]))
+    assert statuses == {
+        "blank": "empty", "spaces": "empty", "empty": "empty", "unclosed": "empty", "tags": "repeated_tags",
+        "cut": "cut", "ok": "ok",
+    }  # fmt: skip
+    labels = dict(zip(labeled["prompt"], labeled[LABEL_COLUMN]))
+    probs = dict(zip(labeled["prompt"], labeled[PROB_COLUMN]))
+    for name in ("blank", "spaces", "empty", "unclosed", "tags"):
+        assert labels[name] is None and probs[name] is None, name
+    assert labels["ok"] in (0, 1)
+    assert (labels["cut"] is None) is (not label_cut_answers)
+    # The classifier was never shown a blank answer (it would have read the prompt)
+    assert seen == [BLANK_ANSWERS["cut"], BLANK_ANSWERS["ok"]] if label_cut_answers else [BLANK_ANSWERS["ok"]]
+    state = json.loads((out / "labeling_state.json").read_text())
+    assert state["num_unlabeled"] == (5 if label_cut_answers else 6) and state["num_rows"] == 7
+    assert state["response_status"] == {"ok": 1, "cut": 1, "empty": 4, "repeated_tags": 1}
+    assert state["label_cut_answers"] is label_cut_answers
+
+
+def test_all_blank_answers_label_nothing(lrm_dir, recording_classifier, scripted_answers):
+    judge, seen = recording_classifier
+    labeled = label_dataset(Dataset.from_dict({"prompt": ["blank", "empty"]}), lrm_dir, None, judge)
+    assert labeled[LABEL_COLUMN] == [None, None] and seen == []
+
+
+def test_blank_answer_label_is_the_documented_label_not_the_classifiers(
+    lrm_dir, recording_classifier, scripted_answers
+):
+    judge, seen = recording_classifier
+    dataset = Dataset.from_dict({"prompt": ["blank", "tags", "ok"]})
+    labeled = label_dataset(dataset, lrm_dir, None, judge, blank_answer_label=0)
+    assert labeled[LABEL_COLUMN][:2] == [0, 0] and labeled[PROB_COLUMN][:2] == [0.0, 0.0]
+    assert seen == [BLANK_ANSWERS["ok"]]
+    with pytest.raises(ValueError, match="`blank_answer_label` must be None"):
+        label_dataset(dataset, lrm_dir, None, judge, blank_answer_label=2)

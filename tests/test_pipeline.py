@@ -323,3 +323,24 @@ def test_shipped_tiny_pipeline(tmp_path, monkeypatch, request):
     state = run_pipeline("recipes/tiny/pipeline.yaml", run_dir=str(tmp_path / "run"))
     assert all(record["complete"] for record in state["stages"].values())
     assert (tmp_path / "run" / "compare-sft" / "compare.md").is_file()
+
+
+def test_gate_stages_are_complete_only_once_written_to_the_end(tmp_path):
+    """fit-gate writes the head, its config, then the tokenizer; export-gate the weights, the tokenizer, then the
+    card: a stage stopped before its last file reruns."""
+    from trl_presafety.pipeline import output_complete
+
+    fit = Stage(name="gate", command="fit-gate", args={"output_dir": str(tmp_path / "gate")})
+    export = Stage(name="cls", command="export-gate", args={"output_dir": str(tmp_path / "cls")})
+    assert not output_complete(fit) and not output_complete(export)
+    (tmp_path / "gate").mkdir()
+    (tmp_path / "gate" / "safety_head.safetensors").write_text("")
+    (tmp_path / "gate" / "safety_head_config.json").write_text("{}")
+    assert not output_complete(fit)
+    (tmp_path / "gate" / "tokenizer_config.json").write_text("{}")
+    assert output_complete(fit)
+    (tmp_path / "cls").mkdir()
+    (tmp_path / "cls" / "config.json").write_text("{}")
+    assert not output_complete(export)
+    (tmp_path / "cls" / "README.md").write_text("")
+    assert output_complete(export)

@@ -565,3 +565,44 @@ def test_eval_route_with_vllm_gates_before_the_engine_loads(routed_model_dir, tm
         assert record["route_proba"] == pytest.approx(probs[record["id"]], abs=1e-5)
         assert record["routed"] is (probs[record["id"]] >= threshold)
         assert record["response"] == (DEFAULT_REFUSAL if record["routed"] else "The answer is 4.")
+
+
+def test_eval_routes_with_a_gate_fitted_on_the_frozen_model(tmp_path):
+    # A gate from any model (`fit-gate`): the head, calibrated on held-out labeled prompts, routes the evaluation of
+    # the untouched model it was fitted on
+    from trl_presafety import fit_safety_head
+
+    from .testing_utils import load_tiny_sft_rows
+
+    model, tokenizer = build_tiny_model("r1", hidden_size=16, num_attention_heads=2, num_key_value_heads=1)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    rows = load_tiny_sft_rows()
+    fit_safety_head(
+        str(tmp_path / "model"), rows[:100], tmp_path / "gate", calibration_dataset=rows[100:], progress=False
+    )
+    report = evaluate(
+        eval_config(str(tmp_path / "model"), tmp_path / "out", route="no_think", route_gate=str(tmp_path / "gate"))
+    )
+    routing = report["routing"]
+    assert routing["gate"] == str(tmp_path / "gate") and routing["threshold_source"].startswith("calibrated")
+    gate = SafetyGate.from_pretrained(str(tmp_path / "gate"))
+    # Two smoke prompts are also tiny SFT prompts, in the calibration rows: the report counts and flags them
+    examples = load_eval_datasets(["smoke"])
+    calibration_texts = {row["prompt"][-1]["content"] for row in rows[100:]}
+    overlap = sum(e["prompt"] in calibration_texts for e in examples)
+    assert overlap == 2 and routing["threshold"] == gate.threshold and routing["n_calibration_overlap"] == overlap
+    assert (
+        "⚠ 2 evaluated prompt(s) were in the set the threshold was calibrated on"
+        in (tmp_path / "out" / "report.md").read_text()
+    )
+    probs = dict(
+        zip(
+            [e["id"] for e in examples],
+            gate.predict_proba([eval_messages(e, eval_config("m", tmp_path)) for e in examples]),
+        )
+    )
+    gate.close()
+    on = [r for r in report["examples"] if r["thinking"] == "on"]
+    assert all(r["routed"] is (probs[r["id"]] >= gate.threshold) for r in on)
+    assert [r["route_proba"] for r in on] == pytest.approx([probs[r["id"]] for r in on], abs=1e-5)

@@ -281,7 +281,8 @@ def test_build_self_routing_command(tmp_path, monkeypatch):
 
 # --- build-sft --self_routing -------------------------------------------------------------------------------------
 def test_build_sft_self_routing_rows():
-    from trl_presafety.data.build_sft import BuildSFTConfig, CompletionJudges, SFTRowBuilder
+    from trl_presafety.data.build_sft import CompletionJudges, SFTRowBuilder
+    from trl_presafety.data.build_sft_config import BuildSFTConfig
     from trl_presafety.judges import RefusalCueJudge
     from trl_presafety.tiny import build_tiny_tokenizer
 
@@ -365,3 +366,28 @@ def test_build_sft_self_routing_command(tiny_model_dirs, tmp_path, monkeypatch):
         assert content.startswith("<think>\n</think>\n\n") == row["self_routed"]
         if row["self_routed"]:
             assert content == "<think>\n</think>\n\n" + row["safe_response"].strip()
+
+
+@pytest.mark.parametrize("style", ["qwen3", "r1"])
+def test_p_refuse_is_the_closing_tag_logprob_any_engine_returns(tiny_model_dirs, tmp_path, style):
+    from trl_presafety.data.self_routing import decision_prompt_ids, is_self_routed
+
+    rows = self_routed(load_tiny_sft_rows(4))
+    trainer = build_trainer("sft", tiny_model_dirs[style], tmp_path, rows, max_steps=2, **TIED)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "m"))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m").eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "m")
+    load_safety_head(model, tmp_path / "m")
+    gate = SafetyGate(model, tokenizer)
+    close_id = tokenizer.convert_tokens_to_ids("</think>")
+    for row in rows:
+        ids = decision_prompt_ids(tokenizer, row["prompt"])
+        # An engine's first-token log-probabilities (here transformers' generate, as vLLM's `logprobs` give them)
+        out = model.generate(torch.tensor([ids]), max_new_tokens=1, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+        logprob = torch.log_softmax(out.logits[0][0].float(), -1)[close_id].item()
+        assert logprob == pytest.approx(float(torch.log(torch.tensor(gate(row["prompt"])))), abs=1e-5)
+    assert is_self_routed("<think>\n</think>\n\nI can't help with that.") and is_self_routed("</think>\n\nNo.")
+    assert not is_self_routed("<think>\nLet me think.\n</think>\n\nOK") and not is_self_routed("<think>\nstill")
+    assert not is_self_routed("Hello")

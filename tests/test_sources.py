@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trl_presafety.data.registry import DATASET_REGISTRY, DatasetFormatError
+from trl_presafety.data.adapters import DatasetFormatError
+from trl_presafety.data.registry import DATASET_REGISTRY
 from trl_presafety.data.sources import COLUMNS, adapt_source, load_prompt_sources, parse_source_spec
 
 

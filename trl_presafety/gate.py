@@ -29,6 +29,32 @@ logger = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.5
 
 
+def load_causal_lm(name_or_path: str | os.PathLike, **model_kwargs) -> nn.Module:
+    """`AutoModelForCausalLM.from_pretrained`, except that a PEFT adapter folder is merged into its base model: the
+    weights an evaluation (which merges adapters) or a server runs, so that a gate fitted on them is bound to those."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    path = Path(name_or_path)
+    adapter = path / "adapter_config.json"
+    if adapter.is_file() and not (path / "config.json").is_file():
+        from peft import PeftModel
+
+        base = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+        model = AutoModelForCausalLM.from_pretrained(base, **model_kwargs)
+        return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    return AutoModelForCausalLM.from_pretrained(str(name_or_path), **model_kwargs)
+
+
+def _tokenizer_source(*candidates: str | os.PathLike | None) -> str:
+    """The first candidate folder holding a tokenizer, else the last candidate (a hub id)."""
+    for candidate in candidates:
+        if candidate is not None and (Path(candidate) / "tokenizer_config.json").is_file():
+            return str(candidate)
+    return str([c for c in candidates if c is not None][-1])
+
+
 class SafetyGate:
     """Pre-CoT refusal probability from a model with a trained safety head, without generating a token.
 
@@ -139,10 +165,12 @@ class SafetyGate:
                 "names no `base_model`. Pass the output folder of the training run, or refit the head with "
                 "`trl-presafety fit-gate`, which records the base model."
             )
-        model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
+        if has_weights:  # a training run's output: its weights (or its adapter over the base) as saved with the head
+            model = AutoModelForCausalLM.from_pretrained(model_path, **model_kwargs)
+        else:  # a fitted head reads the base model's weights, an adapter merged (as fit-gate read them)
+            model = load_causal_lm(model_path, **model_kwargs)
         if tokenizer is None:
-            has_tokenizer = (folder / "tokenizer_config.json").is_file()
-            tokenizer = AutoTokenizer.from_pretrained(str(folder) if has_tokenizer else model_path)
+            tokenizer = AutoTokenizer.from_pretrained(_tokenizer_source(folder, model_path))
         # Refused on other weights than the head read when it was fitted or trained (its `backbone_fingerprint`)
         load_safety_head(model, folder, allow_other_weights=allow_other_weights)
         return cls(model, tokenizer, threshold=threshold, batch_size=batch_size)

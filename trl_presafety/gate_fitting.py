@@ -30,7 +30,7 @@ from torch import nn
 
 from .anchors import MISSING_LABEL, MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
 from .fingerprints import fingerprint_json, fingerprint_weights
-from .gate import SafetyGate
+from .gate import SafetyGate, _tokenizer_source, load_causal_lm
 from .modeling import SafetyHeadConfig, attach_safety_head, get_base_causal_lm, get_safety_head, save_safety_head
 
 
@@ -318,7 +318,7 @@ def fit_safety_head(
         model_init_kwargs (`dict`, *optional*): Passed to `AutoModelForCausalLM.from_pretrained` for a model given by
             name (e.g. `{"dtype": "bfloat16"}`).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if l2 <= 0 or not math.isfinite(l2):
         raise ValueError(f"Invalid `l2`: {l2!r}. Use a positive penalty, e.g. 1.0 (scikit-learn's C = 1 / l2).")
@@ -339,13 +339,13 @@ def fit_safety_head(
 
     if isinstance(model, (str, os.PathLike)):
         base_model = str(model)
-        model = AutoModelForCausalLM.from_pretrained(base_model, **(model_init_kwargs or {}))
+        model = load_causal_lm(base_model, **(model_init_kwargs or {}))  # an adapter folder: merged
     else:
         base_model = getattr(get_base_causal_lm(model).config, "_name_or_path", None) or None
     if tokenizer is None:
         if base_model is None:
             raise ValueError("The model has no `name_or_path` to load its tokenizer from: pass `tokenizer`.")
-        tokenizer = AutoTokenizer.from_pretrained(base_model)
+        tokenizer = AutoTokenizer.from_pretrained(_tokenizer_source(base_model, _adapter_base(base_model)))
     if get_safety_head(model) is not None:
         raise ValueError(
             "The model already carries a safety head (a PreSafety run's, or one loaded with `load_safety_head`). "
@@ -403,6 +403,11 @@ def fit_safety_head(
     if output_dir is not None:
         save_fitted_gate(gate, output_dir)
     return gate
+
+
+def _adapter_base(name_or_path: str) -> str | None:
+    config = Path(name_or_path) / "adapter_config.json"
+    return json.loads(config.read_text(encoding="utf-8")).get("base_model_name_or_path") if config.is_file() else None
 
 
 def save_fitted_gate(gate: SafetyGate, output_dir: str | os.PathLike) -> Path:

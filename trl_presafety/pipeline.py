@@ -393,6 +393,14 @@ def stage_inputs(stage: Stage) -> list[Input]:
         for key in ("adapter_path", "route_gate"):  # the head that routes (`--route`), e.g. a `fit-gate` output
             if values.get(key) and str(values[key]).lower() != "none":
                 inputs.append(Input(str(values[key]), key))
+    elif stage.command in ("fit-gate", "calibrate-gate", "export-gate"):
+        # A gate's labeled prompts (a label folder) and, for the last two, the head folder it reads
+        columns = (values.get("prompt_column", "prompt"), values.get("label_column", "safety_label"))
+        for key in ("dataset_name", "calibration_dataset"):
+            if stage.command != "export-gate" and values.get(key):
+                inputs.append(Input(str(values[key]), key, columns))
+        if values.get("head_path"):
+            inputs.append(Input(str(values["head_path"]), "head_path"))
     elif stage.command == "eval-compare":
         inputs.extend(Input(str(report), "reports") for report in _as_list(values.get("reports") or []))
     elif stage.command == "train-classifier" and values.get("dataset_name"):
@@ -501,6 +509,16 @@ def output_complete(stage: Stage) -> bool:
                 return False
         elif stage.command == "train-classifier":
             if not (path / "classifier_results.json").is_file():
+                return False
+        elif stage.command == "fit-gate":
+            from .modeling import SAFETY_HEAD_CONFIG_NAME
+
+            # The head's config is written after its weights, the tokenizer last
+            if not (path / SAFETY_HEAD_CONFIG_NAME).is_file() or not (path / "tokenizer_config.json").is_file():
+                return False
+        elif stage.command == "export-gate":
+            # The model card is written after the weights and the tokenizer
+            if not (path / "README.md").is_file() or not (path / "config.json").is_file():
                 return False
         elif not path.exists():
             return False

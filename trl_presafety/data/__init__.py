@@ -6,7 +6,8 @@ The bundled tiny datasets live under `trl_presafety/data/tiny/` (see `build_tiny
 """
 
 from .alttrain import AltTrainConfig, build_alttrain_dataset, format_alttrain_example, restructure_reasoning
-from .ipo import DEFAULT_TRIGGERS, IPOConfig, IPOPairBuilder, build_ipo_pairs
+from .ipo import IPOPairBuilder, build_ipo_pairs
+from .ipo_config import DEFAULT_TRIGGERS, IPOConfig
 
 
 __all__ = [

@@ -52,6 +52,46 @@ def thinking_off_answer_problem(answer: Any) -> str | None:
     return None
 
 
+def is_self_routed(response: str) -> bool:
+    """Whether a thinking-on response closed its think block at once, with no reasoning (`"<think>\\n</think>..."`,
+    or `"</think>..."` when an R1-style prompt opened the block): the model routed itself to answer without
+    reasoning."""
+    from ..reasoning import split_reasoning
+
+    split = split_reasoning(response)
+    return split.closed and split.reasoning == "" and THINK_CLOSE in response
+
+
+def decision_prompt_ids(
+    tokenizer: Any,
+    prompt: str | list[dict[str, Any]],
+    think_token: str = THINK_OPEN,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> list[int]:
+    """The token ids after which a self-routing model makes its decision: the thinking-on generation prompt, plus the
+    opening `<think>\\n` when the template leaves it to the response (Qwen3 style). The last id is the first reasoning
+    position (`presafety_anchor="reasoning_start"`); the next token's probability of being `</think>` is P(refuse).
+
+    With an engine that returns prompt log-probabilities (vLLM: `SamplingParams(max_tokens=1, prompt_logprobs=0)` on
+    `TokensPrompt(prompt_token_ids=ids + [close_id])`), the last prompt log-probability is log P(refuse); the same ids
+    with `logprobs=k` return it among the first token's top k when it is there.
+    """
+    from ..anchors import MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
+
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    kwargs = dict(chat_template_kwargs or {})
+    spec = AnchorSpec.from_tokenizer(tokenizer, "reasoning_start", think_token)
+    family = detect_template_family(tokenizer, think_token, **kwargs)
+    ids, position = inference_anchor(tokenizer, messages, spec, family, **kwargs)
+    if position == MISSING_POSITION or position != len(ids) - 1:
+        raise ValueError(
+            f"The chat template's thinking-on generation prompt does not end at the first reasoning position "
+            f"({think_token!r} + newline) for {prompt!r}: thinking is off, or the template is not one of the two "
+            "families (think tag in the generation prompt or at the start of the response)."
+        )
+    return ids
+
+
 def _set_assistant_content(messages: Any, content: str, column: str, index: int) -> list[dict[str, Any]]:
     if not isinstance(messages, list) or not messages or not isinstance(messages[-1], Mapping):
         raise ValueError(

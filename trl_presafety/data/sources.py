@@ -34,17 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from ..harmfulness import parse_harmful
-from .registry import (
-    DATASET_REGISTRY,
+from .adapters import (
     LOCAL_SUFFIXES,
     DatasetFormatError,
     DatasetSpec,
     check_columns,
-    dataset_names,
     looks_like_file,
     parse_dataset_spec,
     read_rows,
 )
+from .registry import DATASET_REGISTRY, dataset_names
 
 
 logger = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ def map_plain(row: dict[str, Any], index: int, harmful: int | None = None) -> di
 
 
 # Sources that read a plain file (`name=PATH`; `tiny` is the bundled one), by name: the row mapping of each
-PLAIN_SOURCES: dict[str, Callable[[dict[str, Any], int], dict[str, Any] | None]] = {
+PLAIN_SOURCE_REGISTRY: dict[str, Callable[[dict[str, Any], int], dict[str, Any] | None]] = {
     "harmful": lambda row, index: map_plain(row, index, harmful=1),
     "benign": lambda row, index: map_plain(row, index, harmful=0),
     "file": map_plain,
@@ -132,7 +131,7 @@ PLAIN_SOURCES: dict[str, Callable[[dict[str, Any], int], dict[str, Any] | None]]
 
 def prompt_source_names() -> list[str]:
     """The names `build-sft --prompts` accepts: the registry's datasets with a `train` split, and the plain sources."""
-    return dataset_names("train") + list(PLAIN_SOURCES)
+    return dataset_names("train") + list(PLAIN_SOURCE_REGISTRY)
 
 
 def parse_source_spec(spec: str) -> DatasetSpec:
@@ -153,7 +152,7 @@ def parse_source_spec(spec: str) -> DatasetSpec:
         )
     if name == "tiny" and not path:
         path = str(TINY_PROMPTS)
-    if name in PLAIN_SOURCES and not path:
+    if name in PLAIN_SOURCE_REGISTRY and not path:
         raise DatasetFormatError(f"Prompt source {spec!r} reads a file: write it as `{name}=PATH`.")
     return DatasetSpec(name, path, parsed.limit, parsed.text, parsed.body)
 
@@ -188,12 +187,12 @@ def _source_row(name: str, mapped: dict[str, Any], index: int) -> dict[str, Any]
 
 def adapt_source(spec: DatasetSpec, rows: Iterable[dict[str, Any]], data_seed: int = 0) -> list[dict[str, Any]]:
     """Maps the published rows of `spec` to prompt rows (every column of [`COLUMNS`]) and keeps `@N` of them."""
-    adapter = DATASET_REGISTRY.get(spec.name) if spec.name not in PLAIN_SOURCES else None
+    adapter = DATASET_REGISTRY.get(spec.name) if spec.name not in PLAIN_SOURCE_REGISTRY else None
     prompts = []
     for index, row in enumerate(rows):
         row = dict(row)
         if adapter is None:
-            mapped = PLAIN_SOURCES[spec.name](row, index)
+            mapped = PLAIN_SOURCE_REGISTRY[spec.name](row, index)
             if mapped is not None:
                 mapped = {**dict.fromkeys(COLUMNS), **mapped, "source": spec.name}
         else:

@@ -32,14 +32,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.registry import (
-    DATASET_REGISTRY,
-    DatasetAdapter,
-    DatasetFormatError,
-    check_columns,
-    parse_dataset_spec,
-    read_rows,
-)
+from ..data.adapters import DatasetAdapter, DatasetFormatError, check_columns, parse_dataset_spec, read_rows
+from ..data.registry import DATASET_REGISTRY
 from ..data.registry import dataset_names as registered_names
 from ..harmfulness import parse_harmful
 

@@ -8,6 +8,13 @@ answers; the [`SafetyDecisionClassifier`] reads (prompt, answer) and gives P(ref
   `PreSafetySFTTrainer` / `PreSafetyDPOTrainer` read by default.
 - `safety_label_prob` (float): P(refusal), the soft label (`presafety_label_column="safety_label_prob"`).
 - `safe_response` (str): the safe model's answer.
+- `safe_response_status` (str): `"ok"`, or why the answer was not read as a decision: `"empty"` (empty or
+  whitespace only, also a think block that never closed), `"repeated_tags"` (think tags inside the answer). Such rows
+  get no label (`safety_label` and `safety_label_prob` are `None`: the trainers skip their auxiliary loss), since a
+  classifier shown a blank answer reads the prompt instead; `blank_answer_label=0` (or 1) gives them that documented
+  label instead, never one read from the prompt. `"cut"`: the answer stopped at `max_new_tokens`; it is
+  labeled from its text (the decision shows in its first sentences) unless `label_cut_answers=False`, which leaves it
+  unlabeled too. The counts are in `labeling_state.json`'s summary.
 
 Every input column is kept. `safety_label` is the decision, not the harmfulness of the prompt: a `harmful` column
 (what IPO, AltTrain and the GRPO safety rewards read) passes through from the input and is never derived from the
@@ -69,7 +76,10 @@ logger = logging.getLogger(__name__)
 LABEL_COLUMN = "safety_label"
 PROB_COLUMN = "safety_label_prob"
 RESPONSE_COLUMN = "safe_response"
-OUTPUT_COLUMNS = (LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN)
+STATUS_COLUMN = "safe_response_status"
+OUTPUT_COLUMNS = (LABEL_COLUMN, PROB_COLUMN, RESPONSE_COLUMN, STATUS_COLUMN)
+# `safe_response_status` values: read as a decision ("ok", "cut" when cut answers are labeled) or left unlabeled
+RESPONSE_STATUSES = ("ok", "cut", "empty", "repeated_tags")
 STATE_VERSION = 1
 # Settings that change the labels: a resumed run must match them (the backend and batch sizes may differ)
 _RESUME_KEYS = (
@@ -86,6 +96,8 @@ _RESUME_KEYS = (
     "threshold",
     "decoding",
     "harmful_sha256",
+    "label_cut_answers",
+    "blank_answer_label",
 )
 
 
@@ -161,6 +173,9 @@ def compare_labels(old: list[Any], new: list[int]) -> dict[str, int]:
             decision = int(float(before) >= 0.5)
         except (TypeError, ValueError):
             decision = None
+        if after is None:  # the new answer was blank: no new decision
+            stats["now_unlabeled"] = stats.get("now_unlabeled", 0) + 1
+            continue
         if decision != after:
             stats["labels_changed"] += 1
             if decision is not None:
@@ -200,6 +215,8 @@ def label_dataset(
     worker_index: int = 0,
     claim_timeout: float = DEFAULT_CLAIM_TIMEOUT,
     take_over_claims: bool = False,
+    label_cut_answers: bool = True,
+    blank_answer_label: int | None = None,
 ) -> Dataset | None:
     """Labels every prompt with the safe model's decision and returns the dataset with `safety_label`,
     `safety_label_prob` and `safe_response` added.
@@ -227,6 +244,11 @@ def label_dataset(
         model_init_kwargs: `from_pretrained` kwargs when `model` is a path and the transformers backend loads it.
         vllm_kwargs: extra `vllm.LLM` kwargs (e.g. `dtype`), merged over the ones from `generation`.
         on_shard_end: called as `on_shard_end(shard_index, num_shards)` after each shard is written.
+        label_cut_answers: label answers cut at `max_new_tokens` from their text (`safe_response_status="cut"`);
+            `False` leaves them unlabeled, like empty answers.
+        blank_answer_label: the label of empty, whitespace-only and tag-only answers: `None` (no label, the default),
+            or `0` / `1` to read every such answer as compliance / refusal (a random tiny model answers only blank
+            lines). Never the classifier's reading of the prompt.
         num_workers: with `output_dir`, label only shards `worker_index, worker_index + num_workers, ...`, as one of
             several workers sharing the folder (see [`trl_presafety.shards.ShardWorkerArguments`]). Every worker
             claims a shard before computing it, so copies of one call on one folder share the shards with no
@@ -250,6 +272,10 @@ def label_dataset(
     # The old decisions, compared with the new ones at the end (a soft label alone is read as a decision too)
     old_column = next((c for c in (LABEL_COLUMN, PROB_COLUMN) if c in present), None)
     old_labels = dataset[old_column] if old_column is not None else None
+    if blank_answer_label not in (None, 0, 1):
+        raise ValueError(
+            f"`blank_answer_label` must be None (no label), 0 (compliance) or 1 (refusal), got {blank_answer_label!r}."
+        )
     if shard_size < 1:
         raise ValueError(f"`shard_size` must be >= 1, got {shard_size}.")
     if not 0.0 <= threshold <= 1.0:
@@ -290,6 +316,8 @@ def label_dataset(
         "threshold": threshold,
         "decoding": decoding,
         "harmful_sha256": harmful_sha256,
+        "label_cut_answers": label_cut_answers,
+        "blank_answer_label": blank_answer_label,
     }
     base = dataset.remove_columns([c for c in OUTPUT_COLUMNS if c in dataset.column_names])
 
@@ -306,12 +334,26 @@ def label_dataset(
             model_init_kwargs=model_init_kwargs,
             **{**kwargs, "seed": kwargs["seed"] + index},
         )
-        probs = classifier.predict_proba(
-            shard_prompts, responses, batch_size=classifier_batch_size, max_length=classifier_max_length
-        )
-        shard = shard.add_column(LABEL_COLUMN, [int(p >= threshold) for p in probs])
-        shard = shard.add_column(PROB_COLUMN, [float(p) for p in probs])
-        return {"labels": shard.add_column(RESPONSE_COLUMN, responses)}, None
+        statuses = [response_status(tokenizer, r, kwargs["max_new_tokens"]) for r in responses]
+        # A blank or tag-only answer is no decision: the classifier would read the prompt instead. Not shown to it
+        read = [i for i, s in enumerate(statuses) if s == "ok" or (s == "cut" and label_cut_answers)]
+        read_probs = classifier.predict_proba(
+            [shard_prompts[i] for i in read],
+            [responses[i] for i in read],
+            batch_size=classifier_batch_size,
+            max_length=classifier_max_length,
+        ) if read else []  # fmt: skip
+        probs: list[float | None] = [None] * len(responses)
+        for i, p in zip(read, read_probs, strict=True):
+            probs[i] = float(p)
+        if blank_answer_label is not None:  # the documented label of a blank answer, not the classifier's
+            for i, status in enumerate(statuses):
+                if status in ("empty", "repeated_tags"):
+                    probs[i] = float(blank_answer_label)
+        shard = shard.add_column(LABEL_COLUMN, [None if p is None else int(p >= threshold) for p in probs])
+        shard = shard.add_column(PROB_COLUMN, probs)
+        shard = shard.add_column(RESPONSE_COLUMN, responses)
+        return {"labels": shard.add_column(STATUS_COLUMN, statuses)}, None
 
     job = None
     if output_dir is not None:
@@ -384,11 +426,34 @@ def _report_relabel(old_labels: list[Any] | None, labeled: Dataset) -> dict[str,
     return stats
 
 
-def _summary(labeled: Dataset) -> dict[str, float]:
-    labels = labeled[LABEL_COLUMN]
+def response_status(tokenizer: Any, response: str, max_new_tokens: int) -> str:
+    """`safe_response_status` of one answer: `"empty"` / `"repeated_tags"` (no decision to read), `"cut"` (stopped
+    at `max_new_tokens`, counted by re-tokenizing the text as the evaluation does) or `"ok"`."""
+    from ..degenerate import degenerate_text
+    from ..reasoning import split_reasoning
+
+    split = split_reasoning(response)
+    reason = degenerate_text(split.answer if split.closed else "", "answer")
+    if reason is not None:
+        return reason
+    if len(tokenizer(response, add_special_tokens=False)["input_ids"]) >= max_new_tokens:
+        return "cut"
+    return "ok"
+
+
+def _summary(labeled: Dataset) -> dict[str, Any]:
+    """The label folder's summary: rates over the labeled rows, and how many rows got no label and why."""
+    labels = [label for label in labeled[LABEL_COLUMN] if label is not None]
+    probs = [p for p in labeled[PROB_COLUMN] if p is not None]
+    statuses = labeled[STATUS_COLUMN] if STATUS_COLUMN in labeled.column_names else ["ok"] * len(labeled)
+    counts = {status: statuses.count(status) for status in RESPONSE_STATUSES}
     return {
-        "refusal_rate": sum(labels) / len(labels),
-        "mean_safety_label_prob": sum(labeled[PROB_COLUMN]) / len(labels),
+        "refusal_rate": sum(labels) / len(labels) if labels else None,
+        "mean_safety_label_prob": sum(probs) / len(probs) if probs else None,
+        "num_rows": len(labeled),
+        "num_labeled": len(labels),
+        "num_unlabeled": len(labeled) - len(labels),
+        "response_status": counts,
     }
 
 

@@ -129,12 +129,12 @@ class BuildIPOPairsArguments:
 
 
 def make_parser():
-    from ..data.ipo import IPOConfig
+    from ..data.ipo_config import IPOConfig
     from ..generation import GenerationArguments
     from .arguments import make_script_parser
 
     dataclass_types = (BuildIPOPairsArguments, IPOConfig, GenerationArguments)
-    return make_script_parser("build-ipo-pairs", dataclass_types, usage=None)
+    return make_script_parser("build-ipo-pairs", dataclass_types)
 
 
 # Rows the builder drops (its stats' keys) and what to change about each

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.build_checks import ALLOW_EMPTY_CLASS_HELP, class_balance_problems, warn_if_inside_package
-from ..data.build_sft import BuildSFTConfig
+from ..data.build_sft_config import BuildSFTConfig
 from ..generation_arguments import GenerationArguments
 from ..judges.registry import JudgeArguments
 from ..shards import ShardWorkerArguments

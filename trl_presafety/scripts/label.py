@@ -89,6 +89,13 @@ class LabelScriptArguments(ShardWorkerArguments):
         Token budget of each (prompt, answer) pair; the longer text is truncated first.
     thinking (`bool`, *optional*, defaults to `False`):
         Generate the safe answers with thinking on. The method's safe model has thinking off.
+    label_cut_answers (`bool`, *optional*, defaults to `True`):
+        Label answers cut at `max_new_tokens` from their text (the decision shows in the first sentences); their
+        `safe_response_status` is `"cut"`. `False` leaves them unlabeled. Empty and whitespace-only answers (and
+        answers with stray think tags) never get a label read by the classifier (it would read the prompt instead).
+    blank_answer_label (`int`, *optional*):
+        Label of those empty answers: unset leaves them unlabeled (`safety_label` None: no auxiliary loss); `0` reads
+        them as compliance, `1` as refusal (the tiny recipe sets 0: its random model answers only blank lines).
     """
 
     dataset_name: str | None = field(
@@ -134,6 +141,21 @@ class LabelScriptArguments(ShardWorkerArguments):
     thinking: bool = field(
         default=False,
         metadata={"help": "Generate the safe answers with thinking on (the method's safe model has it off)."},
+    )
+    label_cut_answers: bool = field(
+        default=True,
+        metadata={
+            "help": "Label answers cut at max_new_tokens from their text (status 'cut'); false leaves them unlabeled. "
+            "Empty answers are never labeled by the classifier."
+        },
+    )
+    blank_answer_label: int | None = field(
+        default=None,
+        metadata={
+            "help": "Label of empty / whitespace-only / tag-only answers: unset = no label; 0 = compliance, 1 = "
+            "refusal. Never read from the prompt.",
+            "choices": [0, 1],
+        },
     )
 
     def __post_init__(self) -> None:
@@ -223,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         classifier_max_length=script_args.classifier_max_length,
         overwrite_output_dir=script_args.overwrite_output_dir,
         overwrite_labels=script_args.overwrite_labels,
+        label_cut_answers=script_args.label_cut_answers,
+        blank_answer_label=script_args.blank_answer_label,
         model_init_kwargs=model_init_kwargs,
         # vLLM loads the model with the same dtype / revision as transformers would
         vllm_kwargs={k: v for k, v in model_init_kwargs.items() if k in ("dtype", "revision") and v is not None},
@@ -234,11 +258,33 @@ def main(argv: list[str] | None = None) -> None:
             f"{script_args.output_dir}/data; the folder is complete when every worker has ended (see the log above)."
         )
         return
-    labels = labeled["safety_label"]
+    summary = json.loads((Path(script_args.output_dir) / STATE_FILE).read_text(encoding="utf-8"))
+    rate = summary.get("refusal_rate")
+    statuses = summary.get("response_status") or {}
     print(
-        f"Labeled {len(labeled)} prompts: refusal rate {sum(labels) / len(labels):.3f}. "
-        f"Shards in {script_args.output_dir}/data (load with datasets.load_dataset({script_args.output_dir!r}))."
+        f"Labeled {summary.get('num_labeled', len(labeled))} of {len(labeled)} prompts: refusal rate "
+        f"{'–' if rate is None else f'{rate:.3f}'}. Shards in {script_args.output_dir}/data (load with "
+        f"datasets.load_dataset({script_args.output_dir!r}))."
     )
+    blank = statuses.get("empty", 0) + statuses.get("repeated_tags", 0)
+    if script_args.blank_answer_label is not None and blank:
+        print(
+            f"  {blank} blank answers ({statuses.get('empty', 0)} empty, {statuses.get('repeated_tags', 0)} with stray "
+            f"think tags) got the label blank_answer_label={script_args.blank_answer_label}, not the classifier's."
+        )
+    if summary.get("num_unlabeled"):
+        reasons = [] if script_args.blank_answer_label is not None else [f"{blank} blank answers"]
+        if not script_args.label_cut_answers:
+            reasons.append(f"{statuses.get('cut', 0)} answers cut at max_new_tokens")
+        print(
+            f"  {summary['num_unlabeled']} unlabeled (safety_label None: no auxiliary loss): {', '.join(reasons)}. "
+            f"Counts in {STATE_FILE} (`num_unlabeled`, `response_status`)."
+        )
+    if script_args.label_cut_answers and statuses.get("cut"):
+        print(
+            f"  {statuses['cut']} answers were cut at max_new_tokens and labeled from their text "
+            "(`safe_response_status` 'cut'); raise max_new_tokens if many are."
+        )
     relabel = json.loads((Path(script_args.output_dir) / STATE_FILE).read_text(encoding="utf-8")).get("relabel")
     if relabel is not None:
         print(
