@@ -134,7 +134,7 @@ def make_parser():
     from .arguments import make_script_parser
 
     dataclass_types = (BuildIPOPairsArguments, IPOConfig, GenerationArguments)
-    return make_script_parser("build-ipo-pairs", dataclass_types, usage=None)
+    return make_script_parser("build-ipo-pairs", dataclass_types)
 
 
 # Rows the builder drops (its stats' keys) and what to change about each
