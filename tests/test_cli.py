@@ -186,6 +186,9 @@ def test_main_without_launch_options_runs_in_process(tiny_model_dirs, tmp_path):
     )
     assert (output_dir / "safety_head_config.json").is_file()
     assert json.loads((output_dir / "trainer_state.json").read_text())["global_step"] == 1
+    # The training prompts are recorded (hashes), for `eval` to find evaluation prompts the model was trained on
+    recorded = json.loads((output_dir / "training_prompts.json").read_text())
+    assert recorded["num_prompts"] == 140 and len(recorded["sha256"]) == 140
 
 
 @pytest.mark.distributed

@@ -37,8 +37,8 @@ def test_only_the_missing_kernels_record_is_dropped(caplog):
 
 @pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="the line comes from bitsandbytes")
 def test_training_command_help_prints_no_kernel_warning():
-    """`trl-presafety sft --help` imports the trainer (hence peft and bitsandbytes). On a CPU with AVX512-BF16 and
+    """`trl-presafety sft --help_all` imports the trainer (hence peft and bitsandbytes). On a CPU with AVX512-BF16 and
     without `kernels`, bitsandbytes logs its warning at import; the command prints none of it."""
-    out, loaded, stderr = run_cli_in_fresh_process(["sft", "--help"], ("bitsandbytes",))
+    out, loaded, stderr = run_cli_in_fresh_process(["sft", "--help_all"], ("bitsandbytes",))
     assert "--presafety_loss_weight" in out and loaded == ["bitsandbytes"]
     assert "gemm_4bit_forward" not in stderr

@@ -276,6 +276,21 @@ def check_machines(parsed: Any, config_file: Any = None, environ: Any = None) ->
         )
 
 
+def _print_short_help(command: str) -> bool:
+    """Prints the command's own options from its sources (fast: nothing heavy imported); `False` when they cannot be
+    read that way (the full help is then printed by the command's parser)."""
+    from ._help import short_help
+
+    try:
+        text = short_help(command, COMMANDS[command], COMMANDS_HELP[command][1])
+    except Exception:  # the full help is always right, only slower
+        return False
+    if text is None:
+        return False
+    print(text)
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help"}:
@@ -289,6 +304,10 @@ def main(argv: list[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         raise SystemExit(f"Unknown command {command!r}. Valid commands: {', '.join(COMMANDS)}.")
+    if any(flag in rest for flag in ("-h", "--help")) and _print_short_help(command):
+        return
+    # `--help_all`: the full argparse help, every option of TRL's and transformers' configs too
+    rest = ["--help" if item in ("--help_all", "--help-all") else item for item in rest]
     module = importlib.import_module(COMMANDS[command])
     wants_launch = any(
         item == ACCELERATE_CONFIG_FLAG or item.startswith(ACCELERATE_CONFIG_FLAG + "=") for item in rest

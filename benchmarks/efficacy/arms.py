@@ -120,7 +120,7 @@ LORA_SETTINGS = (
     ("lora_target_modules", "all-linear"),
 )
 LORA_LEARNING_RATE_CANDIDATES = (2e-4, 5e-4, 1e-3, 2e-3)
-LORA_LEARNING_RATE: float | None = None  # None until the dev rule has chosen it: the recipe's rate
+LORA_LEARNING_RATE: float | None = 2e-3  # chosen on the dev split by the rule (RESULTS.md, 2026-12-06 12:38)
 DECISION_ARMS = {
     "c_det": Arm(
         "c_det",

@@ -117,7 +117,7 @@ def run_routed_arm(
         timings.update({f"{k}_step{step}": v for k, v in gate_timings.items()})
         primary = step in (0, config.primary_step)
         argv = eval_argv(arm.key, seed, step, primary, config, layout)
-        if primary:  # routing acts on the thinking-on path: thinking off is the base arm's figure
+        if primary and not config.greedy_only:  # routing acts on the thinking-on path: thinking off is the base's
             argv += ["--thinking_modes", "on"]
         argv += route_argv(arm, gate)
         if not (out / "report.json").is_file():

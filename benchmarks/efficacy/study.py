@@ -88,6 +88,7 @@ class StudyConfig:
     learning_rate: float | None = None  # None: the recipes' value (the same for every arm)
     lora_learning_rate: float | None = LORA_LEARNING_RATE  # the LoRA arms' rate (chosen on dev; None: the recipe's)
     gate_target: float = 0.05  # routed arms: at most this share of comply-labeled dev prompts routed
+    greedy_only: bool = False  # every evaluation thinking on and greedy (a run cut for time; see RESULTS.md)
     # The label the gates are fitted and calibrated on: the safe model's decision (the smoke test's 3-step organism
     # labels every prompt alike, so it gates on `harmful` there)
     gate_label_column: str = "safety_label"
@@ -327,7 +328,7 @@ def eval_argv(arm: str, seed: int, step: int, primary: bool, config: StudyConfig
         "--seed", str(seed),
         "--run_name", f"{arm}-seed{seed}-step{step}",
     ]  # fmt: skip
-    if not primary:  # intermediate checkpoints: the step curve, thinking on and greedy only
+    if not primary or config.greedy_only:  # intermediate checkpoints: the step curve, thinking on and greedy only
         argv += ["--thinking_modes", "on", "--sampling_grid", "greedy"]
     elif not arm_spec(arm).routed and not arm_spec(arm).thinking_off:
         argv += ["--thinking_modes", "on"]  # the arm's figures are all thinking on (its protocol)
@@ -373,14 +374,31 @@ def run_arm_seed(task: tuple[str, int, StudyConfig]) -> dict[str, Any]:
     return {"arm": arm_key, "seed": seed, "seconds": timings}
 
 
+def seed_order(arms: list[str]) -> list[str]:
+    """The arms of one seed in the order given, each routed arm moved after its base and the arm whose gate it
+    reuses: `a g b h j c i ...` runs every guard as soon as its checkpoint exists."""
+    order: list[str] = []
+
+    def add(key: str) -> None:
+        if key in order:
+            return
+        spec = arm_spec(key)
+        if spec.routed:
+            add(spec.base)
+            if spec.gate not in ("fit", "own"):
+                add(spec.gate)
+        order.append(key)
+
+    for key in arms:
+        add(key)
+    return order
+
+
 def run_seed(task: tuple[int, StudyConfig]) -> list[dict[str, Any]]:
-    """Every arm of one seed: the trained arms, then the routed ones on their checkpoints (gates reused by later arms
-    made first). With routed arms the study runs seed by seed, so that each finished seed is complete."""
+    """Every arm of one seed, in `seed_order`. With routed arms the study runs seed by seed, so that each finished
+    seed is complete, and a guard is evaluated as soon as the checkpoint it reads exists."""
     seed, config = task
-    keys = [key for key in config.arms if not arm_spec(key).routed]
-    routed = [key for key in config.arms if arm_spec(key).routed]
-    routed.sort(key=lambda key: arm_spec(key).gate not in ("fit", "own"))  # stable: gate owners first
-    return [run_arm_seed((key, seed, config)) for key in keys + routed]
+    return [run_arm_seed((key, seed, config)) for key in seed_order(config.arms)]
 
 
 def methods_data_stage(config: StudyConfig, layout: Layout) -> dict[str, float]:
@@ -577,6 +595,11 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
         help="The LoRA arms' learning rate (the protocol chooses it on the dev split).",
     )
     parser.add_argument(
+        "--greedy_only",
+        action="store_true",
+        help="Evaluate thinking on and greedy only, also at the primary step (no thinking off, no sampling grid).",
+    )
+    parser.add_argument(
         "--report_only", action="store_true", help="Recompute the figures from the reports in output_dir; run nothing."
     )
     args = parser.parse_args(argv)
@@ -610,6 +633,7 @@ def parse_args(argv: list[str] | None = None) -> StudyConfig:
         organism_steps=args.organism_steps,
         learning_rate=args.learning_rate,
         lora_learning_rate=args.lora_learning_rate,
+        greedy_only=args.greedy_only,
         report_only=args.report_only,
     )
 

@@ -6,6 +6,7 @@ and each later run's change from the first with the interval of the change and a
 from collections.abc import Sequence
 from typing import Any
 
+from ..overlap import overlap_warning
 from .formatting import (
     HEADLINE,
     MODE_LABELS,
@@ -142,6 +143,9 @@ def compare_reports(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if small:
         warnings.append(small_sample_warning(small))
     for name, report in zip(names, reports):
+        overlap = overlap_warning(report.get("training_overlap"))
+        if overlap:
+            warnings.append(f"`{name}`: " + overlap)
         degenerate = report["summary"].get("output_warnings") or []
         if degenerate:
             warnings.append(

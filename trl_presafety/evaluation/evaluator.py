@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..generation import resolve_backend
+from ..overlap import training_overlap
 from .cache import JsonlCache, stable_hash
 from .config import JUDGE_VIEWS, EvalConfig
 from .data import load_eval_datasets
@@ -199,6 +200,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
         },
         "judge": judge.describe(),
         "config": asdict(config),
+        "training_overlap": training_overlap([config.adapter_path, config.model_name_or_path], examples),
         "datasets": sorted({e["dataset"] for e in examples}),
         "summary": summarize(figures, probe, config),
         "figures": figures,

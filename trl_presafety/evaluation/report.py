@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..overlap import overlap_warning
 from .config import JUDGE_VIEWS
 from .formatting import (
     HEADLINE,
@@ -25,7 +26,7 @@ from .formatting import (
     small_samples,
 )
 from .plots import plot_reports
-from .stats import BOOTSTRAP_RESAMPLES
+from .stats import BOOTSTRAP_RESAMPLES, SMALL_N
 
 
 __all__ = [
@@ -91,6 +92,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     if small:
         lines += ["", small_sample_warning(small)]
     lines += output_warning_lines(report)
+    overlap = overlap_warning(report.get("training_overlap"))
+    if overlap:
+        lines += ["", overlap]
     if routed:
         lines += ["", "## Routed generation (the pre-CoT decision chooses how the model answers)", ""]
         lines += routing_markdown(report)
@@ -233,6 +237,29 @@ def judge_view_notes(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def auroc_interval_note(probe: dict[str, Any]) -> str | None:
+    """What the AUROC's bootstrap interval can and cannot tell at this n: a zero-width interval from a few prompts is
+    no certainty (every resample of a perfectly separated small sample is perfectly separated too)."""
+    if probe.get("status") != "ok" or probe.get("auroc") is None:
+        return None
+    n_pos, n_neg = probe.get("n_harmful") or 0, probe.get("n_benign") or 0
+    ci = probe.get("auroc_ci")
+    zero_width = ci is not None and abs(ci[1] - ci[0]) < 1e-12
+    if not zero_width and min(n_pos, n_neg) >= SMALL_N:
+        return None
+    text = f"⚠ The AUROC rests on {n_pos} harmful + {n_neg} benign prompts"
+    if zero_width:
+        text += (
+            f": its bootstrap interval {fmt_interval(ci)} has zero width because every resample of so few prompts is "
+            "separated the same way. That says the sample is too small to bound the AUROC, not that it is certain"
+        )
+    text += (
+        f". The bootstrap interval can tell a head that separates these prompts from one that does not; it cannot "
+        f"tell how it does on others. Use at least {SMALL_N} prompts per class (a public set) for a figure to report."
+    )
+    return text
+
+
 def probe_markdown(probe: dict[str, Any]) -> list[str]:
     """The probe's section: AUROCs with bootstrap intervals, or why there are none (skipped, untrained, error)."""
     if probe.get("status") == "untrained":
@@ -258,6 +285,9 @@ def probe_markdown(probe: dict[str, Any]) -> list[str]:
         f"{fmt(probe['mean_p_refuse_harmful'])} / {fmt(probe['mean_p_refuse_benign_edgy'])} / "
         f"{fmt(probe['mean_p_refuse_math'])} |",
     ]
+    note = auroc_interval_note(probe)
+    if note:
+        lines += ["", note]
     if probe.get("loss_weight") is None:
         lines += [
             "",

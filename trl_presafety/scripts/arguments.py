@@ -34,7 +34,11 @@ class PreSafetyScriptArguments(ScriptArguments):
 
 
 # A short usage line: argparse prints it above every error, and the full one lists hundreds of options
-RECIPE_USAGE = "%(prog)s --config RECIPE.yaml [--<field> VALUE ...]"
+RECIPE_USAGE = "%(prog)s [--config RECIPE.yaml] [--<field> VALUE ...]"
+CONFIG_HELP = (
+    "YAML recipe: any option of this command as a key; options given on the command line override it (TRL's "
+    "`--config`)."
+)
 
 
 def make_script_parser(
@@ -42,9 +46,14 @@ def make_script_parser(
 ) -> Any:
     """The `TrlParser` of `trl-presafety <command>`. Without abbreviations, a shortened key is an error rather than
     another field set silently."""
+    import argparse
+
     from trl import TrlParser
 
-    return TrlParser(dataclass_types, prog=f"trl-presafety {command}", usage=usage, allow_abbrev=allow_abbrev)
+    parser = TrlParser(dataclass_types, prog=f"trl-presafety {command}", usage=usage, allow_abbrev=allow_abbrev)
+    # Shown in the help only: TRL reads `--config` before argparse does (SUPPRESS: never a parsed value)
+    parser.add_argument("--config", metavar="RECIPE.yaml", default=argparse.SUPPRESS, help=CONFIG_HELP)
+    return parser
 
 
 def warn_on_main_process(message: str) -> None:

@@ -83,7 +83,7 @@ def make_parser():
     from ..data.alttrain import AltTrainConfig
     from .arguments import make_script_parser
 
-    return make_script_parser("build-alttrain", (BuildAltTrainArguments, AltTrainConfig), usage=None)
+    return make_script_parser("build-alttrain", (BuildAltTrainArguments, AltTrainConfig))
 
 
 def build(args: BuildAltTrainArguments, config) -> Path:

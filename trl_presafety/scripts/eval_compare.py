@@ -29,7 +29,11 @@ class EvalCompareArguments:
     """
 
     reports: list[str] = field(
-        default_factory=list, metadata={"help": "Two or more report.json files; the first is the baseline."}
+        default_factory=list,
+        metadata={
+            "help": "Two or more report.json files (or their folders); the first is the baseline. Given as "
+            "positional arguments (`eval-compare a.json b.json`) or as `--reports a.json b.json`."
+        },
     )
     run_names: list[str] | None = field(default=None, metadata={"help": "Names of the runs, in the same order."})
     output_dir: str = field(default="eval_compare", metadata={"help": "Where compare.md/.json/.png go."})
@@ -50,7 +54,7 @@ class EvalCompareArguments:
 
 
 def make_parser():
-    usage = "%(prog)s REPORT.json REPORT.json [...] [--output_dir DIR] [--run_names A B ...]"
+    usage = "%(prog)s [--config RECIPE.yaml] REPORT.json REPORT.json [...] [--<field> VALUE ...]"
     return make_script_parser("eval-compare", (EvalCompareArguments,), usage=usage)
 
 

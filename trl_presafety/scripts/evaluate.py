@@ -24,7 +24,9 @@ trl-presafety eval-compare runs/base/eval/report.json runs/presafety-sft/eval/re
 
 from ..evaluation import EvalConfig, evaluate
 from ..evaluation.formatting import fmt_interval, fmt_rate, small_samples
+from ..evaluation.report import auroc_interval_note
 from ..evaluation.stats import SMALL_N
+from ..overlap import overlap_warning
 from .arguments import make_script_parser, parse_args_strict
 
 
@@ -71,12 +73,23 @@ def main(argv: list[str] | None = None) -> dict:
         )
     probe = report["probe"]
     if probe.get("status") == "ok" and probe.get("auroc") is not None:
-        print(f"  pre-CoT probe AUROC: {probe['auroc']:.3f} {fmt_interval(probe.get('auroc_ci'))}")
+        print(
+            f"  pre-CoT probe AUROC: {probe['auroc']:.3f} {fmt_interval(probe.get('auroc_ci'))} "
+            f"(n={probe.get('n_harmful')}+{probe.get('n_benign')})"
+        )
+        note = auroc_interval_note(probe)
+        if note:
+            print(f"  warning: {note.removeprefix('⚠ ')}")
     elif probe.get("status") == "untrained":
         print("  pre-CoT probe: untrained head (presafety_loss_weight=0), no AUROC")
     small = small_samples(report)
     if small:
         print(f"  warning: n < {SMALL_N} for {len(small)} figure(s) (smallest n = {min(n for *_, n in small)})")
+    overlap = overlap_warning(report.get("training_overlap"))
+    if overlap:
+        print(f"  warning: {overlap.removeprefix('⚠ ')}")
+    elif (report.get("training_overlap") or {}).get("status") == "unknown":
+        print("  note: the model records no training prompts: overlap with the evaluation prompts not checked")
     for line in summary.get("output_warnings") or []:
         print(f"  warning: {line}")
     if report["errors"]:

@@ -288,4 +288,10 @@ def train_and_save(trainer: Any, training_args: Any, train_dataset: Any, data_na
     trainer.save_model(training_args.output_dir)
     if data_names:  # `save_model` does not know where the data came from: write the card again, naming it
         trainer.create_model_card(dataset_name=data_names)
+    if trainer.is_world_process_zero() and hasattr(train_dataset, "__len__"):
+        from ..overlap import TRAINING_PROMPTS_FILE, record_training_prompts
+
+        # Hashes of the training prompts: `eval` says when its prompts were trained on
+        record_training_prompts(train_dataset, training_args.output_dir, data_names or [])
+        trainer.accelerator.print(f"Training prompts recorded in {TRAINING_PROMPTS_FILE} (hashes, for `eval`).")
     trainer.accelerator.print(f"💾 Model and safety head saved to {training_args.output_dir}.")
