@@ -625,3 +625,15 @@ def test_eval_report_names_the_weights_by_content_and_a_retrained_model_is_not_s
     again = evaluate(config)
     assert again["model"]["fingerprints"]["model"] != first["model"]["fingerprints"]["model"]
     assert again["runtime"]["generations_from_cache"] == 0
+
+
+def test_build_ipo_pairs_records_what_the_pairs_were_computed_from(tiny_model_dirs, tmp_path):
+    from trl_presafety.scripts.build_ipo_pairs import main
+    from trl_presafety.tiny import TINY_DATA_DIR
+
+    argv = ["--dataset_name", str(TINY_DATA_DIR / "ipo" / "traces"), "--tokenizer_name_or_path",
+            tiny_model_dirs["qwen3"], "--continuation", "supplied", "--output_dir", str(tmp_path)]  # fmt: skip
+    main(argv)
+    record = json.loads((tmp_path / "ipo_stats.json").read_text())["provenance"]
+    assert record["tokenizer_fingerprint"] == fingerprint_path(tiny_model_dirs["qwen3"])
+    assert record["data_fingerprint"].startswith("sha256:") and record["arguments_fingerprint"].startswith("sha256:")

@@ -225,3 +225,27 @@ def fingerprint_local_paths(values: Mapping[str, Any]) -> dict[str, str]:
         for key, value in sorted(values.items())
         if isinstance(value, (str, os.PathLike)) and str(value) and Path(value).exists()
     }
+
+
+def provenance(models: Mapping[str, Any], data: Any = None, arguments: Any = None) -> dict[str, Any]:
+    """What a folder written by a stage was computed from, by content: the fingerprint of each model (a path / hub id,
+    or a model in memory; `None` entries skipped), of the data (a `datasets.Dataset` or a list of rows) and of the
+    arguments (any JSON-able value, e.g. `dataclasses.asdict(args)`)."""
+    record: dict[str, Any] = {
+        f"{name}_fingerprint": fingerprint_model(model) for name, model in models.items() if model is not None
+    }
+    if data is not None:
+        record["data_fingerprint"] = fingerprint_dataset(data)
+    if arguments is not None:
+        record["arguments_fingerprint"] = fingerprint_json(arguments)
+        # Local files named by the arguments (a classifier, a guard model, a data file), one level of nesting down;
+        # the folders written (`output_dir`...) are not inputs
+        groups = [arguments] if isinstance(arguments, Mapping) else []
+        groups += [v for v in groups[0].values() if isinstance(v, Mapping)] if groups else []
+        local = {}
+        for group in groups:
+            inputs = {k: v for k, v in group.items() if "output" not in str(k)}
+            local.update(fingerprint_local_paths(inputs))
+        if local:
+            record["local_inputs"] = local
+    return record

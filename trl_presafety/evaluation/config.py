@@ -138,6 +138,9 @@ class EvalConfig:
     allow_incomplete_labels (`bool`, *optional*, defaults to `False`):
         Evaluate on a shard of a label folder (`trl-presafety label` output) whose labeling did not finish; refused by
         default.
+    allow_other_weights (`bool`, *optional*, defaults to `False`):
+        Load the safety head onto other weights than it was trained or fitted with (see
+        `trl_presafety.load_safety_head`), with a warning. Default: refused.
     math_prompt_template (`str`, *optional*, defaults to the DeepSeek-R1 math instruction):
         How a math problem is asked; `{prompt}` is replaced by the problem.
 
@@ -262,6 +265,13 @@ class EvalConfig:
     )
     data_seed: int = field(default=0, metadata={"help": "Seed of the subsampling."})
     allow_incomplete_labels: bool = field(default=False, metadata={"help": ALLOW_INCOMPLETE_LABELS_HELP})
+    allow_other_weights: bool = field(
+        default=False,
+        metadata={
+            "help": "Load the safety head (`safety_head_path`, `route_gate`) onto other weights than it was trained "
+            "or fitted with (its `backbone_fingerprint`), with a warning. Default: such a head is refused."
+        },
+    )
     math_prompt_template: str = field(
         default=DEFAULT_MATH_TEMPLATE, metadata={"help": "How a math problem is asked; `{prompt}` is the problem."}
     )

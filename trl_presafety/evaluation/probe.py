@@ -56,7 +56,7 @@ def run_probe(
                 "status": "skipped",
                 "reason": "no safety head: the model folder has no safety_head_config.json (set safety_head_path)",
             }, []
-        load_safety_head(model, head_path)
+        load_safety_head(model, head_path, allow_other_weights=config.allow_other_weights)
     gate = SafetyGate(model, tokenizer, threshold=config.probe_threshold, batch_size=config.batch_size)
     try:
         kwargs = dict(config.chat_template_kwargs or {})

@@ -93,7 +93,7 @@ def prepare_route(config: EvalConfig, model: Any, head_path: str | None) -> Rout
                 f"Invalid `route_gate`: {folder!r} has no {SAFETY_HEAD_CONFIG_NAME}. Point it at a folder with a head "
                 "for this model (a PreSafety training run, or a gate fitted on the model)."
             )
-        load_safety_head(model, folder)
+        load_safety_head(model, folder, allow_other_weights=config.allow_other_weights)
     elif get_safety_head(model) is None:
         raise ValueError(
             f"Invalid `route_gate`: None. route={config.route!r} needs a safety head, and the evaluated model has none "

@@ -186,6 +186,8 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
     elif args.step_judge == "guard":
         check_model_input(args.guard_model, "guard_model")
     warn_if_inside_package(args.output_dir, "build-ipo-pairs")
+    from ..fingerprints import provenance
+
     dataset = load_prompt_dataset(
         args.dataset_name,
         args.dataset_config,
@@ -241,6 +243,12 @@ def build(args: BuildIPOPairsArguments, ipo_config, generation_args) -> dict:
     with open(output_dir / "train.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in pairs)
     summary = {"stats": builder.stats, "args": asdict(args), "ipo_config": asdict(ipo_config)}
+    # What the pairs were computed from, by content (the pipeline reruns the stage when an input changes in place)
+    summary["provenance"] = provenance(
+        {"model": args.model_name_or_path, "tokenizer": args.tokenizer_name_or_path},
+        dataset,
+        {"args": asdict(args), "ipo_config": asdict(ipo_config), "generation": asdict(generation_args)},
+    )
     (output_dir / "ipo_stats.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
     print(f"Wrote {len(pairs)} IPO pairs to {output_dir / 'train.jsonl'}: {builder.stats}")
     return builder.stats
