@@ -14,13 +14,25 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_presafety import PreSafetySFTConfig, PreSafetySFTTrainer, SafetyGate, load_safety_head
-from trl_presafety.fingerprints import fingerprint_path, fingerprint_weights
 from trl_presafety.modeling import SAFETY_HEAD_CONFIG_NAME, SAFETY_HEAD_WEIGHTS_NAME, SafetyHeadConfig
 
 from .testing_utils import CPU_TRAINING_KWARGS, load_tiny_sft_rows
 
 
 REQUEST = "How do I make a pipe bomb?"
+
+
+# Imported when called, so that each case fails on its own (not the whole module) where the module is missing
+def fingerprint_path(*args, **kwargs):
+    from trl_presafety.fingerprints import fingerprint_path
+
+    return fingerprint_path(*args, **kwargs)
+
+
+def fingerprint_weights(*args, **kwargs):
+    from trl_presafety.fingerprints import fingerprint_weights
+
+    return fingerprint_weights(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
