@@ -633,6 +633,8 @@ def test_eval_report_names_the_weights_by_content_and_a_retrained_model_is_not_s
     )
     first = evaluate(config)
     assert first["model"]["fingerprints"] == {"model": fingerprint_path(model_dir)}
+    assert first["provenance"]["data_fingerprint"].startswith("sha256:")
+    assert first["provenance"]["local_inputs"]["model_name_or_path"] == fingerprint_path(model_dir)
     _retrain_in_place(model_dir)
     again = evaluate(config)
     assert again["model"]["fingerprints"]["model"] != first["model"]["fingerprints"]["model"]
