@@ -232,6 +232,10 @@ def test_check_input_missing_column_names_the_producer(tmp_path):
         check_input(stages[3], dataset_input(stages[3]), stages, 3)
 
 
+def _never_run(stage):
+    raise AssertionError(f"stage {stage.name} ran")
+
+
 @pytest.mark.parametrize("model", ["DeepSeek-R1-Distill-Qwen-7B", "Qwen3-8B", "tiny"])
 def test_shipped_pipelines_validate(model, capsys, monkeypatch):
     # The real recipes' upfront checks on this machine: every stage's arguments parse (training stages with use_cpu),
@@ -239,14 +243,20 @@ def test_shipped_pipelines_validate(model, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     config = f"recipes/{model}/pipeline.yaml"
     if model != "tiny":
-        # Their training recipes log to trackio: without it the plan stops before the first stage, not at training
+        # Their training recipes log to trackio: without it a run stops before the first stage, not at training...
         import transformers.integrations
 
         available = transformers.integrations.get_available_reporting_integrations()
         monkeypatch.setattr(transformers.integrations, "get_available_reporting_integrations", lambda: [])
         with pytest.raises(PipelineError, match=r"Stage `presafety-sft` .*trackio is not installed.*\[tracking\]"):
-            run_pipeline(config, paths=["sft"], dry_run=True, run_dir="/nonexistent/run")
-        capsys.readouterr()
+            run_pipeline(config, paths=["sft"], run_dir="/nonexistent/run", runner=_never_run)
+        # ... while a dry run shows the whole plan on any machine and lists what is missing at the end
+        state = run_pipeline(config, paths=["sft"], dry_run=True, run_dir="/nonexistent/run")
+        out = capsys.readouterr().out
+        assert "$ trl-presafety sft --accelerate_config" in out and "$ trl-presafety eval-compare" in out
+        tail = out.split("Dry run only. Before this pipeline can run here,", 1)[1]
+        assert "trackio is not installed" in tail and "`report_to: none`" in tail
+        assert any("Stage `presafety-sft`" in line and "trackio" in line for line in state["missing"])
         monkeypatch.setattr(
             transformers.integrations, "get_available_reporting_integrations", lambda: [*available, "trackio"]
         )

@@ -587,15 +587,14 @@ def test_eval_routes_with_a_gate_fitted_on_the_frozen_model(tmp_path):
     routing = report["routing"]
     assert routing["gate"] == str(tmp_path / "gate") and routing["threshold_source"].startswith("calibrated")
     gate = SafetyGate.from_pretrained(str(tmp_path / "gate"))
-    # Two smoke prompts are also tiny SFT prompts, in the calibration rows: the report counts and flags them
+    # Smoke prompts that are also tiny SFT prompts of the calibration rows are counted and flagged (the calibrated
+    # threshold test above checks the flag on a known overlap)
     examples = load_eval_datasets(["smoke"])
     calibration_texts = {row["prompt"][-1]["content"] for row in rows[100:]}
     overlap = sum(e["prompt"] in calibration_texts for e in examples)
-    assert overlap == 2 and routing["threshold"] == gate.threshold and routing["n_calibration_overlap"] == overlap
-    assert (
-        "⚠ 2 evaluated prompt(s) were in the set the threshold was calibrated on"
-        in (tmp_path / "out" / "report.md").read_text()
-    )
+    assert routing["threshold"] == gate.threshold and routing["n_calibration_overlap"] == overlap
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert ("were in the set the threshold was calibrated on" in markdown) is (overlap > 0)
     probs = dict(
         zip(
             [e["id"] for e in examples],

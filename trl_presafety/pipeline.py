@@ -615,10 +615,52 @@ def validate_stage_arguments(stage: Stage) -> None:
             if hasattr(args, "report_to"):
                 check_trackers(args)
     except (ValueError, TypeError, SystemExit) as error:
-        raise PipelineError(f"Stage {stage.label} ({stage.shell()}): {error}") from error
+        hint = (
+            " In a pipeline file, set it in the stage's `args:` (`report_to: none`), not on the `pipeline` command line."
+            if "report_to" in str(error)
+            else ""
+        )
+        raise PipelineError(f"Stage {stage.label} ({stage.shell()}): {error}{hint}") from error
     finally:  # a recipe's `env:` block must not leak into the next stage's check
         os.environ.clear()
         os.environ.update(environ)
+
+
+def missing_requirements(stages: Sequence[Stage], selected: Sequence[Stage]) -> list[str]:
+    """What this machine lacks to run the `selected` stages, beyond their arguments: local inputs that no earlier
+    stage writes, the extras their settings need (DeepSpeed, vLLM), and a GPU for stages launched on GPUs."""
+    import importlib.util
+
+    from .inputs import looks_local
+
+    missing = []
+    has_cuda = None
+    for stage in selected:
+        index = list(stages).index(stage)
+        for item in stage_inputs(stage):
+            if item.path in ("None", "") or Path(item.path).exists() or producer_of(item.path, stages, index):
+                continue
+            if looks_local(item.path):
+                missing.append(
+                    f"`{item.path}` ({item.field} of stage `{stage.name}`): no such file or folder here, and no stage "
+                    "of this pipeline writes it."
+                )
+        config = str(stage.accelerate_config or "")
+        if ("zero" in config or "deepspeed" in config) and importlib.util.find_spec("deepspeed") is None:
+            missing.append(f"deepspeed (stage `{stage.name}`: accelerate_config {config}): `pip install deepspeed`.")
+        values = stage.values() if stage.module is None else {}
+        if str(values.get("backend", "")) == "vllm" and importlib.util.find_spec("vllm") is None:
+            missing.append(f"vllm (stage `{stage.name}`: backend vllm): `pip install trl-presafety[vllm]`.")
+        if config:
+            if has_cuda is None:
+                import torch
+
+                has_cuda = torch.cuda.is_available()
+            if not has_cuda:
+                missing.append(
+                    f"a CUDA GPU (stage `{stage.name}` launches with accelerate_config {config}, written for GPUs)."
+                )
+    return missing
 
 
 @dataclass
@@ -697,9 +739,18 @@ def run_pipeline(
     for name in [*(only or []), *force]:
         if name not in names:
             raise PipelineError(f"Unknown stage {name!r}{_close(name, names)}. The stages of {config}: {names}.")
-    for stage in stages:
-        if set(stage.paths) & set(paths) and (not only or stage.name in only):
+    selected = [s for s in stages if set(s.paths) & set(paths) and (not only or s.name in only)]
+    # A dry run shows the whole plan on any machine: what would stop a real run is listed at the end, not raised
+    missing: list[str] = []
+    for stage in selected:
+        try:
             validate_stage_arguments(stage)
+        except PipelineError as error:
+            if not dry_run:
+                raise
+            missing.append(str(error))
+    if dry_run:
+        missing += missing_requirements(stages, selected)
     run_dir = Path(run_dir)
     state = _read_state(run_dir)
     state.setdefault("stages", {})
@@ -715,6 +766,12 @@ def run_pipeline(
         for item in plans:
             if item.action == "run":
                 echo(worker_plan(item.stage) if item.stage.workers else f"  $ {item.stage.shell()}")
+        if missing:
+            echo(f"\nDry run only. Before this pipeline can run here, {len(missing)} thing(s) are missing:")
+            echo("\n".join(f"  - {line}" for line in missing))
+        else:
+            echo("\nDry run only. Nothing missing: the selected stages can run on this machine.")
+        state["missing"] = missing
         return state
     runner = runner or _run_subprocess
     for index, item in enumerate(plans):
