@@ -211,6 +211,14 @@ def _check_against_single_process(
     torch.testing.assert_close(trained, single_head, rtol=1e-4, atol=1e-5)
     initial = torch.cat([t.flatten() for t in _initial_head(reference["args"], 16).values()])
     assert (trained - initial).abs().max() > 1e-4, "the head did not change during training"
+    # The head is bound to the weights saved beside it (the consolidated state dict under ZeRO-3)
+    from transformers import AutoModelForCausalLM
+
+    from trl_presafety.fingerprints import fingerprint_weights
+    from trl_presafety.modeling import SafetyHeadConfig
+
+    recorded = SafetyHeadConfig.load(output_dir).backbone_fingerprint
+    assert recorded is not None and recorded == fingerprint_weights(AutoModelForCausalLM.from_pretrained(output_dir))
 
 
 @pytest.mark.distributed

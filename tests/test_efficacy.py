@@ -276,3 +276,11 @@ def test_efficacy_decision_arms_smoke(smoke_root, tmp_path):
     text = R.render_results(results)
     assert "Decision rule per arm" in text and "guard at inference" in text
     assert R.plot_routing(results, tmp_path / "routing.png").stat().st_size > 10_000
+
+
+def test_seed_order_runs_each_guard_right_after_its_checkpoint():
+    from benchmarks.efficacy.study import seed_order
+
+    assert seed_order(["a", "g", "b", "h", "j", "c", "i"]) == ["a", "g", "b", "h", "j", "c", "i"]
+    # A routed arm listed before its base (or the arm whose gate it reuses) runs after them
+    assert seed_order(["j", "a", "c", "i"]) == ["b", "h", "j", "a", "c", "i"]

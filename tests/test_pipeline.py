@@ -286,7 +286,7 @@ def reduced_tiny_pipeline(tmp_path: Path, model: str, classifier: str) -> Path:
     }  # fmt: skip
     stages = []
     for stage in config["stages"]:
-        if stage["name"] in ("model", "classifier") or "dpo" in stage.get("paths", ["sft"]):
+        if stage["name"] in ("model", "classifier") or "sft" not in stage.get("paths", ["sft"]):
             continue
         stages.append({**stage, "args": {**stage["args"], **overrides.get(stage["name"], {})}})
     path = tmp_path / "pipeline.yaml"

@@ -153,6 +153,23 @@ def test_tied_weight_zero_is_plain_trl(tiny_model_dirs, tmp_path):
         assert torch.equal(param, plain_params[name]), name
     assert not list(ours.model.safety_head.parameters())  # no weights of its own
     assert ours._presafety_capture.forward_calls == 3  # one forward per step, as plain TRL
+    # At weight 0 a tied head is still the model's own P(</think>), which the SFT loss trains on self-routing data:
+    # the evaluation's probe reads it instead of reporting an untrained head
+    from trl_presafety.evaluation.config import EvalConfig
+    from trl_presafety.evaluation.probe import run_probe
+
+    ours.save_model(str(tmp_path / "m"))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
+    examples = [
+        {"id": str(i), "dataset": "tiny", "category": "harmful" if r["safety_label"] else "benign_edgy",
+         "prompt": r["prompt"][0]["content"]}
+        for i, r in enumerate(rows)
+    ]  # fmt: skip
+    config = EvalConfig(model_name_or_path=str(tmp_path / "m"), output_dir=str(tmp_path / "eval"))
+    figures, records = run_probe(model, ours.processing_class, str(tmp_path / "m"), examples, config)
+    assert figures["status"] == "ok" and figures["loss_weight"] == 0.0 and len(records) == len(rows)
+    reference = close_probability(model, ours.processing_class, rows)
+    assert [r["p_refuse"] for r in records] == pytest.approx(reference.tolist(), abs=1e-5)
 
 
 @pytest.mark.parametrize("style", ["qwen3", "r1"])
@@ -391,3 +408,42 @@ def test_p_refuse_is_the_closing_tag_logprob_any_engine_returns(tiny_model_dirs,
     assert is_self_routed("<think>\n</think>\n\nI can't help with that.") and is_self_routed("</think>\n\nNo.")
     assert not is_self_routed("<think>\nLet me think.\n</think>\n\nOK") and not is_self_routed("<think>\nstill")
     assert not is_self_routed("Hello")
+
+
+@pytest.mark.parametrize(
+    "name,extra",
+    [("Cohere", {"logit_scale": 0.3}), ("Gemma2", {"final_logit_softcapping": 0.5, "head_dim": 8}),
+     ("Granite", {"logits_scaling": 4.0}), ("Qwen3", {})],
+)  # fmt: skip
+def test_tied_logits_scale_like_the_model_forward(name, extra):
+    import transformers
+
+    from trl_presafety.modeling import lm_logits
+
+    config = getattr(transformers, f"{name}Config")(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, eos_token_id=0, bos_token_id=0, pad_token_id=0, **extra,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = getattr(transformers, f"{name}ForCausalLM")(config).eval()
+    with torch.no_grad():
+        out = model(torch.randint(1, 64, (2, 7)), output_hidden_states=True)
+        torch.testing.assert_close(lm_logits(model, out.hidden_states[-1]), out.logits, atol=1e-6, rtol=1e-5)
+
+
+def test_tiny_pipeline_has_a_self_routing_path(tmp_path, monkeypatch, capsys):
+    from trl_presafety.pipeline import load_pipeline, run_pipeline
+
+    from .test_recipes import REPO_ROOT
+
+    monkeypatch.chdir(REPO_ROOT)
+    recipe = REPO_ROOT / "recipes" / "tiny" / "pipeline.yaml"
+    _, _, stages = load_pipeline(recipe)
+    chosen = [s.name for s in stages if "self_routing" in s.paths]
+    # The shared stages (model, classifier, build-sft, label) and the plain-SFT baseline, not the PreSafety SFT path
+    assert {"label", "plain-sft", "eval-plain-sft", "self-routing-data", "compare-self-routing"} <= set(chosen)
+    assert "presafety-sft" not in chosen and "presafety-dpo" not in chosen
+    run_pipeline(str(recipe), paths=["self_routing"], dry_run=True, run_dir=str(tmp_path / "run"))
+    out = capsys.readouterr().out
+    for name in ("self-routing-data", "self-routing-sft", "self-routing-sft-data-only", "compare-self-routing"):
+        assert name in out

@@ -16,6 +16,7 @@ quiet_optional_kernel_warning()
 # package (and `trl-presafety --help` / `--version`) costs no torch/transformers/trl import
 _EXPORTS = {
     "gate": ["SafetyGate"],
+    "gate_export": ["export_gate"],
     "gate_fitting": ["calibrate_safety_head", "fit_safety_head"],
     "modeling": [
         "SafetyHead",
@@ -56,6 +57,7 @@ __all__ = [
     "SafetyHeadConfig",
     "attach_safety_head",
     "calibrate_safety_head",
+    "export_gate",
     "fit_safety_head",
     "gather_anchor_states",
     "generate_routed",
@@ -67,6 +69,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # static analyzers and IDEs see the real names
     from .gate import SafetyGate
+    from .gate_export import export_gate
     from .gate_fitting import calibrate_safety_head, fit_safety_head
     from .modeling import (
         SafetyHead,

@@ -255,19 +255,32 @@ def check_tied_head_settings(anchor: str, layer: int | None, pooling: str, dropo
         raise ValueError("`presafety_head='tied'` cannot be combined with " + "; ".join(problems) + ".")
 
 
-def lm_logits(model: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """The model's next-token logits from final hidden states, as its forward computes them: the output embeddings,
-    then the logit scaling some architectures apply (Cohere's `logit_scale`, Granite's `logits_scaling`, Gemma's
-    `final_logit_softcapping`)."""
-    base = get_base_causal_lm(model)
-    logits = base.get_output_embeddings()(hidden_states)
-    config = base.config.get_text_config()
+def lm_logit_scale(config: Any) -> float:
+    """The factor some architectures multiply their logits by before any softcapping, read the way TRL's fused LM head
+    reads it (Cohere's `logit_scale`, `output_multiplier`, Falcon-H1's `lm_head_multiplier`, Granite's and MiniCPM3's
+    `1 / logits_scaling`, HyperCLOVA X's `logits_scaling`); 1.0 for the others."""
     scale = getattr(config, "logit_scale", None)
-    if scale is not None:
+    if scale is None:
+        scale = getattr(config, "output_multiplier", None)
+    if scale is None:
+        scale = getattr(config, "lm_head_multiplier", None)
+    if scale is None and getattr(config, "logits_scaling", None) is not None:
+        scaling = config.logits_scaling
+        scale = scaling if getattr(config, "model_type", None) == "hyperclovax" else 1 / scaling
+    return 1.0 if scale is None else scale
+
+
+def lm_logits(model: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """The model's next-token logits from final hidden states, as its forward (and TRL's fused LM head) computes them:
+    the output embeddings, the architecture's logit scale ([`lm_logit_scale`]), then Gemma's
+    `final_logit_softcapping`."""
+    base = get_base_causal_lm(model)
+    lm_head = base.get_output_embeddings()
+    logits = lm_head(hidden_states.to(lm_head.weight.device))
+    config = base.config.get_text_config()
+    scale = lm_logit_scale(config)
+    if scale != 1.0:
         logits = logits * scale
-    scaling = getattr(config, "logits_scaling", None)
-    if scaling is not None:
-        logits = logits / scaling
     cap = getattr(config, "final_logit_softcapping", None)
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap

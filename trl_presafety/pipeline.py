@@ -77,7 +77,7 @@ STAGE_KEYS = (
 WORKER_COMMANDS = ("label", "build-sft")
 WORKER_KEYS = ("count", "launch", "gpus_per_worker", "poll_seconds")
 WORKER_LAUNCHES = ("local", "external")
-PATHS = ("sft", "dpo")
+PATHS = ("sft", "dpo", "self_routing")
 TRAINING = ("sft", "dpo", "grpo")
 
 
@@ -506,6 +506,10 @@ def output_complete(stage: Stage) -> bool:
                 return False
         elif stage.command == "eval-compare":
             if not (path / "compare.md").is_file():
+                return False
+        elif stage.command == "build-self-routing":
+            # Written to a temporary folder and moved in place: the record file means the rows are there
+            if not (path / "self_routing.json").is_file():
                 return False
         elif stage.command == "train-classifier":
             if not (path / "classifier_results.json").is_file():

@@ -374,14 +374,31 @@ def run_arm_seed(task: tuple[str, int, StudyConfig]) -> dict[str, Any]:
     return {"arm": arm_key, "seed": seed, "seconds": timings}
 
 
+def seed_order(arms: list[str]) -> list[str]:
+    """The arms of one seed in the order given, each routed arm moved after its base and the arm whose gate it
+    reuses: `a g b h j c i ...` runs every guard as soon as its checkpoint exists."""
+    order: list[str] = []
+
+    def add(key: str) -> None:
+        if key in order:
+            return
+        spec = arm_spec(key)
+        if spec.routed:
+            add(spec.base)
+            if spec.gate not in ("fit", "own"):
+                add(spec.gate)
+        order.append(key)
+
+    for key in arms:
+        add(key)
+    return order
+
+
 def run_seed(task: tuple[int, StudyConfig]) -> list[dict[str, Any]]:
-    """Every arm of one seed: the trained arms, then the routed ones on their checkpoints (gates reused by later arms
-    made first). With routed arms the study runs seed by seed, so that each finished seed is complete."""
+    """Every arm of one seed, in `seed_order`. With routed arms the study runs seed by seed, so that each finished
+    seed is complete, and a guard is evaluated as soon as the checkpoint it reads exists."""
     seed, config = task
-    keys = [key for key in config.arms if not arm_spec(key).routed]
-    routed = [key for key in config.arms if arm_spec(key).routed]
-    routed.sort(key=lambda key: arm_spec(key).gate not in ("fit", "own"))  # stable: gate owners first
-    return [run_arm_seed((key, seed, config)) for key in keys + routed]
+    return [run_arm_seed((key, seed, config)) for key in seed_order(config.arms)]
 
 
 def methods_data_stage(config: StudyConfig, layout: Layout) -> dict[str, float]:

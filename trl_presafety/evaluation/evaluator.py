@@ -136,7 +136,10 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
     head_path = find_safety_head(config)
     if tokenizer is None:
         tokenizer = load_tokenizer(config)
-    check_eval_prompt_lengths(examples, tokenizer, model, config)  # before any model is loaded or memory allocated
+    check_eval_prompt_lengths(examples, tokenizer, model, config)
+    from ..fingerprints import provenance
+
+    # before any model is loaded or memory allocated
     if model is None and (backend == "transformers" or config.route or (config.probe and head_path is not None)):
         model = load_model(config)
 
@@ -198,6 +201,8 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
             # What was evaluated, by content: a report names the weights, not only where they were
             "fingerprints": evaluated_fingerprints(config, model if backend == "transformers" else None),
         },
+        # The examples and the settings by content, and the local models the settings name (judges' classifier...)
+        "provenance": provenance({}, examples, asdict(config)),
         "judge": judge.describe(),
         "config": asdict(config),
         "training_overlap": training_overlap([config.adapter_path, config.model_name_or_path], examples),

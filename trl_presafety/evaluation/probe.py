@@ -22,6 +22,12 @@ def recorded_loss_weight(head_path: str | None) -> float | None:
     return None if weight is None else float(weight)
 
 
+def _is_tied_head(head_path: str | None) -> bool:
+    from ..modeling import TIED_HEAD, SafetyHeadConfig
+
+    return head_path is not None and SafetyHeadConfig.load(head_path).head_type == TIED_HEAD
+
+
 def _auroc_figures(name: str, positives: list[float], negatives: list[float], seed: int) -> dict[str, Any]:
     labels, scores = [1] * len(positives) + [0] * len(negatives), positives + negatives
     interval = bootstrap_auroc_interval(labels, scores, seed=seed)
@@ -40,7 +46,8 @@ def run_probe(
     if model is None:
         return {"status": "skipped", "reason": "no model in memory"}, []
     loss_weight = recorded_loss_weight(head_path)
-    if loss_weight == 0:
+    # A tied head is the model's own P(</think>): trained by the SFT loss on self-routing data even at weight 0
+    if loss_weight == 0 and not _is_tied_head(head_path):
         # No gradient ever reached the head: its scores are those of its random init, an AUROC would mean nothing
         return {
             "status": "untrained",

@@ -35,9 +35,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--paths",
         nargs="+",
-        choices=["sft", "dpo"],
+        choices=["sft", "dpo", "self_routing"],
         default=None,
-        help="The paths to run (default: the file's `paths`): `sft`, `dpo` or both. Shared stages run once.",
+        help="The paths to run (default: the file's `paths`): `sft`, `dpo`, `self_routing`, or several. Shared stages "
+        "run once.",
     )
     parser.add_argument("--stages", nargs="+", default=None, help="Run only these stages (by name), in file order.")
     parser.add_argument(

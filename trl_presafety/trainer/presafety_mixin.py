@@ -164,7 +164,20 @@ class PreSafetyTrainerMixin:
                 "`processing_class`."
             )
         token_id = think_close_token_id(tokenizer, self.args.presafety_think_token)
-        vocab = get_base_causal_lm(self.model).get_output_embeddings().weight.shape[0]
+        output_embeddings = get_base_causal_lm(self.model).get_output_embeddings()
+        if output_embeddings is None:
+            raise ValueError(
+                f"`presafety_head='tied'` reads the model's LM head, but {type(self.model).__name__} has no output "
+                "embeddings (`get_output_embeddings()` is None). Use a causal LM, or a 'linear' head."
+            )
+        parallelism = getattr(self.accelerator, "parallelism_config", None)
+        if parallelism is not None and getattr(parallelism, "tp_enabled", False):
+            raise ValueError(
+                "`presafety_head='tied'` computes the LM head's logits at the anchor over the whole vocabulary, which "
+                "tensor parallelism shards across ranks (`tp_size > 1`). Train the tied head without tensor "
+                "parallelism (DDP, ZeRO or FSDP), or use a 'linear' head."
+            )
+        vocab = output_embeddings.weight.shape[0]
         if token_id >= vocab:
             raise ValueError(
                 f"The closing think tag has id {token_id}, outside the model's output vocabulary of {vocab}: the "
