@@ -427,7 +427,9 @@ def save_fitted_gate(gate: SafetyGate, output_dir: str | os.PathLike) -> Path:
             )
         gate.config.base_model = getattr(get_base_causal_lm(gate.model).config, "_name_or_path", None) or None
     head = get_safety_head(gate.model)
-    save_safety_head(folder, head.state_dict(), gate.config, backbone=gate.model)
+    # Beside a training run's weights the head keeps the binding the run recorded; a folder without weights is bound to
+    # the weights the gate read
+    save_safety_head(folder, head.state_dict(), gate.config, backbone=None if has_weights else gate.model)
     if not (folder / "tokenizer_config.json").is_file():
         gate.tokenizer.save_pretrained(folder)
     return folder

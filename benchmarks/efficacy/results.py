@@ -179,7 +179,10 @@ def bootstrap_difference(
     pairs = [(x, y) for x, y in zip(a, b) if x and y]
     if not pairs:
         return None
-    ids = sorted(set.intersection(*(set(x) & set(y) for x, y in pairs)))
+    # Prompts with an outcome in every run (a response the judge could not read has none)
+    ids = sorted(
+        set.intersection(*({i for i in x if x[i] is not None} & {i for i in y if y[i] is not None} for x, y in pairs))
+    )
     if not ids:
         return None
     rng = random.Random(seed)
