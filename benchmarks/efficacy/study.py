@@ -292,6 +292,10 @@ def label_stage(config: StudyConfig, layout: Layout, name: str) -> float:
         "--generation_batch_size", "64",
         "--shard_size", "512",
     ]  # fmt: skip
+    if config.smoke:
+        # A 3-step organism answers blank: read such answers as compliance, so that the smoke run has labels (the
+        # study's organism never answers blank, and its blank answers would stay unlabeled)
+        argv += ["--blank_answer_label", "0"]
     return run_cli(argv, config, layout.commands)
 
 
