@@ -189,8 +189,9 @@ def test_tied_loss_raises_the_closing_probability_of_refused_prompts(tiny_model_
     without.train()
     tied_refuse = close_probability(tied.model.eval(), tokenizer, refuse).mean().item()
     plain_refuse = close_probability(without.model.eval(), tokenizer, refuse).mean().item()
-    # Untrained ~0.001; after 20 steps, tied ~0.4 against ~0.05-0.09 for the same SFT without the tied loss (the SFT
-    # loss alone raises it a little: every trace has a `</think>` somewhere, and a 16-wide model barely tells where)
+    # Untrained 0.0009; after 20 steps, tied 0.31 (Qwen3) / 0.34 (R1) against 0.05 / 0.07 for the same SFT without the
+    # tied loss (the SFT loss alone raises it a little: every trace has a `</think>` somewhere, and a 16-wide model
+    # barely tells where)
     assert tied_refuse > 10 * before
     assert tied_refuse > 3 * plain_refuse
 
@@ -461,9 +462,10 @@ def test_tiny_pipeline_has_a_self_routing_path(tmp_path, monkeypatch, capsys):
         assert name in out
 
 
-@pytest.mark.slow  # three stage processes: build-self-routing, sft, eval
+@pytest.mark.slow  # two stage processes: build-self-routing, then sft
 def test_self_routing_stages_run_in_the_pipeline(tiny_model_dirs, tmp_path, monkeypatch):
-    # build-self-routing -> SFT with the tied head -> eval of it, as the pipeline runs them (subprocesses, in order)
+    # build-self-routing -> SFT with the tied head, as the pipeline runs them (subprocesses, in order; the evaluation's
+    # probe on a tied head is tested in-process above)
     import yaml
 
     from trl_presafety.pipeline import run_pipeline
@@ -479,7 +481,6 @@ def test_self_routing_stages_run_in_the_pipeline(tiny_model_dirs, tmp_path, monk
     overrides = {
         "self-routing-data": {"labels": str(labels)},
         "self-routing-sft": {"model_name_or_path": tiny_model_dirs["qwen3"], "max_steps": 2, "max_length": 64},
-        "eval-self-routing-sft": {"max_new_tokens": 8, "sampling_grid": ["greedy"]},
     }
     stages = [{**s, "args": {**s["args"], **overrides[s["name"]]}} for s in config["stages"] if s["name"] in overrides]
     path = tmp_path / "pipeline.yaml"
@@ -489,5 +490,4 @@ def test_self_routing_stages_run_in_the_pipeline(tiny_model_dirs, tmp_path, monk
     run = tmp_path / "run"
     assert json.loads((run / "self-routing-data" / "self_routing.json").read_text())["counts"]["self_routed"] == 8
     assert SafetyHeadConfig.load(run / "self-routing-sft").head_type == "tied"
-    report = json.loads((run / "eval-self-routing-sft" / "report.json").read_text())
-    assert report["probe"]["status"] == "ok"  # the model's own P(</think>), read by the evaluation's probe
+    assert not (run / "self-routing-sft" / SAFETY_HEAD_WEIGHTS_NAME).exists()
