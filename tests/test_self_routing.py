@@ -275,7 +275,7 @@ def test_build_self_routing_command(tmp_path, monkeypatch):
     from datasets import load_dataset
 
     from trl_presafety import cli
-    from trl_presafety.labeling import IncompleteLabelsError
+    from trl_presafety.labeling import IncompleteLabelsError, check_label_folder
 
     monkeypatch.chdir(tmp_path)
     labels = write_label_folder(tmp_path / "labels", labeled_rows())
@@ -285,8 +285,20 @@ def test_build_self_routing_command(tmp_path, monkeypatch):
     assert data[0]["completion"][0]["content"].startswith("<think>\n</think>\n\n")
     record = json.loads((tmp_path / "out" / "self_routing.json").read_text())
     assert record["counts"]["self_routed"] == 1 and record["source"]["thinking"] is False
-    with pytest.raises(FileExistsError, match="overwrite_output_dir"):
-        cli.main(["build-self-routing", "--labels", str(labels), "--output_dir", "out"])
+    assert check_label_folder(tmp_path / "out") == tmp_path / "out"  # complete, as every reader checks
+    state = json.loads((tmp_path / "out" / "labeling_state.json").read_text())
+    assert state["command"] == "build-self-routing" and state["labels_sha256"].startswith("sha256:")
+    cli.main(["build-self-routing", "--labels", str(labels), "--output_dir", "out"])  # the same labels: reused
+    other = labeled_rows()
+    other[1]["safety_label"] = 1
+    relabeled = write_label_folder(tmp_path / "relabeled", other)
+    with pytest.raises(ValueError, match="other data or settings.*labels_sha256"):
+        cli.main(["build-self-routing", "--labels", str(relabeled), "--output_dir", "out"])
+    cli.main(["build-self-routing", "--labels", str(relabeled), "--output_dir", "out", "--overwrite_output_dir"])
+    assert load_dataset(str(tmp_path / "out"), split="train")["self_routed"] == [True, True, False, False]
+    # Its output is not a label folder: self-routing it again is refused
+    with pytest.raises(ValueError, match="written by `trl-presafety build-self-routing`"):
+        cli.main(["build-self-routing", "--labels", str(tmp_path / "out"), "--output_dir", "out4"])
     incomplete = write_label_folder(tmp_path / "partial", labeled_rows(), complete=False)
     with pytest.raises(IncompleteLabelsError, match="1 of 2 shards done"):
         cli.main(["build-self-routing", "--labels", str(incomplete), "--output_dir", "out2"])
@@ -447,3 +459,35 @@ def test_tiny_pipeline_has_a_self_routing_path(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     for name in ("self-routing-data", "self-routing-sft", "self-routing-sft-data-only", "compare-self-routing"):
         assert name in out
+
+
+@pytest.mark.slow  # three stage processes: build-self-routing, sft, eval
+def test_self_routing_stages_run_in_the_pipeline(tiny_model_dirs, tmp_path, monkeypatch):
+    # build-self-routing -> SFT with the tied head -> eval of it, as the pipeline runs them (subprocesses, in order)
+    import yaml
+
+    from trl_presafety.pipeline import run_pipeline
+
+    from .test_recipes import REPO_ROOT
+
+    monkeypatch.chdir(REPO_ROOT)
+    rows = load_tiny_sft_rows(16)
+    for row in rows:
+        row["safe_response"] = row["completion"][0]["content"].split("</think>")[-1].strip()
+    labels = write_label_folder(tmp_path / "labels", rows)
+    config = yaml.safe_load((REPO_ROOT / "recipes" / "tiny" / "pipeline.yaml").read_text())
+    overrides = {
+        "self-routing-data": {"labels": str(labels)},
+        "self-routing-sft": {"model_name_or_path": tiny_model_dirs["qwen3"], "max_steps": 2, "max_length": 64},
+        "eval-self-routing-sft": {"max_new_tokens": 8, "sampling_grid": ["greedy"]},
+    }
+    stages = [{**s, "args": {**s["args"], **overrides[s["name"]]}} for s in config["stages"] if s["name"] in overrides]
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "stages": stages}, sort_keys=False))
+    state = run_pipeline(str(path), paths=["self_routing"])
+    assert all(state["stages"][name]["complete"] for name in overrides)
+    run = tmp_path / "run"
+    assert json.loads((run / "self-routing-data" / "self_routing.json").read_text())["counts"]["self_routed"] == 8
+    assert SafetyHeadConfig.load(run / "self-routing-sft").head_type == "tied"
+    report = json.loads((run / "eval-self-routing-sft" / "report.json").read_text())
+    assert report["probe"]["status"] == "ok"  # the model's own P(</think>), read by the evaluation's probe
