@@ -491,3 +491,36 @@ def test_self_routing_stages_run_in_the_pipeline(tiny_model_dirs, tmp_path, monk
     assert json.loads((run / "self-routing-data" / "self_routing.json").read_text())["counts"]["self_routed"] == 8
     assert SafetyHeadConfig.load(run / "self-routing-sft").head_type == "tied"
     assert not (run / "self-routing-sft" / SAFETY_HEAD_WEIGHTS_NAME).exists()
+
+
+@pytest.mark.parametrize("style", ["qwen3", "r1"])
+@pytest.mark.parametrize("policy", ["no_think", "primer"])
+def test_routed_generation_with_the_tied_head(style, policy):
+    # A self-routing model can also be routed by its own P(</think>): one prefill, outputs equal plain generation on the
+    # chosen path (Qwen3 style the gate reads after `<think>\n`, which the thinking-off path does not share entirely)
+    from trl_presafety import RoutedGenerator
+    from trl_presafety.modeling import attach_safety_head
+    from trl_presafety.reasoning import build_prompt
+    from trl_presafety.tiny import build_tiny_model
+
+    from .test_routing import PROMPTS, plain, split_threshold
+
+    model, tokenizer = build_tiny_model(style, hidden_size=16, num_attention_heads=2, num_key_value_heads=1)
+    config = SafetyHeadConfig(
+        hidden_size=16, model_type="qwen3", head_type="tied", anchor="reasoning_start",
+        template_family=detect_template_family(tokenizer), close_token_id=tokenizer.convert_tokens_to_ids("</think>"),
+    )  # fmt: skip
+    attach_safety_head(model, config)
+    model.eval()
+    reference = close_probability(model, tokenizer, [{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS])
+    with RoutedGenerator(model, tokenizer, policy=policy, threshold=0.5) as router:
+        probs = router.predict_proba(PROMPTS)
+        assert probs == pytest.approx(reference.tolist(), abs=1e-6)
+        router.threshold = split_threshold(probs)
+        outputs = router.generate(PROMPTS, max_new_tokens=8, backend="transformers", batch_size=4)
+    assert sum(o.routed for o in outputs) == 2
+    for output, proba in zip(outputs, probs):
+        assert output.proba == pytest.approx(proba, abs=1e-6)
+        assert output.text == plain(model, tokenizer, output.prompt_text)
+    assert any(not o.routed and o.prompt_text == build_prompt(tokenizer, p, thinking=True) for o, p in
+               zip(outputs, PROMPTS))  # fmt: skip
