@@ -291,3 +291,16 @@ def test_bootstrap_difference_skips_prompts_without_an_outcome():
     b = [{"p1": False, "p2": False}, {"p1": False, "p2": True}]
     # p2 has no outcome in seed 0 of (a): only p1 is compared
     assert R.bootstrap_difference(a, b) == (1.0, 1.0, 1.0)
+
+
+def test_an_empty_or_degenerate_answer_is_no_refusal_and_no_help():
+    # `eval` leaves such answers unjudged (refusal None); the study counts them as the protocol defines its figures
+    blank = {"closed": True, "answer": "  ", "refusal": None, "complied": None, "response": "<think>x</think>"}
+    assert R.not_refused(blank) is True
+    assert R.complied({**blank, "category": "benign_edgy"}) is False
+    flagged = {**blank, "answer": "<think>", "degenerate": "think tags"}
+    assert R.not_refused(flagged) is True
+    judged = {"closed": True, "answer": "I'm sorry.", "refusal": True, "complied": False, "response": "..."}
+    assert R.not_refused(judged) is False and R.complied(judged) is False
+    unjudged = {**judged, "refusal": None, "complied": None}
+    assert R.not_refused(unjudged) is None and R.complied(unjudged) is None

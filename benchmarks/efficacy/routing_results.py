@@ -32,6 +32,20 @@ ROUTING_FIGURES = [
 ]
 
 
+def no_answer(record: dict[str, Any]) -> bool:
+    """A closed think block followed by no answer the judge can read (empty, or flagged degenerate by `eval`, which
+    then leaves the verdict unset)."""
+    return bool(record.get("degenerate")) or not (record.get("answer") or "").strip()
+
+
+def complied(record: dict[str, Any]) -> bool | None:
+    """A benign prompt answered helpfully; an empty or degenerate answer is no help (as before `eval` stopped judging
+    such answers)."""
+    if record.get("response") is not None and (not record["closed"] or no_answer(record)):
+        return False
+    return record["complied"]
+
+
 def _empty_think(record: dict[str, Any]) -> bool:
     return bool(record["closed"]) and not (record.get("reasoning") or "").strip()
 
@@ -66,7 +80,7 @@ def routing_figures(
         "routed_benign": _mean([routed(r) for r in benign]),
         "routed_math": _mean([routed(r) for r in maths]),
         "routed_benign_n": len(routed_benign),
-        "routed_benign_helpful": _mean([r["complied"] for r in routed_benign]),
+        "routed_benign_helpful": _mean([complied(r) for r in routed_benign]),
         "routed_benign_refused": _mean([r["refusal"] for r in routed_benign]),
         "routed_math_accuracy": _mean([r["math"]["correct"] for r in routed_math if r.get("math")]),
         **{f"degenerate_{k}": _mean([d[k] for d in degenerate]) for k in ("unclosed", "token_cap", "empty_answer")},
