@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup demo pipeline-tiny test slow_tests quality style docs clean vllm_check efficacy efficacy-extended efficacy-routing
+.PHONY: setup demo pipeline-tiny test slow_tests quality style docs docs-serve clean vllm_check efficacy efficacy-extended efficacy-routing
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,11 @@ style: setup
 # docstring naming a parameter its function lacks). NO_MKDOCS_2_WARNING silences the theme's banner about MkDocs 2.
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The site served at http://127.0.0.1:8000 with a working search (a page of site/ opened from disk has none: the
+# browser does not let it load the search index)
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
 	rm -rf $(VENV) $(VLLM_SITE) build site *.egg-info .pytest_cache

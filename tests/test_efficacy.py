@@ -284,3 +284,10 @@ def test_seed_order_runs_each_guard_right_after_its_checkpoint():
     assert seed_order(["a", "g", "b", "h", "j", "c", "i"]) == ["a", "g", "b", "h", "j", "c", "i"]
     # A routed arm listed before its base (or the arm whose gate it reuses) runs after them
     assert seed_order(["j", "a", "c", "i"]) == ["b", "h", "j", "a", "c", "i"]
+
+
+def test_bootstrap_difference_skips_prompts_without_an_outcome():
+    a = [{"p1": True, "p2": None}, {"p1": True, "p2": False}]
+    b = [{"p1": False, "p2": False}, {"p1": False, "p2": True}]
+    # p2 has no outcome in seed 0 of (a): only p1 is compared
+    assert R.bootstrap_difference(a, b) == (1.0, 1.0, 1.0)

@@ -41,7 +41,7 @@ def test_weight_zero_gives_the_plain_loss_and_update(tiny_model_dirs, tmp_path, 
 def test_detached_head_gives_the_plain_update_and_a_trained_gate(tiny_model_dirs, tmp_path, kind, monkeypatch):
     """`presafety_detach_head`: with a weight of 5 and clipping that binds, the model's update is bit-identical to
     plain TRL's while the head trains, and the saved folder is a gate (`SafetyGate.from_pretrained`)."""
-    from trl_presafety import SafetyGate, SafetyHeadConfig
+    from trl_presafety import SafetyGate, SafetyHeadConfig, calibrate_safety_head
     from trl_presafety.trainer.presafety_mixin import PreSafetyTrainerMixin
 
     rows = load_tiny_rows(kind, 16 if kind == "sft" else 12)
@@ -74,6 +74,12 @@ def test_detached_head_gives_the_plain_update_and_a_trained_gate(tiny_model_dirs
     assert config.detached and config.loss_weight == 5.0
     gate = SafetyGate.from_pretrained(out)
     assert len(gate.predict_proba([r["prompt"] for r in rows[:3]])) == 3
+    # The run's output is a gate to calibrate in place: the threshold joins the config, the weights' binding stays
+    record = calibrate_safety_head(out, rows, target_rate=0.25)
+    recalibrated = SafetyHeadConfig.load(out)
+    assert recalibrated.threshold == record["threshold"] and record["comply_routed_rate"] <= 0.25
+    assert recalibrated.backbone_fingerprint == config.backbone_fingerprint
+    assert SafetyGate.from_pretrained(out).threshold == record["threshold"]
 
     # Controls: the same run without detaching, and detached but clipped by one norm over model and head, both move
     # the model elsewhere

@@ -180,18 +180,29 @@ def test_logging_settings(recipe):
 
 @pytest.mark.skipif(importlib.util.find_spec("trackio") is not None, reason="needs trackio not to be installed")
 @pytest.mark.parametrize("script", ["sft", "dpo", "grpo"])
-def test_missing_tracker_fails_before_anything_loads(script):
+def test_missing_tracker_fails_before_anything_loads(script, tmp_path):
     """A real-model recipe as shipped (`report_to: trackio`) without the tracker installed: the command names it and
     the fix before reading data or loading the 8B model (transformers would fail only once the trainer is built)."""
     module = importlib.import_module(f"trl_presafety.scripts.{script}")
     recipe = (
         RECIPES_DIR / "Qwen3-8B" / script / ("config_safety_rl.yaml" if script == "grpo" else "config_presafety.yaml")
     )
+    # Local inputs that pass the missing-input check (which runs first, offline) but could not be loaded: a model
+    # folder with a config and no weights, an empty data file. Anything loaded before the tracker check would fail
+    # with another error than the one expected here.
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text('{"model_type": "qwen3"}')
+    data_file = tmp_path / "train.jsonl"
+    data_file.write_text("")
     message = r"Invalid `report_to`: \['trackio'\], but trackio is not installed.*\[tracking\].*`--report_to none`"
     environ = dict(os.environ)
     try:
         with pytest.raises(ValueError, match=message):
-            module.main(["--config", str(recipe), "--use_cpu", "true", "--dataset_name", "no/such-dataset"])
+            module.main(
+                ["--config", str(recipe), "--use_cpu", "true", "--dataset_name", str(data_file)]
+                + ["--model_name_or_path", str(model_dir)]
+            )
     finally:
         os.environ.clear()
         os.environ.update(environ)

@@ -250,8 +250,13 @@ def test_decision_only_data_fails_naming_the_column(tmp_path):
     (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in decision_rows))
     recipe = Path(__file__).parent.parent / "recipes" / "tiny" / "grpo" / "config_safety_rl.yaml"
     args = ["--config", str(recipe), "--dataset_name", str(data), "--output_dir", str(tmp_path / "run")]
+    # A model folder that passes the missing-input check (it runs first) but holds no tokenizer or weights: loading
+    # anything from it before the column check would fail with another error
+    model_dir = tmp_path / "model-not-loadable"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text('{"model_type": "qwen3"}')
     with pytest.raises(ValueError, match=r"`trl-presafety grpo` needs the harmfulness.*'safety_label' column is"):
-        main(args + ["--model_name_or_path", str(tmp_path / "no-model-here")])
+        main(args + ["--model_name_or_path", str(model_dir)])
 
 
 def test_presafety_gate_reward_follows_the_head(tiny_model_dirs):

@@ -213,3 +213,19 @@ def test_demo_trains_the_tiny_recipe_and_gates(tiny_model_dirs, tmp_path, capsys
     assert min(harmful) > max(benign)
     printed = capsys.readouterr().out
     assert "presafety/auroc" in printed and "Pre-CoT refusal probability" in printed
+    # It ends with what happened (metrics on training batches) and the next command
+    assert "on training batches" in printed and "Next: evaluate it" in printed
+    assert f"trl-presafety eval --config recipes/tiny/eval.yaml --model_name_or_path {tmp_path / 'demo'}" in printed
+
+
+def test_demo_ends_with_what_happened_and_the_next_command():
+    """Before, `make demo` ended on the gate's probabilities: no word that its metrics are on training batches, and no
+    next step."""
+    from trl_presafety import demo
+
+    text = "\n".join(demo.closing_lines("runs/tiny-presafety-sft", 50))
+    assert "50 steps" in text and "on training batches" in text and "accuracy of 1.000 at the end is expected" in text
+    assert (
+        "trl-presafety eval --config recipes/tiny/eval.yaml --model_name_or_path runs/tiny-presafety-sft "
+        "--output_dir runs/tiny-presafety-sft/eval" in text
+    )

@@ -189,8 +189,9 @@ def test_tied_loss_raises_the_closing_probability_of_refused_prompts(tiny_model_
     without.train()
     tied_refuse = close_probability(tied.model.eval(), tokenizer, refuse).mean().item()
     plain_refuse = close_probability(without.model.eval(), tokenizer, refuse).mean().item()
-    # Untrained ~0.001; after 20 steps, tied ~0.4 against ~0.05-0.09 for the same SFT without the tied loss (the SFT
-    # loss alone raises it a little: every trace has a `</think>` somewhere, and a 16-wide model barely tells where)
+    # Untrained 0.0009; after 20 steps, tied 0.31 (Qwen3) / 0.34 (R1) against 0.05 / 0.07 for the same SFT without the
+    # tied loss (the SFT loss alone raises it a little: every trace has a `</think>` somewhere, and a 16-wide model
+    # barely tells where)
     assert tied_refuse > 10 * before
     assert tied_refuse > 3 * plain_refuse
 
@@ -275,7 +276,7 @@ def test_build_self_routing_command(tmp_path, monkeypatch):
     from datasets import load_dataset
 
     from trl_presafety import cli
-    from trl_presafety.labeling import IncompleteLabelsError
+    from trl_presafety.labeling import IncompleteLabelsError, check_label_folder
 
     monkeypatch.chdir(tmp_path)
     labels = write_label_folder(tmp_path / "labels", labeled_rows())
@@ -285,8 +286,20 @@ def test_build_self_routing_command(tmp_path, monkeypatch):
     assert data[0]["completion"][0]["content"].startswith("<think>\n</think>\n\n")
     record = json.loads((tmp_path / "out" / "self_routing.json").read_text())
     assert record["counts"]["self_routed"] == 1 and record["source"]["thinking"] is False
-    with pytest.raises(FileExistsError, match="overwrite_output_dir"):
-        cli.main(["build-self-routing", "--labels", str(labels), "--output_dir", "out"])
+    assert check_label_folder(tmp_path / "out") == tmp_path / "out"  # complete, as every reader checks
+    state = json.loads((tmp_path / "out" / "labeling_state.json").read_text())
+    assert state["command"] == "build-self-routing" and state["labels_sha256"].startswith("sha256:")
+    cli.main(["build-self-routing", "--labels", str(labels), "--output_dir", "out"])  # the same labels: reused
+    other = labeled_rows()
+    other[1]["safety_label"] = 1
+    relabeled = write_label_folder(tmp_path / "relabeled", other)
+    with pytest.raises(ValueError, match="other data or settings.*labels_sha256"):
+        cli.main(["build-self-routing", "--labels", str(relabeled), "--output_dir", "out"])
+    cli.main(["build-self-routing", "--labels", str(relabeled), "--output_dir", "out", "--overwrite_output_dir"])
+    assert load_dataset(str(tmp_path / "out"), split="train")["self_routed"] == [True, True, False, False]
+    # Its output is not a label folder: self-routing it again is refused
+    with pytest.raises(ValueError, match="written by `trl-presafety build-self-routing`"):
+        cli.main(["build-self-routing", "--labels", str(tmp_path / "out"), "--output_dir", "out4"])
     incomplete = write_label_folder(tmp_path / "partial", labeled_rows(), complete=False)
     with pytest.raises(IncompleteLabelsError, match="1 of 2 shards done"):
         cli.main(["build-self-routing", "--labels", str(incomplete), "--output_dir", "out2"])
@@ -447,3 +460,67 @@ def test_tiny_pipeline_has_a_self_routing_path(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     for name in ("self-routing-data", "self-routing-sft", "self-routing-sft-data-only", "compare-self-routing"):
         assert name in out
+
+
+@pytest.mark.slow  # two stage processes: build-self-routing, then sft
+def test_self_routing_stages_run_in_the_pipeline(tiny_model_dirs, tmp_path, monkeypatch):
+    # build-self-routing -> SFT with the tied head, as the pipeline runs them (subprocesses, in order; the evaluation's
+    # probe on a tied head is tested in-process above)
+    import yaml
+
+    from trl_presafety.pipeline import run_pipeline
+
+    from .test_recipes import REPO_ROOT
+
+    monkeypatch.chdir(REPO_ROOT)
+    rows = load_tiny_sft_rows(16)
+    for row in rows:
+        row["safe_response"] = row["completion"][0]["content"].split("</think>")[-1].strip()
+    labels = write_label_folder(tmp_path / "labels", rows)
+    config = yaml.safe_load((REPO_ROOT / "recipes" / "tiny" / "pipeline.yaml").read_text())
+    overrides = {
+        "self-routing-data": {"labels": str(labels)},
+        "self-routing-sft": {"model_name_or_path": tiny_model_dirs["qwen3"], "max_steps": 2, "max_length": 64},
+    }
+    stages = [{**s, "args": {**s["args"], **overrides[s["name"]]}} for s in config["stages"] if s["name"] in overrides]
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "stages": stages}, sort_keys=False))
+    state = run_pipeline(str(path), paths=["self_routing"])
+    assert all(state["stages"][name]["complete"] for name in overrides)
+    run = tmp_path / "run"
+    assert json.loads((run / "self-routing-data" / "self_routing.json").read_text())["counts"]["self_routed"] == 8
+    assert SafetyHeadConfig.load(run / "self-routing-sft").head_type == "tied"
+    assert not (run / "self-routing-sft" / SAFETY_HEAD_WEIGHTS_NAME).exists()
+
+
+@pytest.mark.parametrize("style", ["qwen3", "r1"])
+@pytest.mark.parametrize("policy", ["no_think", "primer"])
+def test_routed_generation_with_the_tied_head(style, policy):
+    # A self-routing model can also be routed by its own P(</think>): one prefill, outputs equal plain generation on the
+    # chosen path (Qwen3 style the gate reads after `<think>\n`, which the thinking-off path does not share entirely)
+    from trl_presafety import RoutedGenerator
+    from trl_presafety.modeling import attach_safety_head
+    from trl_presafety.reasoning import build_prompt
+    from trl_presafety.tiny import build_tiny_model
+
+    from .test_routing import PROMPTS, plain, split_threshold
+
+    model, tokenizer = build_tiny_model(style, hidden_size=16, num_attention_heads=2, num_key_value_heads=1)
+    config = SafetyHeadConfig(
+        hidden_size=16, model_type="qwen3", head_type="tied", anchor="reasoning_start",
+        template_family=detect_template_family(tokenizer), close_token_id=tokenizer.convert_tokens_to_ids("</think>"),
+    )  # fmt: skip
+    attach_safety_head(model, config)
+    model.eval()
+    reference = close_probability(model, tokenizer, [{"prompt": [{"role": "user", "content": p}]} for p in PROMPTS])
+    with RoutedGenerator(model, tokenizer, policy=policy, threshold=0.5) as router:
+        probs = router.predict_proba(PROMPTS)
+        assert probs == pytest.approx(reference.tolist(), abs=1e-6)
+        router.threshold = split_threshold(probs)
+        outputs = router.generate(PROMPTS, max_new_tokens=8, backend="transformers", batch_size=4)
+    assert sum(o.routed for o in outputs) == 2
+    for output, proba in zip(outputs, probs):
+        assert output.proba == pytest.approx(proba, abs=1e-6)
+        assert output.text == plain(model, tokenizer, output.prompt_text)
+    assert any(not o.routed and o.prompt_text == build_prompt(tokenizer, p, thinking=True) for o, p in
+               zip(outputs, PROMPTS))  # fmt: skip

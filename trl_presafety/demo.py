@@ -95,6 +95,24 @@ def run_demo(model_dir: str | Path, output_dir: str | Path, recipe: str | Path =
     }
 
 
+def closing_lines(output_dir: str | Path, last_step: int) -> list[str]:
+    """What the demo showed, and the next command to try."""
+    return [
+        "",
+        f"What happened: PreSafety SFT trained the tiny model for {last_step} steps on the 140 bundled rows, the pre-CoT "
+        "head beside it. The metrics above are on training batches (each logged value averages the batches since "
+        "the previous log): they show the head learning the training labels, so an accuracy of 1.000 at the end is "
+        "expected and says nothing about unseen prompts. The refusal probabilities come from the saved checkpoint, on "
+        "prompts it never saw.",
+        "",
+        "Next: evaluate it on the held-out smoke prompts (safety with CoT on and off, over-refusal, math, and the probe "
+        "on prompts it never trained on):",
+        f"  trl-presafety eval --config recipes/tiny/eval.yaml --model_name_or_path {output_dir} "
+        f"--output_dir {output_dir}/eval",
+        "Then read docs/how-it-works.md, or run every stage on the tiny model with `make pipeline-tiny`.",
+    ]
+
+
 def _format(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -122,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for kind, probabilities in result["refusal_probability"].items():
         for prompt, probability in probabilities.items():
             print(f"  {kind:<8} {probability:5.3f}  {prompt}")
+    print("\n".join(closing_lines(args.output_dir, result["last_step"])))
     return result
 
 

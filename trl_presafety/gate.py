@@ -149,7 +149,8 @@ class SafetyGate:
                 (its weights must still be those the head was fitted on).
             allow_other_weights (`bool`, *optional*, defaults to `False`): Load the head onto other weights than it
                 read when it was fitted or trained (see `load_safety_head`), with a warning.
-            model_kwargs: Passed to `AutoModelForCausalLM.from_pretrained` (e.g. `dtype=torch.bfloat16`).
+            **model_kwargs (`Any`, *optional*): Passed to `AutoModelForCausalLM.from_pretrained` (e.g.
+                `dtype=torch.bfloat16`).
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

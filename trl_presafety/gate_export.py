@@ -111,7 +111,8 @@ def export_gate(
         output_dir (`str`): Folder of the checkpoint.
         chat_template_kwargs (`dict`, *optional*): Chat template arguments requests are rendered with; defaults to
             those the head was fitted with.
-        model_kwargs: Passed to `SafetyGate.from_pretrained` for a path (e.g. `dtype=torch.bfloat16`).
+        **model_kwargs (`Any`, *optional*): Passed to `SafetyGate.from_pretrained` for a path (e.g.
+            `dtype=torch.bfloat16`).
 
     Returns:
         The output folder.

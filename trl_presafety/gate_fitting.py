@@ -306,8 +306,17 @@ def fit_safety_head(
         calibration_split (`str`, *optional*): Split of `calibration_dataset`; defaults to `split`.
         target_rate (`float`, *optional*, defaults to `0.05`): Largest share of comply-labeled calibration prompts
             routed.
-        anchor, think_token, layer, pooling: Where the head reads, as the trainers' `presafety_*` fields.
-        prompt_column, label_column, split: The columns and split of `dataset` (and `calibration_dataset`).
+        anchor (`str`, *optional*, defaults to `"prompt_end"`): Where the head reads, as the trainers'
+            `presafety_anchor` (see `trl_presafety.anchors.ANCHORS`).
+        think_token (`str`, *optional*, defaults to `"<think>"`): The think-opening token, as `presafety_think_token`.
+        layer (`int`, *optional*): Hidden layer read, as `presafety_layer`; defaults to the last.
+        pooling (`str`, *optional*, defaults to `"last"`): Pooling of the anchor states, as `presafety_pooling`.
+        prompt_column (`str`, *optional*, defaults to `"prompt"`): Column of `dataset` (and `calibration_dataset`)
+            with the prompts.
+        label_column (`str`, *optional*, defaults to `"safety_label"`): Column with the safe model's decision (1 =
+            refuse).
+        split (`str`, *optional*, defaults to `"train"`): Split of `dataset` (and of `calibration_dataset` when
+            `calibration_split` is not given).
         l2 (`float`, *optional*, defaults to `1.0`): L2 penalty on standardized features (scikit-learn's `1 / C`).
         class_balance (`bool`, *optional*, defaults to `True`): Weight the classes by `n / (2 n_class)`.
         batch_size (`int`, *optional*, defaults to `16`): Prompts per forward.
@@ -427,7 +436,9 @@ def save_fitted_gate(gate: SafetyGate, output_dir: str | os.PathLike) -> Path:
             )
         gate.config.base_model = getattr(get_base_causal_lm(gate.model).config, "_name_or_path", None) or None
     head = get_safety_head(gate.model)
-    save_safety_head(folder, head.state_dict(), gate.config, backbone=gate.model)
+    # Beside a training run's weights the head keeps the binding the run recorded; a folder without weights is bound to
+    # the weights the gate read
+    save_safety_head(folder, head.state_dict(), gate.config, backbone=None if has_weights else gate.model)
     if not (folder / "tokenizer_config.json").is_file():
         gate.tokenizer.save_pretrained(folder)
     return folder

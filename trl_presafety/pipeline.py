@@ -493,7 +493,7 @@ def output_complete(stage: Stage) -> bool:
         if stage.module is not None:
             if not path.exists():
                 return False
-        elif stage.command in ("build-sft", "label"):
+        elif stage.command in ("build-sft", "label", "build-self-routing"):
             if not (path / STATE_FILE).is_file() or not label_folder_status(path)["complete"]:
                 return False
         elif stage.command in TRAINING:
@@ -506,10 +506,6 @@ def output_complete(stage: Stage) -> bool:
                 return False
         elif stage.command == "eval-compare":
             if not (path / "compare.md").is_file():
-                return False
-        elif stage.command == "build-self-routing":
-            # Written to a temporary folder and moved in place: the record file means the rows are there
-            if not (path / "self_routing.json").is_file():
                 return False
         elif stage.command == "train-classifier":
             if not (path / "classifier_results.json").is_file():

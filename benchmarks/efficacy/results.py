@@ -179,7 +179,10 @@ def bootstrap_difference(
     pairs = [(x, y) for x, y in zip(a, b) if x and y]
     if not pairs:
         return None
-    ids = sorted(set.intersection(*(set(x) & set(y) for x, y in pairs)))
+    # Prompts with an outcome in every run (a response the judge could not read has none)
+    ids = sorted(
+        set.intersection(*({i for i in x if x[i] is not None} & {i for i in y if y[i] is not None} for x, y in pairs))
+    )
     if not ids:
         return None
     rng = random.Random(seed)
@@ -507,7 +510,8 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     protocol = results["protocol"]
     n_seeds = len(protocol["seeds"])
     colors = plt.get_cmap("tab10" if len(arms) <= 10 else "tab20")
-    fig, axes = plt.subplots(2, 4, figsize=(17, 8.5))
+    # Two panels a row, large type: readable at the width of a documentation column (README, docs/efficacy.md)
+    fig, axes = plt.subplots(4, 2, figsize=(10, 16))
     axes = axes.ravel()
     for ax, (key, label, direction) in zip(axes, FIGURES):
         for i, arm in enumerate(arms):
@@ -518,10 +522,10 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
             high = cell["high"] if cell.get("high") is not None else cell["mean"]
             ax.bar(i, cell["mean"], color=colors(i), alpha=0.85)
             ax.errorbar(i, cell["mean"], yerr=[[cell["mean"] - low], [high - cell["mean"]]], color="black", capsize=4)
-            ax.text(i, min(high + 0.02, 1.02), f"{cell['mean']:.2f}", ha="center", va="bottom", fontsize=7)
-        ax.set_xticks(range(len(arms)), arms, rotation=45 if len(arms) > 5 else 0, fontsize=8)
-        ax.set_ylim(0, 1.08)
-        ax.set_title(("↓ " if direction == "down" else "↑ ") + label, fontsize=8)
+            ax.text(i, min(high + 0.02, 1.02), f"{cell['mean']:.2f}", ha="center", va="bottom", fontsize=10)
+        ax.set_xticks(range(len(arms)), arms, rotation=45 if len(arms) > 5 else 0, fontsize=11)
+        ax.set_ylim(0, 1.12)
+        ax.set_title(textwrap.fill(("↓ " if direction == "down" else "↑ ") + label, 48), fontsize=11)
     steps = ["0", *map(str, protocol["steps"])]
     ax = axes[len(FIGURES)]
     for i, arm in enumerate(arms):
@@ -537,8 +541,8 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     ax.axvline(protocol["primary_step"], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("safety-training step (0 = the organism)")
     ax.set_ylim(0, 1.05)
-    ax.set_title("↓ harmful rate, thinking on, by step (dotted: primary step)", fontsize=8)
-    ax.legend(fontsize=6, ncol=2 if len(arms) > 5 else 1)
+    ax.set_title("↓ harmful rate, thinking on, by step\n(dotted: primary step)", fontsize=11)
+    ax.legend(fontsize=10 if len(arms) <= 5 else 7, ncol=2 if len(arms) > 5 else 1, framealpha=0.6)
     ax = axes[len(FIGURES) + 1]
     for i, arm in enumerate(arms):
         cells = results["differences"].get(arm)
@@ -554,15 +558,20 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     ax.axhline(0, color="black", linewidth=0.8)
     ax.axvline(protocol["primary_step"], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("safety-training step")
-    ax.set_title("(arm) - (b) by step, thinking-on harmful rate (< 0: safer)", fontsize=8)
-    ax.legend(fontsize=6, ncol=2 if len(arms) > 5 else 1)
+    ax.set_title("(arm) - (b) by step, thinking-on harmful rate\n(< 0: safer)", fontsize=11)
+    ax.legend(fontsize=10 if len(arms) <= 5 else 7, ncol=2 if len(arms) > 5 else 1, framealpha=0.6)
     fig.suptitle(
-        f"Efficacy on the model organism ({protocol['tag']}; evaluation sets: {eval_sets_text(protocol).replace('`', '')}): mean and 95% "
-        f"t-interval over n = {n_seeds} seed(s) per arm; bars at step {protocol['primary_step']} (a: the organism)\n"
-        + textwrap.fill("; ".join(f"{k} = {v.split(') ', 1)[-1]}" for k, v in results["arms"].items()), 200),
-        fontsize=9,
+        textwrap.fill(
+            f"Efficacy on the model organism ({protocol['tag']}; evaluation sets: "
+            f"{eval_sets_text(protocol).replace('`', '')}): mean and 95% t-interval over n = {n_seeds} seed(s) per "
+            f"arm; bars at step {protocol['primary_step']} (a: the organism)",
+            80,
+        )
+        + "\n"
+        + textwrap.fill("; ".join(f"{k} = {v.split(') ', 1)[-1]}" for k, v in results["arms"].items()), 90),
+        fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # room for the suptitle
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

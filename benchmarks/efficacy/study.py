@@ -292,6 +292,10 @@ def label_stage(config: StudyConfig, layout: Layout, name: str) -> float:
         "--generation_batch_size", "64",
         "--shard_size", "512",
     ]  # fmt: skip
+    if config.smoke:
+        # A 3-step organism answers blank: read such answers as compliance, so that the smoke run has labels (the
+        # study's organism never answers blank, and its blank answers would stay unlabeled)
+        argv += ["--blank_answer_label", "0"]
     return run_cli(argv, config, layout.commands)
 
 
@@ -455,12 +459,57 @@ def machine() -> dict[str, Any]:
     }
 
 
+def partial_run_record(config: StudyConfig) -> dict[str, Any]:
+    """What a run that never reached its end (stopped, or cut by time) can say of itself: its protocol, the machine,
+    and, from `commands.sh`, every command with its wall time and the span of the run. The figures are those of the
+    reports that exist; each table gives their n."""
+    layout = Layout(config)
+    lines = layout.commands.read_text(encoding="utf-8").splitlines() if layout.commands.is_file() else []
+    starts = [datetime.fromisoformat(line.split()[1]) for line in lines if line.startswith("# ") and " study " in line]
+    seconds = {"organism": 0.0, "classifier_and_labels": 0.0, "arms": 0.0}
+    for line in lines:
+        if line.startswith("#") or "  # " not in line:
+            continue
+        command, wall = line.rsplit("  # ", 1)
+        stage = (
+            "organism"
+            if "benchmarks.efficacy.organism" in command or "organism_seen" in command
+            else "classifier_and_labels"
+            if " train-classifier " in command or " label " in command
+            else "arms"
+        )
+        seconds[stage] += float(wall.split()[0])
+    now = datetime.now(timezone.utc)
+    return {
+        "protocol": asdict(config),
+        "machine": machine(),
+        "date": now.isoformat(timespec="seconds"),
+        "timings": {
+            **seconds,
+            "total": (now - min(starts)).total_seconds() if starts else 0.0,
+            "partial": True,
+            "note": "the run was stopped before its end: `arms` is the sum of the wall times of the commands that "
+            "finished (several ran in parallel); `total` is the span from the first start to this report",
+        },
+        "commands": lines[-400:],
+        "argv": "(partial run; see commands.sh)",
+        "organism": {
+            k: v
+            for k, v in json.loads((layout.organism / "organism_info.json").read_text(encoding="utf-8")).items()
+            if k != "log"
+        }
+        if (layout.organism / "organism_info.json").is_file()
+        else {},
+    }
+
+
 def report_only(config: StudyConfig) -> dict[str, Any]:
     """Recomputes the figures from the reports already in `output_dir` (after a change of `results.py`), keeping the
     protocol, machine, date and timings of the run's results file."""
     from .results import collect_results, write_outputs
 
-    previous = json.loads((RESULTS_DIR / f"efficacy_{config.tag}.json").read_text(encoding="utf-8"))
+    path = RESULTS_DIR / f"efficacy_{config.tag}.json"
+    previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else partial_run_record(config)
     results = {**previous, **collect_results(config, Layout(config))}
     if config.write_results:
         write_outputs(results, config)

@@ -106,7 +106,8 @@ class RefusalCueJudge(Judge):
 
     A reasoning trace (`kind="reasoning"`, or `"answer_reasoning"`: the trace followed by its answer) is searched
     whole, with the extra deliberation cues of `REASONING_REFUSAL_CUES`. `predict_proba` gives P(refusal) as 1.0
-    or 0.0, with the interface of `SafetyDecisionClassifier`. An empty answer is not a refusal.
+    or 0.0, with the interface of `SafetyDecisionClassifier`. `Judge.judge` gives an empty answer no verdict
+    (`degenerate="empty"`): it is neither a refusal nor a compliance.
 
     Args:
         patterns (`Sequence[str]`, *optional*): Extra regular expressions that count as refusals.

@@ -10,8 +10,9 @@ does) or reasoning. See `trl_presafety.data.self_routing` and docs/self_routing.
 
 Input: a complete label folder of SFT rows (`trl-presafety label` run on `build-sft` output, thinking off); an
 interrupted one is refused. Output: `<output_dir>/data/train-00000-of-00001.parquet` (every input column, plus
-`self_routed`) and `self_routing.json` (the source, its labeling settings and the counts), which the SFT recipes read
-as `dataset_name: <output_dir>`.
+`self_routed`), `labeling_state.json` (complete, with the fingerprint of the labels it was built from, as the package's
+other sharded outputs) and `self_routing.json` (the source, its labeling settings and the counts), which the SFT
+recipes read as `dataset_name: <output_dir>`.
 
 ```bash
 trl-presafety build-self-routing --labels runs/tiny-labels --output_dir runs/tiny-self-routing-data
@@ -21,8 +22,6 @@ trl-presafety sft --config recipes/tiny/sft/config_self_routing.yaml
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,9 @@ from ..labeling.state import ALLOW_INCOMPLETE_LABELS_HELP
 logger = logging.getLogger(__name__)
 
 RECORD_FILE = "self_routing.json"
+STATE_VERSION = 1
+# What the rows are computed from: a rerun into the same folder must match them
+RESUME_KEYS = ("version", "command", "labels_sha256", "label_column", "num_rows", "split")
 
 
 @dataclass
@@ -46,7 +48,8 @@ class BuildSelfRoutingArguments:
     split (`str`, *optional*, defaults to `"train"`): Split of the label folder to read.
     label_column (`str`, *optional*, defaults to `"safety_label"`): The safe model's decision (1 refuse, 0 comply; a
         soft label refuses from 0.5 up).
-    overwrite_output_dir (`bool`, *optional*, defaults to `False`): Replace an existing output folder.
+    overwrite_output_dir (`bool`, *optional*, defaults to `False`): Replace an output folder written from other
+        labels (a rerun on the same labels reuses it).
     allow_incomplete_labels (`bool`, *optional*, defaults to `False`): Read a label folder whose labeling did not
         finish (only its finished shards); refused by default.
     """
@@ -102,24 +105,19 @@ def build_self_routing(args: BuildSelfRoutingArguments) -> dict[str, Any]:
     """Writes the self-routing rows of `args.labels` to `args.output_dir`; returns the record (also written)."""
     from ..data.build_checks import warn_if_inside_package
     from ..data.self_routing import self_routing_dataset
+    from ..fingerprints import fingerprint_dataset
     from ..labeling.pipeline import load_prompt_dataset
     from ..labeling.state import check_label_folder, label_folder_status
-    from ..shards import write_json_atomic
+    from ..shards import ShardedJob, write_json_atomic
 
     warn_if_inside_package(args.output_dir, "build-self-routing")
-    output_dir = Path(args.output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()) and not args.overwrite_output_dir:
-        raise FileExistsError(
-            f"{output_dir} exists and is not empty. Pass `--overwrite_output_dir` to replace it, or choose another "
-            "`output_dir`."
-        )
     folder = check_label_folder(args.labels, args.allow_incomplete_labels)
     source: dict[str, Any] = {"path": str(Path(args.labels).resolve())}
     if folder is not None:
         state = label_folder_status(folder).get("state", {})
         check_thinking_off(folder, state)
-        source.update({k: state.get(k) for k in ("model", "classifier", "threshold", "thinking", "decoding")})
-        source["prompts_sha256"] = state.get("prompts_sha256")
+        keys = ("model", "classifier", "threshold", "thinking", "decoding", "prompts_sha256", "model_fingerprint")
+        source.update({k: state.get(k) for k in keys if k in state})
         dataset = load_prompt_dataset(
             str(folder), split=args.split, allow_incomplete_labels=args.allow_incomplete_labels
         )
@@ -135,23 +133,33 @@ def build_self_routing(args: BuildSelfRoutingArguments) -> dict[str, Any]:
             f"No row of {args.labels} was self-routed (counts: {counts}): the safe model refused none of its prompts "
             "with a usable answer, so the output equals the input."
         )
+    # One shard with the state file of the package's sharded outputs: readers check it is complete, and a rerun on
+    # other labels (their content, not their path) is refused instead of mixed in
+    state = {
+        "version": STATE_VERSION,
+        "command": "build-self-routing",
+        "labels_sha256": fingerprint_dataset(dataset),
+        "label_column": args.label_column,
+    }
+    job = ShardedJob(
+        {"self_routing": Path(args.output_dir)},
+        state,
+        RESUME_KEYS,
+        num_rows=len(rows),
+        shard_size=max(len(rows), 1),
+        split=args.split,
+        overwrite=args.overwrite_output_dir,
+        what="self-routing rows",
+    )
+    if not job.done(0):
+        job.write(0, {"self_routing": rows})
     record = {"source": source, "label_column": args.label_column, "num_rows": len(rows), "counts": counts}
-    # Written next to the destination, then moved in place: the output is complete or absent
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
-        (tmp / "data").mkdir()
-        rows.to_parquet(str(tmp / "data" / f"{args.split}-00000-of-00001.parquet"))
-        write_json_atomic(tmp / RECORD_FILE, record)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        tmp.rename(output_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    write_json_atomic(Path(args.output_dir) / RECORD_FILE, record)
+    job.finish({"counts": counts})
     print(
-        f"Self-routing rows: {len(rows)} in {output_dir} ({counts.get('self_routed', 0)} self-routed: closed think "
-        f"block + the safe model's thinking-off answer; the others keep their traces). Outcomes: {json.dumps(counts)}."
+        f"Self-routing rows: {len(rows)} in {args.output_dir} ({counts.get('self_routed', 0)} self-routed: closed "
+        f"think block + the safe model's thinking-off answer; the others keep their traces). Outcomes: "
+        f"{json.dumps(counts)}."
     )
     return record
 
