@@ -4,7 +4,7 @@
 - A key written twice in one mapping: YAML keeps the last value, so `presafety_loss_weight: 0.0` appended to a
   PreSafety recipe would silently train plain SFT. Refused, naming the file, the key and both lines.
 - Unknown keys inside the mappings handed to another library (`model_init_kwargs` to `from_pretrained`,
-  `gradient_checkpointing_kwargs` to `torch.utils.checkpoint`): they would fail (or be ignored) far from the recipe, in
+  `gradient_checkpointing_kwargs` / `activation_checkpointing_kwargs` to `torch.utils.checkpoint`): they would fail (or be ignored) far from the recipe, in
   the model constructor. Refused at parse time, naming the file, the key and its line.
 """
 
@@ -120,6 +120,8 @@ def check_nested_keys(config: Mapping[str, Any], path: str, text: str | None = N
     the key and its line."""
     checks = {
         "gradient_checkpointing_kwargs": (_gradient_checkpointing_keys, "`torch.utils.checkpoint.checkpoint`"),
+        # Its new name in transformers 5
+        "activation_checkpointing_kwargs": (_gradient_checkpointing_keys, "`torch.utils.checkpoint.checkpoint`"),
         "model_init_kwargs": (
             lambda: _from_pretrained_keys(config.get("model_name_or_path")),
             "`from_pretrained` (its keyword arguments and the model config's fields)",
