@@ -485,7 +485,8 @@ def render_results(results: dict[str, Any]) -> str:
         f"{organism.get('seconds')} s{' (reused from an earlier run)' if organism.get('reused') else ''}",
         f"- wall time: total {t['total']:.0f} s{cpu}; organism stage {t['organism']:.0f} s; classifier and labels "
         f"{t['classifier_and_labels']:.0f} s; arms (training + evaluation + probes) {t['arms']:.0f} s "
-        f"({p['jobs']} process(es), {p['threads']} torch thread(s) each)",
+        f"({p['jobs']} process(es), {p['threads']} torch thread(s) each)"
+        + (f"; {t['note']}" if t.get("note") else ""),
         "",
         "<details><summary>The exact commands of this run: the shared steps and every command of seed 0 (all "
         f"{len(run_commands)} are in `{p['output_dir']}/commands.sh` and in the JSON)</summary>",

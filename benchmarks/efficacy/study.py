@@ -460,9 +460,9 @@ def machine() -> dict[str, Any]:
 
 
 def partial_run_record(config: StudyConfig) -> dict[str, Any]:
-    """What a run that never reached its end (stopped, or cut by time) can say of itself: its protocol, the machine,
-    and, from `commands.sh`, every command with its wall time and the span of the run. The figures are those of the
-    reports that exist; each table gives their n."""
+    """What a run without a results file (stopped, or made of several invocations) can say of itself: its protocol,
+    the machine, and, from `commands.sh`, every command with its wall time and the span of the run. The figures are
+    those of the reports that exist; each table gives their n."""
     layout = Layout(config)
     lines = layout.commands.read_text(encoding="utf-8").splitlines() if layout.commands.is_file() else []
     starts = [datetime.fromisoformat(line.split()[1]) for line in lines if line.startswith("# ") and " study " in line]
@@ -488,8 +488,9 @@ def partial_run_record(config: StudyConfig) -> dict[str, Any]:
             **seconds,
             "total": (now - min(starts)).total_seconds() if starts else 0.0,
             "partial": True,
-            "note": "the run was stopped before its end: `arms` is the sum of the wall times of the commands that "
-            "finished (several ran in parallel); `total` is the span from the first start to this report",
+            "note": "built from commands.sh (a run of several invocations, or stopped before its end): `arms` is the "
+            "sum of the wall times of the commands that finished (several ran in parallel); `total` is the span from "
+            "the first start of the study in this folder to this report",
         },
         "commands": lines[-400:],
         "argv": "(partial run; see commands.sh)",
