@@ -103,7 +103,7 @@ def test_lora_save_records_the_fingerprint_of_base_and_adapter(tiny_model_dirs, 
     with pytest.raises(ValueError, match="other weights"):
         load_safety_head(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), out)
     # Merged by the package (as `eval` merges an adapter): the merged model remembers the weights it came from
-    from trl_presafety.modeling import merge_adapter
+    from trl_presafety.head_io import merge_adapter
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
     load_safety_head(merge_adapter(PeftModel.from_pretrained(base, out)), out)
