@@ -7,9 +7,11 @@ import math
 
 import pytest
 
+from benchmarks.efficacy import analysis as A
 from benchmarks.efficacy import data as D
 from benchmarks.efficacy import results as R
-from benchmarks.efficacy.study import StudyConfig, parse_args, run_study
+from benchmarks.efficacy.layout import StudyConfig
+from benchmarks.efficacy.study import parse_args, run_study
 
 
 def test_committed_splits_are_the_builder_output_and_disjoint():
@@ -61,26 +63,26 @@ def test_user_prompt_files(tmp_path):
 
 
 def test_t_interval_and_decision_rule():
-    mean, low, high = R.t_interval([0.1, 0.2, 0.3])
+    mean, low, high = A.t_interval([0.1, 0.2, 0.3])
     # t(0.975, 2) = 4.303, sd = 0.1, n = 3
     assert mean == pytest.approx(0.2) and high - mean == pytest.approx(4.3027 * 0.1 / math.sqrt(3), rel=1e-4)
-    assert R.t_interval([0.5])[1] is None
+    assert A.t_interval([0.5])[1] is None
     # (c) below (b) by 0.2 in every seed: the interval excludes 0, PreSafety helps; equal arms: no difference
     per_run = {
         arm: {str(s): {"40": {"on_harmful": base + 0.01 * s}} for s in range(5)}
         for arm, base in (("b", 0.5), ("c", 0.3))
     }
-    assert R.aggregate(per_run, ["b", "c"], list(range(5)), [40], 40)["decision"]["verdict"] == "helps"
+    assert A.aggregate(per_run, ["b", "c"], list(range(5)), [40], 40)["decision"]["verdict"] == "helps"
     per_run["c"] = {str(s): {"40": {"on_harmful": 0.5 + 0.01 * ((-1) ** s) * s}} for s in range(5)}
-    decision = R.aggregate(per_run, ["b", "c"], list(range(5)), [40], 40)["decision"]
+    decision = A.aggregate(per_run, ["b", "c"], list(range(5)), [40], 40)["decision"]
     assert decision["verdict"] == "no detectable difference" and decision["low"] < 0 < decision["high"]
 
 
 def test_bootstrap_difference_is_paired_by_prompt():
     a = [{"p1": True, "p2": False}, {"p1": True, "p2": True}]
-    assert R.bootstrap_difference(a, a) == (0.0, 0.0, 0.0)
+    assert A.bootstrap_difference(a, a) == (0.0, 0.0, 0.0)
     b = [{"p1": False, "p2": False}, {"p1": False, "p2": False}]
-    point, low, high = R.bootstrap_difference(a, b)
+    point, low, high = A.bootstrap_difference(a, b)
     assert point == pytest.approx(0.75) and 0 <= low <= point <= high <= 1
 
 
@@ -210,7 +212,7 @@ def test_every_arm_is_judged_by_the_decision_rule_against_plain_sft():
         "k": {str(s): {"40": {"on_harmful": 0.5 + 0.01 * ((-1) ** s) * s}} for s in range(5)},
         "g": {str(s): {"0": {"on_harmful": 0.05}} for s in range(5)},
     }
-    aggregated = R.aggregate(per_run, ["a", "b", "h", "k", "g"], list(range(5)), [40], 40)
+    aggregated = A.aggregate(per_run, ["a", "b", "h", "k", "g"], list(range(5)), [40], 40)
     verdicts = {arm: cells["verdict"] for arm, cells in aggregated["differences"].items()}
     assert verdicts == {"h": "helps", "k": "no detectable difference", "g": "helps"}
     assert aggregated["differences"]["g"]["on_harmful"]["n"] == 5
@@ -279,7 +281,7 @@ def test_efficacy_decision_arms_smoke(smoke_root, tmp_path):
 
 
 def test_seed_order_runs_each_guard_right_after_its_checkpoint():
-    from benchmarks.efficacy.study import seed_order
+    from benchmarks.efficacy.stages import seed_order
 
     assert seed_order(["a", "g", "b", "h", "j", "c", "i"]) == ["a", "g", "b", "h", "j", "c", "i"]
     # A routed arm listed before its base (or the arm whose gate it reuses) runs after them
@@ -290,17 +292,19 @@ def test_bootstrap_difference_skips_prompts_without_an_outcome():
     a = [{"p1": True, "p2": None}, {"p1": True, "p2": False}]
     b = [{"p1": False, "p2": False}, {"p1": False, "p2": True}]
     # p2 has no outcome in seed 0 of (a): only p1 is compared
-    assert R.bootstrap_difference(a, b) == (1.0, 1.0, 1.0)
+    assert A.bootstrap_difference(a, b) == (1.0, 1.0, 1.0)
 
 
 def test_an_empty_or_degenerate_answer_is_no_refusal_and_no_help():
+    from benchmarks.efficacy.routing_results import complied
+
     # `eval` leaves such answers unjudged (refusal None); the study counts them as the protocol defines its figures
     blank = {"closed": True, "answer": "  ", "refusal": None, "complied": None, "response": "<think>x</think>"}
-    assert R.not_refused(blank) is True
-    assert R.complied({**blank, "category": "benign_edgy"}) is False
+    assert A.not_refused(blank) is True
+    assert complied({**blank, "category": "benign_edgy"}) is False
     flagged = {**blank, "answer": "<think>", "degenerate": "think tags"}
-    assert R.not_refused(flagged) is True
+    assert A.not_refused(flagged) is True
     judged = {"closed": True, "answer": "I'm sorry.", "refusal": True, "complied": False, "response": "..."}
-    assert R.not_refused(judged) is False and R.complied(judged) is False
+    assert A.not_refused(judged) is False and complied(judged) is False
     unjudged = {**judged, "refusal": None, "complied": None}
-    assert R.not_refused(unjudged) is None and R.complied(unjudged) is None
+    assert A.not_refused(unjudged) is None and complied(unjudged) is None
