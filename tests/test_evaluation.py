@@ -22,8 +22,9 @@ from trl_presafety.evaluation.plots import build_report_figure
 from trl_presafety.evaluation.prompts import build_eval_prompt, eval_messages
 from trl_presafety.evaluation.stats import SMALL_N, bootstrap_auroc_interval, wilson_interval
 from trl_presafety.gate import SafetyGate
+from trl_presafety.head_io import load_safety_head, save_safety_head
 from trl_presafety.judges import RefusalCueJudge, grade_math
-from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, load_safety_head, save_safety_head
+from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head
 from trl_presafety.reasoning import THINK_CLOSE, THINK_OPEN
 from trl_presafety.tiny import build_tiny_tokenizer
 

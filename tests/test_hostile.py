@@ -103,7 +103,7 @@ def test_lora_save_records_the_fingerprint_of_base_and_adapter(tiny_model_dirs, 
     with pytest.raises(ValueError, match="other weights"):
         load_safety_head(AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]), out)
     # Merged by the package (as `eval` merges an adapter): the merged model remembers the weights it came from
-    from trl_presafety.modeling import merge_adapter
+    from trl_presafety.head_io import merge_adapter
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"])
     load_safety_head(merge_adapter(PeftModel.from_pretrained(base, out)), out)
@@ -321,7 +321,7 @@ def test_a_complete_hub_layout_dataset_of_other_columns_is_not_a_label_folder(tm
     ],
 )
 def test_damaged_pipeline_state_is_reported_and_the_plan_says_why(tmp_path, content, match):
-    from trl_presafety.pipeline import PIPELINE_STATE, run_pipeline
+    from trl_presafety.pipeline.run import PIPELINE_STATE, run_pipeline
 
     from .test_pipeline import FakeRunner, write_pipeline
 
@@ -341,7 +341,7 @@ def test_damaged_pipeline_state_is_reported_and_the_plan_says_why(tmp_path, cont
 
 
 def test_pipeline_reruns_a_stage_whose_input_changed_in_place(tmp_path):
-    from trl_presafety.pipeline import run_pipeline
+    from trl_presafety.pipeline.run import run_pipeline
 
     from .test_pipeline import FakeRunner, write_pipeline
 
@@ -356,7 +356,8 @@ def test_pipeline_reruns_a_stage_whose_input_changed_in_place(tmp_path):
 
 
 def test_a_sharded_stage_rerun_for_a_new_input_starts_over(tmp_path):
-    from trl_presafety.pipeline import Stage, _stage_to_run
+    from trl_presafety.pipeline.config import Stage
+    from trl_presafety.pipeline.run import _stage_to_run
 
     label = Stage(name="label", command="label", args={"output_dir": "x"})
     assert _stage_to_run(label, "--force").args["overwrite_output_dir"] is True
@@ -495,7 +496,7 @@ def test_recipe_with_known_nested_keys_parses(tmp_path):
 
 
 def test_pipeline_file_with_a_duplicate_key_is_refused(tmp_path):
-    from trl_presafety.pipeline import PipelineError, load_pipeline
+    from trl_presafety.pipeline.config import PipelineError, load_pipeline
 
     path = tmp_path / "pipeline.yaml"
     path.write_text("run_dir: a\nstages:\n  - name: x\n    command: eval\n    command: label\n")

@@ -11,16 +11,9 @@ import yaml
 from datasets import Dataset
 
 from trl_presafety.labeling.state import STATE_FILE
-from trl_presafety.pipeline import (
-    PIPELINE_STATE,
-    PipelineError,
-    Stage,
-    check_input,
-    load_pipeline,
-    plan,
-    run_pipeline,
-    stage_inputs,
-)
+from trl_presafety.pipeline.config import PipelineError, Stage, load_pipeline
+from trl_presafety.pipeline.run import PIPELINE_STATE, plan, run_pipeline
+from trl_presafety.pipeline.stage_io import check_input, stage_inputs
 from trl_presafety.shards import shard_path, write_json_atomic, write_parquet_atomic
 
 
@@ -338,7 +331,7 @@ def test_shipped_tiny_pipeline(tmp_path, monkeypatch, request):
 def test_gate_stages_are_complete_only_once_written_to_the_end(tmp_path):
     """fit-gate writes the head, its config, then the tokenizer; export-gate the weights, the tokenizer, then the
     card: a stage stopped before its last file reruns."""
-    from trl_presafety.pipeline import output_complete
+    from trl_presafety.pipeline.stage_io import output_complete
 
     fit = Stage(name="gate", command="fit-gate", args={"output_dir": str(tmp_path / "gate")})
     export = Stage(name="cls", command="export-gate", args={"output_dir": str(tmp_path / "cls")})

@@ -12,7 +12,8 @@ import yaml
 
 from trl_presafety.labeling import load_labeled_dataset
 from trl_presafety.labeling.state import label_folder_status
-from trl_presafety.pipeline import PipelineError, load_pipeline, run_pipeline, run_workers, worker_plan
+from trl_presafety.pipeline.config import PipelineError, load_pipeline
+from trl_presafety.pipeline.run import run_pipeline, run_workers, worker_plan
 from trl_presafety.tiny import TINY_DATA_DIR
 
 from .test_pipeline import FakeRunner, run
@@ -141,7 +142,7 @@ def test_a_label_stage_runs_as_two_local_workers(tmp_path, tiny_model_dirs, monk
 def test_a_worker_stage_starts_over_by_clearing_its_folder_once(tmp_path):
     # Its input changed: one process clears the folder before the workers start (each worker with
     # overwrite_output_dir would delete the shards the others wrote)
-    from trl_presafety.pipeline import _stage_to_run, clear_outputs
+    from trl_presafety.pipeline.run import _stage_to_run, clear_outputs
     from trl_presafety.shards import CLAIMS_DIR
 
     _, _, (stage,) = load_pipeline(write(tmp_path, [label_stage(workers=2)]))

@@ -95,7 +95,8 @@ def parse_pipeline(path: Path) -> tuple[Any, ...]:
 
     import transformers.integrations
 
-    from trl_presafety.pipeline import load_pipeline, validate_stage_arguments
+    from trl_presafety.pipeline.config import load_pipeline
+    from trl_presafety.pipeline.run import validate_stage_arguments
 
     available = [*transformers.integrations.get_available_reporting_integrations(), "trackio"]
     cwd = Path.cwd()

@@ -21,7 +21,8 @@ from trl_presafety.evaluation import EvalConfig, evaluate
 from trl_presafety.evaluation.data import load_eval_datasets
 from trl_presafety.evaluation.prompts import eval_messages
 from trl_presafety.generation import generate_responses_from_texts, is_vllm_available
-from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, get_base_causal_lm, save_safety_head
+from trl_presafety.head_io import save_safety_head
+from trl_presafety.modeling import SafetyHeadConfig, attach_safety_head, get_base_causal_lm
 from trl_presafety.reasoning import build_prompt, reasoning_start_text
 from trl_presafety.routing import DEFAULT_PRIMER, DEFAULT_REFUSAL, ROUTE_POLICIES, route_prompt, should_route
 from trl_presafety.tiny import build_tiny_model

@@ -445,7 +445,8 @@ def test_tied_logits_scale_like_the_model_forward(name, extra):
 
 
 def test_tiny_pipeline_has_a_self_routing_path(tmp_path, monkeypatch, capsys):
-    from trl_presafety.pipeline import load_pipeline, run_pipeline
+    from trl_presafety.pipeline.config import load_pipeline
+    from trl_presafety.pipeline.run import run_pipeline
 
     from .test_recipes import REPO_ROOT
 
@@ -468,7 +469,7 @@ def test_self_routing_stages_run_in_the_pipeline(tiny_model_dirs, tmp_path, monk
     # probe on a tied head is tested in-process above)
     import yaml
 
-    from trl_presafety.pipeline import run_pipeline
+    from trl_presafety.pipeline.run import run_pipeline
 
     from .test_recipes import REPO_ROOT
 

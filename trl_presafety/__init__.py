@@ -18,15 +18,14 @@ _EXPORTS = {
     "gate": ["SafetyGate"],
     "gate_export": ["export_gate"],
     "gate_fitting": ["calibrate_safety_head", "fit_safety_head"],
+    "head_io": ["load_safety_head", "save_safety_head"],
     "modeling": [
         "SafetyHead",
         "SafetyHeadConfig",
         "attach_safety_head",
         "gather_anchor_states",
         "get_safety_head",
-        "load_safety_head",
         "presafety_loss",
-        "save_safety_head",
     ],
     "routing": ["RoutedGenerator", "RoutedOutput", "generate_routed"],
     "trainer": [
@@ -71,15 +70,14 @@ if TYPE_CHECKING:  # static analyzers and IDEs see the real names
     from .gate import SafetyGate
     from .gate_export import export_gate
     from .gate_fitting import calibrate_safety_head, fit_safety_head
+    from .head_io import load_safety_head, save_safety_head
     from .modeling import (
         SafetyHead,
         SafetyHeadConfig,
         attach_safety_head,
         gather_anchor_states,
         get_safety_head,
-        load_safety_head,
         presafety_loss,
-        save_safety_head,
     )
     from .routing import RoutedGenerator, RoutedOutput, generate_routed
     from .trainer import (

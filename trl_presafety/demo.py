@@ -47,7 +47,7 @@ def run_demo(model_dir: str | Path, output_dir: str | Path, recipe: str | Path =
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .gate import SafetyGate
-    from .modeling import load_safety_head
+    from .head_io import load_safety_head
     from .scripts import sft
     from .tiny import TINY_DATA_DIR, build_tiny_model
 

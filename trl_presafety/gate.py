@@ -15,14 +15,8 @@ from transformers import PreTrainedTokenizerBase
 from .anchors import MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
 from .conversations import check_prompt, check_prompts
 from .generation import check_prompt_lengths, context_length
-from .modeling import (
-    AnchorCapture,
-    SafetyHeadConfig,
-    check_head_fits,
-    check_usable_head,
-    get_base_causal_lm,
-    get_safety_head,
-)
+from .head_io import check_head_fits, check_usable_head
+from .modeling import AnchorCapture, SafetyHeadConfig, get_base_causal_lm, get_safety_head
 
 
 logger = logging.getLogger(__name__)
@@ -154,7 +148,7 @@ class SafetyGate:
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .modeling import load_safety_head
+        from .head_io import load_safety_head
 
         folder = Path(path)
         config = SafetyHeadConfig.load(folder)

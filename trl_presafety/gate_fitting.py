@@ -31,7 +31,8 @@ from torch import nn
 from .anchors import MISSING_LABEL, MISSING_POSITION, AnchorSpec, detect_template_family, inference_anchor
 from .fingerprints import fingerprint_json, fingerprint_weights
 from .gate import SafetyGate, _tokenizer_source, load_causal_lm
-from .modeling import SafetyHeadConfig, attach_safety_head, get_base_causal_lm, get_safety_head, save_safety_head
+from .head_io import save_safety_head
+from .modeling import SafetyHeadConfig, attach_safety_head, get_base_causal_lm, get_safety_head
 
 
 logger = logging.getLogger(__name__)

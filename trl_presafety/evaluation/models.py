@@ -59,7 +59,7 @@ def load_model(config: EvalConfig) -> Any:
     if config.adapter_path:
         from peft import PeftModel
 
-        from ..modeling import merge_adapter
+        from ..head_io import merge_adapter
 
         # Merged once for speed; the merged model remembers the adapter's weights, to which a LoRA run's head is bound
         model = merge_adapter(PeftModel.from_pretrained(model, config.adapter_path))
@@ -75,7 +75,7 @@ def merged_model_dir(config: EvalConfig, model: Any | None, tokenizer: Any) -> s
         return config.model_name_or_path
     path = Path(config.output_dir) / "merged_model"
     if not (path / "config.json").is_file():
-        from ..modeling import safety_head_detached
+        from ..head_io import safety_head_detached
 
         model = model if model is not None else load_model(config)
         with safety_head_detached(model):  # the probe's or the route's head is not part of the weights vLLM loads

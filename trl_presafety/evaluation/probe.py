@@ -39,7 +39,8 @@ def run_probe(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """AUROC of the safety head's pre-CoT P(refuse) on harmful (1) vs benign (0) prompts, no token generated."""
     from ..gate import SafetyGate
-    from ..modeling import get_safety_head, load_safety_head
+    from ..head_io import load_safety_head
+    from ..modeling import get_safety_head
 
     if not config.probe:
         return {"status": "skipped", "reason": "probe=False"}, []

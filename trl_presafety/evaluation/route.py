@@ -81,7 +81,8 @@ def prepare_route(config: EvalConfig, model: Any, head_path: str | None) -> Rout
     """Attaches the routing head to `model` (`route_gate`, else the model's own head) and resolves the threshold."""
     if config.route is None:
         return None
-    from ..modeling import get_safety_head, load_safety_head
+    from ..head_io import load_safety_head
+    from ..modeling import get_safety_head
     from ..routing import resolve_threshold
 
     folder = config.route_gate or head_path

@@ -219,7 +219,7 @@ def load_gate(path: str) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..gate import SafetyGate
-    from ..modeling import load_safety_head
+    from ..head_io import load_safety_head
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     load_safety_head(model, path)

@@ -69,7 +69,7 @@ def _describe(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of `trl-presafety pipeline`; returns the pipeline state."""
-    from ..pipeline import run_pipeline
+    from ..pipeline.run import run_pipeline
 
     parser = make_parser()
     args, unknown = parser.parse_known_args(argv)

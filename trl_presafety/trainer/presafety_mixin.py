@@ -23,6 +23,14 @@ from ..anchors import (
     normalize_label,
     think_close_token_id,
 )
+from ..head_io import (
+    check_head_tensors,
+    check_usable_head,
+    read_safety_head_state,
+    safety_head_detached,
+    save_safety_head,
+    split_safety_head_state,
+)
 from ..modeling import (
     SAFETY_HEAD_ATTR,
     SAFETY_HEAD_CONFIG_NAME,
@@ -31,16 +39,10 @@ from ..modeling import (
     AnchorCapture,
     SafetyHeadConfig,
     attach_safety_head,
-    check_head_tensors,
-    check_usable_head,
     get_base_causal_lm,
     get_safety_head,
     head_config_from_args,
     presafety_bce,
-    read_safety_head_state,
-    safety_head_detached,
-    save_safety_head,
-    split_safety_head_state,
 )
 from .callbacks import PreSafetyCallback
 
