@@ -201,8 +201,12 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
             # What was evaluated, by content: a report names the weights, not only where they were
             "fingerprints": evaluated_fingerprints(config, model if backend == "transformers" else None),
         },
-        # The examples and the settings by content, and the local models the settings name (judges' classifier...)
-        "provenance": provenance({}, examples, asdict(config)),
+        # The examples and the settings by content, and the local models the settings name (judges' classifier...).
+        # Where the report is written and whether it resumed do not change what it says: left out, so that a resumed
+        # or relocated run has the provenance of an uninterrupted one
+        "provenance": provenance(
+            {}, examples, {k: v for k, v in asdict(config).items() if k not in ("output_dir", "resume")}
+        ),
         "judge": judge.describe(),
         "config": asdict(config),
         "training_overlap": training_overlap([config.adapter_path, config.model_name_or_path], examples),
