@@ -253,7 +253,8 @@ def test_shipped_pipelines_validate(model, capsys, monkeypatch):
         monkeypatch.setattr(
             transformers.integrations, "get_available_reporting_integrations", lambda: [*available, "trackio"]
         )
-    run_pipeline(config, paths=["sft", "dpo"], dry_run=True, run_dir="/nonexistent/run")
+    # Every path the shipped pipelines have, so that every stage is selected and shows its command line
+    run_pipeline(config, paths=["sft", "dpo", "self_routing"], dry_run=True, run_dir="/nonexistent/run")
     out = capsys.readouterr().out
     _, _, stages = load_pipeline(config)
     assert all(f"  {stage.name} " in out for stage in stages)

@@ -293,7 +293,7 @@ def test_two_workers_share_a_job_and_a_killed_ones_shards_are_finished_by_a_reru
     _release_when_ready(tmp_path, [rerun])
     stdout, stderr = rerun.communicate(timeout=240)
     assert rerun.returncode == 0, stderr[-3000:]
-    assert f"Labeled {num_rows} prompts" in stdout
+    assert f"Labeled {num_rows} of {num_rows} prompts" in stdout  # every row labeled, none left blank
     prompts = [json.loads(line)["prompt"] for line in EVAL_PROMPTS.read_text().splitlines()[:num_rows]]
     computed = [(entry["pid"], entry["prompts"]) for entry in _log(tmp_path)]
     by_worker = {pid: [p for q, ps in computed if q == pid for p in ps] for pid, _ in computed}
