@@ -6,20 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .arms import (  # noqa: F401 (ARMS, ABLATIONS: the registries, also read from here)
-    ABLATIONS,
-    ARMS,
-    DECISION_ARMS,
+from .arms import (
     DEFAULT_ARMS,
     LORA_LEARNING_RATE,
-    METHOD_ARMS,
-    ROUTED_ARMS,
-    ROUTING_ARMS,
-    STEPLESS_ARMS,
     Arm,
     RoutedArm,
     arm_spec,
-    arm_steps,
 )
 
 

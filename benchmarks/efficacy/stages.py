@@ -15,18 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from . import data as D
-from .arms import (  # noqa: F401 (ARMS, ABLATIONS: the registries, also read from here)
-    ABLATIONS,
-    ARMS,
-    DECISION_ARMS,
-    DEFAULT_ARMS,
-    LORA_LEARNING_RATE,
-    METHOD_ARMS,
-    ROUTED_ARMS,
-    ROUTING_ARMS,
+from .arms import (
     STEPLESS_ARMS,
     Arm,
-    RoutedArm,
     arm_spec,
     arm_steps,
 )
