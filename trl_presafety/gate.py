@@ -4,6 +4,7 @@
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -215,25 +216,13 @@ class SafetyGate:
         try:
             for start in tqdm(starts, desc="Anchor states", unit="batch", disable=not progress):
                 rows = order[start : start + self.batch_size]
-                chunk = [encoded[i] for i in rows]
-                width = max(len(ids) for ids, _ in chunk)
-                # Left padding: every anchor keeps its distance to the end, the position ids skip the padding
-                input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-                index, span_start = [], []
-                for row, (ids, position) in enumerate(chunk):
-                    offset = width - len(ids)
-                    input_ids[row, offset:] = torch.tensor(ids)
-                    attention_mask[row, offset:] = 1
-                    index.append((row, offset + position))
-                    span_start.append(offset)
-                position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-                self._capture.arm(torch.tensor(index), torch.tensor(span_start), states=states)
+                batch = _left_pad([encoded[i] for i in rows], pad_id)
+                self._capture.arm(batch.anchor_index, batch.offsets, states=states)
                 try:
                     base.get_decoder()(
-                        input_ids=input_ids.to(device),
-                        attention_mask=attention_mask.to(device),
-                        position_ids=position_ids.to(device),
+                        input_ids=batch.input_ids.to(device),
+                        attention_mask=batch.attention_mask.to(device),
+                        position_ids=batch.position_ids.to(device),
                         use_cache=False,
                     )
                 finally:
@@ -284,3 +273,28 @@ class SafetyGate:
     def close(self) -> None:
         """Removes the gate's hooks from the model."""
         self._capture.remove()
+
+
+@dataclass
+class _Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    offsets: torch.Tensor
+    anchor_index: torch.Tensor
+
+
+def _left_pad(encoded: Sequence[tuple[list[int], int]], pad_id: int) -> _Batch:
+    """Left padding (every anchor keeps its distance to the end); the position ids skip the padding."""
+    width = max(len(ids) for ids, _ in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    offsets, index = [], []
+    for row, (ids, position) in enumerate(encoded):
+        offset = width - len(ids)
+        input_ids[row, offset:] = torch.tensor(ids)
+        attention_mask[row, offset:] = 1
+        offsets.append(offset)
+        index.append((row, offset + position))
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return _Batch(input_ids, attention_mask, position_ids, torch.tensor(offsets), torch.tensor(index))

@@ -47,7 +47,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from .anchors import common_prefix_length
-from .gate import DEFAULT_THRESHOLD, SafetyGate
+from .gate import DEFAULT_THRESHOLD, SafetyGate, _left_pad
 from .generation import (
     GenerationArguments,
     Prompt,
@@ -585,31 +585,6 @@ def generate_routed(
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Batch:
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
-    offsets: torch.Tensor
-    anchor_index: torch.Tensor
-
-
-def _left_pad(encoded: Sequence[tuple[list[int], int]], pad_id: int) -> _Batch:
-    """Left padding (every anchor keeps its distance to the end); the position ids skip the padding."""
-    width = max(len(ids) for ids, _ in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    offsets, index = [], []
-    for row, (ids, position) in enumerate(encoded):
-        offset = width - len(ids)
-        input_ids[row, offset:] = torch.tensor(ids)
-        attention_mask[row, offset:] = 1
-        offsets.append(offset)
-        index.append((row, offset + position))
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    return _Batch(input_ids, attention_mask, position_ids, torch.tensor(offsets), torch.tensor(index))
 
 
 def _output_cache(output: Any) -> Any:
