@@ -30,8 +30,12 @@ demo: setup
 pipeline-tiny: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m trl_presafety.cli pipeline --config recipes/tiny/pipeline.yaml --paths sft dpo
 
+# Two tiers: `make test` (about 5 min on 2 CPU cores) runs every test but the `slow` ones; `make slow_tests` runs those:
+# real multi-process launches (DDP, DeepSpeed, FSDP2, killed and shared label workers), the efficacy study's smoke
+# runs and the shipped tiny pipeline. CI runs both. `--dist loadgroup` keeps a module's costly fixtures on one worker.
+PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 test: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15 -m "not gpu" tests
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) -m "not gpu and not slow" tests
 
 # The efficacy study on a model organism (benchmarks/efficacy; ~12 min on 2 idle CPU cores): arms (a)-(d), 10 seeds.
 # Resumable: rerun to continue; results/efficacy_default.json, RESULTS.md and efficacy.png are regenerated.
@@ -51,7 +55,7 @@ efficacy-routing: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study --arms a b c --routing --tag routing
 
 slow_tests: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "slow" tests
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) -m "slow and not gpu" tests
 
 # vLLM's own weight and LoRA loaders checked against what the trainers save, and its architecture resolution, weight
 # loader and classification head against an exported gate (export-gate), on this machine's CPU: vLLM's Python code

@@ -20,6 +20,10 @@ from trl_presafety.scripts import train_classifier
 from .testing_utils import CPU_TRAINING_KWARGS
 
 
+# One worker for the module: the MiniLM fine-tuned by `trained` (the slowest fixture of the suite) is built once
+pytestmark = pytest.mark.xdist_group("classifier")
+
+
 RECIPE = Path(__file__).parents[1] / "recipes" / "tiny" / "train_classifier.yaml"
 
 
@@ -66,6 +70,17 @@ def trained(data, tmp_path_factory):
     )
     classifier.train(data["train"], args=args, max_length=128)
     return classifier
+
+
+def test_fine_tuned_classifier_judge_agrees_with_hand_labels(trained):
+    # The same fine-tuned MiniLM as the evaluation's classifier judge, against the 30 hand-labeled responses
+    from trl_presafety.judges import ClassifierJudge
+
+    from .test_judges import judge_fixture, load_fixture_rows
+
+    agreement = judge_fixture(ClassifierJudge(trained, max_tokens=128), load_fixture_rows())
+    assert agreement["n"] == 30
+    assert agreement["refusal"] >= 0.9  # measured 29/30
 
 
 def test_minilm_held_out_accuracy(trained, data):

@@ -191,6 +191,7 @@ def test_main_without_launch_options_runs_in_process(tiny_model_dirs, tmp_path):
     assert recorded["num_prompts"] == 140 and len(recorded["sha256"]) == 140
 
 
+@pytest.mark.slow  # three processes: the console script, and the two it launches
 @pytest.mark.distributed
 def test_console_script_launches_two_processes(tiny_model_dirs, tmp_path):
     """The installed `trl-presafety` with the packaged FSDP2 config (the other packaged configs launch in

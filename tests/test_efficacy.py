@@ -14,6 +14,10 @@ from benchmarks.efficacy.layout import StudyConfig
 from benchmarks.efficacy.study import parse_args, run_study
 
 
+# One worker for the module: the smoke runs share their organism, classifier and labels (`smoke_root`)
+pytestmark = pytest.mark.xdist_group("efficacy")
+
+
 def test_committed_splits_are_the_builder_output_and_disjoint():
     built = D.build_splits()
     committed = D.load_splits()
@@ -118,6 +122,7 @@ def smoke_root(tmp_path_factory):
     return tmp_path_factory.mktemp("efficacy-smoke")
 
 
+@pytest.mark.slow  # the whole study through its commands at tiny sizes
 def test_efficacy_study_smoke(smoke_root, tmp_path):
     """The whole pipeline, through the CLI commands, at tiny sizes: one seed, arms (a)-(d), two checkpoints."""
     config = smoke_config(smoke_root, steps=[1, 2])
@@ -232,6 +237,7 @@ def test_routing_arms_need_their_checkpoints_and_never_calibrate_on_what_they_ev
         run_study(smoke_config(tmp_path, arms=["a", "g"], eval_sets="dev"))
 
 
+@pytest.mark.slow  # ten arms through their commands at tiny sizes
 def test_efficacy_decision_arms_smoke(smoke_root, tmp_path):
     """Issue 20's arms through their commands at tiny sizes: gates fitted on a model's own states (g, h) or trained
     beside it (i), calibrated on the dev split, routing no_think / primer / refuse; self-routing SFT with the tied

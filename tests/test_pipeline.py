@@ -289,13 +289,25 @@ def reduced_tiny_pipeline(tmp_path: Path, model: str, classifier: str) -> Path:
 
 
 def test_tiny_chain_end_to_end(tmp_path, tiny_model_dirs, monkeypatch, capsys):
-    # build-sft -> label -> PreSafety SFT and plain SFT -> eval of both -> eval-compare, as subprocesses, in order
+    # build-sft -> label -> PreSafety SFT and plain SFT -> eval of both (and routed) -> eval-compare, in order, each
+    # stage from the command line the pipeline builds: the first as the default runner starts it (a subprocess), the
+    # others through the same `cli.main` in this process (a new interpreter per stage costs ~5 s and tests nothing new)
+    from trl_presafety.pipeline.run import _run_subprocess
+
     from .test_classifier import build_tiny_classifier
+    from .testing_utils import run_stage_in_process
 
     monkeypatch.chdir(ROOT)  # the recipes' paths are relative to the repository root
     classifier = build_tiny_classifier(tmp_path / "classifier")
     config = reduced_tiny_pipeline(tmp_path, tiny_model_dirs["qwen3"], classifier)
-    state = run_pipeline(config)
+    ran = []
+
+    def runner(stage: Stage) -> int:
+        ran.append(stage.name)
+        return _run_subprocess(stage) if len(ran) == 1 else run_stage_in_process(stage)
+
+    state = run_pipeline(config, runner=runner)
+    assert ran[0] == "build-sft" and len(ran) == 8
     out = capsys.readouterr().out
     names = ["build-sft", "label", "presafety-sft", "plain-sft", "eval-presafety-sft", "eval-plain-sft",
              "eval-presafety-sft-routed", "compare-sft"]  # fmt: skip
@@ -316,13 +328,9 @@ def test_tiny_chain_end_to_end(tmp_path, tiny_model_dirs, monkeypatch, capsys):
     assert runner.calls == []
 
 
-@pytest.mark.slow
-def test_shipped_tiny_pipeline(tmp_path, monkeypatch, request):
-    # `make pipeline-tiny` (the SFT path), into tmp_path: about 2 min on 2 CPU cores. `make test` selects by `not gpu`
-    # only, so this one runs when slow tests are asked for by name (`make slow_tests`, `pytest -m slow`)
-    markexpr = request.config.option.markexpr or ""
-    if "slow" not in markexpr or "not slow" in markexpr:
-        pytest.skip("the shipped tiny pipeline (~2 min): run it with `make slow_tests` or `pytest -m slow`")
+@pytest.mark.slow  # `make slow_tests`
+def test_shipped_tiny_pipeline(tmp_path, monkeypatch):
+    # `make pipeline-tiny` (the SFT path), into tmp_path, as shipped: about 2 min on 2 CPU cores
     monkeypatch.chdir(ROOT)
     state = run_pipeline("recipes/tiny/pipeline.yaml", run_dir=str(tmp_path / "run"))
     assert all(record["complete"] for record in state["stages"].values())

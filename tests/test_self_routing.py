@@ -463,15 +463,15 @@ def test_tiny_pipeline_has_a_self_routing_path(tmp_path, monkeypatch, capsys):
         assert name in out
 
 
-@pytest.mark.slow  # two stage processes: build-self-routing, then sft
 def test_self_routing_stages_run_in_the_pipeline(tiny_model_dirs, tmp_path, monkeypatch):
-    # build-self-routing -> SFT with the tied head, as the pipeline runs them (subprocesses, in order; the evaluation's
-    # probe on a tied head is tested in-process above)
+    # build-self-routing -> SFT with the tied head, from the command lines the pipeline builds, in order (run by
+    # `cli.main` in this process: the subprocess runner is tested by tests/test_pipeline.py's chain)
     import yaml
 
     from trl_presafety.pipeline.run import run_pipeline
 
     from .test_recipes import REPO_ROOT
+    from .testing_utils import run_stage_in_process
 
     monkeypatch.chdir(REPO_ROOT)
     rows = load_tiny_sft_rows(16)
@@ -486,7 +486,7 @@ def test_self_routing_stages_run_in_the_pipeline(tiny_model_dirs, tmp_path, monk
     stages = [{**s, "args": {**s["args"], **overrides[s["name"]]}} for s in config["stages"] if s["name"] in overrides]
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "stages": stages}, sort_keys=False))
-    state = run_pipeline(str(path), paths=["self_routing"])
+    state = run_pipeline(str(path), paths=["self_routing"], runner=run_stage_in_process)
     assert all(state["stages"][name]["complete"] for name in overrides)
     run = tmp_path / "run"
     assert json.loads((run / "self-routing-data" / "self_routing.json").read_text())["counts"]["self_routed"] == 8

@@ -158,3 +158,18 @@ def run_cli_in_fresh_process(argv: Sequence[str], modules: Sequence[str]) -> tup
     )
     report = json.loads(result.stdout.splitlines()[-1])
     return report["out"], report["loaded"], result.stderr
+
+
+def run_stage_in_process(stage) -> int:
+    """A pipeline stage's own command line (`python -m trl_presafety.cli <command> ...`) run by `cli.main` in this
+    process: the argv the default runner starts, without a new interpreter per stage (what the subprocess runner adds
+    is tested once per chain). Returns the exit code, as a runner does."""
+    from trl_presafety import cli
+
+    command = stage.command_line()
+    assert command[1:3] == ["-m", "trl_presafety.cli"], command
+    try:
+        cli.main(command[3:])
+    except SystemExit as exit:  # argparse and the scripts' clear errors exit; a code of None is success
+        return exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+    return 0

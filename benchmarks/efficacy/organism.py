@@ -11,6 +11,7 @@ byte-level BPE trained on the same rows, with Qwen's pre-tokenizer split (digits
 """
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -107,6 +108,15 @@ def _template_only_tokenizer() -> Any:
     return build_tiny_tokenizer("qwen3")
 
 
+def _exact_digest(model: Any) -> str:
+    """sha256 of every tensor's bytes, in name order: bit-exact (the package's weight fingerprint samples values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def build_organism(
     output_dir: str | Path,
     splits_dir: str | Path = SPLITS_DIR,
@@ -150,6 +160,7 @@ def build_organism(
     )
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config)
+    initial_weights = _exact_digest(model)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     args = SFTConfig(
@@ -174,6 +185,14 @@ def build_organism(
         "model": {**model_kwargs, "vocab_size": len(tokenizer)},
         "training": {**train_kwargs, "seed": seed, "rows": len(rows), "threads": torch.get_num_threads()},
         "final_train_loss": result.training_loss,
+        # Where two builds part, if they do: the same tokenizer, data and initial weights, then the same training
+        # log step by step, leave only the arithmetic (the CPU's kernels) to differ
+        "fingerprints": {
+            "tokenizer": hashlib.sha256((output_dir / "tokenizer.json").read_bytes()).hexdigest(),
+            "train_data": hashlib.sha256((output_dir / "train_data" / "train.jsonl").read_bytes()).hexdigest(),
+            "initial_weights": initial_weights,
+            "final_weights": _exact_digest(model),
+        },
         "log": [e for e in trainer.state.log_history if "loss" in e],
         "seconds": round(time.time() - started, 1),
         "torch_threads": torch.get_num_threads(),

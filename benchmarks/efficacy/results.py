@@ -185,7 +185,13 @@ def render_results(results: dict[str, Any]) -> str:
         "",
         f"- date (UTC): {results['date']}; machine: {results['machine']['platform']}, {results['machine']['cpu_count']} "
         f"CPU cores, torch {results['machine']['torch']}, transformers {results['machine']['transformers']}, trl "
-        f"{results['machine']['trl']}; load average at the end {results['machine'].get('load_average_at_end')}",
+        f"{results['machine']['trl']}"
+        + (
+            f"; CPU {results['machine']['cpu_model']} (torch kernels: {results['machine']['torch_cpu_capability']})"
+            if results["machine"].get("cpu_model")
+            else ""
+        )
+        + f"; load average at the end {results['machine'].get('load_average_at_end')}",
         f"- organism: {organism.get('parameters', 0):,} parameters, {organism.get('training', {}).get('max_steps')} steps, "
         f"{organism.get('seconds')} s{' (reused from an earlier run)' if organism.get('reused') else ''}",
         f"- wall time: total {t['total']:.0f} s{cpu}; organism stage {t['organism']:.0f} s; classifier and labels "

@@ -74,20 +74,42 @@ from .stages import (
 # --- stages --------------------------------------------------------------------------------------------------------
 
 
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
 def machine() -> dict[str, Any]:
+    """What the figures may depend on besides the code: the same code and library versions on another CPU train
+    another organism (float sums differ with the kernels torch picks for the CPU's instruction set), so the CPU, the
+    SIMD level torch uses and every library on the training path are recorded."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
     import transformers
     import trl
 
+    libraries = {}
+    for name in ("tokenizers", "datasets", "accelerate", "peft", "numpy", "safetensors"):
+        try:
+            libraries[name] = version(name)
+        except PackageNotFoundError:
+            libraries[name] = None
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "trl": trl.__version__,
+        **libraries,
     }
 
 
