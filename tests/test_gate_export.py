@@ -72,10 +72,9 @@ def test_export_refuses_heads_a_classifier_cannot_serve(tiny_model_dirs, tmp_pat
 
 def test_export_command(exported, tmp_path, capsys, tiny_model_dirs):
     from trl_presafety import cli
-    from trl_presafety.gate_fitting import save_fitted_gate
 
     gate, _ = exported["r1"]
-    save_fitted_gate(gate, tmp_path / "gate")
+    gate.save_pretrained(tmp_path / "gate")
     cli.main(["export-gate", "--head_path", str(tmp_path / "gate"), "--output_dir", str(tmp_path / "cls")])
     printed = capsys.readouterr().out
     assert "Exported Qwen3ForSequenceClassification" in printed and '"logit_mean": ' in printed

@@ -15,12 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl_presafety import SafetyGate, SafetyHeadConfig, calibrate_safety_head, fit_safety_head, load_safety_head
 from trl_presafety.anchors import AnchorSpec, detect_template_family, inference_anchor
 from trl_presafety.fingerprints import fingerprint_weights
-from trl_presafety.gate_fitting import (
-    calibration_overlap,
-    choose_threshold,
-    fit_logistic_regression,
-    split_slice,
-)
+from trl_presafety.gate_calibration import calibration_overlap, choose_threshold, split_slice
+from trl_presafety.gate_fitting import fit_logistic_regression
 from trl_presafety.modeling import SAFETY_HEAD_CONFIG_NAME, SAFETY_HEAD_WEIGHTS_NAME
 
 from .testing_utils import load_tiny_sft_rows, params_snapshot

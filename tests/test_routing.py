@@ -503,7 +503,7 @@ def test_eval_route_without_a_head_says_how_to_get_one(tmp_path):
 
 
 def test_eval_route_uses_the_calibrated_threshold_and_flags_calibration_prompts(tmp_path):
-    from trl_presafety.gate_fitting import text_hash
+    from trl_presafety.gate_calibration import text_hash
 
     model, tokenizer = build_tiny_model("qwen3", hidden_size=16, num_attention_heads=2, num_key_value_heads=1)
     folder = tmp_path / "model"

@@ -17,7 +17,8 @@ quiet_optional_kernel_warning()
 _EXPORTS = {
     "gate": ["SafetyGate"],
     "gate_export": ["export_gate"],
-    "gate_fitting": ["calibrate_safety_head", "fit_safety_head"],
+    "gate_calibration": ["calibrate_safety_head"],
+    "gate_fitting": ["fit_safety_head"],
     "head_io": ["load_safety_head", "save_safety_head"],
     "modeling": [
         "SafetyHead",
@@ -68,8 +69,9 @@ __all__ = [
 
 if TYPE_CHECKING:  # static analyzers and IDEs see the real names
     from .gate import SafetyGate
+    from .gate_calibration import calibrate_safety_head
     from .gate_export import export_gate
-    from .gate_fitting import calibrate_safety_head, fit_safety_head
+    from .gate_fitting import fit_safety_head
     from .head_io import load_safety_head, save_safety_head
     from .modeling import (
         SafetyHead,

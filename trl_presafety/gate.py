@@ -171,6 +171,34 @@ class SafetyGate:
         load_safety_head(model, folder, allow_other_weights=allow_other_weights)
         return cls(model, tokenizer, threshold=threshold, batch_size=batch_size)
 
+    def save_pretrained(self, output_dir: str | os.PathLike) -> Path:
+        """Writes the gate's head (weights, config) to `output_dir`, and the tokenizer unless the folder has one: what
+        [`SafetyGate.from_pretrained`] reads back.
+
+        In a folder without the model's weights (a head fitted on a frozen model, or a head written elsewhere than its
+        training run's output), the config names the base model and the fingerprint of its weights, so that
+        `SafetyGate.from_pretrained(output_dir)` finds and checks them.
+        """
+        from .head_io import save_safety_head
+
+        folder = Path(output_dir)
+        has_weights = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+        if not has_weights and self.config.base_model is None:
+            if _is_peft(self.model):
+                raise ValueError(
+                    f"The gate's model is a PEFT adapter, whose weights {folder} would not hold: write the head into "
+                    "the adapter's own folder (the training output), or merge the adapter and fit the gate on the "
+                    "merged model."
+                )
+            self.config.base_model = getattr(get_base_causal_lm(self.model).config, "_name_or_path", None) or None
+        head = get_safety_head(self.model)
+        # Beside a training run's weights the head keeps the binding the run recorded; a folder without weights is
+        # bound to the weights the gate read
+        save_safety_head(folder, head.state_dict(), self.config, backbone=None if has_weights else self.model)
+        if not (folder / "tokenizer_config.json").is_file():
+            self.tokenizer.save_pretrained(folder)
+        return folder
+
     def _encode(
         self, prompt: str | Sequence[dict[str, str]], chat_template_kwargs: dict[str, Any]
     ) -> tuple[list[int], int]:
@@ -273,6 +301,14 @@ class SafetyGate:
     def close(self) -> None:
         """Removes the gate's hooks from the model."""
         self._capture.remove()
+
+
+def _is_peft(model: nn.Module) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:
+        return False
+    return isinstance(model, PeftModel)
 
 
 @dataclass

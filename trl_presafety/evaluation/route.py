@@ -198,7 +198,7 @@ def routing_section(records: list[dict[str, Any]], route: RouteSetup | None, con
     # the calibration set (its per-prompt hashes are recorded with the threshold)
     overlap = None
     if route.calibration and route.threshold_source.startswith("calibrated") and "prompt_hashes" in route.calibration:
-        from ..gate_fitting import text_hash
+        from ..gate_calibration import text_hash
 
         hashes = set(route.calibration["prompt_hashes"])
         overlap = sum(text_hash(r["prompt"]) in hashes for r in rows)

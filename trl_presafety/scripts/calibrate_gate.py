@@ -58,7 +58,7 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> dict:
     from ..gate import SafetyGate
-    from ..gate_fitting import calibrate_safety_head
+    from ..gate_calibration import calibrate_safety_head
 
     script_args, model_args = parse_args_strict(make_parser(), argv)
     kwargs = model_init_kwargs(model_args)
