@@ -37,8 +37,9 @@ PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) -m "not gpu and not slow" tests
 
-# The efficacy study on a model organism (benchmarks/efficacy; ~12 min on 2 idle CPU cores): arms (a)-(d), 10 seeds.
-# Resumable: rerun to continue; results/efficacy_default.json, RESULTS.md and efficacy.png are regenerated.
+# The efficacy study on a model organism (benchmarks/efficacy): arms (a)-(d), 10 seeds; 11-23 min on 2 idle CPU cores,
+# depending on the machine. Resumable: rerun to continue; results/efficacy_default.json, RESULTS.md and efficacy.png
+# are regenerated.
 efficacy: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study
 
@@ -50,7 +51,7 @@ efficacy-extended: setup
 
 # Issue 20: the decision drives generation (gates fitted or trained + routing no_think / primer / refuse, self-routing
 # SFT with and without the tied head, LoRA (b) and (c)), 10 seeds, the protocol of 2026-12-06 in RESULTS.md; reuses
-# the organism, labels and arms a-c of `make efficacy` when they are in runs/efficacy
+# the organism, labels and arms a-c of `make efficacy` when they are in runs/efficacy (then 37 min on 2 CPU cores)
 efficacy-routing: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.efficacy.study --arms a b c --routing --tag routing
 
