@@ -32,8 +32,9 @@ pipeline-tiny: setup
 
 # Two tiers: `make test` (about 5 min on 2 CPU cores) runs every test but the `slow` ones; `make slow_tests` runs those:
 # real multi-process launches (DDP, DeepSpeed, FSDP2, killed and shared label workers), the efficacy study's smoke
-# runs and the shipped tiny pipeline. CI runs both. `--dist loadgroup` keeps a module's costly fixtures on one worker.
-PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
+# runs and the shipped tiny pipeline. CI runs both. `--dist loadfile`: a module's tests run on one worker, so its
+# module-scoped fixtures (the fine-tuned MiniLM, the distributed reference runs, the efficacy smoke folder) are built once.
+PYTEST_ARGS := -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS) -m "not gpu and not slow" tests
 

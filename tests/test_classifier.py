@@ -20,10 +20,6 @@ from trl_presafety.scripts import train_classifier
 from .testing_utils import CPU_TRAINING_KWARGS
 
 
-# One worker for the module: the MiniLM fine-tuned by `trained` (the slowest fixture of the suite) is built once
-pytestmark = pytest.mark.xdist_group("classifier")
-
-
 RECIPE = Path(__file__).parents[1] / "recipes" / "tiny" / "train_classifier.yaml"
 
 

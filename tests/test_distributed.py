@@ -30,9 +30,8 @@ import torch
 from .testing_utils import require_deepspeed
 
 
-# Real launches of 2-4 processes each: `make slow_tests` (CI runs it after `make test`), all on one pytest worker so
-# that the single-process reference runs are computed once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
+# Real launches of 2-4 processes each: `make slow_tests` (CI runs it after `make test`)
+pytestmark = pytest.mark.slow
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

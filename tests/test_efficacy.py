@@ -14,10 +14,6 @@ from benchmarks.efficacy.layout import StudyConfig
 from benchmarks.efficacy.study import parse_args, run_study
 
 
-# One worker for the module: the smoke runs share their organism, classifier and labels (`smoke_root`)
-pytestmark = pytest.mark.xdist_group("efficacy")
-
-
 def test_committed_splits_are_the_builder_output_and_disjoint():
     built = D.build_splits()
     committed = D.load_splits()
