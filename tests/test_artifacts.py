@@ -2,7 +2,6 @@
 """What the trainers write is a standard checkpoint (the weight keys of a plain TRL run) plus the head in its own
 files, so transformers, PEFT and vLLM load it unchanged; and loading a head fails closed on bad state."""
 
-import importlib.util
 import json
 import pickle
 import shutil
@@ -30,6 +29,7 @@ from .testing_utils import (
     load_tiny_rows,
     load_tiny_sft_rows,
     params_snapshot,
+    require_vllm_modules,
     safetensors_keys,
     trainer_classes,
 )
@@ -171,19 +171,7 @@ def test_lora_resume_restores_the_head_and_its_optimizer_state(tiny_model_dirs, 
 
 # --- vLLM's own loader rules, where its Python code runs (`pip install --no-deps vllm` and its pure-Python needs;
 # `make vllm_check`) -------------------------------------------------------------------------------------------
-def _vllm_loaders_import() -> bool:
-    try:
-        return importlib.util.find_spec("vllm") is not None and bool(
-            __import__("vllm.model_executor.models.utils", fromlist=["AutoWeightsLoader"])
-            and __import__("vllm.lora.peft_helper", fromlist=["PEFTHelper"])
-        )
-    except Exception:  # its optional compiled parts are absent on a CPU machine
-        return False
-
-
-require_vllm_loaders = pytest.mark.skipif(
-    not _vllm_loaders_import(), reason="needs vLLM's Python code (make vllm_check)"
-)
+require_vllm_loaders = require_vllm_modules("vllm.model_executor.models.utils", "vllm.lora.peft_helper")
 
 
 @require_vllm_loaders

@@ -3,7 +3,6 @@
 own loader and classification head read it, and give `SafetyGate`'s probabilities and decisions (both template
 families); heads a sequence classifier cannot serve are refused."""
 
-import importlib.util
 import json
 import math
 from types import SimpleNamespace
@@ -16,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from trl_presafety import fit_safety_head
 from trl_presafety.gate_export import EXPORT_CONFIG_KEY, export_gate
 
-from .testing_utils import load_tiny_sft_rows
+from .testing_utils import load_tiny_sft_rows, require_vllm_modules
 
 
 ROWS = load_tiny_sft_rows()
@@ -85,18 +84,8 @@ def test_export_command(exported, tmp_path, capsys, tiny_model_dirs):
 
 
 # --- vLLM's own code, where it is installed (`make vllm_check`) ------------------------------------------------------
-def _vllm_pooling_imports() -> bool:
-    try:
-        return importlib.util.find_spec("vllm") is not None and bool(
-            __import__("vllm.model_executor.models.utils", fromlist=["AutoWeightsLoader"])
-            and __import__("vllm.model_executor.layers.pooler.seqwise.heads", fromlist=["ClassifierPoolerHead"])
-        )
-    except Exception:  # its optional compiled parts are absent on a CPU machine
-        return False
-
-
-require_vllm_pooling = pytest.mark.skipif(
-    not _vllm_pooling_imports(), reason="needs vLLM's Python code (make vllm_check)"
+require_vllm_pooling = require_vllm_modules(
+    "vllm.model_executor.models.utils", "vllm.model_executor.layers.pooler.seqwise.heads"
 )
 
 

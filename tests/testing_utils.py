@@ -22,6 +22,24 @@ require_torch_accelerator = pytest.mark.skipif(not torch.cuda.is_available(), re
 require_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="needs deepspeed")
 require_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vllm")
 
+
+def require_vllm_modules(*modules: str) -> pytest.MarkDecorator:
+    """Skips unless vLLM's Python code imports `modules` (`make vllm_check` installs it; its optional compiled parts
+    are absent on a CPU machine, so a module that needs them fails to import and the test is skipped)."""
+
+    def importable() -> bool:
+        if importlib.util.find_spec("vllm") is None:
+            return False
+        try:
+            for module in modules:
+                importlib.import_module(module)
+        except Exception:
+            return False
+        return True
+
+    return pytest.mark.skipif(not importable(), reason="needs vLLM's Python code (make vllm_check)")
+
+
 # CPU settings for every trainer config built in tests
 CPU_TRAINING_KWARGS = {
     "bf16": False,
