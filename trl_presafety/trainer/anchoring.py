@@ -47,17 +47,25 @@ def prompt_boundary(
     """
     tokenizer = getattr(processing_class, "tokenizer", processing_class)
     if is_conversational({"prompt": prompt}):
-        tools = example.get("tools")
-        tools = json.loads(tools) if isinstance(tools, str) else tools
-        kwargs = {"tools": tools, **(example.get("chat_template_kwargs") or {})}
-        if chat_template is not None:
-            kwargs["chat_template"] = chat_template
-        prompt_ids, generation_start = conversation_prompt(tokenizer, prompt, **kwargs)
+        prompt_ids, generation_start = conversation_prompt(
+            tokenizer, prompt, **_template_kwargs(example, chat_template)
+        )
     else:
         offset = example.get(RESPONSE_START_COLUMN)
         head = prompt if offset is None else prompt[:offset]
         prompt_ids, generation_start = _tokenize(processing_class, head)["input_ids"], None
     return Boundary(len(prompt_ids), generation_start), common_prefix_length(prompt_ids, token_ids)
+
+
+def _template_kwargs(example: dict[str, Any], chat_template: str | None) -> dict[str, Any]:
+    """What the chat template of an example is rendered with, as TRL renders it: its `tools` (a JSON string in a
+    dataset, decoded), its `chat_template_kwargs`, and the trainer's template override."""
+    tools = example.get("tools")
+    tools = json.loads(tools) if isinstance(tools, str) else tools
+    kwargs = {"tools": tools, **(example.get("chat_template_kwargs") or {})}
+    if chat_template is not None:
+        kwargs["chat_template"] = chat_template
+    return kwargs
 
 
 def prompt_is_text_prefix(
@@ -68,12 +76,7 @@ def prompt_is_text_prefix(
     the assistant turn differently from its generation prompt (asked only for examples whose tokens differ)."""
     tokenizer = getattr(processing_class, "tokenizer", processing_class)
     if is_conversational({"prompt": prompt}):
-        tools = example.get("tools")
-        tools = json.loads(tools) if isinstance(tools, str) else tools
-        kwargs = {"tools": tools, **(example.get("chat_template_kwargs") or {})}
-        if chat_template is not None:
-            kwargs["chat_template"] = chat_template
-        prompt_ids, _ = conversation_prompt(tokenizer, prompt, **kwargs)
+        prompt_ids, _ = conversation_prompt(tokenizer, prompt, **_template_kwargs(example, chat_template))
         return tokenizer.decode(token_ids).startswith(tokenizer.decode(prompt_ids))
     return True  # a text prompt is a prefix of prompt + completion by construction
 
