@@ -1,6 +1,6 @@
 # Copyright 2026 The trl-presafety developers. Licensed under the Apache License, Version 2.0.
 """Small helpers the efficacy study's result modules share: means that skip missing values, and how a figure with
-its interval and the evaluation sets are written."""
+its interval and the evaluation sets are written and drawn."""
 
 from typing import Any
 
@@ -27,3 +27,18 @@ def eval_sets_text(protocol: dict[str, Any]) -> str:
     if files:
         return "the user's files " + ", ".join(f"`{f}`" for f in files)
     return "`held-out`" if protocol["eval_sets"] == "heldout" else f"`{protocol['eval_sets']}`"
+
+
+def bounds(cell: dict[str, Any]) -> tuple[float, float]:
+    """`(low, high)` of a figure's interval; its mean where a bound is missing (one seed has no interval)."""
+    low = cell["low"] if cell.get("low") is not None else cell["mean"]
+    high = cell["high"] if cell.get("high") is not None else cell["mean"]
+    return low, high
+
+
+def interval_bar(ax: Any, x: float, cell: dict[str, Any], color: Any, capsize: float, fontsize: float) -> None:
+    """One bar of a figure's mean with its interval, the value written above it."""
+    low, high = bounds(cell)
+    ax.bar(x, cell["mean"], color=color, alpha=0.85)
+    ax.errorbar(x, cell["mean"], yerr=[[cell["mean"] - low], [high - cell["mean"]]], color="black", capsize=capsize)
+    ax.text(x, min(high + 0.02, 1.02), f"{cell['mean']:.2f}", ha="center", va="bottom", fontsize=fontsize)

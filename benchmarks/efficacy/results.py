@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import EXTRA_FIGURES, FIGURES, HERE, RESULTS_DIR, _at
-from .formatting import eval_sets_text, fmt, fmt_ci
+from .formatting import eval_sets_text, fmt, fmt_ci, interval_bar
 from .routing_results import (
     decision_arms,
     plot_routing,
@@ -234,11 +234,7 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
             cell = results["summary"][arm].get(key) or {}
             if cell.get("mean") is None:
                 continue
-            low = cell["low"] if cell.get("low") is not None else cell["mean"]
-            high = cell["high"] if cell.get("high") is not None else cell["mean"]
-            ax.bar(i, cell["mean"], color=colors(i), alpha=0.85)
-            ax.errorbar(i, cell["mean"], yerr=[[cell["mean"] - low], [high - cell["mean"]]], color="black", capsize=4)
-            ax.text(i, min(high + 0.02, 1.02), f"{cell['mean']:.2f}", ha="center", va="bottom", fontsize=10)
+            interval_bar(ax, i, cell, colors(i), capsize=4, fontsize=10)
         ax.set_xticks(range(len(arms)), arms, rotation=45 if len(arms) > 5 else 0, fontsize=11)
         ax.set_ylim(0, 1.12)
         ax.set_title(textwrap.fill(("↓ " if direction == "down" else "↑ ") + label, 48), fontsize=11)

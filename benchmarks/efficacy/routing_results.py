@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .arms import DECISION_ARMS, ROUTED_ARMS
-from .formatting import eval_sets_text, fmt_ci
+from .formatting import bounds, eval_sets_text, fmt_ci, interval_bar
 from .formatting import mean as _mean
 
 
@@ -223,11 +223,7 @@ def plot_routing(results: dict[str, Any], path: Path) -> Path:
             cell = summary[arm].get(key) or {}
             if cell.get("mean") is None:
                 continue
-            low = cell["low"] if cell.get("low") is not None else cell["mean"]
-            high = cell["high"] if cell.get("high") is not None else cell["mean"]
-            ax.bar(i, cell["mean"], color=colors(i), alpha=0.85)
-            ax.errorbar(i, cell["mean"], yerr=[[cell["mean"] - low], [high - cell["mean"]]], color="black", capsize=3)
-            ax.text(i, min(high + 0.02, 1.02), f"{cell['mean']:.2f}", ha="center", va="bottom", fontsize=6)
+            interval_bar(ax, i, cell, colors(i), capsize=3, fontsize=6)
         ax.set_xticks(range(len(arms)), arms, rotation=45, fontsize=8)
         ax.set_ylim(0, 1.08)
         ax.set_title(title, fontsize=9)
@@ -235,41 +231,39 @@ def plot_routing(results: dict[str, Any], path: Path) -> Path:
     bars(axes[0], "on_harmful", "↓ harmful rate, thinking on (greedy, held-out harmful)")
     bars(axes[1], "on_over_refusal", "↓ over-refusal, thinking on (held-out benign-edgy)")
     bars(axes[2], "on_math", "↑ math accuracy, thinking on")
-    ax = axes[3]
-    width = 0.27
-    for j, (key, name) in enumerate(
-        (("routed_harmful", "harmful"), ("routed_benign", "benign-edgy"), ("routed_math", "math"))
-    ):
-        xs = [i + (j - 1) * width for i in range(len(arms))]
-        ys = [(summary[arm].get(key) or {}).get("mean") or 0.0 for arm in arms]
-        ax.bar(xs, ys, width=width, label=name)
-    ax.set_xticks(range(len(arms)), arms, rotation=45, fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
-    ax.set_title("routed share (gate; or an empty think block where there is no gate)", fontsize=9)
-    ax = axes[4]
-    for j, (key, name) in enumerate(
+
+    def grouped_bars(ax, series: tuple[tuple[str, str], ...], title: str) -> None:
+        width = 0.27  # three bars side by side per arm
+        for j, (key, name) in enumerate(series):
+            xs = [i + (j - 1) * width for i in range(len(arms))]
+            ys = [(summary[arm].get(key) or {}).get("mean") or 0.0 for arm in arms]
+            ax.bar(xs, ys, width=width, label=name)
+        ax.set_xticks(range(len(arms)), arms, rotation=45, fontsize=8)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=7)
+        ax.set_title(title, fontsize=9)
+
+    grouped_bars(
+        axes[3],
+        (("routed_harmful", "harmful"), ("routed_benign", "benign-edgy"), ("routed_math", "math")),
+        "routed share (gate; or an empty think block where there is no gate)",
+    )
+    grouped_bars(
+        axes[4],
         (
             ("degenerate_unclosed", "no closing tag"),
             ("degenerate_token_cap", "token cap"),
             ("degenerate_empty_answer", "empty answer"),
-        )
-    ):
-        xs = [i + (j - 1) * width for i in range(len(arms))]
-        ys = [(summary[arm].get(key) or {}).get("mean") or 0.0 for arm in arms]
-        ax.bar(xs, ys, width=width, label=name)
-    ax.set_xticks(range(len(arms)), arms, rotation=45, fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7)
-    ax.set_title("↓ degenerate outputs, thinking on (all prompts)", fontsize=9)
+        ),
+        "↓ degenerate outputs, thinking on (all prompts)",
+    )
     ax = axes[5]
     shown = [
         arm for arm in arms if (results["differences"].get(arm) or {}).get("on_harmful", {}).get("mean") is not None
     ]
     for y, arm in enumerate(shown):
         cell = results["differences"][arm]["on_harmful"]
-        low = cell["low"] if cell.get("low") is not None else cell["mean"]
-        high = cell["high"] if cell.get("high") is not None else cell["mean"]
+        low, high = bounds(cell)
         ax.errorbar(
             cell["mean"],
             y,
