@@ -17,7 +17,7 @@ from .anchors import MISSING_POSITION, AnchorSpec, detect_template_family, infer
 from .conversations import check_prompt, check_prompts
 from .generation import check_prompt_lengths, context_length
 from .head_io import check_head_fits, check_usable_head
-from .modeling import AnchorCapture, SafetyHeadConfig, get_base_causal_lm, get_safety_head
+from .modeling import AnchorCapture, SafetyHeadConfig, _is_peft_model, get_base_causal_lm, get_safety_head
 
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class SafetyGate:
         folder = Path(output_dir)
         has_weights = (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
         if not has_weights and self.config.base_model is None:
-            if _is_peft(self.model):
+            if _is_peft_model(self.model):
                 raise ValueError(
                     f"The gate's model is a PEFT adapter, whose weights {folder} would not hold: write the head into "
                     "the adapter's own folder (the training output), or merge the adapter and fit the gate on the "
@@ -301,14 +301,6 @@ class SafetyGate:
     def close(self) -> None:
         """Removes the gate's hooks from the model."""
         self._capture.remove()
-
-
-def _is_peft(model: nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:
-        return False
-    return isinstance(model, PeftModel)
 
 
 @dataclass
