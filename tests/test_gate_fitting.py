@@ -308,3 +308,22 @@ def test_a_gate_fitted_on_a_lora_adapter_reads_the_merged_weights(tiny_model_dir
     prompts = [row["prompt"] for row in DEV[:4]]
     assert SafetyGate.from_pretrained(tmp_path / "gate").predict_proba(prompts) == gate.predict_proba(prompts)
     load_safety_head(merged, tmp_path / "gate")  # the evaluation's merged model takes the head
+
+
+def test_saving_a_gate_on_an_unmerged_adapter_into_a_folder_without_weights_is_refused(tiny_model_dirs, tmp_path):
+    # The folder would hold no adapter and could name no base model: a later load could not find the weights read
+    from peft import LoraConfig, get_peft_model
+
+    from trl_presafety import attach_safety_head
+    from trl_presafety.gate_fitting import head_config_for
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["qwen3"])
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dirs["qwen3"]),
+        LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"]),
+    )
+    attach_safety_head(model, head_config_for(model, tokenizer))
+    gate = SafetyGate(model, tokenizer)
+    with pytest.raises(ValueError, match=r"is a PEFT adapter, whose weights .* would not hold"):
+        gate.save_pretrained(tmp_path / "gate")
+    assert not (tmp_path / "gate" / SAFETY_HEAD_CONFIG_NAME).exists()
